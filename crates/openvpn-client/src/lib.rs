@@ -1,0 +1,1 @@
+//! openvpn-client (work in progress).

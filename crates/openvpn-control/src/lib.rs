@@ -1,0 +1,1 @@
+//! openvpn-control (work in progress).

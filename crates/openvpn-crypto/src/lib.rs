@@ -1,0 +1,1 @@
+//! openvpn-crypto (work in progress).

@@ -1,0 +1,1 @@
+//! openvpn-server (work in progress).

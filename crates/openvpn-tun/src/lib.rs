@@ -1,0 +1,1 @@
+//! openvpn-tun (work in progress).

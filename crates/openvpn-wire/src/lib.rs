@@ -1,0 +1,1 @@
+//! openvpn-wire (work in progress).
