@@ -1,1 +1,133 @@
-fn main() {}
+//! Project automation for openvpn-rs, run as `cargo xtask <command>`.
+//!
+//! ```text
+//! cargo xtask ci                      fmt check, clippy, tests, then interop when root
+//! cargo xtask interop [--filter S]    real/ours OpenVPN peers in the ovrs-* namespaces
+//!                     [--list]        print the case table and exit
+//! ```
+//!
+//! `.ci/run` installs the system packages and then runs `cargo xtask ci`, so CI and a local
+//! run execute the same steps.
+
+mod cases;
+mod interop;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+commands:
+  ci                          cargo fmt --check, clippy -D warnings, tests, interop (as root)
+  interop [--filter NAME]     run the enabled interop cases whose name contains NAME
+          [--list]            list all cases (enabled or not) and exit";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "ci" => {
+            if let Some(extra) = rest.first() {
+                bail!("ci takes no arguments, got '{extra}'\n{USAGE}");
+            }
+            ci()
+        }
+        "interop" => interop::run(&interop::Options::parse(rest)?),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command '{other}'\n{USAGE}"),
+    }
+}
+
+/// The steps of `.ci/run` after package installation.
+fn ci() -> Result<()> {
+    let root = workspace_root()?;
+    let cargo = cargo();
+    for args in [
+        &["fmt", "--all", "--", "--check"][..],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--workspace"],
+    ] {
+        let mut cmd = Command::new(&cargo);
+        cmd.args(args).current_dir(&root);
+        run_checked(&mut cmd)?;
+    }
+    if is_root()? {
+        interop::run(&interop::Options::default())
+    } else {
+        println!("ci: skipping interop (needs root for network namespaces)");
+        Ok(())
+    }
+}
+
+/// Runs a command with inherited stdio; a non-zero exit is an error naming the command.
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let shown = show(cmd);
+    println!("+ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// A command line for messages.
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The cargo that runs us (`$CARGO`), or `cargo` from PATH.
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// The workspace root: the parent of this crate's directory, symlinks resolved.
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::fs::canonicalize(manifest_dir)
+        .with_context(|| format!("cannot resolve {}", manifest_dir.display()))?;
+    dir.parent()
+        .map(Path::to_path_buf)
+        .context("xtask directory has no parent")
+}
+
+/// Whether the effective user id is 0, read from `/proc/self/status`.
+fn is_root() -> Result<bool> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .context("no Uid line in /proc/self/status")?;
+    Ok(euid == "0")
+}
