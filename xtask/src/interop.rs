@@ -163,6 +163,20 @@ impl Drop for Namespaces<'_> {
     fn drop(&mut self) {
         if let Err(e) = script(self.env, "netns.sh", &[OsStr::new("down")]) {
             eprintln!("interop: teardown failed: {e:#}");
+            return;
+        }
+        let left = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if left
+            .lines()
+            .any(|l| l.starts_with(SERVER_NS) || l.starts_with(CLIENT_NS))
+        {
+            eprintln!("interop: teardown left namespaces behind:\n{left}");
+        } else {
+            println!("interop: namespaces {SERVER_NS} and {CLIENT_NS} removed");
         }
     }
 }
