@@ -635,6 +635,50 @@ mod tests {
     }
 
     #[test]
+    fn wrapped_packets_peek_and_body() {
+        // test-vectors.md §6: tls-crypt client reset; the session id is readable unwrapped
+        let wrapped = hex(
+            "38ce8ab0b78b3fa99b000000016b06d8528a2312b7490dffad30fd9b71c9cc9d00d89eb7644869f57bda3e1e834a4fc28749b67b9537",
+        );
+        assert_eq!(peek_session_id(&wrapped), Some(sid("ce8ab0b78b3fa99b")));
+        // test-vectors.md §7: tls-auth server reset, body after the 9 + 20 + 8 byte header
+        let pkt = hex(
+            "40628d8ebf86a41e705b451557ee65818d407cb27982ec6b946d440ebe000000016b06d86b0100000000d8ef5aa1cde9b37900000000",
+        );
+        assert_eq!(peek_session_id(&pkt), Some(sid("628d8ebf86a41e70")));
+        let (op, key) = parse_first_byte(pkt[0]).expect("opcode");
+        let p = ControlPacket::parse_body(op, key, sid("628d8ebf86a41e70"), &pkt[37..])
+            .expect("body parses");
+        assert_eq!(p.opcode, Opcode::HardResetServerV2);
+        assert_eq!(p.acks.as_slice(), &[0]);
+        assert_eq!(p.remote_session_id, Some(sid("d8ef5aa1cde9b379")));
+        assert_eq!(p.message_id, Some(0));
+        // the tls-auth unit-test body (test-vectors.md §2.2): ack_len 0, message id 0
+        let body = hex("00 00000000");
+        let p = ControlPacket::parse_body(
+            Opcode::HardResetClientV2,
+            KeyId::ZERO,
+            sid("de694c5c7bfba274"),
+            &body,
+        )
+        .expect("body parses");
+        assert_eq!((p.acks.len(), p.message_id), (0, Some(0)));
+        assert_eq!(
+            ControlPacket::parse_body(
+                Opcode::ControlV1,
+                KeyId::ZERO,
+                SessionId::ZERO,
+                &[0, 0, 0, 0, 1]
+            ),
+            Err(WireError::ZeroSessionId)
+        );
+        assert_eq!(
+            ControlPacket::parse_body(Opcode::AckV1, KeyId::ZERO, sid("de694c5c7bfba274"), &[]),
+            Err(WireError::Truncated)
+        );
+    }
+
+    #[test]
     fn rejections() {
         // data opcode
         assert_eq!(
