@@ -1,0 +1,376 @@
+//! The server side of one client connection: authentication hand-off, NCP, PUSH_REPLY.
+//!
+//! ```text
+//!  Session events ─▶ ServerSession ─▶ ServerEvent::Authenticate ─▶ (driver decides)
+//!                         ▲                                         │
+//!                         └──── accept(now, key_id, client_push) ◀──┘
+//!  PUSH_REQUEST ─▶ PUSH_REPLY (global push + per-client options + peer-id, cipher, flags)
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use openvpn_crypto::{CipherKind, KeyBlock};
+use openvpn_wire::KeyId;
+
+use crate::messages::ControlMessage;
+use crate::ncp;
+use crate::options;
+use crate::peer_info::{self, PeerInfo};
+use crate::session::{CloseReason, Event, KeyDerivation, PeerAuth, Session};
+
+/// Largest PUSH_REPLY message we send (OpenVPN 2.6 keeps them ≤ 1024 bytes).
+const PUSH_BUNDLE_SIZE: usize = 1024;
+/// A repeated PUSH_REQUEST within this time gets no second reply.
+const PUSH_REPEAT_GUARD: Duration = Duration::from_secs(30);
+
+/// Server-wide negotiation policy.
+#[derive(Clone, Debug)]
+pub struct ServerPolicy {
+    /// `data-ciphers` in preference order.
+    pub ciphers: Vec<String>,
+    /// `data-ciphers-fallback`.
+    pub fallback: Option<String>,
+    /// `push "…"` options for every client, already formatted.
+    pub push: Vec<String>,
+    /// Offer dynamic tls-crypt to clients that support it.
+    pub dyn_tls_crypt: bool,
+    /// `tun-mtu` pushed to clients that announce `IV_MTU`.
+    pub tun_mtu: Option<u16>,
+}
+
+/// Events of one client connection on the server.
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// The client sent credentials and peer-info; the cipher is already negotiated. Call
+    /// [`ServerSession::accept`] or [`ServerSession::reject`].
+    Authenticate {
+        /// Key state being authenticated (0 first, then renegotiations).
+        key_id: KeyId,
+        /// What the client sent.
+        auth: Box<PeerAuth>,
+        /// Parsed peer-info.
+        peer_info: PeerInfo,
+        /// The negotiated cipher.
+        cipher: CipherKind,
+    },
+    /// NCP failed; the client has been told with AUTH_FAILED.
+    NegotiationFailed(String),
+    /// Data-channel keys for `key_id`.
+    KeysReady {
+        /// Key ID.
+        key_id: KeyId,
+        /// Key block.
+        key2: KeyBlock,
+        /// Cipher.
+        cipher: CipherKind,
+    },
+    /// The PUSH_REPLY went out: the client is connected.
+    Pushed,
+    /// A key may no longer be used.
+    KeyRetired {
+        /// Key ID.
+        key_id: KeyId,
+    },
+    /// The client said `EXIT`.
+    ClientExit,
+    /// The session is over.
+    Closed(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    WaitingKeyExchange,
+    WaitingDecision,
+    Accepted,
+    Rejected,
+}
+
+/// One client connection's control logic around a [`Session`].
+#[derive(Debug)]
+pub struct ServerSession {
+    session: Session,
+    policy: ServerPolicy,
+    peer_id: u32,
+    stage: Stage,
+    peer_info: PeerInfo,
+    cipher: Option<CipherKind>,
+    derivation: KeyDerivation,
+    client_push: Vec<String>,
+    last_push: Option<Instant>,
+    pushed_once: bool,
+    events: VecDeque<ServerEvent>,
+}
+
+impl ServerSession {
+    /// Wraps a server [`Session`] for the client that got `peer_id`.
+    pub fn new(session: Session, policy: ServerPolicy, peer_id: u32) -> Self {
+        ServerSession {
+            session,
+            policy,
+            peer_id,
+            stage: Stage::WaitingKeyExchange,
+            peer_info: PeerInfo::default(),
+            cipher: None,
+            derivation: KeyDerivation::Prf,
+            client_push: Vec::new(),
+            last_push: None,
+            pushed_once: false,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The underlying session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The underlying session, mutably.
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// The client's peer-info.
+    pub fn peer_info(&self) -> &PeerInfo {
+        &self.peer_info
+    }
+
+    /// The client's peer-id.
+    pub fn peer_id(&self) -> u32 {
+        self.peer_id
+    }
+
+    /// The negotiated cipher.
+    pub fn cipher(&self) -> Option<CipherKind> {
+        self.cipher
+    }
+
+    /// Whether the client uses DATA_V2 (announced IV_PROTO bit 1).
+    pub fn uses_data_v2(&self) -> bool {
+        self.peer_info.proto_bits() & peer_info::IV_PROTO_DATA_V2 != 0
+    }
+
+    /// Feeds a control datagram.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.session.handle_datagram(now, datagram);
+        self.process(now);
+    }
+
+    /// Runs timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+        self.process(now);
+    }
+
+    /// Next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// Next datagram.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.session.poll_transmit(now)
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Accepts the client for `key_id`. `client_push` are per-client options (e.g.
+    /// `ifconfig 10.8.0.2 255.255.255.0`, `ifconfig-ipv6 fd08::1000/64 fd08::1`) sent in the
+    /// PUSH_REPLY of the first key.
+    pub fn accept(&mut self, now: Instant, key_id: KeyId, client_push: Vec<String>) {
+        if key_id == KeyId::ZERO {
+            self.client_push = client_push;
+            self.stage = Stage::Accepted;
+            let bits = self.peer_info.proto_bits();
+            self.derivation = if bits & peer_info::IV_PROTO_TLS_KEY_EXPORT != 0 {
+                KeyDerivation::TlsEkm
+            } else {
+                KeyDerivation::Prf
+            };
+            self.session.enable_data_channel(self.derivation);
+        }
+        self.session.accept_auth(now, key_id);
+        if key_id == KeyId::ZERO
+            && self.peer_info.proto_bits() & peer_info::IV_PROTO_REQUEST_PUSH != 0
+        {
+            self.send_push_reply(now);
+        }
+        self.process(now);
+    }
+
+    /// Rejects the client: it is told `AUTH_FAILED[,reason]`.
+    pub fn reject(&mut self, now: Instant, key_id: KeyId, reason: Option<&str>) {
+        if key_id == KeyId::ZERO {
+            self.stage = Stage::Rejected;
+        }
+        self.session.reject_auth(now, key_id, reason);
+        self.process(now);
+    }
+
+    /// Sends a `RESTART` (server shutting down, `explicit-exit-notify`) or `HALT`.
+    pub fn send_text(&mut self, now: Instant, msg: &str) {
+        let _ = self.session.send_message(now, msg);
+    }
+
+    fn process(&mut self, now: Instant) {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                Event::AuthRequest { key_id, auth } => self.on_auth_request(now, key_id, auth),
+                Event::KeysReady { key_id, key2 } => {
+                    if let Some(cipher) = self.cipher {
+                        self.events.push_back(ServerEvent::KeysReady {
+                            key_id,
+                            key2,
+                            cipher,
+                        });
+                    }
+                }
+                Event::KeyRetired { key_id } => {
+                    self.events.push_back(ServerEvent::KeyRetired { key_id })
+                }
+                Event::ControlMessage(m) => match ControlMessage::parse(&m) {
+                    ControlMessage::PushRequest => self.on_push_request(now),
+                    ControlMessage::Exit => self.events.push_back(ServerEvent::ClientExit),
+                    _ => {}
+                },
+                Event::Closed(r) => self.events.push_back(ServerEvent::Closed(r)),
+                Event::KeyStateActive { .. }
+                | Event::RenegotiationStarted { .. }
+                | Event::RenegotiationFailed { .. } => {}
+            }
+        }
+    }
+
+    fn on_auth_request(&mut self, now: Instant, key_id: KeyId, auth: Box<PeerAuth>) {
+        if key_id == KeyId::ZERO {
+            self.peer_info = PeerInfo::parse(&auth.peer_info);
+            let occ = ncp::occ_cipher(&auth.options);
+            match ncp::choose_cipher(
+                &self.policy.ciphers,
+                self.policy.fallback.as_deref(),
+                &self.peer_info,
+                occ,
+            ) {
+                Ok(name) => match CipherKind::from_name(&name) {
+                    Some(c) => self.cipher = Some(c),
+                    None => {
+                        let msg = format!("cipher '{name}' is not supported");
+                        self.fail_negotiation(
+                            now,
+                            key_id,
+                            msg,
+                            "Data channel cipher negotiation failed (no shared cipher)",
+                        );
+                        return;
+                    }
+                },
+                Err(e) => {
+                    let reason = e.auth_failed_reason();
+                    self.fail_negotiation(now, key_id, e.to_string(), reason);
+                    return;
+                }
+            }
+            self.stage = Stage::WaitingDecision;
+        } else if self.stage == Stage::Rejected {
+            self.session.reject_auth(now, key_id, None);
+            return;
+        }
+        let Some(cipher) = self.cipher else { return };
+        self.events.push_back(ServerEvent::Authenticate {
+            key_id,
+            auth,
+            peer_info: self.peer_info.clone(),
+            cipher,
+        });
+    }
+
+    fn fail_negotiation(&mut self, now: Instant, key_id: KeyId, log: String, reason: &str) {
+        self.stage = Stage::Rejected;
+        self.session.reject_auth(now, key_id, Some(reason));
+        self.events.push_back(ServerEvent::NegotiationFailed(log));
+    }
+
+    fn on_push_request(&mut self, now: Instant) {
+        match self.stage {
+            Stage::Accepted => {
+                if self.last_push.is_some_and(|t| now < t + PUSH_REPEAT_GUARD) {
+                    return;
+                }
+                self.send_push_reply(now);
+            }
+            Stage::Rejected => {
+                let _ = self.session.send_message(now, "AUTH_FAILED");
+            }
+            Stage::WaitingKeyExchange | Stage::WaitingDecision => {}
+        }
+    }
+
+    /// The per-client options OpenVPN 2.6 appends: ifconfig…, peer-id, cipher, flags, tun-mtu.
+    fn generated_options(&self) -> Vec<String> {
+        let bits = self.peer_info.proto_bits();
+        let mut v = self.client_push.clone();
+        if bits & peer_info::IV_PROTO_DATA_V2 != 0 {
+            v.push(format!("peer-id {}", self.peer_id));
+        }
+        let ncp_capable = self.peer_info.get("IV_CIPHERS").is_some()
+            || self
+                .peer_info
+                .get("IV_NCP")
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0)
+                >= 2;
+        if let (Some(c), true) = (self.cipher, ncp_capable) {
+            v.push(format!("cipher {}", c.name()));
+        }
+        if bits & peer_info::IV_PROTO_CC_EXIT_NOTIFY != 0 {
+            let mut flags = vec!["cc-exit"];
+            if self.derivation == KeyDerivation::TlsEkm {
+                flags.push("tls-ekm");
+            }
+            if self.policy.dyn_tls_crypt && bits & peer_info::IV_PROTO_DYN_TLS_CRYPT != 0 {
+                flags.push("dyn-tls-crypt");
+            }
+            v.push(format!("protocol-flags {}", flags.join(" ")));
+        } else if self.derivation == KeyDerivation::TlsEkm {
+            v.push("key-derivation tls-ekm".into());
+        }
+        if let (Some(mtu), Some(_)) = (self.policy.tun_mtu, self.peer_info.get("IV_MTU")) {
+            v.push(format!("tun-mtu {mtu}"));
+        }
+        v
+    }
+
+    fn send_push_reply(&mut self, now: Instant) {
+        let mut all = self.policy.push.clone();
+        all.extend(self.generated_options());
+        let messages = match options::build_push_reply(&all, PUSH_BUNDLE_SIZE) {
+            Ok(m) => m,
+            Err(e) => {
+                self.events
+                    .push_back(ServerEvent::NegotiationFailed(format!(
+                        "cannot build PUSH_REPLY: {e}"
+                    )));
+                let _ = self.session.send_message(now, "AUTH_FAILED");
+                return;
+            }
+        };
+        for m in messages {
+            let _ = self.session.send_message(now, &m);
+        }
+        self.last_push = Some(now);
+        let bits = self.peer_info.proto_bits();
+        if self.policy.dyn_tls_crypt
+            && bits & peer_info::IV_PROTO_DYN_TLS_CRYPT != 0
+            && bits & peer_info::IV_PROTO_CC_EXIT_NOTIFY != 0
+        {
+            let _ = self.session.enable_dyn_tls_crypt();
+        }
+        if !self.pushed_once {
+            self.pushed_once = true;
+            self.events.push_back(ServerEvent::Pushed);
+        }
+    }
+}

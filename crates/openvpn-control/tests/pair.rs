@@ -1,0 +1,199 @@
+//! Client ↔ server handshakes in memory.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Link, Options, Pair, Wrap};
+use openvpn_control::client::ClientEvent;
+use openvpn_control::server::ServerEvent;
+
+fn connect(wrap: Wrap, iv_proto: u32) -> Pair {
+    let mut p = Pair::new(
+        Options {
+            wrap,
+            iv_proto,
+            ..Default::default()
+        },
+        Link::default(),
+    );
+    p.run_for(Duration::from_secs(5));
+    p
+}
+
+#[test]
+fn handshake_every_wrapping_ekm() {
+    for wrap in [Wrap::None, Wrap::TlsAuth, Wrap::TlsCrypt, Wrap::TlsCryptV2] {
+        let p = connect(wrap, 990);
+        assert!(
+            p.connected(),
+            "{wrap:?}: not connected; events {:?}",
+            p.client_events
+        );
+        let c = p.client_keys();
+        let s = p.server_keys();
+        assert_eq!(c.len(), 1, "{wrap:?}");
+        assert_eq!(c, s, "{wrap:?}: both sides derive the same key block");
+        assert!(
+            p.server_events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::Pushed))
+        );
+    }
+}
+
+#[test]
+fn handshake_prf_without_ekm() {
+    let p = connect(Wrap::TlsCrypt, 6);
+    assert!(p.connected());
+    assert_eq!(p.client_keys(), p.server_keys());
+    let pushed = p.client_events.iter().find_map(|e| match e {
+        ClientEvent::Connected(o) => Some(o.clone()),
+        _ => None,
+    });
+    let pushed = pushed.unwrap();
+    assert!(!pushed.tls_ekm);
+    assert_eq!(pushed.peer_id, Some(0));
+    assert_eq!(pushed.cipher.as_deref(), Some("AES-256-GCM"));
+    assert_eq!(
+        pushed.ifconfig.map(|(a, _)| a.to_string()).as_deref(),
+        Some("10.8.0.2")
+    );
+}
+
+#[test]
+fn tls_crypt_v2_uses_early_negotiation() {
+    let p = connect(Wrap::TlsCryptV2, 990);
+    assert!(p.connected());
+    assert!(p.gate_replies >= 1);
+}
+
+#[test]
+fn handshake_under_30_percent_loss_reorder_duplicates() {
+    for seed_wrap in [Wrap::TlsCrypt, Wrap::TlsAuth, Wrap::TlsCryptV2] {
+        let mut p = Pair::new(
+            Options {
+                wrap: seed_wrap,
+                ..Default::default()
+            },
+            Link {
+                loss: 0.3,
+                duplicate: 0.1,
+                reorder: 0.2,
+                latency: Duration::from_millis(20),
+            },
+        );
+        p.run_for(Duration::from_secs(55));
+        assert!(p.connected(), "{seed_wrap:?}: {:?}", p.client_events);
+        assert_eq!(p.client_keys(), p.server_keys());
+    }
+}
+
+#[test]
+fn cipher_negotiation_picks_server_order() {
+    let mut p = Pair::new(
+        Options {
+            client_ciphers: vec!["CHACHA20-POLY1305".into(), "AES-128-GCM".into()],
+            ..Default::default()
+        },
+        Link::default(),
+    );
+    p.run_for(Duration::from_secs(5));
+    assert!(p.connected());
+    let cipher = p.client_events.iter().find_map(|e| match e {
+        ClientEvent::KeysReady { cipher, .. } => Some(*cipher),
+        _ => None,
+    });
+    assert_eq!(cipher.map(|c| c.name()), Some("AES-128-GCM"));
+}
+
+#[test]
+fn cipher_mismatch_fails_clearly_on_both_sides() {
+    let mut p = Pair::new(
+        Options {
+            client_ciphers: vec!["CHACHA20-POLY1305".into()],
+            server_ciphers: vec!["AES-256-GCM".into()],
+            ..Default::default()
+        },
+        Link::default(),
+    );
+    p.run_for(Duration::from_secs(5));
+    assert!(!p.connected());
+    assert!(
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::AuthFailed(r) if r.contains("cipher"))),
+        "{:?}",
+        p.client_events
+    );
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::NegotiationFailed(m) if m.contains("no shared")))
+    );
+    assert!(p.client_keys().is_empty() && p.server_keys().is_empty());
+}
+
+#[test]
+fn auth_failed_reaches_client() {
+    let mut p = Pair::new(
+        Options {
+            credentials: Some(("mallory".into(), "x".into())),
+            ..Default::default()
+        },
+        Link::default(),
+    );
+    p.reject_user = Some("mallory".into());
+    p.run_for(Duration::from_secs(5));
+    assert!(!p.connected());
+    assert!(
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::AuthFailed(r) if r == "bad user"))
+    );
+    assert!(p.server_keys().is_empty());
+}
+
+#[test]
+fn credentials_and_peer_info_reach_server() {
+    let mut p = Pair::new(
+        Options {
+            credentials: Some(("alice".into(), "secret".into())),
+            ..Default::default()
+        },
+        Link::default(),
+    );
+    p.run_for(Duration::from_secs(5));
+    let auth = p.server_events.iter().find_map(|e| match e {
+        ServerEvent::Authenticate {
+            auth, peer_info, ..
+        } => Some((auth.clone(), peer_info.clone())),
+        _ => None,
+    });
+    let (auth, pi) = auth.unwrap();
+    assert_eq!(auth.username, "alice");
+    assert_eq!(auth.password.as_str(), "secret");
+    assert_eq!(auth.common_name.as_deref(), Some("client1"));
+    assert_eq!(pi.get("IV_GUI_VER"), Some("pairtest_1.0"));
+    assert_eq!(pi.proto_bits(), 990);
+}
+
+#[test]
+fn debug_print_events() {
+    let p = connect(Wrap::TlsCryptV2, 990);
+    for e in &p.client_events {
+        eprintln!("client: {e:?}");
+    }
+    for e in &p.server_events {
+        eprintln!(
+            "server: {}",
+            format!("{e:?}").chars().take(150).collect::<String>()
+        );
+    }
+    eprintln!(
+        "stats {:?} / {:?}",
+        p.client.session().stats(),
+        p.server.as_ref().unwrap().session().stats()
+    );
+}
