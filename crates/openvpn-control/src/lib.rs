@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod cookie;
+pub mod dataplane;
 pub mod error;
 pub mod keepalive;
 pub mod messages;

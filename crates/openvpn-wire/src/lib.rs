@@ -44,9 +44,9 @@ pub use control::{
 pub use data::{DataHeader, PEER_ID_NONE, peek_peer_id};
 pub use error::WireError;
 pub use km2::KeyMethod2;
-pub use magic::{OCC_MAGIC, OccMessage, PING_MAGIC, is_ping};
+pub use magic::{OCC_MAGIC, OccMessage, PING_MAGIC, is_occ, is_ping};
 pub use opcode::{KeyId, Opcode, first_byte, parse_first_byte};
-pub use tcp::{StreamDecoder, frame_tcp};
+pub use tcp::{StreamDecoder, decode_frame, frame_tcp};
 pub use tlv::{
     EARLY_NEG_RESEND_WKC, TLV_EARLY_NEG_FLAGS, emit_early_neg_flags, parse_early_neg_flags,
 };
