@@ -1,1 +1,15 @@
-//! openvpn-server (work in progress).
+//! `openvpn-server`: an OpenVPN 2.6 compatible server, as a library and a thin binary.
+//!
+//! ```text
+//!  server.conf + --options ─▶ config::load ─▶ ServerConfig
+//!  runtime (tokio): UDP/TCP sockets, tun, timers ─▶ core::ServerCore (client table, routing)
+//!        └─ per client: openvpn_control::server::ServerSession + dataplane::DataChannel
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod core;
+pub mod pool;
+pub mod process;
+pub mod runtime;
+pub mod status;

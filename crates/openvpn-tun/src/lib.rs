@@ -26,6 +26,7 @@
 mod config;
 mod linux;
 mod memory;
+pub mod process;
 
 use std::future::Future;
 use std::io;
@@ -102,8 +103,8 @@ pub enum TunError {
 pub trait PacketDevice: Send + Sync {
     /// Waits for the next packet from the OS side and copies it into `buf`.
     ///
-    /// Returns the packet length. A buffer smaller than the packet is an error for
-    /// [`MemoryTun`]; the kernel truncates for [`LinuxTun`], so give it at least MTU bytes.
+    /// Returns the packet length. A buffer smaller than the packet gives an `InvalidInput`
+    /// error and the packet is lost, so pass at least MTU bytes.
     fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
 
     /// Writes one IP packet to the OS side and returns the number of bytes written.

@@ -1,0 +1,727 @@
+//! The server's configuration, read from OpenVPN 2.6 server config files and `--option`
+//! command-line arguments. Every option is implemented, a documented no-op, or rejected with
+//! an error naming its line.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use openvpn_control::options::{self, OptionLine, OptionSource, describe_location};
+
+/// Errors while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An option is wrong; the text names where and how to fix it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The option grammar failed.
+    #[error(transparent)]
+    Syntax(#[from] options::OptionError),
+    /// A referenced file could not be read.
+    #[error("{what}: cannot read '{path}': {source}")]
+    Io {
+        /// Which option.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP (server side).
+    Tcp,
+}
+
+/// Address family restriction from `proto udp4/udp6/…`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 and IPv6 (one dual-stack socket).
+    Any,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+/// Control-channel wrapping with key material (PEM/hex text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsWrap {
+    /// None.
+    None,
+    /// `tls-auth FILE [dir]` (+ `key-direction`).
+    Auth {
+        /// Key file text.
+        key: String,
+        /// 0, 1 or bidirectional.
+        direction: Option<u8>,
+    },
+    /// `tls-crypt FILE`.
+    Crypt {
+        /// Key file text.
+        key: String,
+    },
+    /// `tls-crypt-v2 FILE` (server key).
+    CryptV2 {
+        /// Server key text.
+        key: String,
+    },
+}
+
+/// `verify-client-cert`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyClientCert {
+    /// Client certificates required (default).
+    Require,
+    /// Checked if sent.
+    Optional,
+    /// Not requested.
+    None,
+}
+
+/// Everything the server runs with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Transport.
+    pub transport: Transport,
+    /// Family restriction.
+    pub family: Family,
+    /// `local`.
+    pub local: Option<String>,
+    /// `port` / `lport`.
+    pub port: u16,
+    /// `dev` name (`tun` = kernel chooses `tunN`).
+    pub dev: String,
+    /// `server NET MASK`.
+    pub server_v4: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// `server-ipv6 NET/BITS`.
+    pub server_v6: Option<(Ipv6Addr, u8)>,
+    /// `ca` PEM.
+    pub ca: String,
+    /// `cert` PEM.
+    pub cert: String,
+    /// `key` PEM.
+    pub key: String,
+    /// `crl-verify` PEM.
+    pub crl: Option<String>,
+    /// `data-ciphers`.
+    pub data_ciphers: Vec<String>,
+    /// `data-ciphers-fallback`.
+    pub data_ciphers_fallback: Option<String>,
+    /// `auth` digest name (CBC ciphers and tls-auth).
+    pub auth: String,
+    /// Control-channel wrapping.
+    pub tls_wrap: TlsWrap,
+    /// `remote-cert-tls client`.
+    pub remote_cert_tls_client: bool,
+    /// `verify-client-cert`.
+    pub verify_client_cert: VerifyClientCert,
+    /// `verify-x509-name NAME [type]`.
+    pub verify_x509_name: Option<(String, String)>,
+    /// `tls-version-min 1.3`.
+    pub tls13_only: bool,
+    /// `ping` seconds.
+    pub ping: Option<u32>,
+    /// `ping-restart` seconds.
+    pub ping_restart: Option<u32>,
+    /// `reneg-sec`.
+    pub reneg_sec: u32,
+    /// `hand-window`.
+    pub hand_window: u32,
+    /// `tran-window`.
+    pub tran_window: u32,
+    /// `push` options in order (including those `server`/`keepalive`/`topology` generate).
+    pub push: Vec<String>,
+    /// `route NET MASK` (server-side routes into the tun).
+    pub routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// `route-ipv6 NET/BITS`.
+    pub routes_v6: Vec<(Ipv6Addr, u8)>,
+    /// `client-to-client`.
+    pub client_to_client: bool,
+    /// `duplicate-cn`.
+    pub duplicate_cn: bool,
+    /// `max-clients`.
+    pub max_clients: u32,
+    /// `explicit-exit-notify` (server: send RESTART to clients on shutdown).
+    pub explicit_exit_notify: Option<u32>,
+    /// `tun-mtu`.
+    pub tun_mtu: u16,
+    /// `mssfix` (0 = off).
+    pub mssfix: u16,
+    /// `setenv NAME VALUE`.
+    pub setenv: Vec<(String, String)>,
+    /// `user`.
+    pub user: Option<String>,
+    /// `group`.
+    pub group: Option<String>,
+    /// `daemon [name]`.
+    pub daemon: bool,
+    /// `writepid FILE`.
+    pub writepid: Option<PathBuf>,
+    /// `log FILE` / `log-append FILE` (true = append).
+    pub log: Option<(PathBuf, bool)>,
+    /// `verb`.
+    pub verb: u8,
+    /// `status FILE [seconds]`.
+    pub status: Option<(PathBuf, u32)>,
+    /// `status-version`.
+    pub status_version: u8,
+    /// `replay-window N [T]`.
+    pub replay_window: (u32, u32),
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            transport: Transport::Udp,
+            family: Family::Any,
+            local: None,
+            port: 1194,
+            dev: "tun".into(),
+            server_v4: None,
+            server_v6: None,
+            ca: String::new(),
+            cert: String::new(),
+            key: String::new(),
+            crl: None,
+            data_ciphers: vec![
+                "AES-256-GCM".into(),
+                "AES-128-GCM".into(),
+                "CHACHA20-POLY1305".into(),
+            ],
+            data_ciphers_fallback: None,
+            auth: "SHA1".into(),
+            tls_wrap: TlsWrap::None,
+            remote_cert_tls_client: false,
+            verify_client_cert: VerifyClientCert::Require,
+            verify_x509_name: None,
+            tls13_only: false,
+            ping: None,
+            ping_restart: None,
+            reneg_sec: 3600,
+            hand_window: 60,
+            tran_window: 3600,
+            push: Vec::new(),
+            routes: Vec::new(),
+            routes_v6: Vec::new(),
+            client_to_client: false,
+            duplicate_cn: false,
+            max_clients: 1024,
+            explicit_exit_notify: None,
+            tun_mtu: 1500,
+            mssfix: 1492,
+            setenv: Vec::new(),
+            user: None,
+            group: None,
+            daemon: false,
+            writepid: None,
+            log: None,
+            verb: 1,
+            status: None,
+            status_version: 1,
+            replay_window: (64, 15),
+        }
+    }
+}
+
+/// Options accepted and deliberately ignored (documented no-ops).
+const NO_OPS: &[&str] = &[
+    "disable-dco",
+    "persist-key",
+    "persist-tun",
+    "fast-io",
+    "mute-replay-warnings",
+    "mute",
+    "script-security",
+    "float",
+    "opt-verify",
+    "ncp-disable",
+    "sndbuf",
+    "rcvbuf",
+    "txqueuelen",
+    "ifconfig-pool-persist",
+    "suppress-timestamps",
+    "machine-readable-output",
+    "nobind",
+    "allow-compression",
+];
+
+fn err(o: &OptionLine, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid(format!("{}: '{}': {msg}", describe_location(o), o.name))
+}
+
+fn arg<'a>(o: &'a OptionLine, i: usize) -> Result<&'a str, ConfigError> {
+    o.arg(i)
+        .ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
+}
+
+fn parse_num<T: std::str::FromStr>(o: &OptionLine, i: usize) -> Result<T, ConfigError> {
+    let a = arg(o, i)?;
+    a.parse()
+        .map_err(|_| err(o, format!("'{a}' is not a valid number")))
+}
+
+fn ipv4(o: &OptionLine, i: usize) -> Result<Ipv4Addr, ConfigError> {
+    let a = arg(o, i)?;
+    a.parse()
+        .map_err(|_| err(o, format!("'{a}' is not an IPv4 address")))
+}
+
+fn ipv6_prefix(o: &OptionLine, i: usize) -> Result<(Ipv6Addr, u8), ConfigError> {
+    let a = arg(o, i)?;
+    let (addr, bits) = a.split_once('/').unwrap_or((a, "128"));
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| err(o, format!("'{a}' is not an IPv6 address/prefix")))?;
+    let bits: u8 = bits
+        .parse()
+        .ok()
+        .filter(|b| *b <= 128)
+        .ok_or_else(|| err(o, format!("bad prefix length in '{a}'")))?;
+    Ok((addr, bits))
+}
+
+/// Reads a file-or-inline argument: inline blocks give their text, otherwise the path is
+/// read relative to `base`.
+fn file_or_inline(o: &OptionLine, base: &Path) -> Result<String, ConfigError> {
+    if let Some(text) = o.inline_content() {
+        return Ok(text.to_owned());
+    }
+    let p = arg(o, 0)?;
+    let path = base.join(p);
+    std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+        what: describe_location(o) + " '" + &o.name + "'",
+        path,
+        source,
+    })
+}
+
+/// Loads options from a config file text plus command-line options (which come after the
+/// file and override it). `base` resolves relative paths.
+pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigError> {
+    let mut c = ServerConfig::default();
+    let mut seen_tls_server = false;
+    let mut mode_server = false;
+    let mut topology: Option<String> = None;
+    let mut key_direction: Option<u8> = None;
+    let mut keepalive: Option<(u32, u32)> = None;
+    for o in lines {
+        let n = o.name.as_str();
+        if NO_OPS.contains(&n) {
+            continue;
+        }
+        match n {
+            "config" => {}
+            "mode" => {
+                if arg(o, 0)? != "server" {
+                    return Err(err(
+                        o,
+                        "openvpn-server only runs 'mode server' (use openvpn-client for p2p/client)",
+                    ));
+                }
+                mode_server = true;
+            }
+            "tls-server" => seen_tls_server = true,
+            "server" => {
+                let net = ipv4(o, 0)?;
+                let mask = ipv4(o, 1)?;
+                if o.arg(2).is_some_and(|a| a != "nopool") {
+                    return Err(err(
+                        o,
+                        "only the optional flag 'nopool' is allowed after NET MASK",
+                    ));
+                }
+                mode_server = true;
+                seen_tls_server = true;
+                c.server_v4 = Some((net, mask));
+            }
+            "server-ipv6" => c.server_v6 = Some(ipv6_prefix(o, 0)?),
+            "topology" => {
+                let t = arg(o, 0)?;
+                if !matches!(t, "subnet" | "net30" | "p2p") {
+                    return Err(err(o, format!("'{t}' is not one of subnet, net30, p2p")));
+                }
+                topology = Some(t.to_owned());
+            }
+            "dev" => c.dev = arg(o, 0)?.to_owned(),
+            "dev-type" => {
+                if arg(o, 0)? != "tun" {
+                    return Err(err(o, "only 'dev-type tun' is supported (tap is not)"));
+                }
+            }
+            "proto" => {
+                let p = arg(o, 0)?;
+                (c.transport, c.family) = match p {
+                    "udp" => (Transport::Udp, Family::Any),
+                    "udp4" => (Transport::Udp, Family::V4),
+                    "udp6" => (Transport::Udp, Family::V6),
+                    "tcp" | "tcp-server" => (Transport::Tcp, Family::Any),
+                    "tcp4" | "tcp4-server" => (Transport::Tcp, Family::V4),
+                    "tcp6" | "tcp6-server" => (Transport::Tcp, Family::V6),
+                    _ => {
+                        return Err(err(
+                            o,
+                            format!(
+                                "'{p}' is not one of udp, udp4, udp6, tcp-server, tcp4-server, tcp6-server"
+                            ),
+                        ));
+                    }
+                };
+            }
+            "local" => c.local = Some(arg(o, 0)?.to_owned()),
+            "port" | "lport" => c.port = parse_num(o, 0)?,
+            "ca" => c.ca = file_or_inline(o, base)?,
+            "cert" => c.cert = file_or_inline(o, base)?,
+            "key" => c.key = file_or_inline(o, base)?,
+            "crl-verify" => c.crl = Some(file_or_inline(o, base)?),
+            "dh" => {
+                if arg(o, 0)? != "none" && !o.is_inline() {
+                    // A DH file is harmless: only ECDHE is used.
+                }
+            }
+            "data-ciphers" | "ncp-ciphers" => {
+                c.data_ciphers = arg(o, 0)?
+                    .split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for cipher in &c.data_ciphers {
+                    if openvpn_crypto::CipherKind::from_name(cipher).is_none() {
+                        return Err(err(
+                            o,
+                            format!(
+                                "cipher '{cipher}' is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305, AES-256-CBC …)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            "data-ciphers-fallback" | "cipher" => {
+                let name = arg(o, 0)?;
+                if openvpn_crypto::CipherKind::from_name(name).is_none() {
+                    return Err(err(o, format!("cipher '{name}' is not supported")));
+                }
+                c.data_ciphers_fallback = Some(name.to_owned());
+            }
+            "auth" => {
+                let d = arg(o, 0)?;
+                if openvpn_crypto::DigestKind::from_name(d).is_none() {
+                    return Err(err(
+                        o,
+                        format!("digest '{d}' is not supported (SHA1, SHA256, SHA512)"),
+                    ));
+                }
+                c.auth = d.to_owned();
+            }
+            "tls-auth" => {
+                let key = file_or_inline(o, base)?;
+                let dir = if o.is_inline() { None } else { o.arg(1) };
+                let direction = match dir {
+                    None => None,
+                    Some("0") => Some(0),
+                    Some("1") => Some(1),
+                    Some(d) => return Err(err(o, format!("key direction '{d}' must be 0 or 1"))),
+                };
+                c.tls_wrap = TlsWrap::Auth { key, direction };
+            }
+            "key-direction" => {
+                key_direction = match arg(o, 0)? {
+                    "0" => Some(0),
+                    "1" => Some(1),
+                    d => return Err(err(o, format!("'{d}' must be 0 or 1"))),
+                }
+            }
+            "tls-crypt" => {
+                c.tls_wrap = TlsWrap::Crypt {
+                    key: file_or_inline(o, base)?,
+                }
+            }
+            "tls-crypt-v2" => {
+                c.tls_wrap = TlsWrap::CryptV2 {
+                    key: file_or_inline(o, base)?,
+                }
+            }
+            "remote-cert-tls" => {
+                if arg(o, 0)? != "client" {
+                    return Err(err(o, "a server checks 'remote-cert-tls client'"));
+                }
+                c.remote_cert_tls_client = true;
+            }
+            "verify-client-cert" => {
+                c.verify_client_cert = match arg(o, 0)? {
+                    "require" => VerifyClientCert::Require,
+                    "optional" => VerifyClientCert::Optional,
+                    "none" => VerifyClientCert::None,
+                    v => {
+                        return Err(err(
+                            o,
+                            format!("'{v}' is not one of none, optional, require"),
+                        ));
+                    }
+                }
+            }
+            "verify-x509-name" => {
+                c.verify_x509_name = Some((
+                    arg(o, 0)?.to_owned(),
+                    o.arg(1).unwrap_or("subject").to_owned(),
+                ))
+            }
+            "tls-version-min" => match arg(o, 0)? {
+                "1.0" | "1.1" | "1.2" => {}
+                "1.3" => c.tls13_only = true,
+                v => return Err(err(o, format!("'{v}' is not a TLS version (1.2 or 1.3)"))),
+            },
+            "keepalive" => keepalive = Some((parse_num(o, 0)?, parse_num(o, 1)?)),
+            "ping" => c.ping = Some(parse_num(o, 0)?),
+            "ping-restart" => c.ping_restart = Some(parse_num(o, 0)?),
+            "reneg-sec" => c.reneg_sec = parse_num(o, 0)?,
+            "hand-window" => c.hand_window = parse_num(o, 0)?,
+            "tran-window" => c.tran_window = parse_num(o, 0)?,
+            "push" => {
+                let p = arg(o, 0)?;
+                if o.args.len() > 1 {
+                    return Err(err(
+                        o,
+                        "quote the pushed option: push \"route 10.0.0.0 255.0.0.0\"",
+                    ));
+                }
+                c.push.push(p.to_owned());
+            }
+            "route" => {
+                let net = ipv4(o, 0)?;
+                let mask = if o.arg(1).is_some() {
+                    ipv4(o, 1)?
+                } else {
+                    Ipv4Addr::BROADCAST
+                };
+                c.routes.push((net, mask));
+            }
+            "route-ipv6" => c.routes_v6.push(ipv6_prefix(o, 0)?),
+            "client-to-client" => c.client_to_client = true,
+            "duplicate-cn" => c.duplicate_cn = true,
+            "max-clients" => c.max_clients = parse_num(o, 0)?,
+            "explicit-exit-notify" => {
+                c.explicit_exit_notify =
+                    Some(o.arg(0).map(|_| parse_num(o, 0)).transpose()?.unwrap_or(1))
+            }
+            "tun-mtu" => c.tun_mtu = parse_num(o, 0)?,
+            "mssfix" => {
+                c.mssfix = o
+                    .arg(0)
+                    .map(|_| parse_num(o, 0))
+                    .transpose()?
+                    .unwrap_or(1492)
+            }
+            "setenv" => c.setenv.push((
+                arg(o, 0)?.to_owned(),
+                o.args.get(1..).map(|a| a.join(" ")).unwrap_or_default(),
+            )),
+            "user" => c.user = Some(arg(o, 0)?.to_owned()),
+            "group" => c.group = Some(arg(o, 0)?.to_owned()),
+            "daemon" => c.daemon = true,
+            "writepid" => c.writepid = Some(base.join(arg(o, 0)?)),
+            "log" => c.log = Some((base.join(arg(o, 0)?), false)),
+            "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
+            "verb" => c.verb = parse_num(o, 0)?,
+            "status" => {
+                c.status = Some((
+                    base.join(arg(o, 0)?),
+                    o.arg(1).map(|_| parse_num(o, 1)).transpose()?.unwrap_or(60),
+                ))
+            }
+            "status-version" => {
+                let v: u8 = parse_num(o, 0)?;
+                if !(1..=3).contains(&v) {
+                    return Err(err(o, "must be 1, 2 or 3"));
+                }
+                c.status_version = v;
+            }
+            "replay-window" => {
+                c.replay_window = (
+                    parse_num(o, 0)?,
+                    o.arg(1).map(|_| parse_num(o, 1)).transpose()?.unwrap_or(15),
+                )
+            }
+            "management" => {
+                return Err(err(
+                    o,
+                    "the management interface is not implemented yet (remove the line; it is planned)",
+                ));
+            }
+            "compress" | "comp-lzo" => {
+                return Err(err(
+                    o,
+                    "compression framing on the server is not implemented yet; remove it (compression is off by default in 2.6)",
+                ));
+            }
+            other => {
+                return Err(err(
+                    o,
+                    format!("option '{other}' is not supported by openvpn-server"),
+                ));
+            }
+        }
+    }
+    let where_ = |name: &str| lines.iter().rev().find(|l| l.name == name).cloned();
+    if !mode_server || !seen_tls_server {
+        return Err(ConfigError::Invalid(
+            "this is not a server config: add 'server NET MASK' (or 'mode server' and 'tls-server')".into(),
+        ));
+    }
+    if c.ca.is_empty() || c.cert.is_empty() || c.key.is_empty() {
+        return Err(ConfigError::Invalid(
+            "a server needs 'ca', 'cert' and 'key'".into(),
+        ));
+    }
+    if let (TlsWrap::Auth { direction, .. }, Some(kd)) = (&mut c.tls_wrap, key_direction) {
+        if direction.is_none() {
+            *direction = Some(kd);
+        }
+    }
+    if let Some((a, b)) = keepalive {
+        c.ping = Some(a);
+        c.ping_restart = Some(b.saturating_mul(2));
+        c.push.insert(0, format!("ping-restart {b}"));
+        c.push.insert(0, format!("ping {a}"));
+    }
+    let topo = topology.clone().unwrap_or_else(|| "net30".into());
+    if let Some((net, mask)) = c.server_v4 {
+        if topo != "subnet" {
+            let o = where_("server");
+            let at = o
+                .as_ref()
+                .map(describe_location)
+                .unwrap_or_else(|| "config".into());
+            return Err(ConfigError::Invalid(format!(
+                "{at}: 'server' with topology {topo} is not supported yet (OpenVPN's default when 'topology' is absent is net30): add 'topology subnet'"
+            )));
+        }
+        let gw = Ipv4Addr::from(u32::from(net) + 1);
+        let _ = mask;
+        c.push.insert(0, format!("route-gateway {gw}"));
+        c.push.insert(0, "topology subnet".to_owned());
+    }
+    if c.server_v4.is_none() && c.server_v6.is_none() {
+        return Err(ConfigError::Invalid(
+            "no address pool: add 'server NET MASK' (and optionally 'server-ipv6 NET/BITS')".into(),
+        ));
+    }
+    Ok(c)
+}
+
+/// Parses a config file and command-line options (command line last).
+pub fn load_from(
+    config_file: Option<&Path>,
+    cli: Vec<OptionLine>,
+) -> Result<ServerConfig, ConfigError> {
+    let mut lines = Vec::new();
+    let mut base = PathBuf::from(".");
+    if let Some(path) = config_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            what: "config".into(),
+            path: path.to_owned(),
+            source,
+        })?;
+        lines = options::parse_config(&text)?;
+        base = std::env::current_dir().unwrap_or_default();
+    }
+    lines.extend(
+        cli.into_iter()
+            .filter(|l| l.name != "config" || l.source != OptionSource::CommandLine),
+    );
+    load(&lines, &base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Result<ServerConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("ovrs-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        for f in ["ca.crt", "server.crt", "server.key", "tc.key"] {
+            std::fs::write(dir.join(f), "x").ok();
+        }
+        load(&options::parse_config(text)?, &dir)
+    }
+
+    const BASE: &str = "mode server\ntls-server\ndev tun\ntopology subnet\nproto udp\nport 1194\nserver 10.8.0.0 255.255.255.0\nserver-ipv6 fd08::/64\nkeepalive 10 60\ndisable-dco\nca ca.crt\ncert server.crt\nkey server.key\ndh none\ndata-ciphers AES-256-GCM\ntls-crypt tc.key\npersist-key\npersist-tun\nverb 4\n";
+
+    #[test]
+    fn lab_config_loads() {
+        let c = cfg(BASE).unwrap();
+        assert_eq!(c.transport, Transport::Udp);
+        assert_eq!(c.family, Family::Any);
+        assert_eq!(
+            c.server_v4,
+            Some((
+                "10.8.0.0".parse().unwrap(),
+                "255.255.255.0".parse().unwrap()
+            ))
+        );
+        assert_eq!(c.ping, Some(10));
+        assert_eq!(c.ping_restart, Some(120));
+        assert_eq!(
+            &c.push[..4],
+            &[
+                "topology subnet",
+                "route-gateway 10.8.0.1",
+                "ping 10",
+                "ping-restart 60"
+            ]
+        );
+        assert!(matches!(c.tls_wrap, TlsWrap::Crypt { .. }));
+    }
+
+    #[test]
+    fn bad_lines_name_their_line() {
+        let e = cfg(&format!("{BASE}proto udp7\n")).unwrap_err().to_string();
+        assert!(
+            e.contains("config line 20") && e.contains("udp7") && e.contains("udp4"),
+            "{e}"
+        );
+        let e = cfg(&format!("{BASE}frobnicate yes\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("config line 20") && e.contains("frobnicate"),
+            "{e}"
+        );
+        let e = cfg(&format!("{BASE}data-ciphers AES-256-GCM:NOPE-1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NOPE-1"), "{e}");
+        let e = cfg(&format!("{BASE}port http\n")).unwrap_err().to_string();
+        assert!(
+            e.contains("config line 20") && e.contains("'http' is not a valid number"),
+            "{e}"
+        );
+        let e = cfg(&BASE.replace("topology subnet\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("topology subnet"), "{e}");
+        let e = cfg(&format!("{BASE}ca missing.crt\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.crt"), "{e}");
+        let e = cfg("dev tun\n").unwrap_err().to_string();
+        assert!(e.contains("not a server config"), "{e}");
+    }
+
+    #[test]
+    fn tcp_and_families() {
+        for (p, t, f) in [
+            ("tcp-server", Transport::Tcp, Family::Any),
+            ("tcp6-server", Transport::Tcp, Family::V6),
+            ("udp4", Transport::Udp, Family::V4),
+            ("udp6", Transport::Udp, Family::V6),
+        ] {
+            let c = cfg(&BASE.replace("proto udp", &format!("proto {p}"))).unwrap();
+            assert_eq!((c.transport, c.family), (t, f), "{p}");
+        }
+    }
+}

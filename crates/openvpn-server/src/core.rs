@@ -1,0 +1,827 @@
+//! The server's protocol core: the client table, routing by peer-id and tunnel address,
+//! float, and the per-client control sessions. No sockets here: the runtime feeds packets
+//! in and takes packets out.
+//!
+//! ```text
+//!  link packet ─▶ DATA_V2: clients[peer_id] (O(1)) ─▶ open ─▶ float if authentic ─▶ tun / other client
+//!              └▶ control: by address ─▶ ServerSession, or CookieGate for new clients
+//!  tun packet  ─▶ destination address ─▶ client ─▶ seal ─▶ link
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use openvpn_control::cookie::{CookieGate, GateDrop, GateVerdict, ServerWrapping};
+use openvpn_control::dataplane::{DataChannel, Payload};
+use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
+use openvpn_control::server::{ServerEvent, ServerPolicy, ServerSession};
+use openvpn_control::tls::{TlsConfig, TlsCredentials, TlsVersionMin, X509NameCheck};
+use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
+use openvpn_crypto::{
+    DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ServerKey,
+};
+use openvpn_wire::{CompressionFraming, Opcode, PEER_ID_NONE};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tracing::{debug, info, warn};
+
+use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
+use crate::pool::{AddressPool, Lease};
+
+/// Where a client's packets come from: its address, plus the TCP connection it uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    /// Socket address (IPv4-mapped IPv6 is shown as IPv4).
+    pub addr: SocketAddr,
+    /// TCP connection number (`None` for UDP).
+    pub conn: Option<u64>,
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = SocketAddr::new(self.addr.ip().to_canonical(), self.addr.port());
+        write!(f, "{a}")
+    }
+}
+
+/// Counters of the server.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ServerStats {
+    /// Data packets with an unknown peer-id or from an unknown address.
+    pub unknown_peer: u64,
+    /// Data packets that failed authentication or replay checks.
+    pub bad_data: u64,
+    /// Tun packets with no client route.
+    pub no_route: u64,
+    /// Packets from a client with a source address it does not own.
+    pub spoofed_source: u64,
+    /// Cookie-gate drops.
+    pub gate_drops: u64,
+    /// Stateless reset replies.
+    pub gate_replies: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Floats accepted.
+    pub floats: u64,
+}
+
+/// What the runtime has to send after a call into the core.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Packets to the link (to the given peer).
+    pub link: Vec<(PeerAddr, Vec<u8>)>,
+    /// Packets to the tun device.
+    pub tun: Vec<Vec<u8>>,
+    /// TCP connections to close.
+    pub close_conns: Vec<u64>,
+}
+
+/// One connected (or connecting) client.
+pub struct ClientConn {
+    /// Peer-id (index into the table).
+    pub peer_id: u32,
+    /// Current address.
+    pub addr: PeerAddr,
+    control: ServerSession,
+    data: DataChannel,
+    keepalive: Keepalive,
+    /// Certificate common name.
+    pub common_name: Option<String>,
+    /// Username, if any.
+    pub username: Option<String>,
+    /// Pool lease.
+    pub lease: Option<Lease>,
+    /// Connected since.
+    pub since: SystemTime,
+    /// Whether PUSH_REPLY went out.
+    pub established: bool,
+    close_at: Option<Instant>,
+    /// Last activity, for the status file.
+    pub last_ref: SystemTime,
+}
+
+impl ClientConn {
+    /// Data-channel counters.
+    pub fn data_stats(&self) -> openvpn_control::dataplane::DataStats {
+        self.data.stats()
+    }
+
+    /// Negotiated cipher name.
+    pub fn cipher_name(&self) -> &'static str {
+        self.control.cipher().map(|c| c.name()).unwrap_or("none")
+    }
+}
+
+/// The server core.
+pub struct ServerCore {
+    cfg: ServerConfig,
+    session_template: SessionConfig,
+    policy: ServerPolicy,
+    gate: CookieGate,
+    clients: Vec<Option<ClientConn>>,
+    by_addr: HashMap<PeerAddr, u32>,
+    by_v4: HashMap<Ipv4Addr, u32>,
+    by_v6: HashMap<Ipv6Addr, u32>,
+    pool: AddressPool,
+    stats: ServerStats,
+    rng: StdRng,
+    auth_digest: DigestKind,
+    started_unix: u64,
+    base_instant: Instant,
+}
+
+fn digest(name: &str) -> Result<DigestKind, String> {
+    DigestKind::from_name(name).ok_or_else(|| format!("unsupported digest '{name}'"))
+}
+
+/// Builds the server-side control wrapping from the config.
+fn server_wrapping(cfg: &ServerConfig) -> Result<ServerWrapping, String> {
+    Ok(match &cfg.tls_wrap {
+        TlsWrap::None => ServerWrapping::None,
+        TlsWrap::Auth { key, direction } => {
+            let k = StaticKey::parse_pem(key).map_err(|e| format!("tls-auth: {e}"))?;
+            let dir = match direction {
+                None => KeyDirection::Bidirectional,
+                Some(0) => KeyDirection::Normal,
+                Some(_) => KeyDirection::Inverse,
+            };
+            let a =
+                TlsAuth::new(&k, dir, digest(&cfg.auth)?).map_err(|e| format!("tls-auth: {e}"))?;
+            ServerWrapping::TlsAuth(Arc::new(a), Arc::new(k))
+        }
+        TlsWrap::Crypt { key } => {
+            let k = StaticKey::parse_pem(key).map_err(|e| format!("tls-crypt: {e}"))?;
+            ServerWrapping::TlsCrypt(Arc::new(TlsCrypt::new(&k, Role::Server)), Arc::new(k))
+        }
+        TlsWrap::CryptV2 { key } => {
+            let k =
+                TlsCryptV2ServerKey::parse_pem(key).map_err(|e| format!("tls-crypt-v2: {e}"))?;
+            ServerWrapping::TlsCryptV2(Arc::new(k))
+        }
+    })
+}
+
+fn options_string(cfg: &ServerConfig) -> String {
+    let proto = match cfg.transport {
+        Transport::Udp => "UDPv4",
+        Transport::Tcp => "TCPv4_SERVER",
+    };
+    let link_mtu = if cfg.transport == Transport::Tcp {
+        1543
+    } else {
+        1541
+    };
+    let mut s = format!(
+        "V4,dev-type tun,link-mtu {link_mtu},tun-mtu {},proto {proto}",
+        cfg.tun_mtu
+    );
+    if let TlsWrap::Auth {
+        direction: Some(d), ..
+    } = cfg.tls_wrap
+    {
+        s.push_str(&format!(",keydir {d}"));
+    }
+    s.push_str(&format!(",auth {},keysize 128", cfg.auth.to_uppercase()));
+    if matches!(cfg.tls_wrap, TlsWrap::Auth { .. }) {
+        s.push_str(",tls-auth");
+    }
+    s.push_str(",key-method 2,tls-server");
+    s
+}
+
+impl ServerCore {
+    /// Builds the core from a loaded configuration.
+    pub fn new(cfg: ServerConfig, now: Instant) -> Result<Self, String> {
+        let name_check = cfg
+            .verify_x509_name
+            .as_ref()
+            .map(|(n, t)| match t.as_str() {
+                "name" => X509NameCheck::CommonName(n.clone()),
+                "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
+                _ => X509NameCheck::Subject(n.clone()),
+            });
+        let creds = TlsCredentials {
+            ca_pem: cfg.ca.clone(),
+            cert_pem: Some(cfg.cert.clone()),
+            key_pem: Some(cfg.key.clone()),
+            crl_pem: cfg.crl.clone(),
+            verify_name: None,
+            version_min: if cfg.tls13_only {
+                TlsVersionMin::Tls13
+            } else {
+                TlsVersionMin::Tls12
+            },
+        };
+        if cfg.verify_client_cert == VerifyClientCert::None {
+            return Err("verify-client-cert none needs username/password authentication, which is not implemented yet".into());
+        }
+        let tls = TlsConfig::server(&creds, cfg.verify_client_cert == VerifyClientCert::Optional)
+            .map_err(|e| e.to_string())?;
+        let wrapping = server_wrapping(&cfg)?;
+        let mut rng = StdRng::from_entropy();
+        let mut gate_key = [0u8; 32];
+        rng.fill_bytes(&mut gate_key);
+        let gate = CookieGate::new(gate_key, u64::from(cfg.hand_window), wrapping);
+        let started_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let session_template = SessionConfig {
+            role: Role::Server,
+            tls,
+            name_check,
+            wrapping: ControlWrapping::None,
+            options_string: options_string(&cfg),
+            peer_info: String::new(),
+            credentials: None,
+            timers: Timers {
+                tls_timeout: Duration::from_secs(2),
+                hand_window: Duration::from_secs(u64::from(cfg.hand_window)),
+                reneg_sec: (cfg.reneg_sec > 0)
+                    .then(|| Duration::from_secs(u64::from(cfg.reneg_sec))),
+                tran_window: Duration::from_secs(u64::from(cfg.tran_window)),
+            },
+            max_packet: 1250,
+            unix_time: started_unix as u32,
+        };
+        let policy = ServerPolicy {
+            ciphers: cfg.data_ciphers.clone(),
+            fallback: cfg.data_ciphers_fallback.clone(),
+            push: cfg.push.clone(),
+            dyn_tls_crypt: true,
+            tun_mtu: Some(cfg.tun_mtu),
+        };
+        let pool = AddressPool::new(cfg.server_v4, cfg.server_v6);
+        let max = cfg.max_clients.clamp(1, PEER_ID_NONE - 1) as usize;
+        let mut clients = Vec::new();
+        clients.resize_with(max.min(4096), || None);
+        Ok(ServerCore {
+            auth_digest: digest(&cfg.auth)?,
+            cfg,
+            session_template,
+            policy,
+            gate,
+            clients,
+            by_addr: HashMap::new(),
+            by_v4: HashMap::new(),
+            by_v6: HashMap::new(),
+            pool,
+            stats: ServerStats::default(),
+            rng,
+            started_unix,
+            base_instant: now,
+        })
+    }
+
+    /// The address pool (server addresses for the tun device).
+    pub fn pool(&self) -> &AddressPool {
+        &self.pool
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Connected clients.
+    pub fn clients(&self) -> impl Iterator<Item = &ClientConn> {
+        self.clients.iter().flatten()
+    }
+
+    fn unix_now(&self, now: Instant) -> u64 {
+        self.started_unix + now.saturating_duration_since(self.base_instant).as_secs()
+    }
+
+    /// A packet from the link.
+    pub fn on_link_packet(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        pkt: &mut [u8],
+        out: &mut Outputs,
+    ) {
+        let Some(&first) = pkt.first() else { return };
+        let op = first >> 3;
+        if op == Opcode::DataV2 as u8 || op == Opcode::DataV1 as u8 {
+            self.on_data(now, from, pkt, out);
+            return;
+        }
+        if let Some(&pid) = self.by_addr.get(&from) {
+            if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
+                c.control.handle_datagram(now, pkt);
+                c.keepalive.on_received(now);
+            }
+            self.after_control(now, pid, out);
+            return;
+        }
+        self.on_new_peer(now, from, pkt, out);
+    }
+
+    fn on_new_peer(&mut self, now: Instant, from: PeerAddr, pkt: &[u8], out: &mut Outputs) {
+        let addr_bytes = addr_key(&from);
+        let unix = self.unix_now(now);
+        let verdict = if from.conn.is_some() {
+            // TCP: the connection itself proves the address; no cookie.
+            self.tcp_first_packet(pkt)
+        } else {
+            self.gate.check(unix, &addr_bytes, pkt)
+        };
+        match verdict {
+            GateVerdict::Reply(r) => {
+                self.stats.gate_replies += 1;
+                out.link.push((from, r));
+            }
+            GateVerdict::Drop(_) => self.stats.gate_drops += 1,
+            GateVerdict::Accept {
+                client_sid,
+                server_sid,
+                wrapping,
+                ..
+            } => {
+                let Some(peer_id) = self.clients.iter().position(Option::is_none) else {
+                    warn!(
+                        "{from}: max-clients ({}) reached, dropping new client",
+                        self.clients.len()
+                    );
+                    return;
+                };
+                let mut cfg = self.session_template.clone();
+                cfg.wrapping = wrapping;
+                cfg.unix_time = unix as u32;
+                let mut seed = [0u8; 32];
+                self.rng.fill_bytes(&mut seed);
+                let session = if from.conn.is_some() {
+                    Session::new_server(cfg, now, seed, client_sid)
+                } else {
+                    Session::new_server_from_cookie(cfg, now, seed, server_sid, client_sid)
+                };
+                let session = match session {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!("{from}: cannot start session: {e}");
+                        return;
+                    }
+                };
+                let control = ServerSession::new(session, self.policy.clone(), peer_id as u32);
+                let ping = self.cfg.ping.map(|s| Duration::from_secs(u64::from(s)));
+                let restart = self
+                    .cfg
+                    .ping_restart
+                    .map(|s| Duration::from_secs(u64::from(s)));
+                let conn = ClientConn {
+                    peer_id: peer_id as u32,
+                    addr: from,
+                    control,
+                    data: DataChannel::new(
+                        Role::Server,
+                        self.auth_digest,
+                        CompressionFraming::None,
+                        None,
+                    ),
+                    keepalive: Keepalive::new(
+                        now,
+                        ping,
+                        restart.or(Some(Duration::from_secs(
+                            u64::from(self.cfg.hand_window) * 2,
+                        ))),
+                    ),
+                    common_name: None,
+                    username: None,
+                    lease: None,
+                    since: SystemTime::now(),
+                    established: false,
+                    close_at: None,
+                    last_ref: SystemTime::now(),
+                };
+                debug!("{from}: new session, peer-id {peer_id}");
+                self.clients[peer_id] = Some(conn);
+                self.by_addr.insert(from, peer_id as u32);
+                if let Some(c) = self.clients[peer_id].as_mut() {
+                    c.control.handle_datagram(now, pkt);
+                }
+                self.after_control(now, peer_id as u32, out);
+            }
+        }
+    }
+
+    /// TCP has no cookie: a valid hard reset creates the session directly.
+    fn tcp_first_packet(&mut self, pkt: &[u8]) -> GateVerdict {
+        // Reuse the gate's unwrap and parse, then turn its reply into acceptance.
+        match self.gate.check(0, b"tcp", pkt) {
+            GateVerdict::Reply(_) => {}
+            GateVerdict::Drop(d) => return GateVerdict::Drop(d),
+            GateVerdict::Accept { .. } => return GateVerdict::Drop(GateDrop::Opcode),
+        }
+        let Some(client_sid) = openvpn_wire::peek_session_id(pkt) else {
+            return GateVerdict::Drop(GateDrop::Malformed);
+        };
+        let wrapping = match self.gate.wrapping() {
+            ServerWrapping::None => ControlWrapping::None,
+            ServerWrapping::TlsAuth(a, k) => ControlWrapping::TlsAuth(a.clone(), k.clone()),
+            ServerWrapping::TlsCrypt(c, k) => ControlWrapping::TlsCrypt(c.clone(), k.clone()),
+            ServerWrapping::TlsCryptV2(server) => {
+                let Ok((_, wkc)) = openvpn_crypto::split_wkc(pkt) else {
+                    return GateVerdict::Drop(GateDrop::Wrap);
+                };
+                let Ok((kc, _)) = server.unwrap_client_key(wkc) else {
+                    return GateVerdict::Drop(GateDrop::Wrap);
+                };
+                ControlWrapping::TlsCrypt(Arc::new(TlsCrypt::new(&kc, Role::Server)), Arc::new(kc))
+            }
+        };
+        GateVerdict::Accept {
+            client_sid,
+            server_sid: client_sid,
+            wrapping,
+            metadata: None,
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, from: PeerAddr, pkt: &mut [u8], out: &mut Outputs) {
+        let pid = match openvpn_wire::peek_peer_id(pkt) {
+            Some(p) if p != PEER_ID_NONE => p,
+            _ => match self.by_addr.get(&from) {
+                Some(&p) => p,
+                None => {
+                    self.stats.unknown_peer += 1;
+                    return;
+                }
+            },
+        };
+        let unix = self.unix_now(now);
+        let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) else {
+            self.stats.unknown_peer += 1;
+            return;
+        };
+        // TCP packets must come on the client's own connection.
+        if from.conn.is_some() && from != c.addr {
+            self.stats.unknown_peer += 1;
+            return;
+        }
+        let payload = match c.data.open(now, unix, pkt) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.bad_data += 1;
+                return;
+            }
+        };
+        c.keepalive.on_received(now);
+        c.last_ref = SystemTime::now();
+        if from != c.addr {
+            // Authenticated: float.
+            info!(
+                "peer {} ({}) floated from {} to {}",
+                c.peer_id,
+                c.common_name.as_deref().unwrap_or("?"),
+                c.addr,
+                from
+            );
+            self.by_addr.remove(&c.addr);
+            c.addr = from;
+            self.by_addr.insert(from, pid);
+            self.stats.floats += 1;
+        }
+        let range = match payload {
+            Payload::Ping => return,
+            Payload::Occ(r) => {
+                if pkt.get(r.start + 16) == Some(&6) {
+                    debug!("peer {pid}: OCC_EXIT");
+                    if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
+                        c.close_at.get_or_insert(now + Duration::from_secs(1));
+                    }
+                }
+                return;
+            }
+            Payload::Ip(r) => r,
+        };
+        let ip = &pkt[range];
+        let Some((src, dst)) = ip_addrs(ip) else {
+            self.stats.spoofed_source += 1;
+            return;
+        };
+        let own = match src {
+            IpAddr::V4(a) => self.by_v4.get(&a) == Some(&pid),
+            IpAddr::V6(a) => self.by_v6.get(&a) == Some(&pid),
+        };
+        if !own {
+            self.stats.spoofed_source += 1;
+            return;
+        }
+        if self.cfg.client_to_client {
+            if let Some(to) = self.route(dst) {
+                if to != pid {
+                    let bytes = ip.to_vec();
+                    self.send_to_client(now, to, &bytes, out);
+                    return;
+                }
+            }
+        }
+        out.tun.push(ip.to_vec());
+    }
+
+    fn route(&self, dst: IpAddr) -> Option<u32> {
+        match dst {
+            IpAddr::V4(a) => self.by_v4.get(&a).copied(),
+            IpAddr::V6(a) => self.by_v6.get(&a).copied(),
+        }
+    }
+
+    /// A packet from the tun device.
+    pub fn on_tun_packet(&mut self, now: Instant, ip: &[u8], out: &mut Outputs) {
+        let Some((_, dst)) = ip_addrs(ip) else {
+            self.stats.no_route += 1;
+            return;
+        };
+        match self.route(dst) {
+            Some(pid) => self.send_to_client(now, pid, ip, out),
+            None => self.stats.no_route += 1,
+        }
+    }
+
+    fn send_to_client(&mut self, now: Instant, pid: u32, payload: &[u8], out: &mut Outputs) {
+        let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if !c.data.can_send() {
+            return;
+        }
+        let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, payload);
+        if c.data.seal(now, &mut buf, &mut self.rng).is_ok() {
+            c.keepalive.on_sent(now);
+            out.link.push((c.addr, buf.as_slice().to_vec()));
+        }
+    }
+
+    /// Handles control events and transmits of client `pid`.
+    fn after_control(&mut self, now: Instant, pid: u32, out: &mut Outputs) {
+        let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
+            return;
+        };
+        let mut close: Option<String> = None;
+        while let Some(ev) = c.control.poll_event() {
+            match ev {
+                ServerEvent::Authenticate {
+                    key_id,
+                    auth,
+                    peer_info,
+                    cipher,
+                } => {
+                    if key_id.value() == 0 {
+                        c.common_name = auth.common_name.clone();
+                        c.username = (!auth.username.is_empty()).then(|| auth.username.clone());
+                        info!(
+                            "{}: peer-id {} common name '{}', cipher {}",
+                            c.addr,
+                            pid,
+                            c.common_name.as_deref().unwrap_or(""),
+                            cipher.name()
+                        );
+                        for (k, v) in peer_info.vars() {
+                            debug!("{}: peer info: {k}={v}", c.addr);
+                        }
+                        if !self.cfg.duplicate_cn {
+                            let dup: Vec<u32> = self
+                                .clients
+                                .iter()
+                                .flatten()
+                                .filter(|o| {
+                                    o.common_name.is_some() && o.common_name == c.common_name
+                                })
+                                .map(|o| o.peer_id)
+                                .collect();
+                            for d in dup {
+                                info!(
+                                    "peer {d}: closed, new connection with the same common name (duplicate-cn not set)"
+                                );
+                                self.remove_client(d, out);
+                            }
+                        }
+                        let Some(lease) = self.pool.lease() else {
+                            warn!("{}: address pool exhausted", c.addr);
+                            c.control
+                                .reject(now, key_id, Some("address pool exhausted"));
+                            c.close_at = Some(now + Duration::from_secs(5));
+                            continue;
+                        };
+                        c.lease = Some(lease);
+                        let push = self.pool.push_options(&lease);
+                        if c.control.uses_data_v2() {
+                            c.data.set_peer_id(Some(pid));
+                        }
+                        c.control.accept(now, key_id, push);
+                    } else {
+                        c.control.accept(now, key_id, Vec::new());
+                    }
+                }
+                ServerEvent::NegotiationFailed(m) => {
+                    warn!("{}: {m}", c.addr);
+                    c.close_at = Some(now + Duration::from_secs(5));
+                }
+                ServerEvent::KeysReady {
+                    key_id,
+                    key2,
+                    cipher,
+                } => {
+                    if let Err(e) = c.data.install(now, key_id, cipher, &key2) {
+                        warn!("{}: cannot install data keys: {e}", c.addr);
+                    } else {
+                        debug!(
+                            "{}: data channel key {} ready ({})",
+                            c.addr,
+                            key_id.value(),
+                            cipher.name()
+                        );
+                    }
+                }
+                ServerEvent::Pushed => {
+                    c.established = true;
+                    self.stats.handshakes += 1;
+                    if let Some(l) = c.lease {
+                        if let Some(a) = l.v4 {
+                            self.by_v4.insert(a, pid);
+                        }
+                        if let Some(a) = l.v6 {
+                            self.by_v6.insert(a, pid);
+                        }
+                    }
+                    info!(
+                        "{}/{}: connected, addresses {} {}",
+                        c.common_name.as_deref().unwrap_or("?"),
+                        c.addr,
+                        c.lease
+                            .and_then(|l| l.v4)
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                        c.lease
+                            .and_then(|l| l.v6)
+                            .map(|a| a.to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                ServerEvent::KeyRetired { key_id } => c.data.retire(now, key_id),
+                ServerEvent::ClientExit => {
+                    info!("{}: client sent EXIT", c.addr);
+                    c.close_at.get_or_insert(now + Duration::from_secs(5));
+                }
+                ServerEvent::Closed(r) => close = Some(format!("{r:?}")),
+            }
+        }
+        while let Some(p) = c.control.poll_transmit(now) {
+            c.keepalive.on_sent(now);
+            out.link.push((c.addr, p));
+        }
+        self.clients[pid as usize] = Some(c);
+        if let Some(reason) = close {
+            info!("peer {pid}: session closed: {reason}");
+            self.remove_client(pid, out);
+        }
+    }
+
+    fn remove_client(&mut self, pid: u32, out: &mut Outputs) {
+        let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
+            return;
+        };
+        if self.by_addr.get(&c.addr) == Some(&pid) {
+            self.by_addr.remove(&c.addr);
+        }
+        if let Some(l) = c.lease {
+            if let Some(a) = l.v4 {
+                if self.by_v4.get(&a) == Some(&pid) {
+                    self.by_v4.remove(&a);
+                }
+            }
+            if let Some(a) = l.v6 {
+                if self.by_v6.get(&a) == Some(&pid) {
+                    self.by_v6.remove(&a);
+                }
+            }
+            self.pool.release(&l);
+        }
+        if let Some(conn) = c.addr.conn {
+            out.close_conns.push(conn);
+        }
+    }
+
+    /// The earliest deadline of any client.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.clients
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                let a = c.control.poll_timeout();
+                let b = if c.established {
+                    c.keepalive.poll_timeout()
+                } else {
+                    None
+                };
+                [a, b, c.close_at].into_iter().flatten().min()
+            })
+            .min()
+    }
+
+    /// Runs due timers.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut Outputs) {
+        for pid in 0..self.clients.len() as u32 {
+            let Some(c) = self.clients[pid as usize].as_mut() else {
+                continue;
+            };
+            if c.close_at.is_some_and(|t| now >= t) {
+                info!("peer {pid}: closing");
+                self.remove_client(pid, out);
+                continue;
+            }
+            if c.control.poll_timeout().is_some_and(|t| now >= t) {
+                c.control.handle_timeout(now);
+            }
+            c.data.tick(now);
+            let mut ping = false;
+            if c.established {
+                match c.keepalive.handle_timeout(now) {
+                    Some(KeepaliveAction::SendPing) => ping = true,
+                    Some(KeepaliveAction::Restart) => {
+                        info!(
+                            "peer {pid} ({}): Inactivity timeout (--ping-restart), closing",
+                            c.addr
+                        );
+                        self.remove_client(pid, out);
+                        continue;
+                    }
+                    None => {}
+                }
+            } else if c.keepalive.handle_timeout(now) == Some(KeepaliveAction::Restart) {
+                info!(
+                    "peer {pid} ({}): handshake did not complete, closing",
+                    c.addr
+                );
+                self.remove_client(pid, out);
+                continue;
+            }
+            if ping {
+                self.send_to_client(now, pid, &openvpn_wire::PING_MAGIC, out);
+            }
+            self.after_control(now, pid, out);
+        }
+    }
+
+    /// Tells every client that the server goes away (`RESTART` with explicit-exit-notify).
+    pub fn shutdown(&mut self, now: Instant, out: &mut Outputs) {
+        let notify = self.cfg.explicit_exit_notify;
+        for pid in 0..self.clients.len() as u32 {
+            if let (Some(n), Some(c)) = (notify, self.clients[pid as usize].as_mut()) {
+                let msg = if n >= 2 { "RESTART,[N]" } else { "RESTART" };
+                c.control.send_text(now, msg);
+                while let Some(p) = c.control.poll_transmit(now) {
+                    out.link.push((c.addr, p));
+                }
+            }
+        }
+    }
+
+    /// A TCP connection closed: drop its client.
+    pub fn on_conn_closed(&mut self, conn: u64, out: &mut Outputs) {
+        let pids: Vec<u32> = self
+            .clients
+            .iter()
+            .flatten()
+            .filter(|c| c.addr.conn == Some(conn))
+            .map(|c| c.peer_id)
+            .collect();
+        for p in pids {
+            self.remove_client(p, out);
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+}
+
+fn addr_key(p: &PeerAddr) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20);
+    match p.addr.ip().to_canonical() {
+        IpAddr::V4(a) => v.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => v.extend_from_slice(&a.octets()),
+    }
+    v.extend_from_slice(&p.addr.port().to_be_bytes());
+    v
+}
+
+/// Source and destination of an IPv4/IPv6 packet.
+pub fn ip_addrs(ip: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match ip.first()? >> 4 {
+        4 if ip.len() >= 20 => {
+            let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let d: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            Some((IpAddr::from(s), IpAddr::from(d)))
+        }
+        6 if ip.len() >= 40 => {
+            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            Some((IpAddr::from(s), IpAddr::from(d)))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,82 @@
+//! `openvpn-server --config server.conf [--option args …]`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use openvpn_control::options;
+use openvpn_server::config;
+
+fn verb_filter(verb: u8) -> &'static str {
+    match verb {
+        0 => "error",
+        1 => "warn,openvpn_server=info",
+        2..=3 => "info",
+        4 => "debug,rustls=info",
+        _ => "trace",
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "usage: openvpn-server --config FILE [--option args ...]\n\nReads OpenVPN 2.6 server configs; see README.md."
+        );
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--version") {
+        println!("openvpn-server (openvpn-rs) {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let cli = match options::parse_cli_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("openvpn-server: {e}");
+            std::process::exit(1);
+        }
+    };
+    let config_file = cli
+        .iter()
+        .find(|l| l.name == "config")
+        .and_then(|l| l.arg(0))
+        .map(PathBuf::from);
+    let cfg = match config::load_from(config_file.as_deref(), cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("openvpn-server: {e}");
+            std::process::exit(1);
+        }
+    };
+    if cfg.daemon {
+        openvpn_tun::process::daemonize().context("daemon")?;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVPN_LOG")
+        .unwrap_or_else(|_| verb_filter(cfg.verb).into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match &cfg.log {
+        Some((path, append)) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(*append)
+                .write(true)
+                .truncate(!*append)
+                .open(path)
+                .with_context(|| format!("log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.init(),
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(openvpn_server::runtime::run(cfg));
+    if let Err(e) = &result {
+        tracing::error!("fatal: {e:#}");
+    }
+    result
+}

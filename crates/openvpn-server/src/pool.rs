@@ -1,0 +1,145 @@
+//! The IPv4/IPv6 address pool of `server` / `server-ipv6` (topology subnet).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Hands out tunnel addresses: the i-th lease is `net+2+i` (IPv4) and `net+0x1000+i` (IPv6).
+#[derive(Debug, Clone)]
+pub struct AddressPool {
+    v4: Option<(Ipv4Addr, u8)>,
+    v6: Option<(Ipv6Addr, u8)>,
+    used: Vec<bool>,
+}
+
+/// One client's tunnel addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Pool index.
+    pub index: usize,
+    /// IPv4 address.
+    pub v4: Option<Ipv4Addr>,
+    /// IPv6 address.
+    pub v6: Option<Ipv6Addr>,
+}
+
+fn prefix_len(mask: Ipv4Addr) -> u8 {
+    u32::from(mask).leading_ones() as u8
+}
+
+impl AddressPool {
+    /// A pool for `server NET MASK` and `server-ipv6 NET/BITS`.
+    pub fn new(v4: Option<(Ipv4Addr, Ipv4Addr)>, v6: Option<(Ipv6Addr, u8)>) -> Self {
+        let v4 = v4.map(|(n, m)| (Ipv4Addr::from(u32::from(n) & u32::from(m)), prefix_len(m)));
+        let size_v4 = v4.map_or(usize::MAX, |(_, p)| {
+            (1usize << (32 - u32::from(p).min(31))).saturating_sub(4)
+        });
+        let size_v6 = v6.map_or(usize::MAX, |(_, p)| {
+            if p >= 112 {
+                (1usize << (128 - u32::from(p))).saturating_sub(0x1001)
+            } else {
+                65536
+            }
+        });
+        AddressPool {
+            v4,
+            v6,
+            used: vec![false; size_v4.min(size_v6).min(65536)],
+        }
+    }
+
+    /// The server's own addresses (network + 1).
+    pub fn server_addresses(&self) -> (Option<(Ipv4Addr, u8)>, Option<(Ipv6Addr, u8)>) {
+        (
+            self.v4.map(|(n, p)| (Ipv4Addr::from(u32::from(n) + 1), p)),
+            self.v6.map(|(n, p)| (Ipv6Addr::from(u128::from(n) + 1), p)),
+        )
+    }
+
+    /// IPv4 netmask of the pool.
+    pub fn netmask_v4(&self) -> Option<Ipv4Addr> {
+        self.v4.map(|(_, p)| {
+            Ipv4Addr::from(if p == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(p))
+            })
+        })
+    }
+
+    /// Leases the lowest free address pair.
+    pub fn lease(&mut self) -> Option<Lease> {
+        let index = self.used.iter().position(|u| !u)?;
+        self.used[index] = true;
+        Some(Lease {
+            index,
+            v4: self
+                .v4
+                .map(|(n, _)| Ipv4Addr::from(u32::from(n) + 2 + index as u32)),
+            v6: self
+                .v6
+                .map(|(n, _)| Ipv6Addr::from(u128::from(n) + 0x1000 + index as u128)),
+        })
+    }
+
+    /// Returns a lease.
+    pub fn release(&mut self, lease: &Lease) {
+        if let Some(u) = self.used.get_mut(lease.index) {
+            *u = false;
+        }
+    }
+
+    /// The PUSH options for a lease.
+    pub fn push_options(&self, lease: &Lease) -> Vec<String> {
+        let mut v = Vec::new();
+        let (s4, s6) = self.server_addresses();
+        if let (Some(a), Some((s, p))) = (lease.v6, s6) {
+            v.push(format!("ifconfig-ipv6 {a}/{p} {s}"));
+        }
+        if let (Some(a), Some(m)) = (lease.v4, self.netmask_v4()) {
+            let _ = s4;
+            v.push(format!("ifconfig {a} {m}"));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_like_openvpn() {
+        let mut p = AddressPool::new(
+            Some((
+                "10.8.0.0".parse().unwrap(),
+                "255.255.255.0".parse().unwrap(),
+            )),
+            Some(("fd08::".parse().unwrap(), 64)),
+        );
+        assert_eq!(
+            p.server_addresses().0,
+            Some(("10.8.0.1".parse().unwrap(), 24))
+        );
+        let a = p.lease().unwrap();
+        assert_eq!(a.v4, Some("10.8.0.2".parse().unwrap()));
+        assert_eq!(a.v6, Some("fd08::1000".parse().unwrap()));
+        assert_eq!(
+            p.push_options(&a),
+            vec![
+                "ifconfig-ipv6 fd08::1000/64 fd08::1",
+                "ifconfig 10.8.0.2 255.255.255.0"
+            ]
+        );
+        let b = p.lease().unwrap();
+        assert_eq!(b.v4, Some("10.8.0.3".parse().unwrap()));
+        p.release(&a);
+        assert_eq!(p.lease().unwrap().index, 0);
+        let mut small = AddressPool::new(
+            Some((
+                "10.9.0.0".parse().unwrap(),
+                "255.255.255.248".parse().unwrap(),
+            )),
+            None,
+        );
+        assert_eq!((0..10).filter_map(|_| small.lease()).count(), 4);
+    }
+}

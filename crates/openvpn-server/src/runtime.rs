@@ -1,0 +1,286 @@
+//! The tokio driver: sockets, tun device, timers and signals around [`ServerCore`].
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use openvpn_tun::{LinuxTun, PacketDevice, TunConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::{Family, ServerConfig, Transport};
+use crate::core::{Outputs, PeerAddr, ServerCore};
+use crate::status;
+
+/// Largest datagram we accept.
+const MAX_DATAGRAM: usize = 65_535;
+/// Frames queued to one TCP client before we drop (a stuck client never blocks others).
+const TCP_QUEUE: usize = 256;
+
+/// Picks the listen address: without `local`, one IPv6 socket for both families (udp/tcp),
+/// or the family's wildcard; `local` must resolve to exactly one address.
+pub fn listen_addr(cfg: &ServerConfig) -> anyhow::Result<SocketAddr> {
+    let Some(local) = &cfg.local else {
+        return Ok(match cfg.family {
+            Family::V4 => SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), cfg.port),
+            Family::Any | Family::V6 => {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.port)
+            }
+        });
+    };
+    let addrs: Vec<SocketAddr> = (local.as_str(), cfg.port)
+        .to_socket_addrs()
+        .with_context(|| format!("local '{local}' does not resolve"))?
+        .filter(|a| match cfg.family {
+            Family::Any => true,
+            Family::V4 => a.is_ipv4(),
+            Family::V6 => a.is_ipv6(),
+        })
+        .collect();
+    match addrs.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!("local '{local}' has no address of the family that 'proto' asks for"),
+        many => bail!(
+            "local '{local}' resolves to {} addresses ({}); give 'local' a single address",
+            many.len(),
+            many.iter()
+                .map(|a| a.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn bind_udp(addr: SocketAddr, family: Family) -> anyhow::Result<UdpSocket> {
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(family == Family::V6)?;
+    }
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot bind UDP {addr}"))?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+fn bind_tcp(addr: SocketAddr, family: Family) -> anyhow::Result<TcpListener> {
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(family == Family::V6)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot bind TCP {addr}"))?;
+    s.listen(128)?;
+    Ok(TcpListener::from_std(s.into())?)
+}
+
+enum TcpEvent {
+    Packet(PeerAddr, Vec<u8>),
+    Closed(u64),
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let now = Instant::now();
+    let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
+    let (v4, v6) = core.pool().server_addresses();
+    let tun_cfg = TunConfig {
+        name: (cfg.dev != "tun").then(|| cfg.dev.clone()),
+        mtu: cfg.tun_mtu,
+        ipv4: v4,
+        ipv6: v6,
+        routes_v4: cfg
+            .routes
+            .iter()
+            .map(|(n, m)| (*n, u32::from(*m).leading_ones() as u8, None))
+            .collect(),
+        routes_v6: cfg.routes_v6.iter().map(|(n, p)| (*n, *p, None)).collect(),
+    };
+    let tun = Arc::new(LinuxTun::create(&tun_cfg).context("cannot create the tun device")?);
+    info!("TUN/TAP device {} opened", tun.name());
+    let addr = listen_addr(&cfg)?;
+    let udp = match cfg.transport {
+        Transport::Udp => Some(Arc::new(bind_udp(addr, cfg.family)?)),
+        Transport::Tcp => None,
+    };
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
+    let mut tcp_writers: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>> = Default::default();
+    let (new_conn_tx, mut new_conn_rx) = mpsc::channel::<(u64, mpsc::Sender<Vec<u8>>)>(64);
+    if cfg.transport == Transport::Tcp {
+        let listener = bind_tcp(addr, cfg.family)?;
+        tokio::spawn(accept_loop(listener, tcp_tx.clone(), new_conn_tx));
+    }
+    info!(
+        "{} link local (bound): {addr}",
+        if udp.is_some() {
+            "UDPv6/UDPv4"
+        } else {
+            "TCPv6/TCPv4"
+        }
+    );
+    crate::process::after_setup(&cfg)?;
+    info!("Initialization Sequence Completed");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut status_every = tokio::time::interval(Duration::from_secs(
+        cfg.status.as_ref().map_or(60, |s| u64::from(s.1.max(1))),
+    ));
+    let mut udp_buf = vec![0u8; MAX_DATAGRAM];
+    let mut tun_buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = Outputs::default();
+    loop {
+        let deadline = core
+            .next_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::select! {
+            r = async { match &udp { Some(u) => u.recv_from(&mut udp_buf).await, None => std::future::pending().await } } => {
+                match r {
+                    Ok((n, from)) => {
+                        let peer = PeerAddr { addr: from, conn: None };
+                        core.on_link_packet(Instant::now(), peer, &mut udp_buf[..n], &mut out);
+                    }
+                    Err(e) => warn!("UDP receive: {e}"),
+                }
+            }
+            r = tun.recv(&mut tun_buf) => {
+                match r {
+                    Ok(n) => core.on_tun_packet(Instant::now(), &tun_buf[..n], &mut out),
+                    Err(e) => warn!("tun read: {e}"),
+                }
+            }
+            Some(ev) = tcp_rx.recv() => {
+                match ev {
+                    TcpEvent::Packet(peer, mut pkt) => core.on_link_packet(Instant::now(), peer, &mut pkt, &mut out),
+                    TcpEvent::Closed(conn) => {
+                        tcp_writers.remove(&conn);
+                        core.on_conn_closed(conn, &mut out);
+                    }
+                }
+            }
+            Some((conn, w)) = new_conn_rx.recv() => { tcp_writers.insert(conn, w); }
+            _ = sleep => core.on_timeout(Instant::now(), &mut out),
+            _ = status_every.tick() => {
+                if let Some((path, _)) = &cfg.status {
+                    if let Err(e) = status::write(path, cfg.status_version, &core) {
+                        warn!("status file {}: {e}", path.display());
+                    }
+                }
+            }
+            _ = sighup.recv() => info!("SIGHUP received: configuration reload is not implemented yet; clients stay connected"),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+        flush(&mut out, udp.as_deref(), &tun, &mut tcp_writers).await;
+    }
+    info!("SIGTERM received, shutting down");
+    core.shutdown(Instant::now(), &mut out);
+    flush(&mut out, udp.as_deref(), &tun, &mut tcp_writers).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+async fn flush(
+    out: &mut Outputs,
+    udp: Option<&UdpSocket>,
+    tun: &LinuxTun,
+    tcp: &mut std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>>,
+) {
+    for (peer, pkt) in out.link.drain(..) {
+        match peer.conn {
+            None => {
+                if let Some(u) = udp {
+                    let _ = u.send_to(&pkt, peer.addr).await;
+                }
+            }
+            Some(c) => {
+                if let Some(w) = tcp.get(&c) {
+                    let mut framed = Vec::with_capacity(pkt.len() + 2);
+                    if openvpn_wire::frame_tcp(&pkt, &mut framed).is_ok() {
+                        let _ = w.try_send(framed);
+                    }
+                }
+            }
+        }
+    }
+    for pkt in out.tun.drain(..) {
+        let _ = tun.send(&pkt).await;
+    }
+    for c in out.close_conns.drain(..) {
+        tcp.remove(&c);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    events: mpsc::Sender<TcpEvent>,
+    new_conn: mpsc::Sender<(u64, mpsc::Sender<Vec<u8>>)>,
+) {
+    let mut next_id = 1u64;
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let id = next_id;
+        next_id += 1;
+        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+        if new_conn.send((id, wtx)).await.is_err() {
+            return;
+        }
+        let (mut rd, mut wr) = stream.into_split();
+        tokio::spawn(async move {
+            while let Some(frame) = wrx.recv().await {
+                if wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let events = events.clone();
+        tokio::spawn(async move {
+            let peer = PeerAddr {
+                addr: from,
+                conn: Some(id),
+            };
+            let mut dec = openvpn_wire::StreamDecoder::new(4096);
+            let mut buf = vec![0u8; 16 * 1024];
+            'conn: loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                dec.push(&buf[..n]);
+                loop {
+                    match dec.next_packet() {
+                        Ok(Some(p)) => {
+                            if events.send(TcpEvent::Packet(peer, p)).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => break 'conn,
+                    }
+                }
+            }
+            let _ = events.send(TcpEvent::Closed(id)).await;
+        });
+    }
+}

@@ -1,0 +1,211 @@
+//! The `status` file in OpenVPN's formats (version 1, 2 and 3), so existing exporters and
+//! monitors can read it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::core::ServerCore;
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (OpenVPN prints local time; servers usually run in UTC).
+pub fn format_time(t: SystemTime) -> String {
+    let secs = unix(t);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Renders the status text.
+pub fn render(version: u8, core: &ServerCore) -> String {
+    let now = SystemTime::now();
+    let mut s = String::new();
+    let title = format!("openvpn-rs {} (openvpn-server)", env!("CARGO_PKG_VERSION"));
+    if version == 1 {
+        let _ = writeln!(s, "OpenVPN CLIENT LIST");
+        let _ = writeln!(s, "Updated,{}", format_time(now));
+        let _ = writeln!(
+            s,
+            "Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since"
+        );
+        for c in core.clients().filter(|c| c.established) {
+            let st = c.data_stats();
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{}",
+                c.common_name.as_deref().unwrap_or("UNDEF"),
+                c.addr,
+                st.rx_bytes,
+                st.tx_bytes,
+                format_time(c.since)
+            );
+        }
+        let _ = writeln!(s, "ROUTING TABLE");
+        let _ = writeln!(s, "Virtual Address,Common Name,Real Address,Last Ref");
+        for c in core.clients().filter(|c| c.established) {
+            for a in c
+                .lease
+                .iter()
+                .flat_map(|l| [l.v4.map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
+                .flatten()
+            {
+                let _ = writeln!(
+                    s,
+                    "{a},{},{},{}",
+                    c.common_name.as_deref().unwrap_or("UNDEF"),
+                    c.addr,
+                    format_time(c.last_ref)
+                );
+            }
+        }
+        let _ = writeln!(s, "GLOBAL STATS");
+        let _ = writeln!(s, "Max bcast/mcast queue length,0");
+        let _ = writeln!(s, "END");
+        return s;
+    }
+    let sep = if version == 3 { '\t' } else { ',' };
+    let line = |s: &mut String, fields: &[String]| {
+        let _ = writeln!(s, "{}", fields.join(&sep.to_string()));
+    };
+    line(&mut s, &["TITLE".into(), title]);
+    line(
+        &mut s,
+        &["TIME".into(), format_time(now), unix(now).to_string()],
+    );
+    line(
+        &mut s,
+        &[
+            "HEADER",
+            "CLIENT_LIST",
+            "Common Name",
+            "Real Address",
+            "Virtual Address",
+            "Virtual IPv6 Address",
+            "Bytes Received",
+            "Bytes Sent",
+            "Connected Since",
+            "Connected Since (time_t)",
+            "Username",
+            "Client ID",
+            "Peer ID",
+            "Data Channel Cipher",
+        ]
+        .map(String::from),
+    );
+    for c in core.clients().filter(|c| c.established) {
+        let st = c.data_stats();
+        line(
+            &mut s,
+            &[
+                "CLIENT_LIST".into(),
+                c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                c.addr.to_string(),
+                c.lease
+                    .and_then(|l| l.v4)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                c.lease
+                    .and_then(|l| l.v6)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                st.rx_bytes.to_string(),
+                st.tx_bytes.to_string(),
+                format_time(c.since),
+                unix(c.since).to_string(),
+                c.username.clone().unwrap_or_else(|| "UNDEF".into()),
+                c.peer_id.to_string(),
+                c.peer_id.to_string(),
+                c.cipher_name().to_string(),
+            ],
+        );
+    }
+    line(
+        &mut s,
+        &[
+            "HEADER",
+            "ROUTING_TABLE",
+            "Virtual Address",
+            "Common Name",
+            "Real Address",
+            "Last Ref",
+            "Last Ref (time_t)",
+        ]
+        .map(String::from),
+    );
+    for c in core.clients().filter(|c| c.established) {
+        for a in c
+            .lease
+            .iter()
+            .flat_map(|l| [l.v4.map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
+            .flatten()
+        {
+            line(
+                &mut s,
+                &[
+                    "ROUTING_TABLE".into(),
+                    a,
+                    c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                    c.addr.to_string(),
+                    format_time(c.last_ref),
+                    unix(c.last_ref).to_string(),
+                ],
+            );
+        }
+    }
+    line(
+        &mut s,
+        &[
+            "GLOBAL_STATS".into(),
+            "Max bcast/mcast queue length".into(),
+            "0".into(),
+        ],
+    );
+    line(
+        &mut s,
+        &["GLOBAL_STATS".into(), "dco_enabled".into(), "0".into()],
+    );
+    line(&mut s, &["END".into()]);
+    s
+}
+
+/// Writes the status file (atomically, through a temporary file).
+pub fn write(path: &Path, version: u8, core: &ServerCore) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp-ovrs");
+    std::fs::write(&tmp, render(version, core))?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01 00:00:00");
+        assert_eq!(
+            format_time(UNIX_EPOCH + std::time::Duration::from_secs(1_764_082_800)),
+            "2025-11-25 15:00:00"
+        );
+    }
+}
