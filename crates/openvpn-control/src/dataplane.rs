@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use openvpn_crypto::{CipherKind, DataError, DataKeys, DataOpener, DataSealer, DigestKind, KeyBlock, PacketBuf, Role};
+use openvpn_crypto::{
+    CipherKind, DataError, DataKeys, DataOpener, DataSealer, DigestKind, KeyBlock, PacketBuf, Role,
+};
 use openvpn_wire::{CompressionFraming, DataHeader, KeyId, PEER_ID_NONE};
 use rand_core::{CryptoRng, RngCore};
 
@@ -70,7 +72,14 @@ impl std::fmt::Debug for DataChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataChannel")
             .field("role", &self.role)
-            .field("keys", &self.slots.iter().map(|s| s.key_id.value()).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self
+                    .slots
+                    .iter()
+                    .map(|s| s.key_id.value())
+                    .collect::<Vec<_>>(),
+            )
             .field("stats", &self.stats)
             .finish()
     }
@@ -78,8 +87,21 @@ impl std::fmt::Debug for DataChannel {
 
 impl DataChannel {
     /// A data channel without keys. `peer_id` = `Some` sends DATA_V2.
-    pub fn new(role: Role, auth: DigestKind, framing: CompressionFraming, peer_id: Option<u32>) -> Self {
-        DataChannel { role, auth, framing, peer_id, slots: Vec::new(), send_idx: None, stats: DataStats::default() }
+    pub fn new(
+        role: Role,
+        auth: DigestKind,
+        framing: CompressionFraming,
+        peer_id: Option<u32>,
+    ) -> Self {
+        DataChannel {
+            role,
+            auth,
+            framing,
+            peer_id,
+            slots: Vec::new(),
+            send_idx: None,
+            stats: DataStats::default(),
+        }
     }
 
     /// Sets the peer-id used in DATA_V2 headers (`None` = DATA_V1).
@@ -103,7 +125,13 @@ impl DataChannel {
     }
 
     /// Installs keys for `key_id`.
-    pub fn install(&mut self, now: Instant, key_id: KeyId, cipher: CipherKind, key2: &KeyBlock) -> Result<(), openvpn_crypto::CryptoError> {
+    pub fn install(
+        &mut self,
+        now: Instant,
+        key_id: KeyId,
+        cipher: CipherKind,
+        key2: &KeyBlock,
+    ) -> Result<(), openvpn_crypto::CryptoError> {
         let (sealer, opener) = DataKeys::new(cipher, self.auth, key2, self.role)?;
         self.slots.retain(|s| s.key_id != key_id);
         // Keep at most the new key and two older ones.
@@ -111,7 +139,13 @@ impl DataChannel {
             self.slots.remove(0);
         }
         let first = self.slots.is_empty();
-        self.slots.push(Slot { key_id, sealer, opener, installed: now, confirmed: first });
+        self.slots.push(Slot {
+            key_id,
+            sealer,
+            opener,
+            installed: now,
+            confirmed: first,
+        });
         self.pick_send_key(now);
         Ok(())
     }
@@ -124,15 +158,17 @@ impl DataChannel {
 
     /// Whether the send key is near packet-ID exhaustion (renegotiate).
     pub fn needs_renegotiation(&self) -> bool {
-        self.send_idx.and_then(|i| self.slots.get(i)).is_some_and(|s| s.sealer.needs_renegotiation())
+        self.send_idx
+            .and_then(|i| self.slots.get(i))
+            .is_some_and(|s| s.sealer.needs_renegotiation())
     }
 
     fn pick_send_key(&mut self, now: Instant) {
         // Newest key that is confirmed (peer sent on it) or old enough; else the newest older one.
         let n = self.slots.len();
-        self.send_idx = (0..n)
-            .rev()
-            .find(|&i| self.slots[i].confirmed || now >= self.slots[i].installed + SEND_SWITCH_DELAY || i == 0);
+        self.send_idx = (0..n).rev().find(|&i| {
+            self.slots[i].confirmed || now >= self.slots[i].installed + SEND_SWITCH_DELAY || i == 0
+        });
     }
 
     /// Re-evaluates the send key (call from a timer now and then).
@@ -141,7 +177,12 @@ impl DataChannel {
     }
 
     /// Seals `buf` (payload after its headroom) in place into a complete wire packet.
-    pub fn seal(&mut self, now: Instant, buf: &mut PacketBuf, rng: &mut (impl RngCore + CryptoRng)) -> Result<(), DataError> {
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut PacketBuf,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(), DataError> {
         let _ = now;
         let Some(i) = self.send_idx else {
             return Err(DataError::BadHeader);
@@ -154,8 +195,13 @@ impl DataChannel {
         }
         let slot = &mut self.slots[i];
         let header = match self.peer_id {
-            Some(p) => DataHeader::V2 { key_id: slot.key_id, peer_id: p & PEER_ID_NONE },
-            None => DataHeader::V1 { key_id: slot.key_id },
+            Some(p) => DataHeader::V2 {
+                key_id: slot.key_id,
+                peer_id: p & PEER_ID_NONE,
+            },
+            None => DataHeader::V1 {
+                key_id: slot.key_id,
+            },
         };
         let (hdr, hl) = header.to_bytes();
         let len = buf.len() as u64;
@@ -167,7 +213,12 @@ impl DataChannel {
 
     /// Opens a wire packet in place. On success returns what it carried (ranges index
     /// `packet`).
-    pub fn open(&mut self, now: Instant, now_secs: u64, packet: &mut [u8]) -> Result<Payload, DataError> {
+    pub fn open(
+        &mut self,
+        now: Instant,
+        now_secs: u64,
+        packet: &mut [u8],
+    ) -> Result<Payload, DataError> {
         let Ok(header) = DataHeader::parse(packet) else {
             return Err(DataError::TooShort);
         };
@@ -234,12 +285,21 @@ mod tests {
     fn round_trip_with_key_rollover() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let t = Instant::now();
-        for framing in [CompressionFraming::None, CompressionFraming::StubV2, CompressionFraming::Stub, CompressionFraming::LzoStub] {
+        for framing in [
+            CompressionFraming::None,
+            CompressionFraming::StubV2,
+            CompressionFraming::Stub,
+            CompressionFraming::LzoStub,
+        ] {
             let (mut c, mut s) = pair(framing);
             let k0 = KeyBlock::from_bytes([7u8; 256]);
-            c.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &k0).unwrap();
-            s.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &k0).unwrap();
-            let ip = [0x45u8, 0, 0, 20, 1, 2, 3, 4, 64, 1, 0, 0, 10, 8, 0, 2, 10, 8, 0, 1];
+            c.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &k0)
+                .unwrap();
+            s.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &k0)
+                .unwrap();
+            let ip = [
+                0x45u8, 0, 0, 20, 1, 2, 3, 4, 64, 1, 0, 0, 10, 8, 0, 2, 10, 8, 0, 1,
+            ];
             let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &ip);
             c.seal(t, &mut b, &mut rng).unwrap();
             let mut wire = b.as_slice().to_vec();
@@ -250,9 +310,12 @@ mod tests {
             }
             // New key 1: the client keeps sending on key 0 until the server used key 1.
             let k1 = KeyBlock::from_bytes([9u8; 256]);
-            c.install(t, KeyId::new(1).unwrap(), CipherKind::Aes256Gcm, &k1).unwrap();
-            s.install(t, KeyId::new(1).unwrap(), CipherKind::Aes256Gcm, &k1).unwrap();
-            let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::PING_MAGIC);
+            c.install(t, KeyId::new(1).unwrap(), CipherKind::Aes256Gcm, &k1)
+                .unwrap();
+            s.install(t, KeyId::new(1).unwrap(), CipherKind::Aes256Gcm, &k1)
+                .unwrap();
+            let mut b =
+                PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::PING_MAGIC);
             c.seal(t, &mut b, &mut rng).unwrap();
             assert_eq!(b.as_slice()[0] & 7, 0, "old key still used for sending");
             let mut wire = b.as_slice().to_vec();
@@ -266,7 +329,11 @@ mod tests {
             assert!(matches!(c.open(later, 0, &mut wire), Ok(Payload::Ip(_))));
             let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &ip);
             c.seal(later, &mut b, &mut rng).unwrap();
-            assert_eq!(b.as_slice()[0] & 7, 1, "client switched once key 1 was confirmed");
+            assert_eq!(
+                b.as_slice()[0] & 7,
+                1,
+                "client switched once key 1 was confirmed"
+            );
             // Replay and garbage are counted, not fatal.
             let mut again = b.as_slice().to_vec();
             let mut copy = again.clone();
