@@ -1,0 +1,589 @@
+//! Client profiles: `.ovpn` files and `--option` arguments, or built in code.
+//!
+//! Every option is implemented, a documented no-op, or rejected with an error that names
+//! the line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openvpn_control::client::PullFilterAction;
+use openvpn_control::options::{self, OptionLine, describe_location};
+
+/// Errors while loading a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An option is wrong; the text says where and how to fix it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The option grammar failed.
+    #[error(transparent)]
+    Syntax(#[from] options::OptionError),
+    /// A referenced file could not be read.
+    #[error("{what}: cannot read '{path}': {source}")]
+    Io {
+        /// Which option.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Transport of a remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// UDP.
+    Udp,
+    /// TCP client.
+    Tcp,
+}
+
+/// Address family restriction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 and IPv6, in the order the resolver returns them.
+    Any,
+    /// IPv4 only (`udp4`, `tcp4`).
+    V4,
+    /// IPv6 only (`udp6`, `tcp6`).
+    V6,
+}
+
+/// One `remote` (or `<connection>` block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub proto: Proto,
+    /// Family.
+    pub family: Family,
+}
+
+/// Control-channel wrapping keys (file contents).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsWrap {
+    /// None.
+    None,
+    /// `tls-auth` with direction.
+    Auth {
+        /// Key file text.
+        key: String,
+        /// Key direction (0/1) or bidirectional.
+        direction: Option<u8>,
+    },
+    /// `tls-crypt`.
+    Crypt {
+        /// Key file text.
+        key: String,
+    },
+    /// `tls-crypt-v2` client key.
+    CryptV2 {
+        /// Key file text.
+        key: String,
+    },
+}
+
+/// How username/password are obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthUserPass {
+    /// Not used.
+    None,
+    /// Read from a file (two lines) or inline block.
+    Given {
+        /// Username.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// Ask the application (the binary prompts on the terminal).
+    Ask {
+        /// Username from the file, if the file had only that line.
+        username: Option<String>,
+    },
+}
+
+/// A complete client profile.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Remotes in order.
+    pub remotes: Vec<Remote>,
+    /// `remote-random`.
+    pub remote_random: bool,
+    /// `dev` name (`tun` = kernel chooses).
+    pub dev: String,
+    /// `ca` PEM.
+    pub ca: String,
+    /// `cert` PEM.
+    pub cert: Option<String>,
+    /// `key` PEM.
+    pub key: Option<String>,
+    /// `crl-verify` PEM.
+    pub crl: Option<String>,
+    /// `verify-x509-name NAME TYPE`.
+    pub verify_x509_name: Option<(String, String)>,
+    /// `remote-cert-tls server`.
+    pub remote_cert_tls_server: bool,
+    /// `tls-version-min 1.3`.
+    pub tls13_only: bool,
+    /// Control-channel wrapping.
+    pub tls_wrap: TlsWrap,
+    /// `data-ciphers`.
+    pub data_ciphers: Vec<String>,
+    /// `data-ciphers-fallback` / `cipher`.
+    pub data_ciphers_fallback: Option<String>,
+    /// `auth`.
+    pub auth: String,
+    /// `auth-user-pass`.
+    pub auth_user_pass: AuthUserPass,
+    /// `setenv` variables (IV_* / UV_* become peer-info).
+    pub setenv: Vec<(String, String)>,
+    /// `push-peer-info`.
+    pub push_peer_info: bool,
+    /// `pull-filter`.
+    pub pull_filter: Vec<(PullFilterAction, String)>,
+    /// `route-nopull`.
+    pub route_nopull: bool,
+    /// `route-noexec`.
+    pub route_noexec: bool,
+    /// `connect-retry N [MAX]`.
+    pub connect_retry: (Duration, Duration),
+    /// `connect-retry-max`.
+    pub connect_retry_max: Option<u32>,
+    /// `connect-timeout` / `server-poll-timeout`.
+    pub connect_timeout: Duration,
+    /// `resolv-retry` seconds (None = infinite).
+    pub resolv_retry: Option<Duration>,
+    /// `ping`.
+    pub ping: Option<u32>,
+    /// `ping-restart`.
+    pub ping_restart: Option<u32>,
+    /// `ping-exit`.
+    pub ping_exit: Option<u32>,
+    /// `reneg-sec`.
+    pub reneg_sec: u32,
+    /// `hand-window`.
+    pub hand_window: u32,
+    /// `explicit-exit-notify`.
+    pub explicit_exit_notify: Option<u32>,
+    /// `tun-mtu`.
+    pub tun_mtu: u16,
+    /// `presolve-ipaddress` / `ip-remote-hint`: `Some(None)` = resolve all remotes before
+    /// connecting, `Some(Some(addr))` = use this address for every remote.
+    pub presolve: Option<Option<String>>,
+    /// `daemon`.
+    pub daemon: bool,
+    /// `writepid`.
+    pub writepid: Option<PathBuf>,
+    /// `log` / `log-append`.
+    pub log: Option<(PathBuf, bool)>,
+    /// `verb`.
+    pub verb: u8,
+    /// `up` script.
+    pub up: Option<String>,
+    /// `down` script.
+    pub down: Option<String>,
+    /// `script-security` level.
+    pub script_security: u8,
+    /// `persist-tun`.
+    pub persist_tun: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            remotes: Vec::new(),
+            remote_random: false,
+            dev: "tun".into(),
+            ca: String::new(),
+            cert: None,
+            key: None,
+            crl: None,
+            verify_x509_name: None,
+            remote_cert_tls_server: false,
+            tls13_only: false,
+            tls_wrap: TlsWrap::None,
+            data_ciphers: vec!["AES-256-GCM".into(), "AES-128-GCM".into(), "CHACHA20-POLY1305".into()],
+            data_ciphers_fallback: None,
+            auth: "SHA1".into(),
+            auth_user_pass: AuthUserPass::None,
+            setenv: Vec::new(),
+            push_peer_info: false,
+            pull_filter: Vec::new(),
+            route_nopull: false,
+            route_noexec: false,
+            connect_retry: (Duration::from_secs(1), Duration::from_secs(300)),
+            connect_retry_max: None,
+            connect_timeout: Duration::from_secs(120),
+            resolv_retry: None,
+            ping: None,
+            ping_restart: None,
+            ping_exit: None,
+            reneg_sec: 3600,
+            hand_window: 60,
+            explicit_exit_notify: None,
+            tun_mtu: 1500,
+            presolve: None,
+            daemon: false,
+            writepid: None,
+            log: None,
+            verb: 1,
+            up: None,
+            down: None,
+            script_security: 1,
+            persist_tun: false,
+        }
+    }
+}
+
+const NO_OPS: &[&str] = &[
+    "client",
+    "pull",
+    "tls-client",
+    "nobind",
+    "persist-key",
+    "disable-dco",
+    "fast-io",
+    "mute-replay-warnings",
+    "mute",
+    "auth-nocache",
+    "auth-retry",
+    "resolv-retry",
+    "float",
+    "sndbuf",
+    "rcvbuf",
+    "suppress-timestamps",
+    "key-method",
+    "ncp-disable",
+    "allow-compression",
+    "machine-readable-output",
+    "block-outside-dns",
+    "register-dns",
+];
+
+fn err(o: &OptionLine, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid(format!("{}: '{}': {msg}", describe_location(o), o.name))
+}
+
+fn arg<'a>(o: &'a OptionLine, i: usize) -> Result<&'a str, ConfigError> {
+    o.arg(i).ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
+}
+
+fn num<T: std::str::FromStr>(o: &OptionLine, i: usize) -> Result<T, ConfigError> {
+    let a = arg(o, i)?;
+    a.parse().map_err(|_| err(o, format!("'{a}' is not a valid number")))
+}
+
+fn file_or_inline(o: &OptionLine, base: &Path) -> Result<String, ConfigError> {
+    if let Some(text) = o.inline_content() {
+        return Ok(text.to_owned());
+    }
+    let p = arg(o, 0)?;
+    let path = base.join(p);
+    std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+        what: format!("{} '{}'", describe_location(o), o.name),
+        path,
+        source,
+    })
+}
+
+fn parse_proto(o: &OptionLine, p: &str) -> Result<(Proto, Family), ConfigError> {
+    Ok(match p {
+        "udp" => (Proto::Udp, Family::Any),
+        "udp4" => (Proto::Udp, Family::V4),
+        "udp6" => (Proto::Udp, Family::V6),
+        "tcp" | "tcp-client" => (Proto::Tcp, Family::Any),
+        "tcp4" | "tcp4-client" => (Proto::Tcp, Family::V4),
+        "tcp6" | "tcp6-client" => (Proto::Tcp, Family::V6),
+        _ => return Err(err(o, format!("'{p}' is not one of udp, udp4, udp6, tcp-client, tcp4-client, tcp6-client"))),
+    })
+}
+
+struct Defaults {
+    port: u16,
+    proto: Proto,
+    family: Family,
+}
+
+fn remote_from(o: &OptionLine, d: &Defaults) -> Result<Remote, ConfigError> {
+    let host = arg(o, 0)?.to_owned();
+    let port = if o.arg(1).is_some() { num(o, 1)? } else { d.port };
+    let (proto, family) = match o.arg(2) {
+        Some(p) => parse_proto(o, p)?,
+        None => (d.proto, d.family),
+    };
+    Ok(Remote { host, port, proto, family })
+}
+
+impl ClientConfig {
+    /// Parses a profile text; relative paths are resolved against `base`.
+    pub fn from_ovpn(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        Self::from_lines(&options::parse_config(text)?, base)
+    }
+
+    /// Builds a profile from option lines (file lines first, command-line options after).
+    pub fn from_lines(lines: &[OptionLine], base: &Path) -> Result<Self, ConfigError> {
+        let mut c = ClientConfig::default();
+        let mut d = Defaults { port: 1194, proto: Proto::Udp, family: Family::Any };
+        let mut remote_lines: Vec<OptionLine> = Vec::new();
+        let mut connection_blocks: Vec<Vec<OptionLine>> = Vec::new();
+        let mut key_direction: Option<u8> = None;
+        let mut is_client = false;
+        for o in lines {
+            let n = o.name.as_str();
+            if n == "client" || n == "pull" || n == "tls-client" {
+                is_client = true;
+            }
+            if NO_OPS.contains(&n) {
+                continue;
+            }
+            match n {
+                "config" => {}
+                "remote" => remote_lines.push(o.clone()),
+                "connection" => connection_blocks.push(o.connection_options()?),
+                "remote-random" => c.remote_random = true,
+                "port" | "rport" => d.port = num(o, 0)?,
+                "proto" => (d.proto, d.family) = parse_proto(o, arg(o, 0)?)?,
+                "dev" => c.dev = arg(o, 0)?.to_owned(),
+                "dev-type" => {
+                    if arg(o, 0)? != "tun" {
+                        return Err(err(o, "only 'dev-type tun' is supported (tap is not)"));
+                    }
+                }
+                "ca" => c.ca = file_or_inline(o, base)?,
+                "cert" => c.cert = Some(file_or_inline(o, base)?),
+                "key" => c.key = Some(file_or_inline(o, base)?),
+                "crl-verify" => c.crl = Some(file_or_inline(o, base)?),
+                "verify-x509-name" => {
+                    c.verify_x509_name = Some((arg(o, 0)?.to_owned(), o.arg(1).unwrap_or("subject").to_owned()))
+                }
+                "remote-cert-tls" => {
+                    if arg(o, 0)? != "server" {
+                        return Err(err(o, "a client checks 'remote-cert-tls server'"));
+                    }
+                    c.remote_cert_tls_server = true;
+                }
+                "tls-version-min" => match arg(o, 0)? {
+                    "1.0" | "1.1" | "1.2" => {}
+                    "1.3" => c.tls13_only = true,
+                    v => return Err(err(o, format!("'{v}' is not a TLS version (1.2 or 1.3)"))),
+                },
+                "tls-auth" => {
+                    let key = file_or_inline(o, base)?;
+                    let direction = match if o.is_inline() { None } else { o.arg(1) } {
+                        None => None,
+                        Some("0") => Some(0),
+                        Some("1") => Some(1),
+                        Some(x) => return Err(err(o, format!("key direction '{x}' must be 0 or 1"))),
+                    };
+                    c.tls_wrap = TlsWrap::Auth { key, direction };
+                }
+                "key-direction" => {
+                    key_direction = match arg(o, 0)? {
+                        "0" => Some(0),
+                        "1" => Some(1),
+                        x => return Err(err(o, format!("'{x}' must be 0 or 1"))),
+                    }
+                }
+                "tls-crypt" => c.tls_wrap = TlsWrap::Crypt { key: file_or_inline(o, base)? },
+                "tls-crypt-v2" => c.tls_wrap = TlsWrap::CryptV2 { key: file_or_inline(o, base)? },
+                "data-ciphers" | "ncp-ciphers" => {
+                    c.data_ciphers = arg(o, 0)?.split(':').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                    for x in &c.data_ciphers {
+                        if openvpn_crypto::CipherKind::from_name(x).is_none() {
+                            return Err(err(o, format!("cipher '{x}' is not supported")));
+                        }
+                    }
+                }
+                "data-ciphers-fallback" | "cipher" => {
+                    let x = arg(o, 0)?;
+                    if openvpn_crypto::CipherKind::from_name(x).is_none() {
+                        return Err(err(o, format!("cipher '{x}' is not supported")));
+                    }
+                    c.data_ciphers_fallback = Some(x.to_owned());
+                }
+                "auth" => {
+                    let x = arg(o, 0)?;
+                    if openvpn_crypto::DigestKind::from_name(x).is_none() {
+                        return Err(err(o, format!("digest '{x}' is not supported")));
+                    }
+                    c.auth = x.to_owned();
+                }
+                "auth-user-pass" => {
+                    c.auth_user_pass = match (o.inline_content(), o.arg(0)) {
+                        (Some(text), _) => user_pass_from_text(text, o)?,
+                        (None, None) => AuthUserPass::Ask { username: None },
+                        (None, Some(_)) => user_pass_from_text(&file_or_inline(o, base)?, o)?,
+                    }
+                }
+                "setenv" => {
+                    let mut name = arg(o, 0)?;
+                    let mut rest = 1;
+                    if name == "opt" {
+                        name = arg(o, 1)?;
+                        rest = 2;
+                    }
+                    c.setenv.push((name.to_owned(), o.args.get(rest..).map(|a| a.join(" ")).unwrap_or_default()));
+                }
+                "push-peer-info" => c.push_peer_info = true,
+                "pull-filter" => {
+                    let action = match arg(o, 0)? {
+                        "accept" => PullFilterAction::Accept,
+                        "ignore" => PullFilterAction::Ignore,
+                        "reject" => PullFilterAction::Reject,
+                        x => return Err(err(o, format!("'{x}' is not one of accept, ignore, reject"))),
+                    };
+                    c.pull_filter.push((action, arg(o, 1)?.to_owned()));
+                }
+                "route-nopull" => c.route_nopull = true,
+                "route-noexec" => c.route_noexec = true,
+                "connect-retry" => {
+                    let a: u64 = num(o, 0)?;
+                    let b: u64 = if o.arg(1).is_some() { num(o, 1)? } else { 300 };
+                    c.connect_retry = (Duration::from_secs(a), Duration::from_secs(b.max(a)));
+                }
+                "connect-retry-max" => c.connect_retry_max = Some(num(o, 0)?),
+                "connect-timeout" | "server-poll-timeout" => c.connect_timeout = Duration::from_secs(num(o, 0)?),
+                "ping" => c.ping = Some(num(o, 0)?),
+                "ping-restart" => c.ping_restart = Some(num(o, 0)?),
+                "ping-exit" => c.ping_exit = Some(num(o, 0)?),
+                "keepalive" => {
+                    c.ping = Some(num(o, 0)?);
+                    c.ping_restart = Some(num(o, 1)?);
+                }
+                "reneg-sec" => c.reneg_sec = num(o, 0)?,
+                "hand-window" => c.hand_window = num(o, 0)?,
+                "explicit-exit-notify" => {
+                    c.explicit_exit_notify = Some(if o.arg(0).is_some() { num(o, 0)? } else { 1 })
+                }
+                "tun-mtu" => c.tun_mtu = num(o, 0)?,
+                "presolve-ipaddress" | "ip-remote-hint" => c.presolve = Some(o.arg(0).map(str::to_owned)),
+                "daemon" => c.daemon = true,
+                "writepid" => c.writepid = Some(base.join(arg(o, 0)?)),
+                "log" => c.log = Some((base.join(arg(o, 0)?), false)),
+                "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
+                "verb" => c.verb = num(o, 0)?,
+                "up" => c.up = Some(arg(o, 0)?.to_owned()),
+                "down" => c.down = Some(arg(o, 0)?.to_owned()),
+                "script-security" => c.script_security = num(o, 0)?,
+                "persist-tun" => c.persist_tun = true,
+                "status" | "status-version" => {}
+                "management" => {
+                    return Err(err(o, "the management interface is not implemented yet (remove the line; it is planned)"));
+                }
+                "redirect-gateway" | "block-ipv6" | "dhcp-option" | "route" | "route-ipv6" => {
+                    return Err(err(o, "local routing options are not implemented yet; let the server push them (planned)"));
+                }
+                "compress" | "comp-lzo" => {
+                    return Err(err(o, "compression framing is not implemented on the client yet; remove it"));
+                }
+                other => return Err(err(o, format!("option '{other}' is not supported by openvpn-client"))),
+            }
+        }
+        if !is_client {
+            return Err(ConfigError::Invalid("this is not a client profile: add 'client' (or 'pull' and 'tls-client')".into()));
+        }
+        for o in &remote_lines {
+            c.remotes.push(remote_from(o, &d)?);
+        }
+        for block in &connection_blocks {
+            let mut bd = Defaults { port: d.port, proto: d.proto, family: d.family };
+            let mut hosts = Vec::new();
+            for o in block {
+                match o.name.as_str() {
+                    "remote" => hosts.push(o.clone()),
+                    "port" => bd.port = num(o, 0)?,
+                    "proto" => (bd.proto, bd.family) = parse_proto(o, arg(o, 0)?)?,
+                    "connect-timeout" | "server-poll-timeout" | "connect-retry" | "explicit-exit-notify" | "nobind"
+                    | "float" => {}
+                    other => return Err(err(o, format!("option '{other}' is not supported inside <connection>"))),
+                }
+            }
+            for o in &hosts {
+                c.remotes.push(remote_from(o, &bd)?);
+            }
+        }
+        if c.remotes.is_empty() {
+            return Err(ConfigError::Invalid("no 'remote' given: add 'remote HOST [PORT] [PROTO]'".into()));
+        }
+        if c.ca.is_empty() {
+            return Err(ConfigError::Invalid("no 'ca' given: the server certificate cannot be verified".into()));
+        }
+        if let (TlsWrap::Auth { direction, .. }, Some(k)) = (&mut c.tls_wrap, key_direction) {
+            if direction.is_none() {
+                *direction = Some(k);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Loads a profile file plus command-line options.
+    pub fn load(file: Option<&Path>, cli: Vec<OptionLine>) -> Result<Self, ConfigError> {
+        let mut lines = Vec::new();
+        let mut base = PathBuf::from(".");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                what: "config".into(),
+                path: path.to_owned(),
+                source,
+            })?;
+            lines = options::parse_config(&text)?;
+            base = std::env::current_dir().unwrap_or_default();
+        }
+        lines.extend(cli);
+        Self::from_lines(&lines, &base)
+    }
+}
+
+fn user_pass_from_text(text: &str, o: &OptionLine) -> Result<AuthUserPass, ConfigError> {
+    let mut it = text.lines().map(str::trim_end).filter(|l| !l.is_empty());
+    match (it.next(), it.next()) {
+        (Some(u), Some(p)) => Ok(AuthUserPass::Given { username: u.to_owned(), password: p.to_owned() }),
+        (Some(u), None) => Ok(AuthUserPass::Ask { username: Some(u.to_owned()) }),
+        _ => Err(err(o, "the file is empty: put the username on line 1 and the password on line 2")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn prof(extra: &str) -> Result<ClientConfig, ConfigError> {
+        ClientConfig::from_ovpn(&format!("client\ndev tun\nproto udp\nremote vpn.example 1194\n<ca>\n{CA}</ca>\n{extra}"), Path::new("/"))
+    }
+
+    #[test]
+    fn profile_with_inline_blocks_and_connections() {
+        let c = prof("setenv IV_GUI_VER \"my-gui 1.0\"\n<connection>\nremote a.example 443 tcp\n</connection>\n<connection>\nremote b.example\nproto udp6\n</connection>\n<auth-user-pass>\nalice\nsecret\n</auth-user-pass>\n").unwrap();
+        assert_eq!(c.remotes.len(), 3);
+        assert_eq!(c.remotes[1], Remote { host: "a.example".into(), port: 443, proto: Proto::Tcp, family: Family::Any });
+        assert_eq!(c.remotes[2].family, Family::V6);
+        assert_eq!(c.setenv, vec![("IV_GUI_VER".to_owned(), "my-gui 1.0".to_owned())]);
+        assert_eq!(c.auth_user_pass, AuthUserPass::Given { username: "alice".into(), password: "secret".into() });
+    }
+
+    #[test]
+    fn errors_name_lines() {
+        let e = prof("proto udp7\n").unwrap_err().to_string();
+        assert!(e.contains("config line 8") && e.contains("udp7"), "{e}");
+        let e = prof("frobnicate\n").unwrap_err().to_string();
+        assert!(e.contains("config line 8") && e.contains("frobnicate"), "{e}");
+        let e = ClientConfig::from_ovpn("dev tun\nremote x\n", Path::new("/")).unwrap_err().to_string();
+        assert!(e.contains("not a client profile"), "{e}");
+        let e = ClientConfig::from_ovpn(&format!("client\n<ca>\n{CA}</ca>\n"), Path::new("/")).unwrap_err().to_string();
+        assert!(e.contains("remote"), "{e}");
+    }
+
+    #[test]
+    fn proto_restrictions() {
+        let c = prof("proto tcp6-client\nremote other 443\n").unwrap();
+        // `proto` is global, as in OpenVPN: it applies to every remote without its own proto.
+        assert_eq!((c.remotes[0].proto, c.remotes[0].family), (Proto::Tcp, Family::V6));
+        assert_eq!(c.remotes[1].port, 443);
+    }
+}

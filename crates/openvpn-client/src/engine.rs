@@ -1,0 +1,598 @@
+//! The connection engine: remotes in order, every resolved address in order, reconnects with
+//! backoff, and one session's event loop (socket, tun, timers, commands).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use openvpn_control::client::{ClientEvent as CtlEvent, ClientPolicy, ClientSession, PushedOptions};
+use openvpn_control::dataplane::{DataChannel, Payload};
+use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
+use openvpn_control::peer_info::{self, ClientPeerInfo};
+use openvpn_control::tls::{TlsConfig, TlsCredentials, TlsVersionMin, X509NameCheck};
+use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
+use openvpn_crypto::{DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ClientKey};
+use openvpn_tun::PacketDevice;
+use openvpn_wire::CompressionFraming;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::config::{AuthUserPass, ClientConfig, Family, Proto, Remote, TlsWrap};
+use crate::tun::{TunBuilder, TunSettings};
+use crate::{Command, ExitReason, VpnEvent};
+
+/// How one connection attempt ended.
+enum Outcome {
+    /// Could not reach the server (try the next address).
+    Unreachable(String),
+    /// Established session ended; reconnect.
+    Restart { reason: String, next_server: bool },
+    /// Stop for good.
+    Exit(ExitReason),
+}
+
+struct Shared<T: TunBuilder> {
+    cfg: ClientConfig,
+    tls: TlsConfig,
+    wrapping: ControlWrapping,
+    builder: T,
+    device: Option<Arc<T::Device>>,
+    device_settings: Option<TunSettings>,
+    events: mpsc::UnboundedSender<VpnEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    credentials: Option<(String, String)>,
+    rng: StdRng,
+    paused: bool,
+}
+
+fn emit<T: TunBuilder>(s: &Shared<T>, e: VpnEvent) {
+    let _ = s.events.send(e);
+}
+
+fn wrapping(cfg: &ClientConfig) -> Result<ControlWrapping, String> {
+    Ok(match &cfg.tls_wrap {
+        TlsWrap::None => ControlWrapping::None,
+        TlsWrap::Auth { key, direction } => {
+            let k = StaticKey::parse_pem(key).map_err(|e| format!("tls-auth: {e}"))?;
+            let dir = match direction {
+                None => KeyDirection::Bidirectional,
+                Some(0) => KeyDirection::Normal,
+                Some(_) => KeyDirection::Inverse,
+            };
+            let digest = DigestKind::from_name(&cfg.auth).ok_or("bad auth digest")?;
+            ControlWrapping::TlsAuth(Arc::new(TlsAuth::new(&k, dir, digest).map_err(|e| e.to_string())?), Arc::new(k))
+        }
+        TlsWrap::Crypt { key } => {
+            let k = StaticKey::parse_pem(key).map_err(|e| format!("tls-crypt: {e}"))?;
+            ControlWrapping::TlsCrypt(Arc::new(TlsCrypt::new(&k, Role::Client)), Arc::new(k))
+        }
+        TlsWrap::CryptV2 { key } => {
+            let k = TlsCryptV2ClientKey::parse_pem(key).map_err(|e| format!("tls-crypt-v2: {e}"))?;
+            ControlWrapping::TlsCryptV2Client {
+                kc: Arc::new(TlsCrypt::new(&k.kc, Role::Client)),
+                key: Arc::new(k.kc.clone()),
+                wkc: Arc::new(k.wkc.clone()),
+            }
+        }
+    })
+}
+
+fn tls_config(cfg: &ClientConfig) -> Result<TlsConfig, String> {
+    let verify_name = cfg.verify_x509_name.as_ref().map(|(n, t)| match t.as_str() {
+        "name" => X509NameCheck::CommonName(n.clone()),
+        "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
+        _ => X509NameCheck::Subject(n.clone()),
+    });
+    TlsConfig::client(&TlsCredentials {
+        ca_pem: cfg.ca.clone(),
+        cert_pem: cfg.cert.clone(),
+        key_pem: cfg.key.clone(),
+        crl_pem: cfg.crl.clone(),
+        verify_name,
+        version_min: if cfg.tls13_only { TlsVersionMin::Tls13 } else { TlsVersionMin::Tls12 },
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn options_string(cfg: &ClientConfig, proto: Proto) -> String {
+    let p = match proto {
+        Proto::Udp => "UDPv4",
+        Proto::Tcp => "TCPv4_CLIENT",
+    };
+    let mut s = format!("V4,dev-type tun,link-mtu {},tun-mtu {},proto {p}", if proto == Proto::Tcp { 1543 } else { 1541 }, cfg.tun_mtu);
+    if let TlsWrap::Auth { direction: Some(d), .. } = cfg.tls_wrap {
+        s.push_str(&format!(",keydir {d}"));
+    }
+    s.push_str(&format!(",auth {},keysize 128", cfg.auth.to_uppercase()));
+    if matches!(cfg.tls_wrap, TlsWrap::Auth { .. }) {
+        s.push_str(",tls-auth");
+    }
+    s.push_str(",key-method 2,tls-client");
+    s
+}
+
+fn peer_info(cfg: &ClientConfig) -> String {
+    let mut extra: Vec<(String, String)> = cfg
+        .setenv
+        .iter()
+        .filter(|(n, _)| n.starts_with("IV_") || (cfg.push_peer_info && n.starts_with("UV_")))
+        .cloned()
+        .collect();
+    if cfg.push_peer_info {
+        extra.push(("IV_SSL".into(), "rustls-0.23".into()));
+    }
+    ClientPeerInfo {
+        version: format!("openvpn-rs-{}", env!("CARGO_PKG_VERSION")),
+        platform: "linux".into(),
+        ciphers: cfg.data_ciphers.clone(),
+        proto: peer_info::IV_PROTO_DATA_V2
+            | peer_info::IV_PROTO_REQUEST_PUSH
+            | peer_info::IV_PROTO_TLS_KEY_EXPORT
+            | peer_info::IV_PROTO_AUTH_PENDING_KW
+            | peer_info::IV_PROTO_CC_EXIT_NOTIFY
+            | peer_info::IV_PROTO_AUTH_FAIL_TEMP
+            | peer_info::IV_PROTO_DYN_TLS_CRYPT,
+        mtu: Some(1600),
+        extra,
+    }
+    .render()
+}
+
+/// Runs the client until it stops for good.
+pub(crate) async fn run<T: TunBuilder>(
+    cfg: ClientConfig,
+    builder: T,
+    events: mpsc::UnboundedSender<VpnEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+) -> ExitReason {
+    let tls = match tls_config(&cfg) {
+        Ok(t) => t,
+        Err(e) => return ExitReason::ConfigError(e),
+    };
+    let wrapping = match wrapping(&cfg) {
+        Ok(w) => w,
+        Err(e) => return ExitReason::ConfigError(e),
+    };
+    let mut s = Shared {
+        cfg,
+        tls,
+        wrapping,
+        builder,
+        device: None,
+        device_settings: None,
+        events,
+        commands,
+        credentials: None,
+        rng: StdRng::from_entropy(),
+        paused: false,
+    };
+    match s.cfg.auth_user_pass.clone() {
+        AuthUserPass::None => {}
+        AuthUserPass::Given { username, password } => s.credentials = Some((username, password)),
+        AuthUserPass::Ask { username } => {
+            emit(&s, VpnEvent::CredentialsRequired { username: username.clone() });
+            loop {
+                match s.commands.recv().await {
+                    Some(Command::Credentials { username, password }) => {
+                        s.credentials = Some((username, password));
+                        break;
+                    }
+                    Some(Command::Disconnect) | None => return ExitReason::Disconnected,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    // presolve: resolve every remote before connecting.
+    let mut remotes = s.cfg.remotes.clone();
+    if s.cfg.remote_random && remotes.len() > 1 {
+        let k = (s.rng.next_u32() as usize) % remotes.len();
+        remotes.rotate_left(k);
+    }
+    let presolved: Option<Vec<Vec<SocketAddr>>> = match &s.cfg.presolve {
+        None => None,
+        Some(hint) => {
+            let mut all = Vec::new();
+            for r in &remotes {
+                let host = hint.clone().unwrap_or_else(|| r.host.clone());
+                all.push(resolve(&host, r.port, r.family).await.unwrap_or_default());
+            }
+            Some(all)
+        }
+    };
+    let mut failures: u32 = 0;
+    let mut start_at = 0usize;
+    loop {
+        let mut restart_from = None;
+        for ri in 0..remotes.len() {
+            let idx = (start_at + ri) % remotes.len();
+            let remote = remotes[idx].clone();
+            emit(&s, VpnEvent::Resolving { host: remote.host.clone() });
+            let addrs = match presolved.as_ref().and_then(|p| p.get(idx)).filter(|a| !a.is_empty()) {
+                Some(a) => a.clone(),
+                None => match resolve(&remote.host, remote.port, remote.family).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        emit(&s, VpnEvent::ConnectFailed { remote: remote.host.clone(), reason: e });
+                        continue;
+                    }
+                },
+            };
+            let total = addrs.len();
+            for (ai, addr) in addrs.into_iter().enumerate() {
+                emit(&s, VpnEvent::Connecting { remote: addr, index: ai + 1, total, proto: remote.proto });
+                match connect_once(&mut s, &remote, addr).await {
+                    Outcome::Unreachable(reason) => {
+                        emit(&s, VpnEvent::ConnectFailed { remote: addr.to_string(), reason });
+                    }
+                    Outcome::Exit(r) => return r,
+                    Outcome::Restart { reason, next_server } => {
+                        failures = 0;
+                        emit(&s, VpnEvent::Reconnecting { reason });
+                        restart_from = Some(if next_server { idx + 1 } else { idx });
+                        break;
+                    }
+                }
+            }
+            if restart_from.is_some() {
+                break;
+            }
+        }
+        match restart_from {
+            Some(i) => start_at = i % remotes.len(),
+            None => {
+                failures += 1;
+                if s.cfg.connect_retry_max.is_some_and(|m| failures >= m) {
+                    return ExitReason::Unreachable;
+                }
+                let (base, max) = s.cfg.connect_retry;
+                let wait = (base * 2u32.saturating_pow(failures.min(16).saturating_sub(1))).min(max);
+                emit(&s, VpnEvent::Reconnecting { reason: format!("no remote answered; retrying in {} s", wait.as_secs()) });
+                let sleep = tokio::time::sleep(wait);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        c = s.commands.recv() => match c {
+                            Some(Command::Disconnect) | None => return ExitReason::Disconnected,
+                            Some(Command::ReconnectNow) => break,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn resolve(host: &str, port: u16, family: Family) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .filter(|a| match family {
+            Family::Any => true,
+            Family::V4 => a.is_ipv4(),
+            Family::V6 => a.is_ipv6(),
+        })
+        .collect();
+    let mut uniq = Vec::new();
+    for a in addrs {
+        if !uniq.contains(&a) {
+            uniq.push(a);
+        }
+    }
+    if uniq.is_empty() {
+        return Err(format!("'{host}' has no address of the requested family"));
+    }
+    Ok(uniq)
+}
+
+enum Link {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf, openvpn_wire::StreamDecoder),
+}
+
+impl Link {
+    async fn send(&mut self, pkt: &[u8]) -> std::io::Result<()> {
+        match self {
+            Link::Udp(s, to) => s.send_to(pkt, *to).await.map(|_| ()),
+            Link::Tcp(_, w, _) => {
+                let mut framed = Vec::with_capacity(pkt.len() + 2);
+                openvpn_wire::frame_tcp(pkt, &mut framed).map_err(|e| std::io::Error::other(e.to_string()))?;
+                w.write_all(&framed).await
+            }
+        }
+    }
+
+    /// Receives one packet into `buf`; returns its length (TCP: reassembled frame).
+    async fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        match self {
+            Link::Udp(s, from) => loop {
+                buf.resize(65_535, 0);
+                let (n, src) = s.recv_from(buf).await?;
+                if src.ip().to_canonical() == from.ip().to_canonical() && src.port() == from.port() {
+                    return Ok(n);
+                }
+            },
+            Link::Tcp(r, _, dec) => loop {
+                if let Some(p) = dec.next_packet().map_err(|e| std::io::Error::other(e.to_string()))? {
+                    buf.clear();
+                    buf.extend_from_slice(&p);
+                    return Ok(p.len());
+                }
+                let mut tmp = [0u8; 16 * 1024];
+                let n = r.read(&mut tmp).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the TCP connection"));
+                }
+                dec.push(&tmp[..n]);
+            },
+        }
+    }
+}
+
+async fn open_link(remote: &Remote, addr: SocketAddr, timeout: Duration) -> Result<Link, String> {
+    match remote.proto {
+        Proto::Udp => {
+            let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().map_err(|_| "bind")? } else { "[::]:0".parse().map_err(|_| "bind")? };
+            let s = UdpSocket::bind(bind).await.map_err(|e| format!("UDP socket: {e}"))?;
+            Ok(Link::Udp(s, addr))
+        }
+        Proto::Tcp => {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| format!("TCP connect to {addr} timed out"))?
+                .map_err(|e| format!("TCP connect to {addr}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            let (r, w) = stream.into_split();
+            Ok(Link::Tcp(r, w, openvpn_wire::StreamDecoder::new(4096)))
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn connect_once<T: TunBuilder>(s: &mut Shared<T>, remote: &Remote, addr: SocketAddr) -> Outcome {
+    let mut link = match open_link(remote, addr, s.cfg.connect_timeout).await {
+        Ok(l) => l,
+        Err(e) => return Outcome::Unreachable(e),
+    };
+    let now = Instant::now();
+    let mut seed = [0u8; 32];
+    s.rng.fill_bytes(&mut seed);
+    let session_cfg = SessionConfig {
+        role: Role::Client,
+        tls: s.tls.clone(),
+        name_check: None,
+        wrapping: s.wrapping.clone(),
+        options_string: options_string(&s.cfg, remote.proto),
+        peer_info: peer_info(&s.cfg),
+        credentials: s.credentials.clone(),
+        timers: Timers {
+            tls_timeout: Duration::from_secs(2),
+            hand_window: Duration::from_secs(u64::from(s.cfg.hand_window)),
+            reneg_sec: (s.cfg.reneg_sec > 0).then(|| Duration::from_secs(u64::from(s.cfg.reneg_sec))),
+            tran_window: Duration::from_secs(3600),
+        },
+        max_packet: 1250,
+        unix_time: unix_now() as u32,
+    };
+    let policy = ClientPolicy {
+        ciphers: s.cfg.data_ciphers.clone(),
+        fallback: s.cfg.data_ciphers_fallback.clone(),
+        pull_filter: s.cfg.pull_filter.clone(),
+        route_nopull: s.cfg.route_nopull,
+    };
+    let mut ctl = ClientSession::new(Session::new_client(session_cfg, now, seed), policy);
+    let digest = DigestKind::from_name(&s.cfg.auth).unwrap_or(DigestKind::Sha1);
+    let mut data = DataChannel::new(Role::Client, digest, CompressionFraming::None, None);
+    let sec = |v: Option<u32>| v.map(|x| Duration::from_secs(u64::from(x)));
+    let mut keepalive = Keepalive::new(now, None, sec(s.cfg.ping_restart).or(Some(s.cfg.connect_timeout)));
+    let mut connected = false;
+    let mut pushed_cc_exit = false;
+    let mut established_once = false;
+    let mut rbuf = Vec::with_capacity(65_535);
+    let mut tbuf = vec![0u8; 65_535];
+    let connect_deadline = now + s.cfg.connect_timeout;
+    loop {
+        // Flush control output.
+        let now = Instant::now();
+        while let Some(p) = ctl.poll_transmit(now) {
+            keepalive.on_sent(now);
+            if let Err(e) = link.send(&p).await {
+                if !established_once {
+                    return Outcome::Unreachable(format!("send: {e}"));
+                }
+            }
+        }
+        // Control events.
+        while let Some(ev) = ctl.poll_event() {
+            match ev {
+                CtlEvent::TlsEstablished { description } => emit(s, VpnEvent::TlsEstablished { description }),
+                CtlEvent::Connected(p) => {
+                    let p: PushedOptions = *p;
+                    established_once = true;
+                    if p.peer_id.is_some() {
+                        data.set_peer_id(p.peer_id);
+                    }
+                    pushed_cc_exit = p.cc_exit;
+                    let ping = sec(s.cfg.ping).or(sec(p.ping));
+                    let restart = sec(s.cfg.ping_restart).or(sec(p.ping_restart)).or(sec(s.cfg.ping_exit));
+                    keepalive.set(ping, restart);
+                    let settings = TunSettings::from_pushed(&p, s.cfg.tun_mtu, s.cfg.route_noexec);
+                    emit(s, VpnEvent::PushedOptions(Box::new(p.clone())));
+                    if s.device.is_none() || s.device_settings.as_ref() != Some(&settings) {
+                        s.device = None;
+                        match s.builder.establish(&settings).await {
+                            Ok(d) => {
+                                s.device = Some(Arc::new(d));
+                                s.device_settings = Some(settings.clone());
+                            }
+                            Err(e) => return Outcome::Exit(ExitReason::TunError(e)),
+                        }
+                    }
+                    connected = true;
+                    emit(s, VpnEvent::Connected { server: addr, settings, cipher: ctl.cipher().map(|c| c.name()).unwrap_or("?") });
+                }
+                CtlEvent::KeysReady { key_id, key2, cipher } => {
+                    if let Err(e) = data.install(now, key_id, cipher, &key2) {
+                        return Outcome::Restart { reason: format!("data channel keys: {e}"), next_server: false };
+                    }
+                }
+                CtlEvent::KeyRetired { key_id } => data.retire(now, key_id),
+                CtlEvent::Renegotiating { key_id } => emit(s, VpnEvent::Renegotiating { key_id: key_id.value() }),
+                CtlEvent::AuthFailed(reason) => {
+                    emit(s, VpnEvent::AuthFailed { reason: reason.clone() });
+                    return Outcome::Exit(ExitReason::AuthFailed(reason));
+                }
+                CtlEvent::AuthPending(t) => emit(s, VpnEvent::Info(format!("authentication pending (timeout {t:?})"))),
+                CtlEvent::Info(t) => emit(s, VpnEvent::Info(t)),
+                CtlEvent::Restart { next_server, text } => {
+                    return Outcome::Restart { reason: format!("server sent RESTART{}", text.map(|t| format!(": {t}")).unwrap_or_default()), next_server };
+                }
+                CtlEvent::Halt(t) => return Outcome::Exit(ExitReason::Halted(t.unwrap_or_default())),
+                CtlEvent::Closed(r) => {
+                    let reason = format!("{r:?}");
+                    return if established_once {
+                        Outcome::Restart { reason, next_server: false }
+                    } else {
+                        Outcome::Unreachable(reason)
+                    };
+                }
+                CtlEvent::PushFailed(reason) => return Outcome::Restart { reason, next_server: false },
+            }
+        }
+        if !connected && now >= connect_deadline {
+            return Outcome::Unreachable(format!("no answer within connect-timeout ({} s)", s.cfg.connect_timeout.as_secs()));
+        }
+        let deadline = [ctl.poll_timeout(), keepalive.poll_timeout(), (!connected).then_some(connect_deadline)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(1))
+            .max(now);
+        let device = s.device.clone();
+        let tun_active = connected && device.is_some() && !s.paused;
+        tokio::select! {
+            r = link.recv(&mut rbuf) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) => {
+                        if established_once {
+                            return Outcome::Restart { reason: format!("link error: {e}"), next_server: false };
+                        }
+                        return Outcome::Unreachable(format!("{e}"));
+                    }
+                };
+                let now = Instant::now();
+                let pkt = &mut rbuf[..n];
+                let op = pkt.first().map(|b| b >> 3).unwrap_or(0);
+                if op == 6 || op == 9 {
+                    match data.open(now, unix_now(), pkt) {
+                        Ok(Payload::Ip(r)) => {
+                            keepalive.on_received(now);
+                            if let Some(d) = &device {
+                                let _ = d.send(&pkt[r]).await;
+                            }
+                        }
+                        Ok(Payload::Ping) => keepalive.on_received(now),
+                        Ok(Payload::Occ(r)) => {
+                            keepalive.on_received(now);
+                            if pkt.get(r.start + 16) == Some(&6) {
+                                return Outcome::Restart { reason: "server sent OCC_EXIT".into(), next_server: false };
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                } else {
+                    let before = ctl.session().stats().accepted;
+                    ctl.handle_datagram(now, pkt);
+                    if ctl.session().stats().accepted > before {
+                        keepalive.on_received(now);
+                    }
+                }
+            }
+            r = async { match &device { Some(d) if tun_active => d.recv(&mut tbuf).await, _ => std::future::pending().await } } => {
+                if let Ok(n) = r {
+                    let now = Instant::now();
+                    let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &tbuf[..n]);
+                    if data.seal(now, &mut buf, &mut s.rng).is_ok() {
+                        keepalive.on_sent(now);
+                        let _ = link.send(buf.as_slice()).await;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                ctl.handle_timeout(now);
+                data.tick(now);
+                match keepalive.handle_timeout(now) {
+                    Some(KeepaliveAction::SendPing) if connected => {
+                        let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::PING_MAGIC);
+                        if data.seal(now, &mut buf, &mut s.rng).is_ok() {
+                            let _ = link.send(buf.as_slice()).await;
+                        }
+                    }
+                    Some(KeepaliveAction::Restart) => {
+                        if s.cfg.ping_exit.is_some() {
+                            return Outcome::Exit(ExitReason::PingExit);
+                        }
+                        let reason = "Inactivity timeout (--ping-restart), restarting".to_owned();
+                        return if established_once { Outcome::Restart { reason, next_server: false } } else { Outcome::Unreachable(reason) };
+                    }
+                    _ => {}
+                }
+                if data.needs_renegotiation() {
+                    ctl.session_mut().renegotiate(now);
+                }
+            }
+            c = s.commands.recv() => match c {
+                None | Some(Command::Disconnect) => {
+                    let now = Instant::now();
+                    if connected {
+                        exit_notify(s, &mut ctl, &mut data, &mut link, pushed_cc_exit, remote.proto, now).await;
+                    }
+                    return Outcome::Exit(ExitReason::Disconnected);
+                }
+                Some(Command::ReconnectNow) => return Outcome::Restart { reason: "reconnect requested".into(), next_server: false },
+                Some(Command::Pause) => { s.paused = true; emit(s, VpnEvent::Paused); }
+                Some(Command::Resume) => { s.paused = false; emit(s, VpnEvent::Resumed); }
+                Some(Command::Credentials { .. }) => {}
+            }
+        }
+    }
+}
+
+async fn exit_notify<T: TunBuilder>(
+    s: &mut Shared<T>,
+    ctl: &mut ClientSession,
+    data: &mut DataChannel,
+    link: &mut Link,
+    cc_exit: bool,
+    proto: Proto,
+    now: Instant,
+) {
+    let Some(n) = s.cfg.explicit_exit_notify else { return };
+    if proto != Proto::Udp {
+        return;
+    }
+    if cc_exit && ctl.send_exit(now) {
+        while let Some(p) = ctl.poll_transmit(now) {
+            let _ = link.send(&p).await;
+        }
+    } else {
+        for _ in 0..n.clamp(1, 3) {
+            let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::OccMessage::emit_exit());
+            if data.seal(now, &mut buf, &mut s.rng).is_ok() {
+                let _ = link.send(buf.as_slice()).await;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = IpAddr::from([0u8; 4]);
+}
