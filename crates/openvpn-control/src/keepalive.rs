@@ -79,6 +79,7 @@ impl Keepalive {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -96,6 +96,7 @@ impl<'a> ControlMessage<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

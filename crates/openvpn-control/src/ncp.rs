@@ -71,6 +71,7 @@ pub fn occ_cipher(options: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

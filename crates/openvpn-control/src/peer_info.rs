@@ -160,6 +160,7 @@ impl ClientPeerInfo {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -47,6 +47,7 @@ pub fn parse_cli_args<I: IntoIterator<Item = String>>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

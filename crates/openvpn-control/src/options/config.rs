@@ -152,6 +152,7 @@ fn read_block<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::SyntaxProblem;
     use super::*;

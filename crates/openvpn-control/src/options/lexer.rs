@@ -137,6 +137,7 @@ pub fn quote_arg(arg: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

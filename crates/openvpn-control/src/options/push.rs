@@ -168,6 +168,7 @@ fn check_pushable(option: &str) -> Result<(), OptionError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::quote_arg;
     use super::*;
