@@ -14,8 +14,19 @@ use openvpn_crypto::{
 use openvpn_wire::{CompressionFraming, DataHeader, KeyId, PEER_ID_NONE};
 use rand_core::{CryptoRng, RngCore};
 
-/// After this long a new key is used for sending even if nothing arrived on it yet.
+/// After this long a new key is used for sending even if nothing arrived on it yet
+/// (default of [`DataChannel::set_send_switch_delay`]).
 const SEND_SWITCH_DELAY: Duration = Duration::from_secs(10);
+
+/// The send-switch delay OpenVPN 2.6 uses for a key state: `min(hand-window, reneg-sec / 2)`
+/// (`keys.md` §7.4). With `reneg-sec` shorter than twice the delay, a fixed delay would keep
+/// both peers sending on the old key until the next renegotiation retires it.
+pub fn send_switch_delay(hand_window: Duration, reneg_sec: Option<Duration>) -> Duration {
+    match reneg_sec {
+        Some(r) => hand_window.min(r / 2),
+        None => hand_window,
+    }
+}
 
 struct Slot {
     key_id: KeyId,
@@ -65,6 +76,7 @@ pub struct DataChannel {
     peer_id: Option<u32>,
     slots: Vec<Slot>,
     send_idx: Option<usize>,
+    switch_delay: Duration,
     stats: DataStats,
 }
 
@@ -100,8 +112,16 @@ impl DataChannel {
             peer_id,
             slots: Vec::new(),
             send_idx: None,
+            switch_delay: SEND_SWITCH_DELAY,
             stats: DataStats::default(),
         }
+    }
+
+    /// How long after its installation a new key is used for sending even if the peer has
+    /// not sent on it yet (default 10 s). Drivers should pass
+    /// [`send_switch_delay`]`(hand_window, reneg_sec)` so that short `reneg-sec` values work.
+    pub fn set_send_switch_delay(&mut self, delay: Duration) {
+        self.switch_delay = delay;
     }
 
     /// Sets the peer-id used in DATA_V2 headers (`None` = DATA_V1).
@@ -167,7 +187,7 @@ impl DataChannel {
         // Newest key that is confirmed (peer sent on it) or old enough; else the newest older one.
         let n = self.slots.len();
         self.send_idx = (0..n).rev().find(|&i| {
-            self.slots[i].confirmed || now >= self.slots[i].installed + SEND_SWITCH_DELAY || i == 0
+            self.slots[i].confirmed || now >= self.slots[i].installed + self.switch_delay || i == 0
         });
     }
 
@@ -270,6 +290,7 @@ impl DataChannel {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
