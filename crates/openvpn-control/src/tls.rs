@@ -29,6 +29,16 @@ pub enum TlsVersionMin {
     Tls13,
 }
 
+/// The newest TLS protocol version a peer may use (`tls-version-max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TlsVersionMax {
+    /// TLS 1.3 (no limit; the default).
+    #[default]
+    Tls13,
+    /// TLS 1.2 at most (`tls-version-max 1.2`).
+    Tls12,
+}
+
 /// How `verify-x509-name` compares the peer certificate's subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum X509NameCheck {
@@ -124,13 +134,22 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn versions(min: TlsVersionMin) -> &'static [&'static rustls::SupportedProtocolVersion] {
+fn versions(
+    min: TlsVersionMin,
+    max: TlsVersionMax,
+) -> Result<&'static [&'static rustls::SupportedProtocolVersion], ControlError> {
     static BOTH: &[&rustls::SupportedProtocolVersion] =
         &[&rustls::version::TLS13, &rustls::version::TLS12];
     static ONLY13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
-    match min {
-        TlsVersionMin::Tls12 => BOTH,
-        TlsVersionMin::Tls13 => ONLY13,
+    static ONLY12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    match (min, max) {
+        (TlsVersionMin::Tls12, TlsVersionMax::Tls13) => Ok(BOTH),
+        (TlsVersionMin::Tls13, TlsVersionMax::Tls13) => Ok(ONLY13),
+        (TlsVersionMin::Tls12, TlsVersionMax::Tls12) => Ok(ONLY12),
+        (TlsVersionMin::Tls13, TlsVersionMax::Tls12) => Err(ControlError::Config(
+            "tls-version-min 1.3 and tls-version-max 1.2 leave no TLS version; drop one of them"
+                .into(),
+        )),
     }
 }
 
@@ -207,6 +226,14 @@ impl TlsConfig {
     /// Builds the client side: verifies the server against `ca` (and CRL, name check);
     /// presents `cert`/`key` if given.
     pub fn client(creds: &TlsCredentials) -> Result<Self, ControlError> {
+        TlsConfig::client_with_max(creds, TlsVersionMax::Tls13)
+    }
+
+    /// [`TlsConfig::client`] limited to TLS versions up to `max` (`tls-version-max`).
+    pub fn client_with_max(
+        creds: &TlsCredentials,
+        max: TlsVersionMax,
+    ) -> Result<Self, ControlError> {
         let roots = roots(&creds.ca_pem)?;
         let mut builder =
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider());
@@ -221,7 +248,7 @@ impl TlsConfig {
             name: creds.verify_name.clone(),
         });
         let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions(creds.version_min))
+            .with_protocol_versions(versions(creds.version_min, max)?)
             .map_err(|e| ControlError::Config(format!("tls: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
@@ -245,6 +272,15 @@ impl TlsConfig {
         creds: &TlsCredentials,
         client_cert_optional: bool,
     ) -> Result<Self, ControlError> {
+        TlsConfig::server_with_max(creds, client_cert_optional, TlsVersionMax::Tls13)
+    }
+
+    /// [`TlsConfig::server`] limited to TLS versions up to `max` (`tls-version-max`).
+    pub fn server_with_max(
+        creds: &TlsCredentials,
+        client_cert_optional: bool,
+        max: TlsVersionMax,
+    ) -> Result<Self, ControlError> {
         let roots = roots(&creds.ca_pem)?;
         let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
         if let Some(crl) = &creds.crl_pem {
@@ -262,7 +298,7 @@ impl TlsConfig {
             ));
         };
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions(creds.version_min))
+            .with_protocol_versions(versions(creds.version_min, max)?)
             .map_err(|e| ControlError::Config(format!("tls: {e}")))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(load_certs(cert, "cert")?, load_key(key)?)
