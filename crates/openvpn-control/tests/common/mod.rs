@@ -1,20 +1,23 @@
 //! In-memory client ↔ server pair with simulated time, loss, reordering and duplication.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openvpn_control::client::{ClientEvent, ClientPolicy, ClientSession};
 use openvpn_control::cookie::{CookieGate, GateVerdict, ServerWrapping};
+use openvpn_control::dataplane::{DataChannel, Payload, send_switch_delay};
+use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
 use openvpn_control::peer_info::ClientPeerInfo;
 use openvpn_control::server::{ServerEvent, ServerPolicy, ServerSession};
-use openvpn_control::tls::{TlsConfig, TlsCredentials};
+use openvpn_control::tls::{TlsConfig, TlsCredentials, TlsVersionMax};
 use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
 use openvpn_crypto::{
-    DigestKind, KeyDirection, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ClientKey,
+    DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ClientKey,
     TlsCryptV2ServerKey,
 };
+use openvpn_wire::{CompressionFraming, KeyId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -72,6 +75,10 @@ pub struct Options {
     pub timers: Timers,
     pub credentials: Option<(String, String)>,
     pub dyn_tls_crypt: bool,
+    /// Server timers when they differ from `timers` (which the client uses).
+    pub server_timers: Option<Timers>,
+    pub client_tls_max: TlsVersionMax,
+    pub server_tls_max: TlsVersionMax,
 }
 
 impl Default for Options {
@@ -92,6 +99,9 @@ impl Default for Options {
             timers: Timers::default(),
             credentials: None,
             dyn_tls_crypt: true,
+            server_timers: None,
+            client_tls_max: TlsVersionMax::Tls13,
+            server_tls_max: TlsVersionMax::Tls13,
         }
     }
 }
@@ -129,6 +139,183 @@ pub struct Pair {
     pub server_events: Vec<ServerEvent>,
     pub reject_user: Option<String>,
     pub gate_replies: usize,
+    pub client_timers: Timers,
+    /// Data-channel traffic on both sides, once [`Pair::enable_data`] was called.
+    pub data: Option<DataPump>,
+    /// Every control datagram put on the link: (towards the server, bytes).
+    pub tap: Vec<(bool, Vec<u8>)>,
+    /// Drop everything the client sends (ping-restart tests).
+    pub blackhole_c2s: bool,
+}
+
+/// Unix time the simulated clock starts at (replay windows of the data channel).
+const UNIX_BASE: u64 = 1_700_000_000;
+
+fn is_data(p: &[u8]) -> bool {
+    matches!(p.first().map(|b| b >> 3), Some(6 | 9))
+}
+
+/// One side's data channel with what it sent and received.
+pub struct DataEnd {
+    pub dc: DataChannel,
+    pub keepalive: Keepalive,
+    /// (sequence number, key ID it was sealed with).
+    pub sent: Vec<(u64, u8)>,
+    /// Sequence numbers of IP packets opened.
+    pub received: BTreeSet<u64>,
+    /// Key IDs of opened packets, consecutive duplicates removed.
+    pub rx_key_ids: Vec<u8>,
+    /// Key IDs of sealed packets, consecutive duplicates removed.
+    pub tx_key_ids: Vec<u8>,
+    /// Key IDs installed, in order.
+    pub installed: Vec<u8>,
+    /// Key IDs retired, in order.
+    pub retired: Vec<u8>,
+    /// Wire packets that failed to open.
+    pub open_errors: u64,
+    pub pings_received: u64,
+    /// Keepalive actions other than sending a ping.
+    pub restarts: Vec<Instant>,
+    next_seq: u64,
+}
+
+impl DataEnd {
+    fn new(role: Role, now: Instant, timers: &Timers) -> Self {
+        let mut dc = DataChannel::new(role, DigestKind::Sha1, CompressionFraming::None, Some(0));
+        dc.set_send_switch_delay(send_switch_delay(timers.hand_window, timers.reneg_sec));
+        DataEnd {
+            dc,
+            keepalive: Keepalive::new(
+                now,
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(60)),
+            ),
+            sent: vec![],
+            received: BTreeSet::new(),
+            rx_key_ids: vec![],
+            tx_key_ids: vec![],
+            installed: vec![],
+            retired: vec![],
+            open_errors: 0,
+            pings_received: 0,
+            restarts: vec![],
+            next_seq: 0,
+        }
+    }
+
+    fn install(
+        &mut self,
+        now: Instant,
+        key_id: KeyId,
+        cipher: openvpn_crypto::CipherKind,
+        key2: &openvpn_crypto::KeyBlock,
+    ) {
+        self.dc.install(now, key_id, cipher, key2).unwrap();
+        self.installed.push(key_id.value());
+    }
+
+    fn retire(&mut self, now: Instant, key_id: KeyId) {
+        self.dc.retire(now, key_id);
+        self.retired.push(key_id.value());
+    }
+
+    /// Seals an IP-like packet carrying the next sequence number.
+    pub fn seal_ip(&mut self, now: Instant, rng: &mut ChaCha20Rng) -> Option<Vec<u8>> {
+        if !self.dc.can_send() {
+            return None;
+        }
+        let seq = self.next_seq;
+        let mut ip = [0u8; 28];
+        ip[0] = 0x45;
+        ip[3] = 28;
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[20..].copy_from_slice(&seq.to_be_bytes());
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &ip);
+        self.dc.seal(now, &mut b, rng).unwrap();
+        let wire = b.as_slice().to_vec();
+        let key_id = wire[0] & 7;
+        self.next_seq += 1;
+        self.sent.push((seq, key_id));
+        if self.tx_key_ids.last() != Some(&key_id) {
+            self.tx_key_ids.push(key_id);
+        }
+        self.keepalive.on_sent(now);
+        Some(wire)
+    }
+
+    fn seal_ping(&mut self, now: Instant, rng: &mut ChaCha20Rng) -> Option<Vec<u8>> {
+        if !self.dc.can_send() {
+            return None;
+        }
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::PING_MAGIC);
+        self.dc.seal(now, &mut b, rng).unwrap();
+        self.keepalive.on_sent(now);
+        Some(b.as_slice().to_vec())
+    }
+
+    /// Opens a wire packet; returns whether it opened.
+    pub fn open(&mut self, now: Instant, base: Instant, wire: &[u8]) -> bool {
+        let mut w = wire.to_vec();
+        let secs = UNIX_BASE + now.saturating_duration_since(base).as_secs();
+        match self.dc.open(now, secs, &mut w) {
+            Ok(p) => {
+                let key_id = w[0] & 7;
+                if self.rx_key_ids.last() != Some(&key_id) {
+                    self.rx_key_ids.push(key_id);
+                }
+                self.keepalive.on_received(now);
+                match p {
+                    Payload::Ip(r) => {
+                        let seq = u64::from_be_bytes(w[r][20..28].try_into().unwrap());
+                        self.received.insert(seq);
+                    }
+                    Payload::Ping => self.pings_received += 1,
+                    Payload::Occ(_) => {}
+                }
+                true
+            }
+            Err(_) => {
+                self.open_errors += 1;
+                false
+            }
+        }
+    }
+
+    /// Sequence numbers this side sent that `peer` never opened.
+    pub fn lost_at(&self, peer: &DataEnd) -> Vec<(u64, u8)> {
+        self.sent
+            .iter()
+            .filter(|(s, _)| !peer.received.contains(s))
+            .copied()
+            .collect()
+    }
+}
+
+/// Data traffic of both sides: an IP packet each way every `interval`, keepalive pings.
+pub struct DataPump {
+    pub interval: Option<Duration>,
+    pub next: Instant,
+    pub client: DataEnd,
+    pub server: DataEnd,
+    pub running: bool,
+    base: Instant,
+    rng: ChaCha20Rng,
+}
+
+impl DataPump {
+    fn next_deadline(&self) -> Option<Instant> {
+        if !self.running {
+            return None;
+        }
+        let mut t = self.interval.map(|_| self.next);
+        for k in [&self.client.keepalive, &self.server.keepalive] {
+            if let Some(x) = k.poll_timeout() {
+                t = Some(t.map_or(x, |y: Instant| y.min(x)));
+            }
+        }
+        t
+    }
 }
 
 pub fn tls_creds(pki: &Pki, role: Role) -> TlsCredentials {
@@ -200,7 +387,8 @@ impl Pair {
         .render();
         let client_cfg = SessionConfig {
             role: Role::Client,
-            tls: TlsConfig::client(&tls_creds(&pki, Role::Client)).unwrap(),
+            tls: TlsConfig::client_with_max(&tls_creds(&pki, Role::Client), opts.client_tls_max)
+                .unwrap(),
             name_check: None,
             wrapping: cwrap,
             options_string: "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-client".into(),
@@ -212,13 +400,14 @@ impl Pair {
         };
         let server_cfg = SessionConfig {
             role: Role::Server,
-            tls: TlsConfig::server(&tls_creds(&pki, Role::Server), false).unwrap(),
+            tls: TlsConfig::server_with_max(&tls_creds(&pki, Role::Server), false, opts.server_tls_max)
+                .unwrap(),
             name_check: None,
             wrapping: ControlWrapping::None,
             options_string: "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-server".into(),
             peer_info: String::new(),
             credentials: None,
-            timers: opts.timers.clone(),
+            timers: opts.server_timers.clone().unwrap_or_else(|| opts.timers.clone()),
             max_packet: 1250,
             unix_time: 1_700_000_000,
         };
@@ -261,6 +450,100 @@ impl Pair {
             server_events: vec![],
             reject_user: None,
             gate_replies: 0,
+            client_timers: opts.timers.clone(),
+            data: None,
+            tap: vec![],
+            blackhole_c2s: false,
+        }
+    }
+
+    /// Starts data traffic: keys are installed from KeysReady events (including the ones
+    /// already seen), an IP packet goes each way every `interval` (`None`: keepalive pings
+    /// only).
+    pub fn enable_data(&mut self, interval: Option<Duration>) {
+        let now = self.now;
+        let mut pump = DataPump {
+            interval,
+            next: now,
+            client: DataEnd::new(Role::Client, now, &self.client_timers),
+            server: DataEnd::new(Role::Server, now, &self.server_cfg.timers),
+            running: true,
+            base: self.now,
+            rng: ChaCha20Rng::seed_from_u64(99),
+        };
+        for e in &self.client_events {
+            match e {
+                ClientEvent::KeysReady {
+                    key_id,
+                    key2,
+                    cipher,
+                } => pump.client.install(now, *key_id, *cipher, key2),
+                ClientEvent::KeyRetired { key_id } => pump.client.retire(now, *key_id),
+                _ => {}
+            }
+        }
+        for e in &self.server_events {
+            match e {
+                ServerEvent::KeysReady {
+                    key_id,
+                    key2,
+                    cipher,
+                } => pump.server.install(now, *key_id, *cipher, key2),
+                ServerEvent::KeyRetired { key_id } => pump.server.retire(now, *key_id),
+                _ => {}
+            }
+        }
+        self.data = Some(pump);
+    }
+
+    /// Stops sending data (packets in flight are still delivered).
+    pub fn stop_data(&mut self) {
+        if let Some(d) = self.data.as_mut() {
+            d.running = false;
+        }
+    }
+
+    pub fn data(&self) -> &DataPump {
+        self.data.as_ref().unwrap()
+    }
+
+    fn run_data(&mut self) {
+        let now = self.now;
+        let Some(d) = self.data.as_mut() else { return };
+        if !d.running {
+            return;
+        }
+        d.client.dc.tick(now);
+        d.server.dc.tick(now);
+        let mut out: Vec<(bool, Vec<u8>)> = vec![];
+        if let (Some(interval), true) = (d.interval, now >= d.next) {
+            if let Some(w) = d.client.seal_ip(now, &mut d.rng) {
+                out.push((true, w));
+            }
+            if let Some(w) = d.server.seal_ip(now, &mut d.rng) {
+                out.push((false, w));
+            }
+            while d.next <= now {
+                d.next += interval;
+            }
+        }
+        for (to_server, end) in [(true, &mut d.client), (false, &mut d.server)] {
+            match end.keepalive.handle_timeout(now) {
+                Some(KeepaliveAction::SendPing) => {
+                    if let Some(w) = end.seal_ping(now, &mut d.rng) {
+                        out.push((to_server, w));
+                    }
+                }
+                Some(KeepaliveAction::Restart) => {
+                    end.restarts.push(now);
+                    // Report once per silence period.
+                    end.keepalive.on_received(now);
+                }
+                None => {}
+            }
+        }
+        for (to_server, w) in out {
+            self.send(to_server, w);
         }
     }
 
@@ -269,6 +552,12 @@ impl Pair {
     }
 
     fn send(&mut self, to_server: bool, pkt: Vec<u8>) {
+        if to_server && self.blackhole_c2s {
+            return;
+        }
+        if !is_data(&pkt) && self.tap.len() < 20_000 {
+            self.tap.push((to_server, pkt.clone()));
+        }
         if self.chance(self.link.loss) {
             return;
         }
@@ -311,10 +600,22 @@ impl Pair {
         });
         for p in due_c2s {
             any = true;
+            if is_data(&p) {
+                if let Some(d) = self.data.as_mut() {
+                    d.server.open(now, d.base, &p);
+                }
+                continue;
+            }
             self.server_input(&p);
         }
         for p in due_s2c {
             any = true;
+            if is_data(&p) {
+                if let Some(d) = self.data.as_mut() {
+                    d.client.open(now, d.base, &p);
+                }
+                continue;
+            }
             self.client.handle_datagram(now, &p);
         }
         any
@@ -358,6 +659,17 @@ impl Pair {
             self.send(true, p);
         }
         while let Some(ev) = self.client.poll_event() {
+            if let Some(d) = self.data.as_mut() {
+                match &ev {
+                    ClientEvent::KeysReady {
+                        key_id,
+                        key2,
+                        cipher,
+                    } => d.client.install(now, *key_id, *cipher, key2),
+                    ClientEvent::KeyRetired { key_id } => d.client.retire(now, *key_id),
+                    _ => {}
+                }
+            }
             self.client_events.push(ev);
         }
         let mut out = vec![];
@@ -368,6 +680,17 @@ impl Pair {
                         s.reject(now, *key_id, Some("bad user"));
                     } else {
                         s.accept(now, *key_id, vec!["ifconfig 10.8.0.2 255.255.255.0".into()]);
+                    }
+                }
+                if let Some(d) = self.data.as_mut() {
+                    match &ev {
+                        ServerEvent::KeysReady {
+                            key_id,
+                            key2,
+                            cipher,
+                        } => d.server.install(now, *key_id, *cipher, key2),
+                        ServerEvent::KeyRetired { key_id } => d.server.retire(now, *key_id),
+                        _ => {}
                     }
                 }
                 self.server_events.push(ev);
@@ -398,7 +721,11 @@ impl Pair {
                 }
             }
             self.pump_outputs();
+            self.run_data();
             let mut next = end;
+            if let Some(t) = self.data.as_ref().and_then(DataPump::next_deadline) {
+                next = next.min(t);
+            }
             for t in self.c2s.iter().chain(self.s2c.iter()).map(|(t, _)| *t) {
                 next = next.min(t);
             }
