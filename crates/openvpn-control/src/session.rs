@@ -319,6 +319,9 @@ pub struct Session {
     data_channel: Option<KeyDerivation>,
     resend_wkc: bool,
     early_negotiation: bool,
+    /// (server) The reset exchange happened in the stateless cookie gate: any client hard
+    /// reset reaching this session is a replay or a stale retransmission.
+    reset_done_by_gate: bool,
     stats: ControlStats,
     closed: bool,
     rng: ChaCha20Rng,
@@ -356,6 +359,7 @@ impl Session {
             data_channel: None,
             resend_wkc: false,
             early_negotiation: early,
+            reset_done_by_gate: false,
             stats: ControlStats::default(),
             closed: false,
             rng,
@@ -395,6 +399,7 @@ impl Session {
         s.remote_sid = Some(client_sid);
         s.replay_counter = 1;
         s.early_negotiation = false;
+        s.reset_done_by_gate = true;
         let mut ks = KeyState::new(KeyId::ZERO, 1, 1, &s.cfg.timers, now);
         ks.tls = Some(TlsSession::new(&s.cfg.tls, s.cfg.name_check.clone())?);
         ks.peer_reset_seen = true;
@@ -565,6 +570,12 @@ impl Session {
             self.stats.malformed += 1;
             return;
         };
+        if self.reset_done_by_gate && pkt.opcode.is_hard_reset() {
+            // The gate answered this reset before the session existed (its packet ID is not in
+            // our replay window); the client has proved it got the answer.
+            self.stats.replay += 1;
+            return;
+        }
         // Session ID routing.
         match self.remote_sid {
             Some(sid) if sid != pkt.session_id => {
