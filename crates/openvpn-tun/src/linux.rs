@@ -141,7 +141,35 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, and `fd` is
     // kept open by the `AsyncFd` that lent it to us.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // The kernel silently truncates a packet to the buffer (older kernels report the full
+    // length instead). A full buffer is checked against the IP header's length field.
+    if n >= buf.len() {
+        let claimed = ip_total_len(&buf[..buf.len().min(n)]).unwrap_or(0);
+        let real = n.max(claimed);
+        if real > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tun: buffer of {} bytes is too small for a {real}-byte packet",
+                    buf.len()
+                ),
+            ));
+        }
+    }
+    Ok(n)
+}
+
+/// The packet length an IPv4 or IPv6 header claims, if the header is there.
+fn ip_total_len(pkt: &[u8]) -> Option<usize> {
+    match pkt.first()? >> 4 {
+        4 => Some(usize::from(u16::from_be_bytes([
+            *pkt.get(2)?,
+            *pkt.get(3)?,
+        ]))),
+        6 => Some(40 + usize::from(u16::from_be_bytes([*pkt.get(4)?, *pkt.get(5)?]))),
+        _ => None,
+    }
 }
 
 fn write_fd(fd: RawFd, pkt: &[u8]) -> io::Result<usize> {
@@ -222,6 +250,15 @@ mod tests {
     fn open_outside_a_runtime_is_an_error() {
         let err = LinuxTun::open(Some("ovrs-x")).expect_err("no runtime");
         assert!(matches!(err, TunError::Runtime(_)), "{err}");
+    }
+
+    #[test]
+    fn ip_total_len_reads_v4_and_v6_headers() {
+        assert_eq!(ip_total_len(&[0x45, 0, 0x05, 0xdc]), Some(1500));
+        assert_eq!(ip_total_len(&[0x60, 0, 0, 0, 0x01, 0x00]), Some(296));
+        assert_eq!(ip_total_len(&[0x45, 0]), None);
+        assert_eq!(ip_total_len(&[0x10, 0, 0, 0]), None);
+        assert_eq!(ip_total_len(&[]), None);
     }
 
     #[test]
@@ -362,6 +399,22 @@ mod tests {
             assert_eq!(tun.send(&req).await.expect("tun send"), req.len());
             let reply = recv_matching(&tun, |p| is_v4(p, 1, local, peer) && p[20] == 0).await;
             assert_eq!(&reply[28..], b"ovrs");
+
+            // A packet larger than the buffer is an error, never a length past the buffer.
+            sock.send_to(&[0u8; 200], (peer, 5555)).expect("send");
+            let mut small = [0u8; 64];
+            let read_small = async {
+                loop {
+                    match tun.recv(&mut small).await {
+                        Ok(n) => assert!(n < small.len(), "no truncated packet as Ok"),
+                        Err(e) => break e,
+                    }
+                }
+            };
+            let err = tokio::time::timeout(Duration::from_secs(5), read_small)
+                .await
+                .expect("error within 5 s");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
 
             // A failing command names itself and carries ip's stderr; the device is gone.
             let bad = TunConfig {
