@@ -20,7 +20,8 @@ pub fn daemonize() -> io::Result<()> {
     if unsafe { libc::setsid() } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let null = CString::new("/dev/null").map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let null =
+        CString::new("/dev/null").map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: `null` is a valid NUL-terminated path; the returned fd is checked.
     let fd = unsafe { libc::open(null.as_ptr(), libc::O_RDWR) };
     if fd >= 0 {
@@ -41,7 +42,8 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()
     if let Some(g) = group {
         let gid = lookup_group(g)?;
         // SAFETY: setgroups with an empty list, then setgid; plain syscalls.
-        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 || unsafe { libc::setgid(gid) } != 0 {
+        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 || unsafe { libc::setgid(gid) } != 0
+        {
             return Err(io::Error::last_os_error());
         }
     }
@@ -49,7 +51,9 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()
         let (uid, gid) = lookup_user(u)?;
         if group.is_none() {
             // SAFETY: as above.
-            if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 || unsafe { libc::setgid(gid) } != 0 {
+            if unsafe { libc::setgroups(0, std::ptr::null()) } != 0
+                || unsafe { libc::setgid(gid) } != 0
+            {
                 return Err(io::Error::last_os_error());
             }
         }
@@ -62,7 +66,10 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()
 }
 
 fn not_found(what: &str, name: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{what} '{name}' not found"))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{what} '{name}' not found"),
+    )
 }
 
 fn lookup_user(name: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {
@@ -75,7 +82,9 @@ fn lookup_user(name: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {
             return Ok((uid, gid));
         }
     }
-    name.parse::<libc::uid_t>().map(|u| (u, u)).map_err(|_| not_found("user", name))
+    name.parse::<libc::uid_t>()
+        .map(|u| (u, u))
+        .map_err(|_| not_found("user", name))
 }
 
 fn lookup_group(name: &str) -> io::Result<libc::gid_t> {
