@@ -206,7 +206,11 @@ impl Default for ClientConfig {
             remote_cert_tls_server: false,
             tls13_only: false,
             tls_wrap: TlsWrap::None,
-            data_ciphers: vec!["AES-256-GCM".into(), "AES-128-GCM".into(), "CHACHA20-POLY1305".into()],
+            data_ciphers: vec![
+                "AES-256-GCM".into(),
+                "AES-128-GCM".into(),
+                "CHACHA20-POLY1305".into(),
+            ],
             data_ciphers_fallback: None,
             auth: "SHA1".into(),
             auth_user_pass: AuthUserPass::None,
@@ -269,12 +273,14 @@ fn err(o: &OptionLine, msg: impl std::fmt::Display) -> ConfigError {
 }
 
 fn arg<'a>(o: &'a OptionLine, i: usize) -> Result<&'a str, ConfigError> {
-    o.arg(i).ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
+    o.arg(i)
+        .ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
 }
 
 fn num<T: std::str::FromStr>(o: &OptionLine, i: usize) -> Result<T, ConfigError> {
     let a = arg(o, i)?;
-    a.parse().map_err(|_| err(o, format!("'{a}' is not a valid number")))
+    a.parse()
+        .map_err(|_| err(o, format!("'{a}' is not a valid number")))
 }
 
 fn file_or_inline(o: &OptionLine, base: &Path) -> Result<String, ConfigError> {
@@ -298,7 +304,14 @@ fn parse_proto(o: &OptionLine, p: &str) -> Result<(Proto, Family), ConfigError> 
         "tcp" | "tcp-client" => (Proto::Tcp, Family::Any),
         "tcp4" | "tcp4-client" => (Proto::Tcp, Family::V4),
         "tcp6" | "tcp6-client" => (Proto::Tcp, Family::V6),
-        _ => return Err(err(o, format!("'{p}' is not one of udp, udp4, udp6, tcp-client, tcp4-client, tcp6-client"))),
+        _ => {
+            return Err(err(
+                o,
+                format!(
+                    "'{p}' is not one of udp, udp4, udp6, tcp-client, tcp4-client, tcp6-client"
+                ),
+            ));
+        }
     })
 }
 
@@ -310,12 +323,21 @@ struct Defaults {
 
 fn remote_from(o: &OptionLine, d: &Defaults) -> Result<Remote, ConfigError> {
     let host = arg(o, 0)?.to_owned();
-    let port = if o.arg(1).is_some() { num(o, 1)? } else { d.port };
+    let port = if o.arg(1).is_some() {
+        num(o, 1)?
+    } else {
+        d.port
+    };
     let (proto, family) = match o.arg(2) {
         Some(p) => parse_proto(o, p)?,
         None => (d.proto, d.family),
     };
-    Ok(Remote { host, port, proto, family })
+    Ok(Remote {
+        host,
+        port,
+        proto,
+        family,
+    })
 }
 
 impl ClientConfig {
@@ -327,7 +349,11 @@ impl ClientConfig {
     /// Builds a profile from option lines (file lines first, command-line options after).
     pub fn from_lines(lines: &[OptionLine], base: &Path) -> Result<Self, ConfigError> {
         let mut c = ClientConfig::default();
-        let mut d = Defaults { port: 1194, proto: Proto::Udp, family: Family::Any };
+        let mut d = Defaults {
+            port: 1194,
+            proto: Proto::Udp,
+            family: Family::Any,
+        };
         let mut remote_lines: Vec<OptionLine> = Vec::new();
         let mut connection_blocks: Vec<Vec<OptionLine>> = Vec::new();
         let mut key_direction: Option<u8> = None;
@@ -358,7 +384,10 @@ impl ClientConfig {
                 "key" => c.key = Some(file_or_inline(o, base)?),
                 "crl-verify" => c.crl = Some(file_or_inline(o, base)?),
                 "verify-x509-name" => {
-                    c.verify_x509_name = Some((arg(o, 0)?.to_owned(), o.arg(1).unwrap_or("subject").to_owned()))
+                    c.verify_x509_name = Some((
+                        arg(o, 0)?.to_owned(),
+                        o.arg(1).unwrap_or("subject").to_owned(),
+                    ))
                 }
                 "remote-cert-tls" => {
                     if arg(o, 0)? != "server" {
@@ -377,7 +406,9 @@ impl ClientConfig {
                         None => None,
                         Some("0") => Some(0),
                         Some("1") => Some(1),
-                        Some(x) => return Err(err(o, format!("key direction '{x}' must be 0 or 1"))),
+                        Some(x) => {
+                            return Err(err(o, format!("key direction '{x}' must be 0 or 1")));
+                        }
                     };
                     c.tls_wrap = TlsWrap::Auth { key, direction };
                 }
@@ -388,10 +419,22 @@ impl ClientConfig {
                         x => return Err(err(o, format!("'{x}' must be 0 or 1"))),
                     }
                 }
-                "tls-crypt" => c.tls_wrap = TlsWrap::Crypt { key: file_or_inline(o, base)? },
-                "tls-crypt-v2" => c.tls_wrap = TlsWrap::CryptV2 { key: file_or_inline(o, base)? },
+                "tls-crypt" => {
+                    c.tls_wrap = TlsWrap::Crypt {
+                        key: file_or_inline(o, base)?,
+                    }
+                }
+                "tls-crypt-v2" => {
+                    c.tls_wrap = TlsWrap::CryptV2 {
+                        key: file_or_inline(o, base)?,
+                    }
+                }
                 "data-ciphers" | "ncp-ciphers" => {
-                    c.data_ciphers = arg(o, 0)?.split(':').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                    c.data_ciphers = arg(o, 0)?
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect();
                     for x in &c.data_ciphers {
                         if openvpn_crypto::CipherKind::from_name(x).is_none() {
                             return Err(err(o, format!("cipher '{x}' is not supported")));
@@ -426,7 +469,10 @@ impl ClientConfig {
                         name = arg(o, 1)?;
                         rest = 2;
                     }
-                    c.setenv.push((name.to_owned(), o.args.get(rest..).map(|a| a.join(" ")).unwrap_or_default()));
+                    c.setenv.push((
+                        name.to_owned(),
+                        o.args.get(rest..).map(|a| a.join(" ")).unwrap_or_default(),
+                    ));
                 }
                 "push-peer-info" => c.push_peer_info = true,
                 "pull-filter" => {
@@ -434,7 +480,12 @@ impl ClientConfig {
                         "accept" => PullFilterAction::Accept,
                         "ignore" => PullFilterAction::Ignore,
                         "reject" => PullFilterAction::Reject,
-                        x => return Err(err(o, format!("'{x}' is not one of accept, ignore, reject"))),
+                        x => {
+                            return Err(err(
+                                o,
+                                format!("'{x}' is not one of accept, ignore, reject"),
+                            ));
+                        }
                     };
                     c.pull_filter.push((action, arg(o, 1)?.to_owned()));
                 }
@@ -446,7 +497,9 @@ impl ClientConfig {
                     c.connect_retry = (Duration::from_secs(a), Duration::from_secs(b.max(a)));
                 }
                 "connect-retry-max" => c.connect_retry_max = Some(num(o, 0)?),
-                "connect-timeout" | "server-poll-timeout" => c.connect_timeout = Duration::from_secs(num(o, 0)?),
+                "connect-timeout" | "server-poll-timeout" => {
+                    c.connect_timeout = Duration::from_secs(num(o, 0)?)
+                }
                 "ping" => c.ping = Some(num(o, 0)?),
                 "ping-restart" => c.ping_restart = Some(num(o, 0)?),
                 "ping-exit" => c.ping_exit = Some(num(o, 0)?),
@@ -460,7 +513,9 @@ impl ClientConfig {
                     c.explicit_exit_notify = Some(if o.arg(0).is_some() { num(o, 0)? } else { 1 })
                 }
                 "tun-mtu" => c.tun_mtu = num(o, 0)?,
-                "presolve-ipaddress" | "ip-remote-hint" => c.presolve = Some(o.arg(0).map(str::to_owned)),
+                "presolve-ipaddress" | "ip-remote-hint" => {
+                    c.presolve = Some(o.arg(0).map(str::to_owned))
+                }
                 "daemon" => c.daemon = true,
                 "writepid" => c.writepid = Some(base.join(arg(o, 0)?)),
                 "log" => c.log = Some((base.join(arg(o, 0)?), false)),
@@ -472,34 +527,63 @@ impl ClientConfig {
                 "persist-tun" => c.persist_tun = true,
                 "status" | "status-version" => {}
                 "management" => {
-                    return Err(err(o, "the management interface is not implemented yet (remove the line; it is planned)"));
+                    return Err(err(
+                        o,
+                        "the management interface is not implemented yet (remove the line; it is planned)",
+                    ));
                 }
                 "redirect-gateway" | "block-ipv6" | "dhcp-option" | "route" | "route-ipv6" => {
-                    return Err(err(o, "local routing options are not implemented yet; let the server push them (planned)"));
+                    return Err(err(
+                        o,
+                        "local routing options are not implemented yet; let the server push them (planned)",
+                    ));
                 }
                 "compress" | "comp-lzo" => {
-                    return Err(err(o, "compression framing is not implemented on the client yet; remove it"));
+                    return Err(err(
+                        o,
+                        "compression framing is not implemented on the client yet; remove it",
+                    ));
                 }
-                other => return Err(err(o, format!("option '{other}' is not supported by openvpn-client"))),
+                other => {
+                    return Err(err(
+                        o,
+                        format!("option '{other}' is not supported by openvpn-client"),
+                    ));
+                }
             }
         }
         if !is_client {
-            return Err(ConfigError::Invalid("this is not a client profile: add 'client' (or 'pull' and 'tls-client')".into()));
+            return Err(ConfigError::Invalid(
+                "this is not a client profile: add 'client' (or 'pull' and 'tls-client')".into(),
+            ));
         }
         for o in &remote_lines {
             c.remotes.push(remote_from(o, &d)?);
         }
         for block in &connection_blocks {
-            let mut bd = Defaults { port: d.port, proto: d.proto, family: d.family };
+            let mut bd = Defaults {
+                port: d.port,
+                proto: d.proto,
+                family: d.family,
+            };
             let mut hosts = Vec::new();
             for o in block {
                 match o.name.as_str() {
                     "remote" => hosts.push(o.clone()),
                     "port" => bd.port = num(o, 0)?,
                     "proto" => (bd.proto, bd.family) = parse_proto(o, arg(o, 0)?)?,
-                    "connect-timeout" | "server-poll-timeout" | "connect-retry" | "explicit-exit-notify" | "nobind"
+                    "connect-timeout"
+                    | "server-poll-timeout"
+                    | "connect-retry"
+                    | "explicit-exit-notify"
+                    | "nobind"
                     | "float" => {}
-                    other => return Err(err(o, format!("option '{other}' is not supported inside <connection>"))),
+                    other => {
+                        return Err(err(
+                            o,
+                            format!("option '{other}' is not supported inside <connection>"),
+                        ));
+                    }
                 }
             }
             for o in &hosts {
@@ -507,10 +591,14 @@ impl ClientConfig {
             }
         }
         if c.remotes.is_empty() {
-            return Err(ConfigError::Invalid("no 'remote' given: add 'remote HOST [PORT] [PROTO]'".into()));
+            return Err(ConfigError::Invalid(
+                "no 'remote' given: add 'remote HOST [PORT] [PROTO]'".into(),
+            ));
         }
         if c.ca.is_empty() {
-            return Err(ConfigError::Invalid("no 'ca' given: the server certificate cannot be verified".into()));
+            return Err(ConfigError::Invalid(
+                "no 'ca' given: the server certificate cannot be verified".into(),
+            ));
         }
         if let (TlsWrap::Auth { direction, .. }, Some(k)) = (&mut c.tls_wrap, key_direction) {
             if direction.is_none() {
@@ -541,9 +629,17 @@ impl ClientConfig {
 fn user_pass_from_text(text: &str, o: &OptionLine) -> Result<AuthUserPass, ConfigError> {
     let mut it = text.lines().map(str::trim_end).filter(|l| !l.is_empty());
     match (it.next(), it.next()) {
-        (Some(u), Some(p)) => Ok(AuthUserPass::Given { username: u.to_owned(), password: p.to_owned() }),
-        (Some(u), None) => Ok(AuthUserPass::Ask { username: Some(u.to_owned()) }),
-        _ => Err(err(o, "the file is empty: put the username on line 1 and the password on line 2")),
+        (Some(u), Some(p)) => Ok(AuthUserPass::Given {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        }),
+        (Some(u), None) => Ok(AuthUserPass::Ask {
+            username: Some(u.to_owned()),
+        }),
+        _ => Err(err(
+            o,
+            "the file is empty: put the username on line 1 and the password on line 2",
+        )),
     }
 }
 
@@ -554,17 +650,39 @@ mod tests {
     const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
     fn prof(extra: &str) -> Result<ClientConfig, ConfigError> {
-        ClientConfig::from_ovpn(&format!("client\ndev tun\nproto udp\nremote vpn.example 1194\n<ca>\n{CA}</ca>\n{extra}"), Path::new("/"))
+        ClientConfig::from_ovpn(
+            &format!(
+                "client\ndev tun\nproto udp\nremote vpn.example 1194\n<ca>\n{CA}</ca>\n{extra}"
+            ),
+            Path::new("/"),
+        )
     }
 
     #[test]
     fn profile_with_inline_blocks_and_connections() {
         let c = prof("setenv IV_GUI_VER \"my-gui 1.0\"\n<connection>\nremote a.example 443 tcp\n</connection>\n<connection>\nremote b.example\nproto udp6\n</connection>\n<auth-user-pass>\nalice\nsecret\n</auth-user-pass>\n").unwrap();
         assert_eq!(c.remotes.len(), 3);
-        assert_eq!(c.remotes[1], Remote { host: "a.example".into(), port: 443, proto: Proto::Tcp, family: Family::Any });
+        assert_eq!(
+            c.remotes[1],
+            Remote {
+                host: "a.example".into(),
+                port: 443,
+                proto: Proto::Tcp,
+                family: Family::Any
+            }
+        );
         assert_eq!(c.remotes[2].family, Family::V6);
-        assert_eq!(c.setenv, vec![("IV_GUI_VER".to_owned(), "my-gui 1.0".to_owned())]);
-        assert_eq!(c.auth_user_pass, AuthUserPass::Given { username: "alice".into(), password: "secret".into() });
+        assert_eq!(
+            c.setenv,
+            vec![("IV_GUI_VER".to_owned(), "my-gui 1.0".to_owned())]
+        );
+        assert_eq!(
+            c.auth_user_pass,
+            AuthUserPass::Given {
+                username: "alice".into(),
+                password: "secret".into()
+            }
+        );
     }
 
     #[test]
@@ -572,10 +690,17 @@ mod tests {
         let e = prof("proto udp7\n").unwrap_err().to_string();
         assert!(e.contains("config line 8") && e.contains("udp7"), "{e}");
         let e = prof("frobnicate\n").unwrap_err().to_string();
-        assert!(e.contains("config line 8") && e.contains("frobnicate"), "{e}");
-        let e = ClientConfig::from_ovpn("dev tun\nremote x\n", Path::new("/")).unwrap_err().to_string();
+        assert!(
+            e.contains("config line 8") && e.contains("frobnicate"),
+            "{e}"
+        );
+        let e = ClientConfig::from_ovpn("dev tun\nremote x\n", Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a client profile"), "{e}");
-        let e = ClientConfig::from_ovpn(&format!("client\n<ca>\n{CA}</ca>\n"), Path::new("/")).unwrap_err().to_string();
+        let e = ClientConfig::from_ovpn(&format!("client\n<ca>\n{CA}</ca>\n"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("remote"), "{e}");
     }
 
@@ -583,7 +708,10 @@ mod tests {
     fn proto_restrictions() {
         let c = prof("proto tcp6-client\nremote other 443\n").unwrap();
         // `proto` is global, as in OpenVPN: it applies to every remote without its own proto.
-        assert_eq!((c.remotes[0].proto, c.remotes[0].family), (Proto::Tcp, Family::V6));
+        assert_eq!(
+            (c.remotes[0].proto, c.remotes[0].family),
+            (Proto::Tcp, Family::V6)
+        );
         assert_eq!(c.remotes[1].port, 443);
     }
 }

@@ -5,13 +5,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use openvpn_control::client::{ClientEvent as CtlEvent, ClientPolicy, ClientSession, PushedOptions};
+use openvpn_control::client::{
+    ClientEvent as CtlEvent, ClientPolicy, ClientSession, PushedOptions,
+};
 use openvpn_control::dataplane::{DataChannel, Payload};
 use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
 use openvpn_control::peer_info::{self, ClientPeerInfo};
 use openvpn_control::tls::{TlsConfig, TlsCredentials, TlsVersionMin, X509NameCheck};
 use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
-use openvpn_crypto::{DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ClientKey};
+use openvpn_crypto::{
+    DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ClientKey,
+};
 use openvpn_tun::PacketDevice;
 use openvpn_wire::CompressionFraming;
 use rand::rngs::StdRng;
@@ -63,14 +67,18 @@ fn wrapping(cfg: &ClientConfig) -> Result<ControlWrapping, String> {
                 Some(_) => KeyDirection::Inverse,
             };
             let digest = DigestKind::from_name(&cfg.auth).ok_or("bad auth digest")?;
-            ControlWrapping::TlsAuth(Arc::new(TlsAuth::new(&k, dir, digest).map_err(|e| e.to_string())?), Arc::new(k))
+            ControlWrapping::TlsAuth(
+                Arc::new(TlsAuth::new(&k, dir, digest).map_err(|e| e.to_string())?),
+                Arc::new(k),
+            )
         }
         TlsWrap::Crypt { key } => {
             let k = StaticKey::parse_pem(key).map_err(|e| format!("tls-crypt: {e}"))?;
             ControlWrapping::TlsCrypt(Arc::new(TlsCrypt::new(&k, Role::Client)), Arc::new(k))
         }
         TlsWrap::CryptV2 { key } => {
-            let k = TlsCryptV2ClientKey::parse_pem(key).map_err(|e| format!("tls-crypt-v2: {e}"))?;
+            let k =
+                TlsCryptV2ClientKey::parse_pem(key).map_err(|e| format!("tls-crypt-v2: {e}"))?;
             ControlWrapping::TlsCryptV2Client {
                 kc: Arc::new(TlsCrypt::new(&k.kc, Role::Client)),
                 key: Arc::new(k.kc.clone()),
@@ -81,18 +89,25 @@ fn wrapping(cfg: &ClientConfig) -> Result<ControlWrapping, String> {
 }
 
 fn tls_config(cfg: &ClientConfig) -> Result<TlsConfig, String> {
-    let verify_name = cfg.verify_x509_name.as_ref().map(|(n, t)| match t.as_str() {
-        "name" => X509NameCheck::CommonName(n.clone()),
-        "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
-        _ => X509NameCheck::Subject(n.clone()),
-    });
+    let verify_name = cfg
+        .verify_x509_name
+        .as_ref()
+        .map(|(n, t)| match t.as_str() {
+            "name" => X509NameCheck::CommonName(n.clone()),
+            "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
+            _ => X509NameCheck::Subject(n.clone()),
+        });
     TlsConfig::client(&TlsCredentials {
         ca_pem: cfg.ca.clone(),
         cert_pem: cfg.cert.clone(),
         key_pem: cfg.key.clone(),
         crl_pem: cfg.crl.clone(),
         verify_name,
-        version_min: if cfg.tls13_only { TlsVersionMin::Tls13 } else { TlsVersionMin::Tls12 },
+        version_min: if cfg.tls13_only {
+            TlsVersionMin::Tls13
+        } else {
+            TlsVersionMin::Tls12
+        },
     })
     .map_err(|e| e.to_string())
 }
@@ -102,8 +117,15 @@ fn options_string(cfg: &ClientConfig, proto: Proto) -> String {
         Proto::Udp => "UDPv4",
         Proto::Tcp => "TCPv4_CLIENT",
     };
-    let mut s = format!("V4,dev-type tun,link-mtu {},tun-mtu {},proto {p}", if proto == Proto::Tcp { 1543 } else { 1541 }, cfg.tun_mtu);
-    if let TlsWrap::Auth { direction: Some(d), .. } = cfg.tls_wrap {
+    let mut s = format!(
+        "V4,dev-type tun,link-mtu {},tun-mtu {},proto {p}",
+        if proto == Proto::Tcp { 1543 } else { 1541 },
+        cfg.tun_mtu
+    );
+    if let TlsWrap::Auth {
+        direction: Some(d), ..
+    } = cfg.tls_wrap
+    {
         s.push_str(&format!(",keydir {d}"));
     }
     s.push_str(&format!(",auth {},keysize 128", cfg.auth.to_uppercase()));
@@ -173,7 +195,12 @@ pub(crate) async fn run<T: TunBuilder>(
         AuthUserPass::None => {}
         AuthUserPass::Given { username, password } => s.credentials = Some((username, password)),
         AuthUserPass::Ask { username } => {
-            emit(&s, VpnEvent::CredentialsRequired { username: username.clone() });
+            emit(
+                &s,
+                VpnEvent::CredentialsRequired {
+                    username: username.clone(),
+                },
+            );
             loop {
                 match s.commands.recv().await {
                     Some(Command::Credentials { username, password }) => {
@@ -210,26 +237,58 @@ pub(crate) async fn run<T: TunBuilder>(
         for ri in 0..remotes.len() {
             let idx = (start_at + ri) % remotes.len();
             let remote = remotes[idx].clone();
-            emit(&s, VpnEvent::Resolving { host: remote.host.clone() });
-            let addrs = match presolved.as_ref().and_then(|p| p.get(idx)).filter(|a| !a.is_empty()) {
+            emit(
+                &s,
+                VpnEvent::Resolving {
+                    host: remote.host.clone(),
+                },
+            );
+            let addrs = match presolved
+                .as_ref()
+                .and_then(|p| p.get(idx))
+                .filter(|a| !a.is_empty())
+            {
                 Some(a) => a.clone(),
                 None => match resolve(&remote.host, remote.port, remote.family).await {
                     Ok(a) => a,
                     Err(e) => {
-                        emit(&s, VpnEvent::ConnectFailed { remote: remote.host.clone(), reason: e });
+                        emit(
+                            &s,
+                            VpnEvent::ConnectFailed {
+                                remote: remote.host.clone(),
+                                reason: e,
+                            },
+                        );
                         continue;
                     }
                 },
             };
             let total = addrs.len();
             for (ai, addr) in addrs.into_iter().enumerate() {
-                emit(&s, VpnEvent::Connecting { remote: addr, index: ai + 1, total, proto: remote.proto });
+                emit(
+                    &s,
+                    VpnEvent::Connecting {
+                        remote: addr,
+                        index: ai + 1,
+                        total,
+                        proto: remote.proto,
+                    },
+                );
                 match connect_once(&mut s, &remote, addr).await {
                     Outcome::Unreachable(reason) => {
-                        emit(&s, VpnEvent::ConnectFailed { remote: addr.to_string(), reason });
+                        emit(
+                            &s,
+                            VpnEvent::ConnectFailed {
+                                remote: addr.to_string(),
+                                reason,
+                            },
+                        );
                     }
                     Outcome::Exit(r) => return r,
-                    Outcome::Restart { reason, next_server } => {
+                    Outcome::Restart {
+                        reason,
+                        next_server,
+                    } => {
                         failures = 0;
                         emit(&s, VpnEvent::Reconnecting { reason });
                         restart_from = Some(if next_server { idx + 1 } else { idx });
@@ -249,8 +308,14 @@ pub(crate) async fn run<T: TunBuilder>(
                     return ExitReason::Unreachable;
                 }
                 let (base, max) = s.cfg.connect_retry;
-                let wait = (base * 2u32.saturating_pow(failures.min(16).saturating_sub(1))).min(max);
-                emit(&s, VpnEvent::Reconnecting { reason: format!("no remote answered; retrying in {} s", wait.as_secs()) });
+                let wait =
+                    (base * 2u32.saturating_pow(failures.min(16).saturating_sub(1))).min(max);
+                emit(
+                    &s,
+                    VpnEvent::Reconnecting {
+                        reason: format!("no remote answered; retrying in {} s", wait.as_secs()),
+                    },
+                );
                 let sleep = tokio::time::sleep(wait);
                 tokio::pin!(sleep);
                 loop {
@@ -292,7 +357,11 @@ async fn resolve(host: &str, port: u16, family: Family) -> Result<Vec<SocketAddr
 
 enum Link {
     Udp(UdpSocket, SocketAddr),
-    Tcp(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf, openvpn_wire::StreamDecoder),
+    Tcp(
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+        openvpn_wire::StreamDecoder,
+    ),
 }
 
 impl Link {
@@ -301,7 +370,8 @@ impl Link {
             Link::Udp(s, to) => s.send_to(pkt, *to).await.map(|_| ()),
             Link::Tcp(_, w, _) => {
                 let mut framed = Vec::with_capacity(pkt.len() + 2);
-                openvpn_wire::frame_tcp(pkt, &mut framed).map_err(|e| std::io::Error::other(e.to_string()))?;
+                openvpn_wire::frame_tcp(pkt, &mut framed)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
                 w.write_all(&framed).await
             }
         }
@@ -313,12 +383,16 @@ impl Link {
             Link::Udp(s, from) => loop {
                 buf.resize(65_535, 0);
                 let (n, src) = s.recv_from(buf).await?;
-                if src.ip().to_canonical() == from.ip().to_canonical() && src.port() == from.port() {
+                if src.ip().to_canonical() == from.ip().to_canonical() && src.port() == from.port()
+                {
                     return Ok(n);
                 }
             },
             Link::Tcp(r, _, dec) => loop {
-                if let Some(p) = dec.next_packet().map_err(|e| std::io::Error::other(e.to_string()))? {
+                if let Some(p) = dec
+                    .next_packet()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                {
                     buf.clear();
                     buf.extend_from_slice(&p);
                     return Ok(p.len());
@@ -326,7 +400,10 @@ impl Link {
                 let mut tmp = [0u8; 16 * 1024];
                 let n = r.read(&mut tmp).await?;
                 if n == 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the TCP connection"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "server closed the TCP connection",
+                    ));
                 }
                 dec.push(&tmp[..n]);
             },
@@ -337,8 +414,14 @@ impl Link {
 async fn open_link(remote: &Remote, addr: SocketAddr, timeout: Duration) -> Result<Link, String> {
     match remote.proto {
         Proto::Udp => {
-            let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().map_err(|_| "bind")? } else { "[::]:0".parse().map_err(|_| "bind")? };
-            let s = UdpSocket::bind(bind).await.map_err(|e| format!("UDP socket: {e}"))?;
+            let bind: SocketAddr = if addr.is_ipv4() {
+                "0.0.0.0:0".parse().map_err(|_| "bind")?
+            } else {
+                "[::]:0".parse().map_err(|_| "bind")?
+            };
+            let s = UdpSocket::bind(bind)
+                .await
+                .map_err(|e| format!("UDP socket: {e}"))?;
             Ok(Link::Udp(s, addr))
         }
         Proto::Tcp => {
@@ -354,10 +437,17 @@ async fn open_link(remote: &Remote, addr: SocketAddr, timeout: Duration) -> Resu
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-async fn connect_once<T: TunBuilder>(s: &mut Shared<T>, remote: &Remote, addr: SocketAddr) -> Outcome {
+async fn connect_once<T: TunBuilder>(
+    s: &mut Shared<T>,
+    remote: &Remote,
+    addr: SocketAddr,
+) -> Outcome {
     let mut link = match open_link(remote, addr, s.cfg.connect_timeout).await {
         Ok(l) => l,
         Err(e) => return Outcome::Unreachable(e),
@@ -376,7 +466,8 @@ async fn connect_once<T: TunBuilder>(s: &mut Shared<T>, remote: &Remote, addr: S
         timers: Timers {
             tls_timeout: Duration::from_secs(2),
             hand_window: Duration::from_secs(u64::from(s.cfg.hand_window)),
-            reneg_sec: (s.cfg.reneg_sec > 0).then(|| Duration::from_secs(u64::from(s.cfg.reneg_sec))),
+            reneg_sec: (s.cfg.reneg_sec > 0)
+                .then(|| Duration::from_secs(u64::from(s.cfg.reneg_sec))),
             tran_window: Duration::from_secs(3600),
         },
         max_packet: 1250,
@@ -392,7 +483,11 @@ async fn connect_once<T: TunBuilder>(s: &mut Shared<T>, remote: &Remote, addr: S
     let digest = DigestKind::from_name(&s.cfg.auth).unwrap_or(DigestKind::Sha1);
     let mut data = DataChannel::new(Role::Client, digest, CompressionFraming::None, None);
     let sec = |v: Option<u32>| v.map(|x| Duration::from_secs(u64::from(x)));
-    let mut keepalive = Keepalive::new(now, None, sec(s.cfg.ping_restart).or(Some(s.cfg.connect_timeout)));
+    let mut keepalive = Keepalive::new(
+        now,
+        None,
+        sec(s.cfg.ping_restart).or(Some(s.cfg.connect_timeout)),
+    );
     let mut connected = false;
     let mut pushed_cc_exit = false;
     let mut established_once = false;
@@ -413,7 +508,9 @@ async fn connect_once<T: TunBuilder>(s: &mut Shared<T>, remote: &Remote, addr: S
         // Control events.
         while let Some(ev) = ctl.poll_event() {
             match ev {
-                CtlEvent::TlsEstablished { description } => emit(s, VpnEvent::TlsEstablished { description }),
+                CtlEvent::TlsEstablished { description } => {
+                    emit(s, VpnEvent::TlsEstablished { description })
+                }
                 CtlEvent::Connected(p) => {
                     let p: PushedOptions = *p;
                     established_once = true;
@@ -422,7 +519,9 @@ async fn connect_once<T: TunBuilder>(s: &mut Shared<T>, remote: &Remote, addr: S
                     }
                     pushed_cc_exit = p.cc_exit;
                     let ping = sec(s.cfg.ping).or(sec(p.ping));
-                    let restart = sec(s.cfg.ping_restart).or(sec(p.ping_restart)).or(sec(s.cfg.ping_exit));
+                    let restart = sec(s.cfg.ping_restart)
+                        .or(sec(p.ping_restart))
+                        .or(sec(s.cfg.ping_exit));
                     keepalive.set(ping, restart);
                     let settings = TunSettings::from_pushed(&p, s.cfg.tun_mtu, s.cfg.route_noexec);
                     emit(s, VpnEvent::PushedOptions(Box::new(p.clone())));
@@ -437,45 +536,95 @@ async fn connect_once<T: TunBuilder>(s: &mut Shared<T>, remote: &Remote, addr: S
                         }
                     }
                     connected = true;
-                    emit(s, VpnEvent::Connected { server: addr, settings, cipher: ctl.cipher().map(|c| c.name()).unwrap_or("?") });
+                    emit(
+                        s,
+                        VpnEvent::Connected {
+                            server: addr,
+                            settings,
+                            cipher: ctl.cipher().map(|c| c.name()).unwrap_or("?"),
+                        },
+                    );
                 }
-                CtlEvent::KeysReady { key_id, key2, cipher } => {
+                CtlEvent::KeysReady {
+                    key_id,
+                    key2,
+                    cipher,
+                } => {
                     if let Err(e) = data.install(now, key_id, cipher, &key2) {
-                        return Outcome::Restart { reason: format!("data channel keys: {e}"), next_server: false };
+                        return Outcome::Restart {
+                            reason: format!("data channel keys: {e}"),
+                            next_server: false,
+                        };
                     }
                 }
                 CtlEvent::KeyRetired { key_id } => data.retire(now, key_id),
-                CtlEvent::Renegotiating { key_id } => emit(s, VpnEvent::Renegotiating { key_id: key_id.value() }),
+                CtlEvent::Renegotiating { key_id } => emit(
+                    s,
+                    VpnEvent::Renegotiating {
+                        key_id: key_id.value(),
+                    },
+                ),
                 CtlEvent::AuthFailed(reason) => {
-                    emit(s, VpnEvent::AuthFailed { reason: reason.clone() });
+                    emit(
+                        s,
+                        VpnEvent::AuthFailed {
+                            reason: reason.clone(),
+                        },
+                    );
                     return Outcome::Exit(ExitReason::AuthFailed(reason));
                 }
-                CtlEvent::AuthPending(t) => emit(s, VpnEvent::Info(format!("authentication pending (timeout {t:?})"))),
+                CtlEvent::AuthPending(t) => emit(
+                    s,
+                    VpnEvent::Info(format!("authentication pending (timeout {t:?})")),
+                ),
                 CtlEvent::Info(t) => emit(s, VpnEvent::Info(t)),
                 CtlEvent::Restart { next_server, text } => {
-                    return Outcome::Restart { reason: format!("server sent RESTART{}", text.map(|t| format!(": {t}")).unwrap_or_default()), next_server };
+                    return Outcome::Restart {
+                        reason: format!(
+                            "server sent RESTART{}",
+                            text.map(|t| format!(": {t}")).unwrap_or_default()
+                        ),
+                        next_server,
+                    };
                 }
-                CtlEvent::Halt(t) => return Outcome::Exit(ExitReason::Halted(t.unwrap_or_default())),
+                CtlEvent::Halt(t) => {
+                    return Outcome::Exit(ExitReason::Halted(t.unwrap_or_default()));
+                }
                 CtlEvent::Closed(r) => {
                     let reason = format!("{r:?}");
                     return if established_once {
-                        Outcome::Restart { reason, next_server: false }
+                        Outcome::Restart {
+                            reason,
+                            next_server: false,
+                        }
                     } else {
                         Outcome::Unreachable(reason)
                     };
                 }
-                CtlEvent::PushFailed(reason) => return Outcome::Restart { reason, next_server: false },
+                CtlEvent::PushFailed(reason) => {
+                    return Outcome::Restart {
+                        reason,
+                        next_server: false,
+                    };
+                }
             }
         }
         if !connected && now >= connect_deadline {
-            return Outcome::Unreachable(format!("no answer within connect-timeout ({} s)", s.cfg.connect_timeout.as_secs()));
+            return Outcome::Unreachable(format!(
+                "no answer within connect-timeout ({} s)",
+                s.cfg.connect_timeout.as_secs()
+            ));
         }
-        let deadline = [ctl.poll_timeout(), keepalive.poll_timeout(), (!connected).then_some(connect_deadline)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + Duration::from_secs(1))
-            .max(now);
+        let deadline = [
+            ctl.poll_timeout(),
+            keepalive.poll_timeout(),
+            (!connected).then_some(connect_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + Duration::from_secs(1))
+        .max(now);
         let device = s.device.clone();
         let tun_active = connected && device.is_some() && !s.paused;
         tokio::select! {
@@ -577,7 +726,9 @@ async fn exit_notify<T: TunBuilder>(
     proto: Proto,
     now: Instant,
 ) {
-    let Some(n) = s.cfg.explicit_exit_notify else { return };
+    let Some(n) = s.cfg.explicit_exit_notify else {
+        return;
+    };
     if proto != Proto::Udp {
         return;
     }
@@ -587,7 +738,10 @@ async fn exit_notify<T: TunBuilder>(
         }
     } else {
         for _ in 0..n.clamp(1, 3) {
-            let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::OccMessage::emit_exit());
+            let mut buf = PacketBuf::from_payload(
+                PacketBuf::DEFAULT_HEADROOM,
+                &openvpn_wire::OccMessage::emit_exit(),
+            );
             if data.seal(now, &mut buf, &mut s.rng).is_ok() {
                 let _ = link.send(buf.as_slice()).await;
             }

@@ -161,5 +161,9 @@ pub fn connect<T: TunBuilder>(config: ClientConfig, tun: T) -> ClientHandle {
     let (etx, erx) = mpsc::unbounded_channel();
     let (ctx, crx) = mpsc::unbounded_channel();
     let task = tokio::spawn(engine::run(config, tun, etx, crx));
-    ClientHandle { events: erx, commands: ctx, task }
+    ClientHandle {
+        events: erx,
+        commands: ctx,
+        task,
+    }
 }

@@ -28,21 +28,35 @@ fn prompt(label: &str, echo: bool) -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn run_script(cmd: &str, script_type: &str, dev: &str, settings: Option<&openvpn_client::TunSettings>) {
+fn run_script(
+    cmd: &str,
+    script_type: &str,
+    dev: &str,
+    settings: Option<&openvpn_client::TunSettings>,
+) {
     let mut c = std::process::Command::new("/bin/sh");
     c.arg("-c").arg(format!("{cmd} {dev}"));
     c.env("script_type", script_type).env("dev", dev);
     if let Some(s) = settings {
         c.env("tun_mtu", s.mtu.to_string());
         if let Some((a, p)) = s.ipv4 {
-            let mask = std::net::Ipv4Addr::from(if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p)) });
-            c.env("ifconfig_local", a.to_string()).env("ifconfig_netmask", mask.to_string());
+            let mask = std::net::Ipv4Addr::from(if p == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(p))
+            });
+            c.env("ifconfig_local", a.to_string())
+                .env("ifconfig_netmask", mask.to_string());
         }
         if let Some((a, p)) = s.ipv6 {
-            c.env("ifconfig_ipv6_local", a.to_string()).env("ifconfig_ipv6_netbits", p.to_string());
+            c.env("ifconfig_ipv6_local", a.to_string())
+                .env("ifconfig_ipv6_netbits", p.to_string());
         }
         for (i, d) in s.dns_servers.iter().enumerate() {
-            c.env(format!("foreign_option_{}", i + 1), format!("dhcp-option DNS {d}"));
+            c.env(
+                format!("foreign_option_{}", i + 1),
+                format!("dhcp-option DNS {d}"),
+            );
         }
     }
     match c.status() {
@@ -69,7 +83,11 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    let file = cli.iter().find(|l| l.name == "config").and_then(|l| l.arg(0)).map(PathBuf::from);
+    let file = cli
+        .iter()
+        .find(|l| l.name == "config")
+        .and_then(|l| l.arg(0))
+        .map(PathBuf::from);
     let cfg = match ClientConfig::load(file.as_deref(), cli) {
         Ok(c) => c,
         Err(e) => {
@@ -90,8 +108,11 @@ fn main() -> anyhow::Result<()> {
     if cfg.daemon {
         openvpn_tun::process::daemonize().context("daemon")?;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVPN_LOG").unwrap_or_else(|_| verb_filter(cfg.verb).into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVPN_LOG")
+        .unwrap_or_else(|_| verb_filter(cfg.verb).into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match &cfg.log {
         Some((path, append)) => {
             let f = std::fs::OpenOptions::new()
@@ -101,14 +122,21 @@ fn main() -> anyhow::Result<()> {
                 .truncate(!*append)
                 .open(path)
                 .with_context(|| format!("log file {}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
         }
         None => builder.init(),
     }
     if let Some(p) = &cfg.writepid {
-        std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("writepid {}", p.display()))?;
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writepid {}", p.display()))?;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let code = rt.block_on(async move {
         let dev = cfg.dev.clone();
         let up = cfg.up.clone().filter(|_| cfg.script_security >= 2);

@@ -34,7 +34,13 @@ impl TunSettings {
     /// Derives the settings from the PUSH_REPLY. `route_noexec` leaves routes out.
     pub fn from_pushed(p: &PushedOptions, default_mtu: u16, route_noexec: bool) -> Self {
         let topology_subnet = p.topology.as_deref() == Some("subnet");
-        let ipv4 = p.ifconfig.map(|(a, b)| if topology_subnet { (a, prefix_of(b)) } else { (a, 32) });
+        let ipv4 = p.ifconfig.map(|(a, b)| {
+            if topology_subnet {
+                (a, prefix_of(b))
+            } else {
+                (a, 32)
+            }
+        });
         let mut s = TunSettings {
             ipv4,
             ipv6: p.ifconfig_ipv6.map(|(a, bits, _)| (a, bits)),
@@ -60,8 +66,10 @@ impl TunSettings {
                     s.routes_v4.push((Ipv4Addr::new(128, 0, 0, 0), 1));
                 }
                 if flags.iter().any(|f| f == "ipv6") {
-                    s.routes_v6.push(("2000::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 4));
-                    s.routes_v6.push(("3000::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 4));
+                    s.routes_v6
+                        .push(("2000::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 4));
+                    s.routes_v6
+                        .push(("3000::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 4));
                 }
             }
         }
@@ -85,7 +93,10 @@ pub trait TunBuilder: Send + 'static {
     /// The device type.
     type Device: PacketDevice + 'static;
     /// Creates (or reconfigures) the device for `settings`.
-    fn establish(&mut self, settings: &TunSettings) -> impl Future<Output = Result<Self::Device, String>> + Send;
+    fn establish(
+        &mut self,
+        settings: &TunSettings,
+    ) -> impl Future<Output = Result<Self::Device, String>> + Send;
 }
 
 /// Linux tun device configured with `ip` (run as root or with CAP_NET_ADMIN).
@@ -121,7 +132,10 @@ pub struct MemoryTunBuilder {
 impl MemoryTunBuilder {
     /// Wraps the VPN side of a [`MemoryTun::pair`].
     pub fn new(device: MemoryTun) -> Self {
-        MemoryTunBuilder { device: Some(device), requested: Default::default() }
+        MemoryTunBuilder {
+            device: Some(device),
+            requested: Default::default(),
+        }
     }
 }
 
@@ -131,6 +145,8 @@ impl TunBuilder for MemoryTunBuilder {
         if let Ok(mut r) = self.requested.lock() {
             r.push(s.clone());
         }
-        self.device.take().ok_or_else(|| "the in-memory tun was already handed out".to_owned())
+        self.device
+            .take()
+            .ok_or_else(|| "the in-memory tun was already handed out".to_owned())
     }
 }

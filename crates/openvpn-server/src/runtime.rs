@@ -54,7 +54,8 @@ pub fn listen_addr(cfg: &ServerConfig) -> anyhow::Result<SocketAddr> {
     }
 }
 
-fn bind_udp(addr: SocketAddr, family: Family) -> anyhow::Result<UdpSocket> {
+/// Binds the server UDP socket; an IPv6 address gets IPV6_V6ONLY off unless `family` is V6.
+pub fn bind_udp(addr: SocketAddr, family: Family) -> anyhow::Result<UdpSocket> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
     } else {
@@ -72,7 +73,8 @@ fn bind_udp(addr: SocketAddr, family: Family) -> anyhow::Result<UdpSocket> {
     Ok(UdpSocket::from_std(s.into())?)
 }
 
-fn bind_tcp(addr: SocketAddr, family: Family) -> anyhow::Result<TcpListener> {
+/// Binds and listens on the server TCP socket (dual-stack like [`bind_udp`]).
+pub fn bind_tcp(addr: SocketAddr, family: Family) -> anyhow::Result<TcpListener> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
     } else {
@@ -95,11 +97,10 @@ enum TcpEvent {
     Closed(u64),
 }
 
-/// Runs the server until SIGTERM/SIGINT.
+/// Runs the server until SIGTERM/SIGINT: creates the tun device, binds the socket, serves.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
-    let now = Instant::now();
-    let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
-    let (v4, v6) = core.pool().server_addresses();
+    let pool = crate::pool::AddressPool::new(cfg.server_v4, cfg.server_v6);
+    let (v4, v6) = pool.server_addresses();
     let tun_cfg = TunConfig {
         name: (cfg.dev != "tun").then(|| cfg.dev.clone()),
         mtu: cfg.tun_mtu,
@@ -115,17 +116,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let tun = Arc::new(LinuxTun::create(&tun_cfg).context("cannot create the tun device")?);
     info!("TUN/TAP device {} opened", tun.name());
     let addr = listen_addr(&cfg)?;
-    let udp = match cfg.transport {
-        Transport::Udp => Some(Arc::new(bind_udp(addr, cfg.family)?)),
-        Transport::Tcp => None,
+    let (udp, tcp) = match cfg.transport {
+        Transport::Udp => (Some(bind_udp(addr, cfg.family)?), None),
+        Transport::Tcp => (None, Some(bind_tcp(addr, cfg.family)?)),
     };
-    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
-    let mut tcp_writers: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>> = Default::default();
-    let (new_conn_tx, mut new_conn_rx) = mpsc::channel::<(u64, mpsc::Sender<Vec<u8>>)>(64);
-    if cfg.transport == Transport::Tcp {
-        let listener = bind_tcp(addr, cfg.family)?;
-        tokio::spawn(accept_loop(listener, tcp_tx.clone(), new_conn_tx));
-    }
     info!(
         "{} link local (bound): {addr}",
         if udp.is_some() {
@@ -136,9 +130,36 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     );
     crate::process::after_setup(&cfg)?;
     info!("Initialization Sequence Completed");
-
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        info!("SIGTERM received, shutting down");
+    };
+    serve(cfg, tun, udp, tcp, shutdown).await
+}
+
+/// Serves clients on an already bound socket and an existing packet device until
+/// `shutdown` completes. Used by [`run`] and by in-memory tests (e.g. with a `MemoryTun`).
+pub async fn serve<D: PacketDevice + 'static>(
+    cfg: ServerConfig,
+    tun: Arc<D>,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let now = Instant::now();
+    let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
+    let udp = udp.map(Arc::new);
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
+    let mut tcp_writers: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>> = Default::default();
+    let (new_conn_tx, mut new_conn_rx) = mpsc::channel::<(u64, mpsc::Sender<Vec<u8>>)>(64);
+    if let Some(listener) = tcp {
+        tokio::spawn(accept_loop(listener, tcp_tx.clone(), new_conn_tx));
+    }
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut status_every = tokio::time::interval(Duration::from_secs(
         cfg.status.as_ref().map_or(60, |s| u64::from(s.1.max(1))),
@@ -146,6 +167,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Outputs::default();
+    tokio::pin!(shutdown);
     loop {
         let deadline = core
             .next_timeout()
@@ -164,7 +186,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             r = tun.recv(&mut tun_buf) => {
                 match r {
                     Ok(n) => core.on_tun_packet(Instant::now(), &tun_buf[..n], &mut out),
-                    Err(e) => warn!("tun read: {e}"),
+                    Err(e) => {
+                        warn!("tun read: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
             Some(ev) = tcp_rx.recv() => {
@@ -186,22 +211,20 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 }
             }
             _ = sighup.recv() => info!("SIGHUP received: configuration reload is not implemented yet; clients stay connected"),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = &mut shutdown => break,
         }
-        flush(&mut out, udp.as_deref(), &tun, &mut tcp_writers).await;
+        flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
     }
-    info!("SIGTERM received, shutting down");
     core.shutdown(Instant::now(), &mut out);
-    flush(&mut out, udp.as_deref(), &tun, &mut tcp_writers).await;
+    flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
 }
 
-async fn flush(
+async fn flush<D: PacketDevice>(
     out: &mut Outputs,
     udp: Option<&UdpSocket>,
-    tun: &LinuxTun,
+    tun: &D,
     tcp: &mut std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>>,
 ) {
     for (peer, pkt) in out.link.drain(..) {
