@@ -41,6 +41,8 @@ pub(crate) struct Options {
     filter: Option<String>,
     /// Print the table and exit.
     list: bool,
+    /// Also run disabled cases (to try one that is not ready for CI yet).
+    all: bool,
 }
 
 impl Options {
@@ -54,7 +56,10 @@ impl Options {
                     opts.filter = Some(value.clone());
                 }
                 "--list" => opts.list = true,
-                other => bail!("interop: unknown argument '{other}' (use --filter NAME, --list)"),
+                "--all" => opts.all = true,
+                other => {
+                    bail!("interop: unknown argument '{other}' (use --filter NAME, --all, --list)")
+                }
             }
         }
         Ok(opts)
@@ -91,12 +96,12 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     let selected: Vec<&Case> = CASES
         .iter()
-        .filter(|c| c.enabled)
+        .filter(|c| c.enabled || opts.all)
         .filter(|c| opts.filter.as_deref().is_none_or(|f| c.name.contains(f)))
         .collect();
     if selected.is_empty() {
         bail!(
-            "no enabled interop case matches {:?} (see cargo xtask interop --list)",
+            "no interop case to run matches {:?} (see cargo xtask interop --list; --all runs disabled ones)",
             opts.filter
         );
     }

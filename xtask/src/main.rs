@@ -3,6 +3,7 @@
 //! ```text
 //! cargo xtask ci                      fmt check, clippy, tests, then interop when root
 //! cargo xtask interop [--filter S]    real/ours OpenVPN peers in the ovrs-* namespaces
+//!                     [--all]         also run the disabled cases
 //!                     [--list]        print the case table and exit
 //! ```
 //!
@@ -21,6 +22,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci                          cargo fmt --check, clippy -D warnings, tests, interop (as root)
   interop [--filter NAME]     run the enabled interop cases whose name contains NAME
+          [--all]             also run disabled cases
           [--list]            list all cases (enabled or not) and exit";
 
 fn main() -> ExitCode {
