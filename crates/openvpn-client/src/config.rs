@@ -272,7 +272,7 @@ fn err(o: &OptionLine, msg: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("{}: '{}': {msg}", describe_location(o), o.name))
 }
 
-fn arg<'a>(o: &'a OptionLine, i: usize) -> Result<&'a str, ConfigError> {
+fn arg(o: &OptionLine, i: usize) -> Result<&str, ConfigError> {
     o.arg(i)
         .ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
 }
@@ -688,10 +688,10 @@ mod tests {
     #[test]
     fn errors_name_lines() {
         let e = prof("proto udp7\n").unwrap_err().to_string();
-        assert!(e.contains("config line 8") && e.contains("udp7"), "{e}");
+        assert!(e.contains("config line 10") && e.contains("udp7"), "{e}");
         let e = prof("frobnicate\n").unwrap_err().to_string();
         assert!(
-            e.contains("config line 8") && e.contains("frobnicate"),
+            e.contains("config line 10") && e.contains("frobnicate"),
             "{e}"
         );
         let e = ClientConfig::from_ovpn("dev tun\nremote x\n", Path::new("/"))

@@ -254,7 +254,7 @@ fn err(o: &OptionLine, msg: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("{}: '{}': {msg}", describe_location(o), o.name))
 }
 
-fn arg<'a>(o: &'a OptionLine, i: usize) -> Result<&'a str, ConfigError> {
+fn arg(o: &OptionLine, i: usize) -> Result<&str, ConfigError> {
     o.arg(i)
         .ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
 }
@@ -641,7 +641,9 @@ mod tests {
     use super::*;
 
     fn cfg(text: &str) -> Result<ServerConfig, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("ovrs-cfg-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ovrs-cfg-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).ok();
         for f in ["ca.crt", "server.crt", "server.key", "tc.key"] {
             std::fs::write(dir.join(f), "x").ok();

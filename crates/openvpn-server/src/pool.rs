@@ -2,6 +2,11 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// An address with its prefix length.
+pub type V4Net = (Ipv4Addr, u8);
+/// An IPv6 address with its prefix length.
+pub type V6Net = (Ipv6Addr, u8);
+
 /// Hands out tunnel addresses: the i-th lease is `net+2+i` (IPv4) and `net+0x1000+i` (IPv6).
 #[derive(Debug, Clone)]
 pub struct AddressPool {
@@ -47,7 +52,7 @@ impl AddressPool {
     }
 
     /// The server's own addresses (network + 1).
-    pub fn server_addresses(&self) -> (Option<(Ipv4Addr, u8)>, Option<(Ipv6Addr, u8)>) {
+    pub fn server_addresses(&self) -> (Option<V4Net>, Option<V6Net>) {
         (
             self.v4.map(|(n, p)| (Ipv4Addr::from(u32::from(n) + 1), p)),
             self.v6.map(|(n, p)| (Ipv6Addr::from(u128::from(n) + 1), p)),
