@@ -124,7 +124,10 @@ impl OptionLine {
     /// quoted with [`quote_arg`]); an inline block becomes the multi-line
     /// `<name>\n…</name>` form. No trailing newline is added after the last
     /// line. Arguments containing CR or LF cannot be written on one line and
-    /// do not survive a config-file round trip.
+    /// do not survive a config-file round trip; nor do names that a config file
+    /// reads as something else whatever the quoting, as OpenVPN does: a name
+    /// starting with `--` (3+ characters: the file strips the dashes, a
+    /// `PUSH_REPLY` does not) and a name of the form `<tag>` or `</tag>`.
     pub fn render(&self) -> String {
         if let Some(content) = self.inline_content() {
             let newline = if content.is_empty() || content.ends_with('\n') {
