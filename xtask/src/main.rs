@@ -11,6 +11,7 @@
 //! run execute the same steps.
 
 mod cases;
+mod fuzz;
 mod interop;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,8 @@ commands:
   ci                          cargo fmt --check, clippy -D warnings, tests, interop (as root)
   interop [--filter NAME]     run the enabled interop cases whose name contains NAME
           [--all]             also run disabled cases
-          [--list]            list all cases (enabled or not) and exit";
+          [--list]            list all cases (enabled or not) and exit
+  fuzz-smoke [--seconds N]    fuzz targets over seeds + mutants on stable (default 20 s)";
 
 fn main() -> ExitCode {
     match run() {
@@ -49,6 +51,7 @@ fn run() -> Result<()> {
             ci()
         }
         "interop" => interop::run(&interop::Options::parse(rest)?),
+        "fuzz-smoke" => fuzz::smoke(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
