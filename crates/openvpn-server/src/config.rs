@@ -633,6 +633,15 @@ pub fn load_from(
         cli.into_iter()
             .filter(|l| l.name != "config" || l.source != OptionSource::CommandLine),
     );
+    let toml = lines
+        .iter()
+        .rev()
+        .find(|l| l.name == "layer-toml")
+        .and_then(|l| l.arg(0))
+        .map(PathBuf::from);
+    lines.retain(|l| l.name != "layer-toml");
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let lines = crate::layered::layer(lines, toml.as_deref(), &env)?;
     load(&lines, &base)
 }
 

@@ -374,12 +374,19 @@ impl ServerCore {
                     peer_id: peer_id as u32,
                     addr: from,
                     control,
-                    data: DataChannel::new(
-                        Role::Server,
-                        self.auth_digest,
-                        CompressionFraming::None,
-                        None,
-                    ),
+                    data: {
+                        let mut d = DataChannel::new(
+                            Role::Server,
+                            self.auth_digest,
+                            CompressionFraming::None,
+                            None,
+                        );
+                        d.set_send_switch_delay(openvpn_control::dataplane::send_switch_delay(
+                            self.session_template.timers.hand_window,
+                            self.session_template.timers.reneg_sec,
+                        ));
+                        d
+                    },
                     keepalive: Keepalive::new(
                         now,
                         ping,

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod core;
+pub mod layered;
 pub mod pool;
 pub mod process;
 pub mod runtime;
