@@ -75,6 +75,8 @@ fn ci() -> Result<()> {
             "warnings",
         ],
         &["test", "--workspace"],
+        &["test", "-p", "openvpn-crypto", "--features", "rustcrypto"],
+        &["xtask", "fuzz-smoke", "--seconds", "20"],
     ] {
         let mut cmd = Command::new(&cargo);
         cmd.args(args).current_dir(&root);
