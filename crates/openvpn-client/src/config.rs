@@ -165,6 +165,10 @@ pub struct ClientConfig {
     pub ping_exit: Option<u32>,
     /// `reneg-sec`.
     pub reneg_sec: u32,
+    /// `reneg-bytes` (0 = off).
+    pub reneg_bytes: u64,
+    /// `reneg-pkts` (0 = off).
+    pub reneg_pkts: u64,
     /// `hand-window`.
     pub hand_window: u32,
     /// `explicit-exit-notify`.
@@ -227,6 +231,8 @@ impl Default for ClientConfig {
             ping_restart: None,
             ping_exit: None,
             reneg_sec: 3600,
+            reneg_bytes: 0,
+            reneg_pkts: 0,
             hand_window: 60,
             explicit_exit_notify: None,
             tun_mtu: 1500,
@@ -508,6 +514,8 @@ impl ClientConfig {
                     c.ping_restart = Some(num(o, 1)?);
                 }
                 "reneg-sec" => c.reneg_sec = num(o, 0)?,
+                "reneg-bytes" => c.reneg_bytes = num(o, 0)?,
+                "reneg-pkts" => c.reneg_pkts = num(o, 0)?,
                 "hand-window" => c.hand_window = num(o, 0)?,
                 "explicit-exit-notify" => {
                     c.explicit_exit_notify = Some(if o.arg(0).is_some() { num(o, 0)? } else { 1 })

@@ -482,6 +482,7 @@ async fn connect_once<T: TunBuilder>(
     let mut ctl = ClientSession::new(Session::new_client(session_cfg, now, seed), policy);
     let digest = DigestKind::from_name(&s.cfg.auth).unwrap_or(DigestKind::Sha1);
     let mut data = DataChannel::new(Role::Client, digest, CompressionFraming::None, None);
+    data.set_reneg_limits(Some(s.cfg.reneg_bytes), Some(s.cfg.reneg_pkts));
     data.set_send_switch_delay(openvpn_control::dataplane::send_switch_delay(
         Duration::from_secs(u64::from(s.cfg.hand_window)),
         (s.cfg.reneg_sec > 0).then(|| Duration::from_secs(u64::from(s.cfg.reneg_sec))),

@@ -34,6 +34,10 @@ struct Slot {
     opener: DataOpener,
     installed: Instant,
     confirmed: bool,
+    /// Plaintext bytes sealed and opened with this key (`reneg-bytes`).
+    bytes: u64,
+    /// Packets sealed and opened with this key (`reneg-pkts`).
+    packets: u64,
 }
 
 /// What an opened data packet carried.
@@ -77,6 +81,8 @@ pub struct DataChannel {
     slots: Vec<Slot>,
     send_idx: Option<usize>,
     switch_delay: Duration,
+    reneg_bytes: Option<u64>,
+    reneg_pkts: Option<u64>,
     stats: DataStats,
 }
 
@@ -113,6 +119,8 @@ impl DataChannel {
             slots: Vec::new(),
             send_idx: None,
             switch_delay: SEND_SWITCH_DELAY,
+            reneg_bytes: None,
+            reneg_pkts: None,
             stats: DataStats::default(),
         }
     }
@@ -122,6 +130,13 @@ impl DataChannel {
     /// [`send_switch_delay`]`(hand_window, reneg_sec)` so that short `reneg-sec` values work.
     pub fn set_send_switch_delay(&mut self, delay: Duration) {
         self.switch_delay = delay;
+    }
+
+    /// `reneg-bytes` / `reneg-pkts`: [`DataChannel::needs_renegotiation`] turns true once the
+    /// newest key has carried this many bytes or packets (both directions).
+    pub fn set_reneg_limits(&mut self, bytes: Option<u64>, packets: Option<u64>) {
+        self.reneg_bytes = bytes.filter(|b| *b > 0);
+        self.reneg_pkts = packets.filter(|p| *p > 0);
     }
 
     /// Sets the peer-id used in DATA_V2 headers (`None` = DATA_V1).
@@ -165,6 +180,8 @@ impl DataChannel {
             opener,
             installed: now,
             confirmed: first,
+            bytes: 0,
+            packets: 0,
         });
         self.pick_send_key(now);
         Ok(())
@@ -176,11 +193,17 @@ impl DataChannel {
         self.pick_send_key(now);
     }
 
-    /// Whether the send key is near packet-ID exhaustion (renegotiate).
+    /// Whether a renegotiation is due: the send key is near packet-ID exhaustion, or the
+    /// newest key reached `reneg-bytes` / `reneg-pkts`.
     pub fn needs_renegotiation(&self) -> bool {
-        self.send_idx
+        let exhausted = self
+            .send_idx
             .and_then(|i| self.slots.get(i))
-            .is_some_and(|s| s.sealer.needs_renegotiation())
+            .is_some_and(|s| s.sealer.needs_renegotiation());
+        let newest = self.slots.last();
+        let by_bytes = matches!((self.reneg_bytes, newest), (Some(l), Some(s)) if s.bytes >= l);
+        let by_pkts = matches!((self.reneg_pkts, newest), (Some(l), Some(s)) if s.packets >= l);
+        exhausted || by_bytes || by_pkts
     }
 
     fn pick_send_key(&mut self, now: Instant) {
@@ -226,6 +249,8 @@ impl DataChannel {
         let (hdr, hl) = header.to_bytes();
         let len = buf.len() as u64;
         slot.sealer.seal(&hdr[..hl], buf, rng)?;
+        slot.bytes += len;
+        slot.packets += 1;
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += len;
         Ok(())
@@ -277,6 +302,10 @@ impl DataChannel {
         let _ = (start, plain_len);
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += inner_len as u64;
+        if let Some(slot) = self.slots.get_mut(i) {
+            slot.bytes += inner_len as u64;
+            slot.packets += 1;
+        }
         let range = inner_start..inner_start + inner_len;
         let bytes = &packet[range.clone()];
         if openvpn_wire::is_ping(bytes) {
@@ -286,6 +315,56 @@ impl DataChannel {
             return Ok(Payload::Occ(range));
         }
         Ok(Payload::Ip(range))
+    }
+}
+
+#[cfg(test)]
+mod reneg_limit_tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn reneg_pkts_and_bytes_trigger_and_reset_with_a_new_key() {
+        let t = Instant::now();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let mut c = DataChannel::new(
+            Role::Client,
+            DigestKind::Sha1,
+            CompressionFraming::None,
+            Some(1),
+        );
+        c.set_reneg_limits(Some(1000), Some(5));
+        c.install(
+            t,
+            KeyId::ZERO,
+            CipherKind::Aes128Gcm,
+            &KeyBlock::from_bytes([3u8; 256]),
+        )
+        .unwrap();
+        for i in 0..5 {
+            assert!(!c.needs_renegotiation(), "after {i} packets");
+            let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &[0x45; 20]);
+            c.seal(t, &mut b, &mut rng).unwrap();
+        }
+        assert!(c.needs_renegotiation(), "5 packets reach reneg-pkts 5");
+        c.install(
+            t,
+            KeyId::new(1).unwrap(),
+            CipherKind::Aes128Gcm,
+            &KeyBlock::from_bytes([4u8; 256]),
+        )
+        .unwrap();
+        assert!(
+            !c.needs_renegotiation(),
+            "a new key starts counting from zero"
+        );
+        c.set_reneg_limits(Some(100), None);
+        c.tick(t + Duration::from_secs(3600));
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &[0x45; 120]);
+        c.seal(t + Duration::from_secs(3600), &mut b, &mut rng)
+            .unwrap();
+        assert!(c.needs_renegotiation(), "120 bytes reach reneg-bytes 100");
     }
 }
 

@@ -130,6 +130,10 @@ pub struct ServerConfig {
     pub ping_restart: Option<u32>,
     /// `reneg-sec`.
     pub reneg_sec: u32,
+    /// `reneg-bytes` (0 = off).
+    pub reneg_bytes: u64,
+    /// `reneg-pkts` (0 = off).
+    pub reneg_pkts: u64,
     /// `hand-window`.
     pub hand_window: u32,
     /// `tran-window`.
@@ -203,6 +207,8 @@ impl Default for ServerConfig {
             ping: None,
             ping_restart: None,
             reneg_sec: 3600,
+            reneg_bytes: 0,
+            reneg_pkts: 0,
             hand_window: 60,
             tran_window: 3600,
             push: Vec::new(),
@@ -479,6 +485,8 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "ping" => c.ping = Some(parse_num(o, 0)?),
             "ping-restart" => c.ping_restart = Some(parse_num(o, 0)?),
             "reneg-sec" => c.reneg_sec = parse_num(o, 0)?,
+            "reneg-bytes" => c.reneg_bytes = parse_num(o, 0)?,
+            "reneg-pkts" => c.reneg_pkts = parse_num(o, 0)?,
             "hand-window" => c.hand_window = parse_num(o, 0)?,
             "tran-window" => c.tran_window = parse_num(o, 0)?,
             "push" => {

@@ -385,6 +385,7 @@ impl ServerCore {
                             self.session_template.timers.hand_window,
                             self.session_template.timers.reneg_sec,
                         ));
+                        d.set_reneg_limits(Some(self.cfg.reneg_bytes), Some(self.cfg.reneg_pkts));
                         d
                     },
                     keepalive: Keepalive::new(
@@ -476,6 +477,13 @@ impl ServerCore {
         };
         c.keepalive.on_received(now);
         c.last_ref = SystemTime::now();
+        if c.data.needs_renegotiation() {
+            c.control.session_mut().renegotiate(now);
+            self.after_control(now, pid, out);
+        }
+        let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) else {
+            return;
+        };
         if from != c.addr {
             // Authenticated: float.
             info!(
