@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask ci                      fmt check, clippy, tests, then interop when root
+//! cargo xtask bench [--quick]         throughput/RTT/CPU: real vs ours vs wireguard-go (root)
 //! cargo xtask interop [--filter S]    real/ours OpenVPN peers in the ovrs-* namespaces
 //!                     [--all]         also run the disabled cases
 //!                     [--list]        print the case table and exit
@@ -10,6 +11,7 @@
 //! `.ci/run` installs the system packages and then runs `cargo xtask ci`, so CI and a local
 //! run execute the same steps.
 
+mod bench;
 mod cases;
 mod fuzz;
 mod interop;
@@ -22,6 +24,9 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci                          cargo fmt --check, clippy -D warnings, tests, interop (as root)
+  bench [--time S] [--repeat N] [--quick] [--only a,b,..] [--udp-rate R] [--no-build]
+                              tunnel throughput/RTT/CPU, real vs ours vs wireguard-go (root;
+                              default 10 s x 3 rounds, --quick = 3 s x 1); target/bench/
   interop [--filter NAME]     run the enabled interop cases whose name contains NAME
           [--all]             also run disabled cases
           [--list]            list all cases (enabled or not) and exit
@@ -51,6 +56,7 @@ fn run() -> Result<()> {
             ci()
         }
         "interop" => interop::run(&interop::Options::parse(rest)?),
+        "bench" => bench::run(&bench::Options::parse(rest)?),
         "fuzz-smoke" => fuzz::smoke(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
