@@ -176,6 +176,22 @@ pub struct ServerConfig {
     pub status_version: u8,
     /// `replay-window N [T]`.
     pub replay_window: (u32, u32),
+    /// `auth-user-pass-verify CMD via-file|via-env` (true = via-file).
+    pub auth_user_pass_verify: Option<(String, bool)>,
+    /// `client-connect CMD`.
+    pub client_connect: Option<String>,
+    /// `client-disconnect CMD`.
+    pub client_disconnect: Option<String>,
+    /// `script-security N`.
+    pub script_security: u8,
+    /// `username-as-common-name`.
+    pub username_as_common_name: bool,
+    /// `client-config-dir DIR`.
+    pub client_config_dir: Option<PathBuf>,
+    /// `ccd-exclusive`.
+    pub ccd_exclusive: bool,
+    /// `auth-user-pass-optional`.
+    pub auth_user_pass_optional: bool,
 }
 
 impl Default for ServerConfig {
@@ -230,6 +246,14 @@ impl Default for ServerConfig {
             status: None,
             status_version: 1,
             replay_window: (64, 15),
+            auth_user_pass_verify: None,
+            client_connect: None,
+            client_disconnect: None,
+            script_security: 1,
+            username_as_common_name: false,
+            client_config_dir: None,
+            ccd_exclusive: false,
+            auth_user_pass_optional: false,
         }
     }
 }
@@ -242,7 +266,6 @@ const NO_OPS: &[&str] = &[
     "fast-io",
     "mute-replay-warnings",
     "mute",
-    "script-security",
     "float",
     "opt-verify",
     "ncp-disable",
@@ -554,6 +577,22 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                     o.arg(1).map(|_| parse_num(o, 1)).transpose()?.unwrap_or(15),
                 )
             }
+            "script-security" => c.script_security = parse_num(o, 0)?,
+            "auth-user-pass-verify" => {
+                let cmd = arg(o, 0)?.to_owned();
+                let via_file = match arg(o, 1)? {
+                    "via-file" => true,
+                    "via-env" => false,
+                    m => return Err(err(o, format!("'{m}' is not one of via-file, via-env"))),
+                };
+                c.auth_user_pass_verify = Some((cmd, via_file));
+            }
+            "client-connect" => c.client_connect = Some(arg(o, 0)?.to_owned()),
+            "client-disconnect" => c.client_disconnect = Some(arg(o, 0)?.to_owned()),
+            "username-as-common-name" => c.username_as_common_name = true,
+            "client-config-dir" => c.client_config_dir = Some(base.join(arg(o, 0)?)),
+            "ccd-exclusive" => c.ccd_exclusive = true,
+            "auth-user-pass-optional" => c.auth_user_pass_optional = true,
             "management" => {
                 return Err(err(
                     o,
@@ -578,6 +617,16 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
     if !mode_server || !seen_tls_server {
         return Err(ConfigError::Invalid(
             "this is not a server config: add 'server NET MASK' (or 'mode server' and 'tls-server')".into(),
+        ));
+    }
+    let scripts = [&c.client_connect, &c.client_disconnect]
+        .iter()
+        .any(|x| x.is_some())
+        || c.auth_user_pass_verify.is_some();
+    if scripts && c.script_security < 2 {
+        return Err(ConfigError::Invalid(
+            "auth-user-pass-verify / client-connect / client-disconnect need 'script-security 2'"
+                .into(),
         ));
     }
     if c.ca.is_empty() || c.cert.is_empty() || c.key.is_empty() {

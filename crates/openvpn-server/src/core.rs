@@ -22,13 +22,14 @@ use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
 use openvpn_crypto::{
     DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ServerKey,
 };
-use openvpn_wire::{CompressionFraming, Opcode, PEER_ID_NONE};
+use openvpn_wire::{CompressionFraming, KeyId, Opcode, PEER_ID_NONE};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::pool::{AddressPool, Lease};
+use crate::scripts::{JobKind, JobResult, ScriptJob};
 
 /// Where a client's packets come from: its address, plus the TCP connection it uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,6 +77,8 @@ pub struct Outputs {
     pub tun: Vec<Vec<u8>>,
     /// TCP connections to close.
     pub close_conns: Vec<u64>,
+    /// Hook scripts to run off the packet path; feed results to [`ServerCore::on_job_result`].
+    pub jobs: Vec<ScriptJob>,
 }
 
 /// One connected (or connecting) client.
@@ -100,6 +103,18 @@ pub struct ClientConn {
     close_at: Option<Instant>,
     /// Last activity, for the status file.
     pub last_ref: SystemTime,
+    /// Connection generation (stale hook results are ignored).
+    generation: u64,
+    /// Client-visible peer-info, for hook environments.
+    peer_info: Vec<(String, String)>,
+    /// Credentials, kept only until the auth hook has run.
+    pending_credentials: Option<(String, String)>,
+    /// Per-client options from client-config-dir and client-connect.
+    extra_push: Vec<String>,
+    /// `ifconfig-push` override.
+    fixed_v4: Option<Ipv4Addr>,
+    /// `iroute` / `iroute-ipv6` networks behind this client.
+    iroutes: Vec<(IpAddr, u8)>,
 }
 
 impl ClientConn {
@@ -130,6 +145,8 @@ pub struct ServerCore {
     auth_digest: DigestKind,
     started_unix: u64,
     base_instant: Instant,
+    next_generation: u64,
+    iroutes: Vec<(IpAddr, u8, u32)>,
 }
 
 fn digest(name: &str) -> Result<DigestKind, String> {
@@ -214,10 +231,13 @@ impl ServerCore {
                 TlsVersionMin::Tls12
             },
         };
-        if cfg.verify_client_cert == VerifyClientCert::None {
-            return Err("verify-client-cert none needs username/password authentication, which is not implemented yet".into());
+        if cfg.verify_client_cert == VerifyClientCert::None && cfg.auth_user_pass_verify.is_none() {
+            return Err(
+                "verify-client-cert none needs another authentication: add auth-user-pass-verify"
+                    .into(),
+            );
         }
-        let tls = TlsConfig::server(&creds, cfg.verify_client_cert == VerifyClientCert::Optional)
+        let tls = TlsConfig::server(&creds, cfg.verify_client_cert != VerifyClientCert::Require)
             .map_err(|e| e.to_string())?;
         let wrapping = server_wrapping(&cfg)?;
         let mut rng = StdRng::from_entropy();
@@ -272,6 +292,8 @@ impl ServerCore {
             rng,
             started_unix,
             base_instant: now,
+            next_generation: 1,
+            iroutes: Vec::new(),
         })
     }
 
@@ -402,7 +424,14 @@ impl ServerCore {
                     established: false,
                     close_at: None,
                     last_ref: SystemTime::now(),
+                    generation: self.next_generation,
+                    peer_info: Vec::new(),
+                    pending_credentials: None,
+                    extra_push: Vec::new(),
+                    fixed_v4: None,
+                    iroutes: Vec::new(),
                 };
+                self.next_generation += 1;
                 debug!("{from}: new session, peer-id {peer_id}");
                 self.clients[peer_id] = Some(conn);
                 self.by_addr.insert(from, peer_id as u32);
@@ -519,7 +548,10 @@ impl ServerCore {
         let own = match src {
             IpAddr::V4(a) => self.by_v4.get(&a) == Some(&pid),
             IpAddr::V6(a) => self.by_v6.get(&a) == Some(&pid),
-        };
+        } || self
+            .iroutes
+            .iter()
+            .any(|(net, bits, p)| *p == pid && in_prefix(src, *net, *bits));
         if !own {
             self.stats.spoofed_source += 1;
             return;
@@ -537,10 +569,17 @@ impl ServerCore {
     }
 
     fn route(&self, dst: IpAddr) -> Option<u32> {
-        match dst {
+        let direct = match dst {
             IpAddr::V4(a) => self.by_v4.get(&a).copied(),
             IpAddr::V6(a) => self.by_v6.get(&a).copied(),
-        }
+        };
+        direct.or_else(|| {
+            self.iroutes
+                .iter()
+                .filter(|(net, bits, _)| in_prefix(dst, *net, *bits))
+                .max_by_key(|r| r.1)
+                .map(|r| r.2)
+        })
     }
 
     /// A packet from the tun device.
@@ -586,6 +625,10 @@ impl ServerCore {
                     if key_id.value() == 0 {
                         c.common_name = auth.common_name.clone();
                         c.username = (!auth.username.is_empty()).then(|| auth.username.clone());
+                        if self.cfg.username_as_common_name && c.username.is_some() {
+                            c.common_name = c.username.clone();
+                        }
+                        c.peer_info = peer_info.vars().to_vec();
                         info!(
                             "{}: peer-id {} common name '{}', cipher {}",
                             c.addr,
@@ -596,38 +639,16 @@ impl ServerCore {
                         for (k, v) in peer_info.vars() {
                             debug!("{}: peer info: {k}={v}", c.addr);
                         }
-                        if !self.cfg.duplicate_cn {
-                            let dup: Vec<u32> = self
-                                .clients
-                                .iter()
-                                .flatten()
-                                .filter(|o| {
-                                    o.common_name.is_some() && o.common_name == c.common_name
-                                })
-                                .map(|o| o.peer_id)
-                                .collect();
-                            for d in dup {
-                                info!(
-                                    "peer {d}: closed, new connection with the same common name (duplicate-cn not set)"
-                                );
-                                self.remove_client(d, out);
-                            }
+                    }
+                    let skip_script = auth.username.is_empty() && self.cfg.auth_user_pass_optional;
+                    match (&self.cfg.auth_user_pass_verify, skip_script) {
+                        (Some(_), false) => {
+                            c.pending_credentials =
+                                Some((auth.username.clone(), auth.password.to_string()));
+                            out.jobs
+                                .push(self.job(&mut c, key_id.value(), JobKind::AuthUserPass));
                         }
-                        let Some(lease) = self.pool.lease() else {
-                            warn!("{}: address pool exhausted", c.addr);
-                            c.control
-                                .reject(now, key_id, Some("address pool exhausted"));
-                            c.close_at = Some(now + Duration::from_secs(5));
-                            continue;
-                        };
-                        c.lease = Some(lease);
-                        let push = self.pool.push_options(&lease);
-                        if c.control.uses_data_v2() {
-                            c.data.set_peer_id(Some(pid));
-                        }
-                        c.control.accept(now, key_id, push);
-                    } else {
-                        c.control.accept(now, key_id, Vec::new());
+                        _ => self.auth_ok(now, &mut c, key_id, out),
                     }
                 }
                 ServerEvent::NegotiationFailed(m) => {
@@ -695,9 +716,14 @@ impl ServerCore {
     }
 
     fn remove_client(&mut self, pid: u32, out: &mut Outputs) {
-        let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
+        let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
             return;
         };
+        if c.established && self.cfg.client_disconnect.is_some() {
+            let job = self.job(&mut c, 0, JobKind::ClientDisconnect);
+            out.jobs.push(job);
+        }
+        self.iroutes.retain(|r| r.2 != pid);
         if self.by_addr.get(&c.addr) == Some(&pid) {
             self.by_addr.remove(&c.addr);
         }
@@ -717,6 +743,270 @@ impl ServerCore {
         if let Some(conn) = c.addr.conn {
             out.close_conns.push(conn);
         }
+    }
+
+    /// Builds a hook job with OpenVPN's environment for client `c`.
+    fn job(&self, c: &mut ClientConn, key_id: u8, kind: JobKind) -> ScriptJob {
+        let command = match kind {
+            JobKind::AuthUserPass => self.cfg.auth_user_pass_verify.as_ref().map(|a| a.0.clone()),
+            JobKind::ClientConnect => self.cfg.client_connect.clone(),
+            JobKind::ClientDisconnect => self.cfg.client_disconnect.clone(),
+        }
+        .unwrap_or_default();
+        let real = SocketAddr::new(c.addr.addr.ip().to_canonical(), c.addr.addr.port());
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "common_name".into(),
+                c.common_name.clone().unwrap_or_default(),
+            ),
+            ("dev".into(), self.cfg.dev.clone()),
+            (
+                "time_unix".into(),
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    .to_string(),
+            ),
+        ];
+        let (ip_key, port_key) = if kind == JobKind::AuthUserPass {
+            ("untrusted_ip", "untrusted_port")
+        } else {
+            ("trusted_ip", "trusted_port")
+        };
+        let ip_key = if real.is_ipv6() {
+            format!("{ip_key}6")
+        } else {
+            ip_key.to_owned()
+        };
+        env.push((ip_key, real.ip().to_string()));
+        env.push((port_key.into(), real.port().to_string()));
+        if let Some(u) = &c.username {
+            env.push(("username".into(), u.clone()));
+        }
+        for (k, v) in &c.peer_info {
+            env.push((
+                k.clone(),
+                openvpn_control::peer_info::PeerInfo::sanitized(v),
+            ));
+        }
+        if let Some(l) = c.lease {
+            if let Some(a) = c.fixed_v4.or(l.v4) {
+                env.push(("ifconfig_pool_remote_ip".into(), a.to_string()));
+            }
+            if let Some(m) = self.pool.netmask_v4() {
+                env.push(("ifconfig_pool_netmask".into(), m.to_string()));
+            }
+            if let Some(a) = l.v6 {
+                env.push(("ifconfig_pool_remote_ip6".into(), a.to_string()));
+            }
+        }
+        if kind == JobKind::ClientDisconnect {
+            let st = c.data.stats();
+            env.push(("bytes_received".into(), st.rx_bytes.to_string()));
+            env.push(("bytes_sent".into(), st.tx_bytes.to_string()));
+            let secs = c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+            env.push(("time_duration".into(), secs.to_string()));
+        }
+        let mut credentials_file = None;
+        if kind == JobKind::AuthUserPass {
+            let (u, p) = c.pending_credentials.take().unwrap_or_default();
+            match self.cfg.auth_user_pass_verify.as_ref().map(|a| a.1) {
+                Some(true) => credentials_file = Some((u, p)),
+                _ => {
+                    env.push(("username".into(), u));
+                    env.push(("password".into(), p));
+                }
+            }
+        }
+        ScriptJob {
+            pid: c.peer_id,
+            generation: c.generation,
+            key_id,
+            kind,
+            command,
+            env,
+            credentials_file,
+        }
+    }
+
+    /// Authentication of `key_id` succeeded: for the first key, run the connect stage.
+    fn auth_ok(&mut self, now: Instant, c: &mut ClientConn, key_id: KeyId, out: &mut Outputs) {
+        if key_id.value() != 0 {
+            c.control.accept(now, key_id, Vec::new());
+            return;
+        }
+        let pid = c.peer_id;
+        if !self.cfg.duplicate_cn {
+            let dup: Vec<u32> = self
+                .clients
+                .iter()
+                .flatten()
+                .filter(|o| o.common_name.is_some() && o.common_name == c.common_name)
+                .map(|o| o.peer_id)
+                .collect();
+            for d in dup {
+                info!(
+                    "peer {d}: closed, new connection with the same common name (duplicate-cn not set)"
+                );
+                self.remove_client(d, out);
+            }
+        }
+        if let Err(reason) = self.apply_ccd(c) {
+            warn!("{}: {reason}", c.addr);
+            c.control.reject(now, key_id, None);
+            c.close_at = Some(now + Duration::from_secs(5));
+            return;
+        }
+        let Some(lease) = self.pool.lease() else {
+            warn!("{}: address pool exhausted", c.addr);
+            c.control
+                .reject(now, key_id, Some("address pool exhausted"));
+            c.close_at = Some(now + Duration::from_secs(5));
+            return;
+        };
+        c.lease = Some(lease);
+        if c.control.uses_data_v2() {
+            c.data.set_peer_id(Some(pid));
+        }
+        if self.cfg.client_connect.is_some() {
+            out.jobs.push(self.job(c, 0, JobKind::ClientConnect));
+            return;
+        }
+        self.finish_accept(now, c);
+    }
+
+    /// Reads `client-config-dir/<common name>` (or `DEFAULT`).
+    fn apply_ccd(&self, c: &mut ClientConn) -> Result<(), String> {
+        let Some(dir) = &self.cfg.client_config_dir else {
+            return Ok(());
+        };
+        let cn = c.common_name.clone().unwrap_or_default();
+        let safe = !cn.is_empty() && !cn.contains('/') && cn != "." && cn != "..";
+        let text = safe
+            .then(|| std::fs::read_to_string(dir.join(&cn)).ok())
+            .flatten()
+            .or_else(|| std::fs::read_to_string(dir.join("DEFAULT")).ok());
+        let Some(text) = text else {
+            if self.cfg.ccd_exclusive {
+                return Err(format!(
+                    "no client-config-dir file for '{cn}' (ccd-exclusive)"
+                ));
+            }
+            return Ok(());
+        };
+        self.apply_dynamic_config(c, &text)
+    }
+
+    /// Applies ccd / client-connect directives.
+    fn apply_dynamic_config(&self, c: &mut ClientConn, text: &str) -> Result<(), String> {
+        let lines = openvpn_control::options::parse_config(text)
+            .map_err(|e| format!("client config: {e}"))?;
+        for l in lines {
+            match l.name.as_str() {
+                "disable" => return Err("client disabled by client-config-dir".into()),
+                "push" => c.extra_push.extend(l.arg(0).map(str::to_owned)),
+                "push-reset" => c.extra_push.clear(),
+                "ifconfig-push" => {
+                    c.fixed_v4 = l.arg(0).and_then(|a| a.parse().ok());
+                    if c.fixed_v4.is_none() {
+                        return Err(format!("bad ifconfig-push '{}'", l.render()));
+                    }
+                }
+                "iroute" => {
+                    let net: Option<Ipv4Addr> = l.arg(0).and_then(|a| a.parse().ok());
+                    let mask: Ipv4Addr = l
+                        .arg(1)
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(Ipv4Addr::BROADCAST);
+                    let net = net.ok_or_else(|| format!("bad iroute '{}'", l.render()))?;
+                    c.iroutes
+                        .push((IpAddr::V4(net), u32::from(mask).leading_ones() as u8));
+                }
+                "iroute-ipv6" => {
+                    let a = l.arg(0).unwrap_or_default();
+                    let (net, bits) = a.split_once('/').unwrap_or((a, "128"));
+                    let net: Ipv6Addr =
+                        net.parse().map_err(|_| format!("bad iroute-ipv6 '{a}'"))?;
+                    c.iroutes
+                        .push((IpAddr::V6(net), bits.parse().unwrap_or(128)));
+                }
+                other => debug!("client config: '{other}' ignored"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends our key-method-2 and (for key 0) the PUSH_REPLY.
+    fn finish_accept(&mut self, now: Instant, c: &mut ClientConn) {
+        let Some(lease) = c.lease else { return };
+        let mut push = Vec::new();
+        let (_, s6) = self.pool.server_addresses();
+        if let (Some(a), Some((s, p))) = (lease.v6, s6) {
+            push.push(format!("ifconfig-ipv6 {a}/{p} {s}"));
+        }
+        if let (Some(a), Some(m)) = (c.fixed_v4.or(lease.v4), self.pool.netmask_v4()) {
+            push.push(format!("ifconfig {a} {m}"));
+        }
+        push.extend(c.extra_push.iter().cloned());
+        for (net, bits) in &c.iroutes {
+            self.iroutes.push((*net, *bits, c.peer_id));
+        }
+        c.control.accept(now, KeyId::ZERO, push);
+    }
+
+    /// A hook finished.
+    pub fn on_job_result(&mut self, now: Instant, r: JobResult, out: &mut Outputs) {
+        let pid = r.pid;
+        let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
+            return;
+        };
+        if c.generation != r.generation {
+            self.clients[pid as usize] = Some(c);
+            return;
+        }
+        let key_id = KeyId::new(r.key_id).unwrap_or(KeyId::ZERO);
+        match (r.kind, r.success) {
+            (JobKind::AuthUserPass, true) => {
+                info!(
+                    "{}: user '{}' authenticated by auth-user-pass-verify",
+                    c.addr,
+                    c.username.as_deref().unwrap_or("")
+                );
+                self.auth_ok(now, &mut c, key_id, out);
+            }
+            (JobKind::AuthUserPass, false) => {
+                warn!(
+                    "{}: TLS Auth Error: Auth Username/Password verification failed for peer",
+                    c.addr
+                );
+                c.control.reject(now, key_id, None);
+                if key_id.value() == 0 {
+                    c.close_at = Some(now + Duration::from_secs(5));
+                }
+            }
+            (JobKind::ClientConnect, true) => {
+                if let Some(text) = &r.dynamic_config {
+                    if let Err(e) = self.apply_dynamic_config(&mut c, text) {
+                        warn!("{}: client-connect: {e}", c.addr);
+                        c.control.reject(now, key_id, None);
+                        c.close_at = Some(now + Duration::from_secs(5));
+                        self.clients[pid as usize] = Some(c);
+                        self.after_control(now, pid, out);
+                        return;
+                    }
+                }
+                self.finish_accept(now, &mut c);
+            }
+            (JobKind::ClientConnect, false) => {
+                warn!("{}: client-connect script failed, rejecting", c.addr);
+                c.control.reject(now, key_id, None);
+                c.close_at = Some(now + Duration::from_secs(5));
+            }
+            (JobKind::ClientDisconnect, _) => {}
+        }
+        self.clients[pid as usize] = Some(c);
+        self.after_control(now, pid, out);
     }
 
     /// The earliest deadline of any client.
@@ -811,6 +1101,29 @@ impl ServerCore {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.cfg
+    }
+}
+
+/// Whether `a` lies in `net/bits`.
+fn in_prefix(a: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits.min(32)))
+            };
+            u32::from(a) & m == u32::from(n) & m
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits.min(128)))
+            };
+            u128::from(a) & m == u128::from(n) & m
+        }
+        _ => false,
     }
 }
 

@@ -13,4 +13,5 @@ pub mod layered;
 pub mod pool;
 pub mod process;
 pub mod runtime;
+pub mod scripts;
 pub mod status;

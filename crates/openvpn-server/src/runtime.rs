@@ -167,6 +167,7 @@ pub async fn serve<D: PacketDevice + 'static>(
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Outputs::default();
+    let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
     tokio::pin!(shutdown);
     loop {
         let deadline = core
@@ -202,6 +203,7 @@ pub async fn serve<D: PacketDevice + 'static>(
                 }
             }
             Some((conn, w)) = new_conn_rx.recv() => { tcp_writers.insert(conn, w); }
+            Some(r) = job_rx.recv() => core.on_job_result(Instant::now(), r, &mut out),
             _ = sleep => core.on_timeout(Instant::now(), &mut out),
             _ = status_every.tick() => {
                 if let Some((path, _)) = &cfg.status {
@@ -212,6 +214,12 @@ pub async fn serve<D: PacketDevice + 'static>(
             }
             _ = sighup.recv() => info!("SIGHUP received: configuration reload is not implemented yet; clients stay connected"),
             _ = &mut shutdown => break,
+        }
+        for job in out.jobs.drain(..) {
+            let tx = job_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(crate::scripts::run(&job));
+            });
         }
         flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
     }
