@@ -10,10 +10,14 @@ use openvpn_control::options;
 use openvpn_tun::MemoryTun;
 
 fn pki() -> (String, (String, String), (String, String)) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "hooks-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hooks-ca");
     let ca_key = KeyPair::generate().unwrap();
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf = |cn: &str, eku| {
@@ -21,9 +25,16 @@ fn pki() -> (String, (String, String), (String, String)) {
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![eku];
         let k = KeyPair::generate().unwrap();
-        (p.signed_by(&k, &ca, &ca_key).unwrap().pem(), k.serialize_pem())
+        (
+            p.signed_by(&k, &ca, &ca_key).unwrap().pem(),
+            k.serialize_pem(),
+        )
     };
-    (ca.pem(), leaf("server", ExtendedKeyUsagePurpose::ServerAuth), leaf("client1", ExtendedKeyUsagePurpose::ClientAuth))
+    (
+        ca.pem(),
+        leaf("server", ExtendedKeyUsagePurpose::ServerAuth),
+        leaf("client1", ExtendedKeyUsagePurpose::ClientAuth),
+    )
 }
 
 /// Starts a server with `extra` lines, connects a client with `client_extra`, returns the
@@ -33,14 +44,24 @@ async fn session(extra: &str, client_extra: &str) -> (Vec<VpnEvent>, Option<Exit
     let text = format!(
         "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\n{extra}\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n"
     );
-    let cfg = openvpn_server::config::load(&options::parse_config(&text).unwrap(), std::path::Path::new("/")).unwrap();
+    let cfg = openvpn_server::config::load(
+        &options::parse_config(&text).unwrap(),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = udp.local_addr().unwrap().port();
     let (tun, _keep) = MemoryTun::pair(16);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(openvpn_server::runtime::serve(cfg, Arc::new(tun), Some(udp), None, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(openvpn_server::runtime::serve(
+        cfg,
+        Arc::new(tun),
+        Some(udp),
+        None,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let profile = format!(
         "client\nremote 127.0.0.1 {port} udp\nconnect-retry-max 1\nsetenv IV_GUI_VER \"hooks-gui 2.0\"\n{client_extra}\n<ca>\n{ca}</ca>\n<cert>\n{cc}</cert>\n<key>\n{ck}</key>\n"
     );
@@ -60,7 +81,10 @@ async fn session(extra: &str, client_extra: &str) -> (Vec<VpnEvent>, Option<Exit
     })
     .await;
     assert!(r.is_ok(), "timed out; events {events:#?}");
-    if events.iter().any(|e| matches!(e, VpnEvent::AuthFailed { .. })) {
+    if events
+        .iter()
+        .any(|e| matches!(e, VpnEvent::AuthFailed { .. }))
+    {
         exit = Some(client.wait().await);
     } else {
         client.command(openvpn_client::Command::Disconnect);
@@ -89,11 +113,20 @@ async fn auth_script_via_file_accepts_right_and_rejects_wrong_password() {
     let d = tempdir("auth");
     let script = d.join("auth.sh");
     std::fs::write(&script, "#!/bin/sh\n[ \"$(sed -n 1p \"$1\")\" = alice ] && [ \"$(sed -n 2p \"$1\")\" = right ] && [ \"$IV_GUI_VER\" = hooks-gui_2.0 ]\n").unwrap();
-    let server = format!("script-security 2\nauth-user-pass-verify \"/bin/sh {}\" via-file", script.display());
+    let server = format!(
+        "script-security 2\nauth-user-pass-verify \"/bin/sh {}\" via-file",
+        script.display()
+    );
     let (ok, _) = session(&server, "<auth-user-pass>\nalice\nright\n</auth-user-pass>").await;
-    assert!(ok.iter().any(|e| matches!(e, VpnEvent::Connected { .. })), "{ok:#?}");
+    assert!(
+        ok.iter().any(|e| matches!(e, VpnEvent::Connected { .. })),
+        "{ok:#?}"
+    );
     let (bad, exit) = session(&server, "<auth-user-pass>\nalice\nwrong\n</auth-user-pass>").await;
-    assert!(bad.iter().any(|e| matches!(e, VpnEvent::AuthFailed { .. })), "{bad:#?}");
+    assert!(
+        bad.iter().any(|e| matches!(e, VpnEvent::AuthFailed { .. })),
+        "{bad:#?}"
+    );
     assert!(matches!(exit, Some(ExitReason::AuthFailed(_))), "{exit:?}");
 }
 
@@ -101,7 +134,10 @@ async fn auth_script_via_file_accepts_right_and_rejects_wrong_password() {
 async fn auth_script_via_env() {
     let server = "script-security 2\nauth-user-pass-verify \"/bin/sh -c '[ \\\"$username\\\" = bob ] && [ \\\"$password\\\" = pw ]' --\" via-env";
     let (ok, _) = session(server, "<auth-user-pass>\nbob\npw\n</auth-user-pass>").await;
-    assert!(ok.iter().any(|e| matches!(e, VpnEvent::Connected { .. })), "{ok:#?}");
+    assert!(
+        ok.iter().any(|e| matches!(e, VpnEvent::Connected { .. })),
+        "{ok:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,15 +151,43 @@ async fn client_connect_pushes_client_specific_route_and_ccd_fixes_address() {
     .unwrap();
     let ccd = d.join("ccd");
     std::fs::create_dir_all(&ccd).unwrap();
-    std::fs::write(ccd.join("client1"), "ifconfig-push 10.8.0.50 255.255.255.0\n").unwrap();
-    let server = format!("script-security 2\nclient-connect \"/bin/sh {}\"\nclient-config-dir {}", script.display(), ccd.display());
+    std::fs::write(
+        ccd.join("client1"),
+        "ifconfig-push 10.8.0.50 255.255.255.0\n",
+    )
+    .unwrap();
+    let server = format!(
+        "script-security 2\nclient-connect \"/bin/sh {}\"\nclient-config-dir {}",
+        script.display(),
+        ccd.display()
+    );
     let (events, _) = session(&server, "").await;
     let p = pushed(&events).unwrap_or_else(|| panic!("{events:#?}"));
-    assert!(p.routes.iter().any(|r| r.network.to_string() == "10.99.0.0"), "{p:?}");
-    assert_eq!(p.ifconfig.map(|(a, _)| a.to_string()).as_deref(), Some("10.8.0.50"));
+    assert!(
+        p.routes
+            .iter()
+            .any(|r| r.network.to_string() == "10.99.0.0"),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.ifconfig.map(|(a, _)| a.to_string()).as_deref(),
+        Some("10.8.0.50")
+    );
     // A failing client-connect rejects the client.
     let bad = d.join("bad.sh");
     std::fs::write(&bad, "#!/bin/sh\nexit 1\n").unwrap();
-    let (events, _) = session(&format!("script-security 2\nclient-connect \"/bin/sh {}\"", bad.display()), "").await;
-    assert!(events.iter().any(|e| matches!(e, VpnEvent::AuthFailed { .. })), "{events:#?}");
+    let (events, _) = session(
+        &format!(
+            "script-security 2\nclient-connect \"/bin/sh {}\"",
+            bad.display()
+        ),
+        "",
+    )
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, VpnEvent::AuthFailed { .. })),
+        "{events:#?}"
+    );
 }

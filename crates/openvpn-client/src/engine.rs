@@ -561,6 +561,14 @@ async fn connect_once<T: TunBuilder>(
                             next_server: false,
                         };
                     }
+                    if key_id.value() != 0 {
+                        emit(
+                            s,
+                            VpnEvent::Renegotiated {
+                                key_id: key_id.value(),
+                            },
+                        );
+                    }
                 }
                 CtlEvent::KeyRetired { key_id } => data.retire(now, key_id),
                 CtlEvent::Renegotiating { key_id } => emit(

@@ -74,6 +74,11 @@ pub enum VpnEvent {
         /// The new key ID.
         key_id: u8,
     },
+    /// New data-channel keys are in use (after a renegotiation).
+    Renegotiated {
+        /// The new key ID.
+        key_id: u8,
+    },
     /// The connection is being re-established.
     Reconnecting {
         /// Why.

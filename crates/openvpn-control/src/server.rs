@@ -133,6 +133,11 @@ impl ServerSession {
         &mut self.session
     }
 
+    /// Replaces the policy (push options, ciphers) for key exchanges that start later.
+    pub fn set_policy(&mut self, policy: ServerPolicy) {
+        self.policy = policy;
+    }
+
     /// The client's peer-info.
     pub fn peer_info(&self) -> &PeerInfo {
         &self.peer_info

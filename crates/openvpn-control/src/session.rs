@@ -474,6 +474,12 @@ impl Session {
         self.cfg.credentials = creds;
     }
 
+    /// Replaces the TLS configuration used by the next key states (e.g. a reloaded CRL on
+    /// SIGHUP): the running key state is untouched, the next renegotiation uses the new one.
+    pub fn set_tls_config(&mut self, tls: TlsConfig) {
+        self.cfg.tls = tls;
+    }
+
     // ----- network input ---------------------------------------------------------------------
 
     /// Processes one control-channel datagram (without TCP length prefix). Data packets

@@ -153,6 +153,41 @@ fn digest(name: &str) -> Result<DigestKind, String> {
     DigestKind::from_name(name).ok_or_else(|| format!("unsupported digest '{name}'"))
 }
 
+/// Builds the TLS server configuration (certificates, CA, CRL, client-certificate policy).
+fn build_tls(cfg: &ServerConfig) -> Result<TlsConfig, String> {
+    let creds = TlsCredentials {
+        ca_pem: cfg.ca.clone(),
+        cert_pem: Some(cfg.cert.clone()),
+        key_pem: Some(cfg.key.clone()),
+        crl_pem: cfg.crl.clone(),
+        verify_name: None,
+        version_min: if cfg.tls13_only {
+            TlsVersionMin::Tls13
+        } else {
+            TlsVersionMin::Tls12
+        },
+    };
+    if cfg.verify_client_cert == VerifyClientCert::None && cfg.auth_user_pass_verify.is_none() {
+        return Err(
+            "verify-client-cert none needs another authentication: add auth-user-pass-verify"
+                .into(),
+        );
+    }
+    TlsConfig::server(&creds, cfg.verify_client_cert != VerifyClientCert::Require)
+        .map_err(|e| e.to_string())
+}
+
+/// The negotiation/push policy for new key exchanges.
+fn build_policy(cfg: &ServerConfig) -> ServerPolicy {
+    ServerPolicy {
+        ciphers: cfg.data_ciphers.clone(),
+        fallback: cfg.data_ciphers_fallback.clone(),
+        push: cfg.push.clone(),
+        dyn_tls_crypt: true,
+        tun_mtu: Some(cfg.tun_mtu),
+    }
+}
+
 /// Builds the server-side control wrapping from the config.
 fn server_wrapping(cfg: &ServerConfig) -> Result<ServerWrapping, String> {
     Ok(match &cfg.tls_wrap {
@@ -219,26 +254,7 @@ impl ServerCore {
                 "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
                 _ => X509NameCheck::Subject(n.clone()),
             });
-        let creds = TlsCredentials {
-            ca_pem: cfg.ca.clone(),
-            cert_pem: Some(cfg.cert.clone()),
-            key_pem: Some(cfg.key.clone()),
-            crl_pem: cfg.crl.clone(),
-            verify_name: None,
-            version_min: if cfg.tls13_only {
-                TlsVersionMin::Tls13
-            } else {
-                TlsVersionMin::Tls12
-            },
-        };
-        if cfg.verify_client_cert == VerifyClientCert::None && cfg.auth_user_pass_verify.is_none() {
-            return Err(
-                "verify-client-cert none needs another authentication: add auth-user-pass-verify"
-                    .into(),
-            );
-        }
-        let tls = TlsConfig::server(&creds, cfg.verify_client_cert != VerifyClientCert::Require)
-            .map_err(|e| e.to_string())?;
+        let tls = build_tls(&cfg)?;
         let wrapping = server_wrapping(&cfg)?;
         let mut rng = StdRng::from_entropy();
         let mut gate_key = [0u8; 32];
@@ -266,13 +282,7 @@ impl ServerCore {
             max_packet: 1250,
             unix_time: started_unix as u32,
         };
-        let policy = ServerPolicy {
-            ciphers: cfg.data_ciphers.clone(),
-            fallback: cfg.data_ciphers_fallback.clone(),
-            push: cfg.push.clone(),
-            dyn_tls_crypt: true,
-            tun_mtu: Some(cfg.tun_mtu),
-        };
+        let policy = build_policy(&cfg);
         let pool = AddressPool::new(cfg.server_v4, cfg.server_v6);
         let max = cfg.max_clients.clamp(1, PEER_ID_NONE - 1) as usize;
         let mut clients = Vec::new();
@@ -295,6 +305,57 @@ impl ServerCore {
             next_generation: 1,
             iroutes: Vec::new(),
         })
+    }
+
+    /// Applies a re-read configuration (SIGHUP) without dropping clients: certificates and CRL
+    /// (used from each client's next renegotiation), push options, hooks, client-config-dir,
+    /// client-to-client, duplicate-cn, timers for new sessions. Transport, port, device and
+    /// pools cannot change live; a change there is reported and ignored.
+    pub fn reload(&mut self, new: ServerConfig) -> Result<Vec<String>, String> {
+        let tls = build_tls(&new)?;
+        let mut ignored = Vec::new();
+        if new.transport != self.cfg.transport
+            || new.port != self.cfg.port
+            || new.local != self.cfg.local
+        {
+            ignored.push("proto/port/local".to_owned());
+        }
+        if new.dev != self.cfg.dev
+            || new.server_v4 != self.cfg.server_v4
+            || new.server_v6 != self.cfg.server_v6
+        {
+            ignored.push("dev/server/server-ipv6".to_owned());
+        }
+        if new.tls_wrap != self.cfg.tls_wrap {
+            ignored.push("tls-auth/tls-crypt/tls-crypt-v2".to_owned());
+        }
+        let policy = build_policy(&new);
+        self.session_template.tls = tls.clone();
+        self.policy = policy.clone();
+        for c in self.clients.iter_mut().flatten() {
+            c.control.session_mut().set_tls_config(tls.clone());
+            c.control.set_policy(policy.clone());
+        }
+        let keep = (
+            self.cfg.transport,
+            self.cfg.port,
+            self.cfg.local.clone(),
+            self.cfg.dev.clone(),
+            self.cfg.server_v4,
+            self.cfg.server_v6,
+            self.cfg.tls_wrap.clone(),
+        );
+        self.cfg = new;
+        (
+            self.cfg.transport,
+            self.cfg.port,
+            self.cfg.local,
+            self.cfg.dev,
+            self.cfg.server_v4,
+            self.cfg.server_v6,
+            self.cfg.tls_wrap,
+        ) = keep;
+        Ok(ignored)
     }
 
     /// The address pool (server addresses for the tun device).

@@ -74,7 +74,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(openvpn_server::runtime::run(cfg));
+    let reload_args: Vec<String> = std::env::args().skip(1).collect();
+    let reloader: openvpn_server::runtime::Reloader = std::sync::Arc::new(move || {
+        let cli = options::parse_cli_args(reload_args.clone()).map_err(|e| e.to_string())?;
+        let file = cli
+            .iter()
+            .find(|l| l.name == "config")
+            .and_then(|l| l.arg(0))
+            .map(PathBuf::from);
+        config::load_from(file.as_deref(), cli).map_err(|e| e.to_string())
+    });
+    let result = rt.block_on(openvpn_server::runtime::run(cfg, Some(reloader)));
     if let Err(e) = &result {
         tracing::error!("fatal: {e:#}");
     }

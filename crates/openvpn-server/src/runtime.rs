@@ -97,8 +97,12 @@ enum TcpEvent {
     Closed(u64),
 }
 
+/// Re-reads the configuration for SIGHUP.
+pub type Reloader = Arc<dyn Fn() -> Result<ServerConfig, String> + Send + Sync>;
+
 /// Runs the server until SIGTERM/SIGINT: creates the tun device, binds the socket, serves.
-pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+/// SIGHUP calls `reloader` and applies the result without dropping clients.
+pub async fn run(cfg: ServerConfig, reloader: Option<Reloader>) -> anyhow::Result<()> {
     let pool = crate::pool::AddressPool::new(cfg.server_v4, cfg.server_v6);
     let (v4, v6) = pool.server_addresses();
     let tun_cfg = TunConfig {
@@ -139,7 +143,16 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         }
         info!("SIGTERM received, shutting down");
     };
-    serve(cfg, tun, udp, tcp, shutdown).await
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (hup_tx, hup_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while sighup.recv().await.is_some() {
+            if hup_tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    serve_with_reload(cfg, tun, udp, tcp, shutdown, reloader.map(|r| (r, hup_rx))).await
 }
 
 /// Serves clients on an already bound socket and an existing packet device until
@@ -151,6 +164,23 @@ pub async fn serve<D: PacketDevice + 'static>(
     tcp: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with_reload(cfg, tun, udp, tcp, shutdown, None).await
+}
+
+/// Like [`serve`]; each message on the trigger channel reloads the configuration through the
+/// reloader (what SIGHUP does in [`run`]).
+pub async fn serve_with_reload<D: PacketDevice + 'static>(
+    cfg: ServerConfig,
+    tun: Arc<D>,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+    reload: Option<(Reloader, mpsc::UnboundedReceiver<()>)>,
+) -> anyhow::Result<()> {
+    let (reloader, mut reload_rx) = match reload {
+        Some((r, rx)) => (Some(r), Some(rx)),
+        None => (None, None),
+    };
     let now = Instant::now();
     let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
     let udp = udp.map(Arc::new);
@@ -160,7 +190,6 @@ pub async fn serve<D: PacketDevice + 'static>(
     if let Some(listener) = tcp {
         tokio::spawn(accept_loop(listener, tcp_tx.clone(), new_conn_tx));
     }
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut status_every = tokio::time::interval(Duration::from_secs(
         cfg.status.as_ref().map_or(60, |s| u64::from(s.1.max(1))),
     ));
@@ -212,7 +241,21 @@ pub async fn serve<D: PacketDevice + 'static>(
                     }
                 }
             }
-            _ = sighup.recv() => info!("SIGHUP received: configuration reload is not implemented yet; clients stay connected"),
+            Some(()) = async { match reload_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                match reloader.as_ref().map(|r| r()) {
+                    Some(Ok(new)) => match core.reload(new) {
+                        Ok(ignored) => {
+                            info!("SIGHUP: configuration reloaded; connected clients kept");
+                            for i in ignored {
+                                warn!("SIGHUP: '{i}' cannot change while running; restart to apply");
+                            }
+                        }
+                        Err(e) => warn!("SIGHUP: reload failed, keeping the old configuration: {e}"),
+                    },
+                    Some(Err(e)) => warn!("SIGHUP: cannot read the configuration, keeping the old one: {e}"),
+                    None => {}
+                }
+            }
             _ = &mut shutdown => break,
         }
         for job in out.jobs.drain(..) {
