@@ -1,4 +1,5 @@
-//! What a tun device should look like once it is up, and the `ip` commands that get it there.
+//! What a tun device should look like once it is up, and the `ip` commands equivalent to the
+//! netlink requests that get it there.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -45,7 +46,8 @@ impl TunConfig {
     /// The `ip` commands (program name first) that configure the device `ifname`, in order:
     /// MTU, IPv4 address, IPv6 address, link up, IPv4 routes, IPv6 routes.
     ///
-    /// Pure: nothing is run. A later version replaces these commands with netlink messages.
+    /// Pure: nothing is run. [`LinuxTun::create`](crate::LinuxTun::create) sends the same
+    /// settings as netlink requests; these commands document them (and are handy to debug).
     pub fn ip_commands(&self, ifname: &str) -> Result<Vec<Vec<String>>, TunError> {
         let mut cmds = Vec::new();
         let ip = |args: &[&str]| -> Vec<String> {

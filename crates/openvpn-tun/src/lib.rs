@@ -1,7 +1,10 @@
 //! Packet devices for openvpn-rs: the tun interface that carries the tunnel's IP packets.
 //!
 //! This crate owns everything that talks to the kernel about interfaces (the `TUNSETIFF`
-//! ioctl today, netlink later) and it is the only crate of the workspace with `unsafe` code.
+//! ioctl, rtnetlink for links, addresses and routes) plus the laptop-safety pieces built on
+//! it: the route plan ([`route`]), the journaled [`RouteManager`], DNS ([`dns`]) and the ICMP
+//! answers for blocked families ([`icmp`]). It is the only crate of the workspace with
+//! `unsafe` code.
 //! The VPN drivers see a device only through [`PacketDevice`]: one IP packet per call, no
 //! packet-info header.
 //!
@@ -20,21 +23,30 @@
 //!                           openvpn-server / openvpn-client
 //! ```
 //!
-//! [`LinuxTun::create`] also applies a [`TunConfig`] (MTU, addresses, link up, routes). For now
-//! that is done by running `ip` (iproute2); [`TunConfig::ip_commands`] shows the exact commands.
+//! [`LinuxTun::create`] also applies a [`TunConfig`] (MTU, addresses, link up, routes) with
+//! netlink messages; [`TunConfig::ip_commands`] shows the equivalent `ip` commands.
 
 mod config;
+pub mod dns;
+pub mod icmp;
 mod linux;
+mod manager;
 mod memory;
+pub mod netlink;
 pub mod process;
+pub mod route;
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
 pub use config::{Route4, Route6, TunConfig};
+pub use dns::{DnsBackend, DnsSettings};
 pub use linux::LinuxTun;
+pub use manager::{DEFAULT_JOURNAL_DIR, Journal, JournalEntry, RecoverReport, RouteManager};
 pub use memory::{MemoryTun, MemoryTunHandle};
+pub use netlink::{DefaultGateways, Netlink, RouteInfo};
+pub use route::{Redirect, RoutePlanInput, RouteSpec};
 
 /// Errors from creating and configuring a packet device.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +104,24 @@ pub enum TunError {
         status: String,
         /// What it printed on stderr, trimmed.
         stderr: String,
+    },
+    /// A netlink request failed.
+    #[error("netlink: cannot {op}: {source}")]
+    Netlink {
+        /// What was asked, for example `add route 0.0.0.0/1 dev #5`.
+        op: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// The route journal (or a DNS backup next to it) could not be read or written.
+    #[error("journal {path}: {source}")]
+    Journal {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
     },
 }
 

@@ -1,12 +1,14 @@
 //! A Linux tun device: `/dev/net/tun` with `IFF_TUN | IFF_NO_PI`, non-blocking, driven by tokio.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::Command;
 
 use tokio::io::unix::AsyncFd;
 
-use crate::{PacketDevice, TunConfig, TunError};
+use crate::netlink::{Netlink, RouteMsg};
+use crate::route::mask;
+use crate::{PacketDevice, RouteManager, TunConfig, TunError};
 
 /// `_IOW('T', 202, int)` from `<linux/if_tun.h>`.
 const TUNSETIFF: u32 = 0x4004_54ca;
@@ -29,26 +31,57 @@ struct IfReqFlags {
 ///
 /// The interface exists as long as this value does: dropping it closes the file descriptor
 /// and the kernel removes the interface together with its addresses and routes.
+///
+/// A [`RouteManager`] attached with [`LinuxTun::attach_route_manager`] is cleaned up (routes
+/// and DNS undone) when the device is dropped, before the interface goes away.
 #[derive(Debug)]
 pub struct LinuxTun {
+    // Dropped first: undo routes and DNS while the interface still exists.
+    routes: Option<RouteManager>,
     fd: AsyncFd<OwnedFd>,
     name: String,
+    ifindex: u32,
     commands: Vec<Vec<String>>,
 }
 
 impl LinuxTun {
     /// Creates the device and applies `config`: MTU, addresses, link up, then routes.
     ///
-    /// Must be called inside a tokio runtime. It runs `ip` (iproute2) once per setting and
-    /// blocks while doing so; the commands are those of [`TunConfig::ip_commands`], and
-    /// [`LinuxTun::applied_commands`] lists them afterwards. On the first failing command the
-    /// device is removed again and the error carries the command and its stderr.
+    /// Must be called inside a tokio runtime. The settings are applied with rtnetlink
+    /// messages (blocking, a few milliseconds); [`LinuxTun::applied_commands`] lists the
+    /// equivalent `ip` commands ([`TunConfig::ip_commands`]). On the first failure the device
+    /// is removed again and the error names the request and the kernel's answer.
     pub fn create(config: &TunConfig) -> Result<Self, TunError> {
         let mut tun = Self::open(config.name.as_deref())?;
-        for cmd in config.ip_commands(&tun.name)? {
-            run(&cmd)?;
-            tun.commands.push(cmd);
+        let commands = config.ip_commands(&tun.name)?; // also checks every prefix length
+        let nl = Netlink::new();
+        let idx = tun.ifindex;
+        nl.set_mtu(idx, u32::from(config.mtu))?;
+        if let Some((a, p)) = config.ipv4 {
+            nl.add_address(idx, a.into(), p)?;
         }
+        if let Some((a, p)) = config.ipv6 {
+            nl.add_address(idx, a.into(), p)?;
+        }
+        nl.set_up(idx)?;
+        let v4 = config
+            .routes_v4
+            .iter()
+            .map(|&(n, p, g)| (IpAddr::from(n), p, g.map(IpAddr::from)));
+        let v6 = config
+            .routes_v6
+            .iter()
+            .map(|&(n, p, g)| (IpAddr::from(n), p, g.map(IpAddr::from)));
+        for (dest, prefix, gateway) in v4.chain(v6) {
+            nl.add_route(&RouteMsg {
+                dest: mask(dest, prefix),
+                prefix,
+                gateway,
+                ifindex: idx,
+                metric: None,
+            })?;
+        }
+        tun.commands = commands;
         tracing::info!(dev = %tun.name, mtu = config.mtu, "tun device configured");
         Ok(tun)
     }
@@ -93,13 +126,16 @@ impl LinuxTun {
         }
         let len = req.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
         let name = String::from_utf8_lossy(&req.name[..len]).into_owned();
+        let ifindex = Netlink::new().link_index(&name)?;
         // SAFETY: `OwnedFd` keeps the descriptor open and unchanged until the `AsyncFd` that
         // owns it is dropped, and its `as_raw_fd` always returns that same descriptor.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| TunError::Runtime(e.into()))?;
         tracing::debug!(dev = %name, "tun device created");
         Ok(Self {
+            routes: None,
             fd,
             name,
+            ifindex,
             commands: Vec::new(),
         })
     }
@@ -109,9 +145,31 @@ impl LinuxTun {
         &self.name
     }
 
-    /// The `ip` commands [`LinuxTun::create`] ran, in order (empty after [`LinuxTun::open`]).
+    /// The kernel's interface index of the device.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The `ip` commands equivalent to what [`LinuxTun::create`] applied, in order (empty
+    /// after [`LinuxTun::open`]).
     pub fn applied_commands(&self) -> &[Vec<String>] {
         &self.commands
+    }
+
+    /// Hands a route manager to the device: its routes and DNS are undone when the device is
+    /// dropped (a manager attached earlier is cleaned up now).
+    pub fn attach_route_manager(&mut self, manager: RouteManager) {
+        self.routes = Some(manager);
+    }
+
+    /// The attached route manager.
+    pub fn route_manager_mut(&mut self) -> Option<&mut RouteManager> {
+        self.routes.as_mut()
+    }
+
+    /// Detaches the route manager (it then cleans up when *it* is dropped).
+    pub fn take_route_manager(&mut self) -> Option<RouteManager> {
+        self.routes.take()
     }
 }
 
@@ -204,33 +262,11 @@ fn check_name(name: &str) -> Result<(), TunError> {
     }
 }
 
-fn run(cmd: &[String]) -> Result<(), TunError> {
-    let command = cmd.join(" ");
-    let Some((program, args)) = cmd.split_first() else {
-        return Ok(());
-    };
-    tracing::debug!(%command, "configuring tun");
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|source| TunError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(TunError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs::File;
     use std::net::{Ipv4Addr, UdpSocket};
+    use std::process::Command;
     use std::time::Duration;
 
     use super::*;
@@ -416,7 +452,7 @@ mod tests {
                 .expect("error within 5 s");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
 
-            // A failing command names itself and carries ip's stderr; the device is gone.
+            // A failing request names itself and carries the kernel's answer; the device is gone.
             let bad = TunConfig {
                 name: Some("ovrs-tun1".into()),
                 routes_v4: vec![(
@@ -427,16 +463,14 @@ mod tests {
                 ..TunConfig::default()
             };
             match LinuxTun::create(&bad) {
-                Err(TunError::Command {
-                    command, stderr, ..
-                }) => {
-                    assert_eq!(
-                        command,
-                        "ip route add 10.97.0.0/24 via 192.0.2.1 dev ovrs-tun1"
+                Err(TunError::Netlink { op, source }) => {
+                    assert!(
+                        op.starts_with("add route 10.97.0.0/24 via 192.0.2.1 dev #"),
+                        "{op}"
                     );
-                    assert!(!stderr.is_empty());
+                    assert!(source.raw_os_error().is_some(), "{source}");
                 }
-                other => panic!("expected a command error, got {other:?}"),
+                other => panic!("expected a netlink error, got {other:?}"),
             }
             let links = ip_output(&["-n", ns, "link"]);
             assert!(!links.contains("ovrs-tun1"), "{links}");

@@ -1,0 +1,345 @@
+//! DNS for the tunnel: systemd-resolved per-link settings, or a rewritten `resolv.conf`.
+//!
+//! ```text
+//!  DnsSettings ─▶ resolved_plan(ifindex)  ─▶ [SetLinkDNS, SetLinkDomains, SetLinkDefaultRoute]
+//!             │                               └▶ busctl call org.freedesktop.resolve1 …
+//!             └─▶ render_resolv_conf(original) ─▶ /etc/resolv.conf (original kept in the journal)
+//! ```
+//!
+//! [`DnsBackend::detect`] picks systemd-resolved when `/run/systemd/resolve/` exists and the
+//! bus name answers a ping, else `resolv.conf`. The resolved calls are made with `busctl`
+//! (shipped with systemd wherever resolved runs); the call plan itself is pure and tested.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::TunError;
+
+/// The DNS configuration pushed for the tunnel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers, in order.
+    pub servers: Vec<IpAddr>,
+    /// Search domains (`dhcp-option DOMAIN`/`DOMAIN-SEARCH`, `dns search-domains`).
+    pub search_domains: Vec<String>,
+    /// Whether the tunnel takes the default route: all names are then resolved through it
+    /// (systemd-resolved routing domain `~.`).
+    pub default_route: bool,
+}
+
+impl DnsSettings {
+    /// Nothing to configure.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.search_domains.is_empty()
+    }
+}
+
+/// How DNS is configured on this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsBackend {
+    /// systemd-resolved's per-link API.
+    Resolved,
+    /// Rewrite this file (normally `/etc/resolv.conf`) and restore it afterwards.
+    ResolvConf(PathBuf),
+    /// Leave DNS alone.
+    None,
+}
+
+impl DnsBackend {
+    /// systemd-resolved if `/run/systemd/resolve/` exists and answers on the bus, else
+    /// `/etc/resolv.conf`.
+    pub fn detect() -> DnsBackend {
+        if Path::new("/run/systemd/resolve").is_dir() && resolved_answers() {
+            DnsBackend::Resolved
+        } else {
+            DnsBackend::ResolvConf(PathBuf::from("/etc/resolv.conf"))
+        }
+    }
+}
+
+fn resolved_answers() -> bool {
+    Command::new("busctl")
+        .args([
+            "--system",
+            "call",
+            RESOLVE1,
+            RESOLVE1_PATH,
+            "org.freedesktop.DBus.Peer",
+            "Ping",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+const RESOLVE1: &str = "org.freedesktop.resolve1";
+const RESOLVE1_PATH: &str = "/org/freedesktop/resolve1";
+const RESOLVE1_MANAGER: &str = "org.freedesktop.resolve1.Manager";
+
+/// One method call on `org.freedesktop.resolve1.Manager`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResolvedCall {
+    /// `SetLinkDNS(i ifindex, a(iay) addresses)`.
+    SetLinkDns {
+        /// Interface index.
+        ifindex: u32,
+        /// (address family, address bytes).
+        servers: Vec<(i32, Vec<u8>)>,
+    },
+    /// `SetLinkDomains(i ifindex, a(sb) domains)`: (name, routing-only).
+    SetLinkDomains {
+        /// Interface index.
+        ifindex: u32,
+        /// (domain, routing-only).
+        domains: Vec<(String, bool)>,
+    },
+    /// `SetLinkDefaultRoute(i ifindex, b enable)`.
+    SetLinkDefaultRoute {
+        /// Interface index.
+        ifindex: u32,
+        /// Whether the link is used for names no other link claims.
+        enable: bool,
+    },
+    /// `RevertLink(i ifindex)`: forget everything set for the link.
+    RevertLink {
+        /// Interface index.
+        ifindex: u32,
+    },
+}
+
+impl ResolvedCall {
+    /// The method name.
+    pub fn method(&self) -> &'static str {
+        match self {
+            ResolvedCall::SetLinkDns { .. } => "SetLinkDNS",
+            ResolvedCall::SetLinkDomains { .. } => "SetLinkDomains",
+            ResolvedCall::SetLinkDefaultRoute { .. } => "SetLinkDefaultRoute",
+            ResolvedCall::RevertLink { .. } => "RevertLink",
+        }
+    }
+
+    /// `busctl call` arguments (after `busctl`): destination, path, interface, method,
+    /// signature, values.
+    pub fn busctl_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--system",
+            "call",
+            RESOLVE1,
+            RESOLVE1_PATH,
+            RESOLVE1_MANAGER,
+            self.method(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        match self {
+            ResolvedCall::SetLinkDns { ifindex, servers } => {
+                a.push("ia(iay)".into());
+                a.push(ifindex.to_string());
+                a.push(servers.len().to_string());
+                for (fam, bytes) in servers {
+                    a.push(fam.to_string());
+                    a.push(bytes.len().to_string());
+                    a.extend(bytes.iter().map(u8::to_string));
+                }
+            }
+            ResolvedCall::SetLinkDomains { ifindex, domains } => {
+                a.push("ia(sb)".into());
+                a.push(ifindex.to_string());
+                a.push(domains.len().to_string());
+                for (d, routing) in domains {
+                    a.push(d.clone());
+                    a.push(routing.to_string());
+                }
+            }
+            ResolvedCall::SetLinkDefaultRoute { ifindex, enable } => {
+                a.push("ib".into());
+                a.push(ifindex.to_string());
+                a.push(enable.to_string());
+            }
+            ResolvedCall::RevertLink { ifindex } => {
+                a.push("i".into());
+                a.push(ifindex.to_string());
+            }
+        }
+        a
+    }
+
+    /// Makes the call with `busctl`.
+    pub fn call(&self) -> Result<(), TunError> {
+        let args = self.busctl_args();
+        let command = format!("busctl {}", args.join(" "));
+        let out = Command::new("busctl")
+            .args(&args)
+            .output()
+            .map_err(|source| TunError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(TunError::Command {
+                command,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The systemd-resolved calls that apply `s` to link `ifindex`, in order.
+///
+/// Search domains are plain (not routing-only) domains. When the tunnel takes the default
+/// route, `~.` is added and the link becomes the default DNS route, so every name is resolved
+/// through the tunnel. Otherwise the link is the default DNS route only if it has no search
+/// domains (else only names under those domains go to its servers).
+pub fn resolved_plan(ifindex: u32, s: &DnsSettings) -> Vec<ResolvedCall> {
+    let mut calls = Vec::new();
+    if !s.servers.is_empty() {
+        let servers = s
+            .servers
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
+                IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
+            })
+            .collect();
+        calls.push(ResolvedCall::SetLinkDns { ifindex, servers });
+    }
+    let mut domains: Vec<(String, bool)> = s
+        .search_domains
+        .iter()
+        .map(|d| (d.trim_end_matches('.').to_owned(), false))
+        .collect();
+    if s.default_route {
+        domains.push(("~.".into(), true));
+    }
+    if !domains.is_empty() {
+        calls.push(ResolvedCall::SetLinkDomains { ifindex, domains });
+    }
+    let enable = s.default_route || s.search_domains.is_empty();
+    if !calls.is_empty() {
+        calls.push(ResolvedCall::SetLinkDefaultRoute { ifindex, enable });
+    }
+    calls
+}
+
+/// The `resolv.conf` text while the tunnel is up: our servers first (at most 3, the resolver's
+/// limit), our search domains, then the `options` lines of the original file.
+pub fn render_resolv_conf(original: &str, s: &DnsSettings) -> String {
+    let mut out = String::from("# written by openvpn-rs; the original is restored on exit\n");
+    for a in s.servers.iter().take(3) {
+        out.push_str(&format!("nameserver {a}\n"));
+    }
+    if !s.search_domains.is_empty() {
+        out.push_str(&format!("search {}\n", s.search_domains.join(" ")));
+    }
+    for line in original.lines() {
+        if line.trim_start().starts_with("options") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Writes `contents` into `path` in place (same inode, mode, and bind mount).
+pub(crate) fn write_in_place(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn resolved_plan_with_default_route() {
+        let s = DnsSettings {
+            servers: vec![ip("10.8.0.1"), ip("fd00::53")],
+            search_domains: vec!["corp.example.".into()],
+            default_route: true,
+        };
+        let plan = resolved_plan(7, &s);
+        let mut v6 = vec![0xfd, 0];
+        v6.extend([0; 12]);
+        v6.extend([0, 0x53]);
+        assert_eq!(
+            plan,
+            [
+                ResolvedCall::SetLinkDns {
+                    ifindex: 7,
+                    servers: vec![(2, vec![10, 8, 0, 1]), (10, v6)],
+                },
+                ResolvedCall::SetLinkDomains {
+                    ifindex: 7,
+                    domains: vec![("corp.example".into(), false), ("~.".into(), true)],
+                },
+                ResolvedCall::SetLinkDefaultRoute {
+                    ifindex: 7,
+                    enable: true
+                },
+            ]
+        );
+        assert_eq!(
+            plan[0].busctl_args()[6..].join(" "),
+            "ia(iay) 7 2 2 4 10 8 0 1 10 16 253 0 0 0 0 0 0 0 0 0 0 0 0 0 0 83"
+        );
+        assert_eq!(
+            plan[1].busctl_args()[6..].join(" "),
+            "ia(sb) 7 2 corp.example false ~. true"
+        );
+        assert_eq!(
+            ResolvedCall::RevertLink { ifindex: 7 }.busctl_args()[4..].join(" "),
+            "org.freedesktop.resolve1.Manager RevertLink i 7"
+        );
+    }
+
+    #[test]
+    fn resolved_plan_split_dns_and_empty() {
+        let s = DnsSettings {
+            servers: vec![ip("10.8.0.1")],
+            search_domains: vec!["corp.example".into()],
+            default_route: false,
+        };
+        let plan = resolved_plan(3, &s);
+        assert_eq!(plan.len(), 3);
+        assert_eq!(
+            plan[2],
+            ResolvedCall::SetLinkDefaultRoute {
+                ifindex: 3,
+                enable: false
+            }
+        );
+        assert!(resolved_plan(3, &DnsSettings::default()).is_empty());
+    }
+
+    #[test]
+    fn resolv_conf_keeps_options_only() {
+        let orig = "nameserver 192.0.2.53\nsearch home.arpa\noptions edns0 trust-ad\n";
+        let s = DnsSettings {
+            servers: vec![
+                ip("10.8.0.1"),
+                ip("10.8.0.2"),
+                ip("10.8.0.3"),
+                ip("10.8.0.4"),
+            ],
+            search_domains: vec!["a.example".into(), "b.example".into()],
+            default_route: true,
+        };
+        assert_eq!(
+            render_resolv_conf(orig, &s),
+            "# written by openvpn-rs; the original is restored on exit\n\
+             nameserver 10.8.0.1\nnameserver 10.8.0.2\nnameserver 10.8.0.3\n\
+             search a.example b.example\noptions edns0 trust-ad\n"
+        );
+    }
+}
