@@ -194,6 +194,18 @@ pub struct ClientConfig {
     pub script_security: u8,
     /// `persist-tun`.
     pub persist_tun: bool,
+    /// `redirect-gateway [flags]` in the profile (merged with a pushed one).
+    pub redirect_gateway: Option<Vec<String>>,
+    /// `block-ipv6`: IPv6 is answered with ICMPv6 unreachable when the tunnel has no IPv6.
+    pub block_ipv6: bool,
+    /// `block-ipv4`: IPv4 is answered with ICMP unreachable when the tunnel has no IPv4.
+    pub block_ipv4: bool,
+    /// `route-metric`: default metric of tunnel routes.
+    pub route_metric: Option<u32>,
+    /// `dhcp-option TYPE VALUE` in the profile (added to pushed ones).
+    pub dhcp_options: Vec<(String, String)>,
+    /// `compress …` / `comp-lzo …` from the profile (framing only; a push overrides it).
+    pub compression: Option<Vec<String>>,
 }
 
 impl Default for ClientConfig {
@@ -245,6 +257,12 @@ impl Default for ClientConfig {
             down: None,
             script_security: 1,
             persist_tun: false,
+            redirect_gateway: None,
+            block_ipv6: false,
+            block_ipv4: false,
+            route_metric: None,
+            dhcp_options: Vec::new(),
+            compression: None,
         }
     }
 }
@@ -540,17 +558,38 @@ impl ClientConfig {
                         "the management interface is not implemented yet (remove the line; it is planned)",
                     ));
                 }
-                "redirect-gateway" | "block-ipv6" | "dhcp-option" | "route" | "route-ipv6" => {
+                "redirect-gateway" => c.redirect_gateway = Some(o.args.clone()),
+                "block-ipv6" => c.block_ipv6 = true,
+                "block-ipv4" => c.block_ipv4 = true,
+                "route-metric" => c.route_metric = Some(num(o, 0)?),
+                "dhcp-option" => {
+                    let kind = arg(o, 0)?;
+                    let value = arg(o, 1)?;
+                    if matches!(kind, "DNS" | "DNS6") && value.parse::<std::net::IpAddr>().is_err()
+                    {
+                        return Err(err(o, format!("'{value}' is not an IP address")));
+                    }
+                    c.dhcp_options.push((kind.to_owned(), value.to_owned()));
+                }
+                "route" | "route-ipv6" => {
                     return Err(err(
                         o,
-                        "local routing options are not implemented yet; let the server push them (planned)",
+                        "routes in the profile are not implemented yet; let the server push them (redirect-gateway, block-ipv6, route-metric and dhcp-option are supported)",
                     ));
                 }
                 "compress" | "comp-lzo" => {
-                    return Err(err(
-                        o,
-                        "compression framing is not implemented on the client yet; remove it",
-                    ));
+                    let mut v = vec![o.name.clone()];
+                    v.extend(o.args.iter().cloned());
+                    if openvpn_control::server::framing_for(&v)
+                        == openvpn_wire::CompressionFraming::None
+                        && o.arg(0) != Some("migrate")
+                    {
+                        return Err(err(
+                            o,
+                            "unknown compression; use stub, stub-v2, lz4, lz4-v2 or lzo (data is never compressed)",
+                        ));
+                    }
+                    c.compression = Some(v);
                 }
                 other => {
                     return Err(err(
@@ -691,6 +730,20 @@ mod tests {
                 password: "secret".into()
             }
         );
+    }
+
+    #[test]
+    fn laptop_safety_options() {
+        let c = prof("redirect-gateway def1 ipv6\nblock-ipv6\nblock-ipv4\nroute-metric 50\ndhcp-option DNS 10.8.0.1\ndhcp-option DOMAIN vpn.example\n").unwrap();
+        assert_eq!(c.redirect_gateway, Some(vec!["def1".into(), "ipv6".into()]));
+        assert!(c.block_ipv6 && c.block_ipv4);
+        assert_eq!(c.route_metric, Some(50));
+        assert_eq!(c.dhcp_options.len(), 2);
+        let e = prof("dhcp-option DNS nope\n").unwrap_err().to_string();
+        assert!(e.contains("config line 10") && e.contains("nope"), "{e}");
+        let e = prof("route-metric x\n").unwrap_err().to_string();
+        assert!(e.contains("route-metric"), "{e}");
+        assert!(prof("route 10.0.0.0 255.0.0.0\n").is_err());
     }
 
     #[test]

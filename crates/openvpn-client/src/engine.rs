@@ -25,7 +25,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::config::{AuthUserPass, ClientConfig, Family, Proto, Remote, TlsWrap};
-use crate::tun::{TunBuilder, TunSettings};
+use crate::tun::{TunBuilder, TunSettings, TunVerdict};
 use crate::{Command, ExitReason, VpnEvent};
 
 /// How one connection attempt ended.
@@ -522,13 +522,16 @@ async fn connect_once<T: TunBuilder>(
                     if p.peer_id.is_some() {
                         data.set_peer_id(p.peer_id);
                     }
+                    if let Some(c) = p.compression.as_ref().or(s.cfg.compression.as_ref()) {
+                        data.set_framing(openvpn_control::server::framing_for(c));
+                    }
                     pushed_cc_exit = p.cc_exit;
                     let ping = sec(s.cfg.ping).or(sec(p.ping));
                     let restart = sec(s.cfg.ping_restart)
                         .or(sec(p.ping_restart))
                         .or(sec(s.cfg.ping_exit));
                     keepalive.set(ping, restart);
-                    let settings = TunSettings::from_pushed(&p, s.cfg.tun_mtu, s.cfg.route_noexec);
+                    let settings = TunSettings::from_profile(&p, &s.cfg, addr.ip());
                     emit(s, VpnEvent::PushedOptions(Box::new(p.clone())));
                     if s.device.is_none() || s.device_settings.as_ref() != Some(&settings) {
                         s.device = None;
@@ -682,6 +685,17 @@ async fn connect_once<T: TunBuilder>(
             r = async { match &device { Some(d) if tun_active => d.recv(&mut tbuf).await, _ => std::future::pending().await } } => {
                 if let Ok(n) = r {
                     let now = Instant::now();
+                    // block-ipv4/block-ipv6: answer the blocked family locally, never seal it.
+                    match s.device_settings.as_ref().map_or(TunVerdict::Forward, |t| t.verdict(&tbuf[..n])) {
+                        TunVerdict::Forward => {}
+                        TunVerdict::Drop => continue,
+                        TunVerdict::Answer(icmp) => {
+                            if let Some(d) = &device {
+                                let _ = d.send(&icmp).await;
+                            }
+                            continue;
+                        }
+                    }
                     let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &tbuf[..n]);
                     if data.seal(now, &mut buf, &mut s.rng).is_ok() {
                         keepalive.on_sent(now);

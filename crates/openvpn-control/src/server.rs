@@ -39,6 +39,57 @@ pub struct ServerPolicy {
     pub tun_mtu: Option<u16>,
 }
 
+/// The server's `compress` / `comp-lzo` setting. Compression itself is never done (VORACLE);
+/// configured algorithms are answered with the stub framing of the same family, which a
+/// client parses identically for uncompressed packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompressionConfig {
+    /// No compression option (OpenVPN 2.6's default): no framing.
+    #[default]
+    None,
+    /// `compress` / `compress stub` / `compress lz4` → `compress stub`.
+    Stub,
+    /// `compress stub-v2` / `compress lz4-v2` → `compress stub-v2`.
+    StubV2,
+    /// `comp-lzo [no|yes|adaptive]` / `compress lzo` → `comp-lzo no`.
+    LzoStub,
+    /// `compress migrate`: clients that announce `comp-lzo` get `compress stub-v2` (if they
+    /// understand it) or `comp-lzo no`; others get nothing.
+    Migrate,
+}
+
+impl CompressionConfig {
+    /// Parses the arguments of `compress` (`comp_lzo` = the option was `comp-lzo`).
+    pub fn from_option(comp_lzo: bool, arg: Option<&str>) -> Option<Self> {
+        if comp_lzo {
+            return matches!(arg, None | Some("no" | "yes" | "adaptive"))
+                .then_some(CompressionConfig::LzoStub);
+        }
+        Some(match arg {
+            None | Some("stub" | "lz4") => CompressionConfig::Stub,
+            Some("stub-v2" | "lz4-v2") => CompressionConfig::StubV2,
+            Some("lzo") => CompressionConfig::LzoStub,
+            Some("migrate") => CompressionConfig::Migrate,
+            Some(_) => return None,
+        })
+    }
+}
+
+/// The framing that goes with a pushed (or configured) `compress`/`comp-lzo` option.
+pub fn framing_for(option: &[String]) -> openvpn_wire::CompressionFraming {
+    use openvpn_wire::CompressionFraming as F;
+    match option.first().map(String::as_str) {
+        Some("comp-lzo") => F::LzoStub,
+        Some("compress") => match option.get(1).map(String::as_str) {
+            None | Some("stub" | "lz4") => F::Stub,
+            Some("stub-v2" | "lz4-v2") => F::StubV2,
+            Some("lzo") => F::LzoStub,
+            _ => F::None,
+        },
+        _ => F::None,
+    }
+}
+
 /// Events of one client connection on the server.
 #[derive(Debug)]
 // Events are few (one per key state or message); boxing the 256-byte key block would only
@@ -102,6 +153,8 @@ pub struct ServerSession {
     client_push: Vec<String>,
     last_push: Option<Instant>,
     pushed_once: bool,
+    compression: CompressionConfig,
+    client_options: String,
     events: VecDeque<ServerEvent>,
 }
 
@@ -119,6 +172,8 @@ impl ServerSession {
             client_push: Vec::new(),
             last_push: None,
             pushed_once: false,
+            compression: CompressionConfig::None,
+            client_options: String::new(),
             events: VecDeque::new(),
         }
     }
@@ -131,6 +186,39 @@ impl ServerSession {
     /// The underlying session, mutably.
     pub fn session_mut(&mut self) -> &mut Session {
         &mut self.session
+    }
+
+    /// Sets the server's compression option (before the client connects).
+    pub fn set_compression(&mut self, c: CompressionConfig) {
+        self.compression = c;
+    }
+
+    /// The `compress`/`comp-lzo` option pushed to this client, if any.
+    fn compression_option(&self) -> Option<&'static str> {
+        let has = |v: &str| self.peer_info.get(v) == Some("1");
+        match self.compression {
+            CompressionConfig::None => None,
+            CompressionConfig::Stub => Some("compress stub"),
+            CompressionConfig::StubV2 => Some("compress stub-v2"),
+            CompressionConfig::LzoStub => Some("comp-lzo no"),
+            CompressionConfig::Migrate => {
+                if !self.client_options.contains(",comp-lzo") {
+                    None
+                } else if has("IV_COMP_STUBv2") {
+                    Some("compress stub-v2")
+                } else {
+                    Some("comp-lzo no")
+                }
+            }
+        }
+    }
+
+    /// The data-channel framing this client uses (valid once authenticated).
+    pub fn framing(&self) -> openvpn_wire::CompressionFraming {
+        match self.compression_option() {
+            Some(o) => framing_for(&o.split(' ').map(str::to_owned).collect::<Vec<_>>()),
+            None => openvpn_wire::CompressionFraming::None,
+        }
     }
 
     /// Replaces the policy (push options, ciphers) for key exchanges that start later.
@@ -255,6 +343,7 @@ impl ServerSession {
     fn on_auth_request(&mut self, now: Instant, key_id: KeyId, auth: Box<PeerAuth>) {
         if key_id == KeyId::ZERO {
             self.peer_info = PeerInfo::parse(&auth.peer_info);
+            self.client_options = auth.options.clone();
             let occ = ncp::occ_cipher(&auth.options);
             match ncp::choose_cipher(
                 &self.policy.ciphers,
@@ -348,6 +437,9 @@ impl ServerSession {
         if let (Some(mtu), Some(_)) = (self.policy.tun_mtu, self.peer_info.get("IV_MTU")) {
             v.push(format!("tun-mtu {mtu}"));
         }
+        if let Some(c) = self.compression_option() {
+            v.push(c.to_owned());
+        }
         v
     }
 
@@ -380,5 +472,33 @@ impl ServerSession {
             self.pushed_once = true;
             self.events.push_back(ServerEvent::Pushed);
         }
+    }
+}
+
+#[cfg(test)]
+mod compression_tests {
+    use super::*;
+    use openvpn_wire::CompressionFraming as F;
+
+    #[test]
+    fn options_map_to_stub_framings() {
+        assert_eq!(
+            CompressionConfig::from_option(false, Some("lz4")),
+            Some(CompressionConfig::Stub)
+        );
+        assert_eq!(
+            CompressionConfig::from_option(false, Some("lz4-v2")),
+            Some(CompressionConfig::StubV2)
+        );
+        assert_eq!(
+            CompressionConfig::from_option(true, Some("adaptive")),
+            Some(CompressionConfig::LzoStub)
+        );
+        assert_eq!(CompressionConfig::from_option(false, Some("zstd")), None);
+        let f = |s: &str| framing_for(&s.split(' ').map(str::to_owned).collect::<Vec<_>>());
+        assert_eq!(f("compress stub-v2"), F::StubV2);
+        assert_eq!(f("compress"), F::Stub);
+        assert_eq!(f("comp-lzo no"), F::LzoStub);
+        assert_eq!(f("compress migrate"), F::None);
     }
 }
