@@ -13,20 +13,22 @@
 #   --port N                                  (default 1194)
 #   --dev NAME                                tun name (default ovrs-tun-s / ovrs-tun-c)
 #   --cert NAME                               client certificate in PKIDIR (default client1)
+#   --remote HOST                             client: server address or name (default 10.77.0.1,
+#                                             fd77::1 for udp6/tcp6)
 #   --verb N                                  (default 4)
 #   --extra 'option args'                     extra line, repeatable
 set -euo pipefail
 
 die() { echo "ovpn-conf: $*" >&2; exit 2; }
 
-[ $# -ge 3 ] || die "usage: $0 server|client OUTFILE PKIDIR [--proto P] [--tls T] [--cipher C] [--port N] [--dev D] [--cert C] [--verb N] [--extra LINE]..."
+[ $# -ge 3 ] || die "usage: $0 server|client OUTFILE PKIDIR [--proto P] [--tls T] [--cipher C] [--port N] [--dev D] [--cert C] [--remote H] [--verb N] [--extra LINE]..."
 ROLE=$1 OUTFILE=$2 PKI=$3
 shift 3
 case "$ROLE" in server|client) ;; *) die "role must be server or client, not '$ROLE'" ;; esac
 [ -d "$PKI" ] || die "PKI directory '$PKI' does not exist (make it with scripts/pki.sh)"
 PKI=$(cd "$PKI" && pwd)
 
-PROTO=udp TLS=tls-crypt CIPHERS=AES-256-GCM PORT=1194 DEV="" CERT=client1 VERB=4
+PROTO=udp TLS=tls-crypt CIPHERS=AES-256-GCM PORT=1194 DEV="" CERT=client1 REMOTE="" VERB=4
 EXTRA=()
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || die "option $1 needs a value"
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
         --port) PORT=$2 ;;
         --dev) DEV=$2 ;;
         --cert) CERT=$2 ;;
+        --remote) REMOTE=$2 ;;
         --verb) VERB=$2 ;;
         --extra) EXTRA+=("$2") ;;
         *) die "unknown option '$1'" ;;
@@ -55,6 +58,7 @@ case "$PROTO" in
     *) die "--proto '$PROTO' is not one of udp, tcp, udp6, tcp6" ;;
 esac
 case "$PROTO" in *6) SERVER_ADDR=fd77::1 ;; *) SERVER_ADDR=10.77.0.1 ;; esac
+if [ -n "$REMOTE" ]; then SERVER_ADDR=$REMOTE; fi
 
 case "$TLS" in
     tls-crypt) WRAP="tls-crypt $PKI/tc.key" ;;

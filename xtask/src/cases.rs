@@ -36,8 +36,44 @@ pub(crate) enum Expect {
     /// Both sides reach "Initialization Sequence Completed" and 10.8.0.1 and fd08::1 answer
     /// pings from ovrs-cli.
     Tunnel,
-    /// The client never completes initialisation (it may exit or keep retrying).
+    /// The client never completes initialisation (it may exit or keep retrying). Our client
+    /// must exit with a non-zero status.
     NoTunnel,
+}
+
+/// What a case does beyond connecting one client and pinging the server (see `interop.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    /// Just the pings of [`Expect::Tunnel`].
+    Ping,
+    /// A second client (cert client2, tun ovrs-tun-c2, its own namespace ovrs-cli2 reaching
+    /// the server at 10.77.1.1) with these `data-ciphers`; the server has `client-to-client`
+    /// and a version-2 status file. Each client pings the other's v4 and v6 tunnel address;
+    /// the status file must list both with their ciphers.
+    TwoClients { second_ciphers: &'static str },
+    /// Mid-session the client's address moves from 10.77.0.2 to 10.77.0.3 (UDP): a ping
+    /// running across the move loses at most 2, and the client initialised exactly once.
+    Float,
+    /// One continuous ping (-i 0.5) for this many seconds with no loss (reneg-sec cases).
+    LongPing { secs: u32 },
+    /// The real server, then ours, on the byte-identical generated server.conf; the client
+    /// (real) connects to each and pings.
+    SameConfig,
+    /// Junk datagrams at the server port from ovrs-cli while pinging; our server must lose
+    /// at most 1 ping, stay alive and grow its RSS by less than 5 MiB.
+    Flood,
+    /// The real server checks username/password with `auth-user-pass-verify … via-file`
+    /// (accepts alice/right); the client sends these.
+    UserPass {
+        user: &'static str,
+        pass: &'static str,
+    },
+    /// The server is SIGKILLed mid-session and restarted on the same config; the client
+    /// must reconnect on its own and ping again.
+    ServerRestart,
+    /// `remote vpn.test` resolves (ovrs-cli's hosts file) to 10.77.0.3 (nobody) first and
+    /// 10.77.0.1 second; the client must try them in that order and connect to the second.
+    DualStack,
 }
 
 /// One interop scenario.
@@ -60,6 +96,7 @@ pub(crate) struct Case {
     /// Extra config lines for the client.
     pub(crate) client_extra: &'static [&'static str],
     pub(crate) expect: Expect,
+    pub(crate) scenario: Scenario,
     /// Text the server's log must contain once the case has run (checked after the pings).
     pub(crate) server_log_has: &'static [&'static str],
     /// Text the client's log must contain once the case has run.
@@ -101,25 +138,62 @@ pub(crate) const BASE: Case = Case {
     server_extra: &[],
     client_extra: &[],
     expect: Expect::Tunnel,
+    scenario: Scenario::Ping,
     server_log_has: &[],
     client_log_has: &[],
 };
 
-/// Cases with our server: disabled in the first harness version, when openvpn-server had no
-/// binary. All of them pass with `cargo xtask interop --all --filter ours-server`; set
-/// `enabled: true` here to put them into CI.
+/// Our server (`target/release/openvpn-server`) against the real 2.6 client.
 const OURS_SERVER: Case = Case {
-    enabled: false,
     server: Impl::Ours,
     ..BASE
 };
 
-/// Our client binary does not exist yet either.
+/// The real 2.6 server against our client (`target/release/openvpn-client`).
 const OURS_CLIENT: Case = Case {
-    enabled: false,
     client: Impl::Ours,
     ..BASE
 };
+
+/// Ours on both sides.
+const OURS_OURS: Case = Case {
+    server: Impl::Ours,
+    client: Impl::Ours,
+    ..BASE
+};
+
+/// The proto x wrapping matrix of one pairing as a `[Case; 16]`, AES-256-GCM, named
+/// `<prefix>-<proto>-<wrap>`.
+macro_rules! matrix {
+    ($prefix:literal, $base:expr) => {
+        [
+            matrix!(@one $prefix, $base, "udp", Udp, "tls-crypt", TlsCrypt),
+            matrix!(@one $prefix, $base, "udp", Udp, "tls-auth", TlsAuth),
+            matrix!(@one $prefix, $base, "udp", Udp, "tls-crypt-v2", TlsCryptV2),
+            matrix!(@one $prefix, $base, "udp", Udp, "no-wrap", None),
+            matrix!(@one $prefix, $base, "tcp", Tcp, "tls-crypt", TlsCrypt),
+            matrix!(@one $prefix, $base, "tcp", Tcp, "tls-auth", TlsAuth),
+            matrix!(@one $prefix, $base, "tcp", Tcp, "tls-crypt-v2", TlsCryptV2),
+            matrix!(@one $prefix, $base, "tcp", Tcp, "no-wrap", None),
+            matrix!(@one $prefix, $base, "udp6", Udp6, "tls-crypt", TlsCrypt),
+            matrix!(@one $prefix, $base, "udp6", Udp6, "tls-auth", TlsAuth),
+            matrix!(@one $prefix, $base, "udp6", Udp6, "tls-crypt-v2", TlsCryptV2),
+            matrix!(@one $prefix, $base, "udp6", Udp6, "no-wrap", None),
+            matrix!(@one $prefix, $base, "tcp6", Tcp6, "tls-crypt", TlsCrypt),
+            matrix!(@one $prefix, $base, "tcp6", Tcp6, "tls-auth", TlsAuth),
+            matrix!(@one $prefix, $base, "tcp6", Tcp6, "tls-crypt-v2", TlsCryptV2),
+            matrix!(@one $prefix, $base, "tcp6", Tcp6, "no-wrap", None),
+        ]
+    };
+    (@one $prefix:literal, $base:expr, $p:literal, $proto:ident, $w:literal, $wrap:ident) => {
+        Case {
+            name: concat!($prefix, "-", $p, "-", $w),
+            proto: Proto::$proto,
+            wrap: Wrap::$wrap,
+            ..$base
+        }
+    };
+}
 
 /// Every case, in run order.
 pub(crate) const CASES: &[Case] = &[
@@ -151,85 +225,229 @@ pub(crate) const CASES: &[Case] = &[
         client_log_has: &["AUTH_FAILED"],
         ..BASE
     },
-    // Our server against the real client (disabled for now, see OURS_SERVER).
+    // ---- Our server against the real client (server issue) ----
+    // 1. proto x wrapping, AES-256-GCM, ping 10.8.0.1 and fd08::1.
+    MATRIX_OURS_SERVER[0],
+    MATRIX_OURS_SERVER[1],
+    MATRIX_OURS_SERVER[2],
+    MATRIX_OURS_SERVER[3],
+    MATRIX_OURS_SERVER[4],
+    MATRIX_OURS_SERVER[5],
+    MATRIX_OURS_SERVER[6],
+    MATRIX_OURS_SERVER[7],
+    MATRIX_OURS_SERVER[8],
+    MATRIX_OURS_SERVER[9],
+    MATRIX_OURS_SERVER[10],
+    MATRIX_OURS_SERVER[11],
+    MATRIX_OURS_SERVER[12],
+    MATRIX_OURS_SERVER[13],
+    MATRIX_OURS_SERVER[14],
+    MATRIX_OURS_SERVER[15],
+    // 2. ciphers and negotiation.
     Case {
-        name: "ours-server-real-client-udp-tls-crypt-aes256gcm",
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-udp-tls-crypt-aes128gcm",
+        name: "ours-server-real-client-aes128gcm",
         server_ciphers: "AES-128-GCM",
         client_ciphers: "AES-128-GCM",
+        client_log_has: &["Data Channel: cipher 'AES-128-GCM'"],
         ..OURS_SERVER
     },
     Case {
-        name: "ours-server-real-client-udp-tls-crypt-chacha20",
+        name: "ours-server-real-client-chacha20",
         server_ciphers: "CHACHA20-POLY1305",
         client_ciphers: "CHACHA20-POLY1305",
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-udp-tls-auth-aes256gcm",
-        wrap: Wrap::TlsAuth,
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-udp-tls-crypt-v2-aes256gcm",
-        wrap: Wrap::TlsCryptV2,
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-udp-no-wrap-aes256gcm",
-        wrap: Wrap::None,
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-tcp-tls-crypt-aes256gcm",
-        proto: Proto::Tcp,
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-udp6-tls-crypt-aes256gcm",
-        proto: Proto::Udp6,
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-tcp6-tls-crypt-aes256gcm",
-        proto: Proto::Tcp6,
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-ncp-picks-chacha20",
-        server_ciphers: "CHACHA20-POLY1305:AES-256-GCM",
-        client_ciphers: "AES-128-GCM:CHACHA20-POLY1305",
         client_log_has: &["Data Channel: cipher 'CHACHA20-POLY1305'"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ours-server-real-client-ncp-picks-aes128gcm",
+        server_ciphers: "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305",
+        client_ciphers: "CHACHA20-POLY1305:AES-128-GCM",
+        client_log_has: &["Data Channel: cipher 'AES-128-GCM'"],
         ..OURS_SERVER
     },
     Case {
         name: "ours-server-real-client-no-common-cipher",
         client_ciphers: "CHACHA20-POLY1305",
         expect: Expect::NoTunnel,
-        client_log_has: &["AUTH_FAILED"],
+        server_log_has: &["no shared data channel cipher"],
+        client_log_has: &["AUTH_FAILED,Data channel cipher negotiation failed (no shared cipher)"],
         ..OURS_SERVER
     },
-    // The real server against our client. Disabled: openvpn-client has no binary yet.
+    // 3. two real clients with different ciphers, client-to-client, status file.
     Case {
-        name: "real-server-ours-client-udp-tls-crypt-aes256gcm",
+        name: "ours-server-two-real-clients-c2c",
+        client_ciphers: "AES-256-GCM",
+        server_ciphers: "AES-256-GCM:CHACHA20-POLY1305",
+        scenario: Scenario::TwoClients {
+            second_ciphers: "CHACHA20-POLY1305",
+        },
+        ..OURS_SERVER
+    },
+    // 4. float: the real client's source address changes mid-session.
+    Case {
+        name: "ours-server-real-client-float",
+        scenario: Scenario::Float,
+        server_log_has: &["floated from"],
+        ..OURS_SERVER
+    },
+    // 5. server-initiated renegotiation every 10 s under a continuous ping.
+    Case {
+        name: "ours-server-real-client-reneg-sec-10",
+        server_extra: &["reneg-sec 10"],
+        scenario: Scenario::LongPing { secs: 35 },
+        ..OURS_SERVER
+    },
+    // 6. the same generated server.conf starts the real server and ours.
+    Case {
+        name: "same-server-conf-real-then-ours",
+        scenario: Scenario::SameConfig,
+        ..OURS_SERVER
+    },
+    // 7. junk at the server port while a client pings.
+    Case {
+        name: "ours-server-flood-junk",
+        scenario: Scenario::Flood,
+        ..OURS_SERVER
+    },
+    // ---- The real server against our client (client issue) ----
+    // 8. proto x wrapping, ciphers, NCP both ways, renegotiation.
+    MATRIX_OURS_CLIENT[0],
+    MATRIX_OURS_CLIENT[1],
+    MATRIX_OURS_CLIENT[2],
+    MATRIX_OURS_CLIENT[3],
+    MATRIX_OURS_CLIENT[4],
+    MATRIX_OURS_CLIENT[5],
+    MATRIX_OURS_CLIENT[6],
+    MATRIX_OURS_CLIENT[7],
+    MATRIX_OURS_CLIENT[8],
+    MATRIX_OURS_CLIENT[9],
+    MATRIX_OURS_CLIENT[10],
+    MATRIX_OURS_CLIENT[11],
+    MATRIX_OURS_CLIENT[12],
+    MATRIX_OURS_CLIENT[13],
+    MATRIX_OURS_CLIENT[14],
+    MATRIX_OURS_CLIENT[15],
+    Case {
+        name: "real-server-ours-client-aes128gcm",
+        server_ciphers: "AES-128-GCM",
+        client_ciphers: "AES-128-GCM",
+        client_log_has: &["Data Channel: cipher 'AES-128-GCM'"],
         ..OURS_CLIENT
     },
     Case {
-        name: "real-server-ours-client-tcp-tls-auth-aes256gcm",
+        name: "real-server-ours-client-chacha20",
+        server_ciphers: "CHACHA20-POLY1305",
+        client_ciphers: "CHACHA20-POLY1305",
+        client_log_has: &["Data Channel: cipher 'CHACHA20-POLY1305'"],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "real-server-ours-client-ncp-picks-aes128gcm",
+        server_ciphers: "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305",
+        client_ciphers: "CHACHA20-POLY1305:AES-128-GCM",
+        client_log_has: &["Data Channel: cipher 'AES-128-GCM'"],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "real-server-ours-client-ncp-picks-chacha20",
+        server_ciphers: "CHACHA20-POLY1305:AES-256-GCM",
+        client_ciphers: "AES-128-GCM:AES-256-GCM:CHACHA20-POLY1305",
+        client_log_has: &["Data Channel: cipher 'CHACHA20-POLY1305'"],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "real-server-ours-client-no-common-cipher",
+        client_ciphers: "CHACHA20-POLY1305",
+        expect: Expect::NoTunnel,
+        client_log_has: &["AUTH_FAILED"],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "real-server-ours-client-reneg-sec-10",
+        server_extra: &["reneg-sec 10"],
+        scenario: Scenario::LongPing { secs: 35 },
+        ..OURS_CLIENT
+    },
+    // 9. username/password checked by the real server's script.
+    Case {
+        name: "real-server-ours-client-auth-user-pass-right",
+        scenario: Scenario::UserPass {
+            user: "alice",
+            pass: "right",
+        },
+        server_log_has: &["Username/Password authentication succeeded for username 'alice'"],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "real-server-ours-client-auth-user-pass-wrong",
+        scenario: Scenario::UserPass {
+            user: "alice",
+            pass: "wrong",
+        },
+        expect: Expect::NoTunnel,
+        server_log_has: &["Auth Username/Password verification failed"],
+        client_log_has: &["AUTH_FAILED"],
+        ..OURS_CLIENT
+    },
+    // 10. the server dies and comes back; our client reconnects by itself.
+    Case {
+        name: "real-server-restart-ours-client-reconnects",
+        client_extra: &["ping 2", "ping-restart 6"],
+        scenario: Scenario::ServerRestart,
+        ..OURS_CLIENT
+    },
+    // 11. a name with an unreachable address first and the server second.
+    Case {
+        name: "real-server-ours-client-dual-address",
+        client_extra: &["connect-timeout 4"],
+        scenario: Scenario::DualStack,
+        ..OURS_CLIENT
+    },
+    // 12. peer info from setenv / push-peer-info reaches the server.
+    Case {
+        name: "real-server-ours-client-peer-info",
+        client_extra: &[
+            "setenv IV_GUI_VER \"ovrs-test 1.0\"",
+            "setenv UV_TESTVAR hello",
+            "push-peer-info",
+        ],
+        server_log_has: &[
+            "peer info: IV_GUI_VER=ovrs-test_1.0",
+            "peer info: UV_TESTVAR=hello",
+        ],
+        ..OURS_CLIENT
+    },
+    // 13. ours on both sides.
+    Case {
+        name: "ours-ours-udp-tls-crypt-v2",
+        wrap: Wrap::TlsCryptV2,
+        ..OURS_OURS
+    },
+    Case {
+        name: "ours-ours-tcp-tls-crypt-v2",
         proto: Proto::Tcp,
-        wrap: Wrap::TlsAuth,
+        wrap: Wrap::TlsCryptV2,
+        ..OURS_OURS
+    },
+    // 14. roaming: our client's address changes mid-session.
+    Case {
+        name: "real-server-ours-client-roaming",
+        scenario: Scenario::Float,
+        server_log_has: &["floated from"],
         ..OURS_CLIENT
     },
-    // Ours on both sides. Disabled: neither binary exists yet.
     Case {
-        name: "ours-ours-udp-tls-crypt-aes256gcm",
-        server: Impl::Ours,
-        ..OURS_CLIENT
+        name: "ours-ours-roaming",
+        scenario: Scenario::Float,
+        server_log_has: &["floated from"],
+        ..OURS_OURS
     },
 ];
+
+/// Issue item 1: our server, every proto x wrapping.
+const MATRIX_OURS_SERVER: [Case; 16] = matrix!("ours-server-real-client", OURS_SERVER);
+/// Issue item 8: our client, every proto x wrapping.
+const MATRIX_OURS_CLIENT: [Case; 16] = matrix!("real-server-ours-client", OURS_CLIENT);
 
 #[cfg(test)]
 mod tests {

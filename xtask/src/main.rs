@@ -13,6 +13,7 @@
 
 mod bench;
 mod cases;
+mod flood;
 mod fuzz;
 mod interop;
 
@@ -30,6 +31,7 @@ commands:
   interop [--filter NAME]     run the enabled interop cases whose name contains NAME
           [--all]             also run disabled cases
           [--list]            list all cases (enabled or not) and exit
+          [--no-build]        use target/release binaries as they are
   fuzz-smoke [--seconds N]    fuzz targets over seeds + mutants on stable (default 20 s)";
 
 fn main() -> ExitCode {
@@ -56,6 +58,8 @@ fn run() -> Result<()> {
             ci()
         }
         "interop" => interop::run(&interop::Options::parse(rest)?),
+        // Internal: the junk sender of the interop flood case (run inside ovrs-cli).
+        "flood-send" => flood::send(rest),
         "bench" => bench::run(&bench::Options::parse(rest)?),
         "fuzz-smoke" => fuzz::smoke(rest),
         "help" | "-h" | "--help" => {
