@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 pub use config::{ClientConfig, ConfigError};
 use openvpn_control::client::PushedOptions;
 use tokio::sync::mpsc;
-pub use tun::{LinuxTunBuilder, MemoryTunBuilder, TunBuilder, TunSettings};
+pub use tun::{LinuxTunBuilder, MemoryTunBuilder, TunBuilder, TunSettings, TunVerdict};
 
 /// What the client is doing; sent on the handle's event channel.
 #[derive(Debug, Clone)]

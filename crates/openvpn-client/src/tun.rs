@@ -2,10 +2,17 @@
 //! apply and gets a packet device back (like OpenVPN 3's TunBuilder / mobile VPN APIs).
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 
 use openvpn_control::client::PushedOptions;
-use openvpn_tun::{LinuxTun, MemoryTun, PacketDevice, TunConfig};
+use openvpn_tun::route::{self, Redirect, RoutePlanInput};
+use openvpn_tun::{
+    DnsBackend, DnsSettings, LinuxTun, MemoryTun, Netlink, PacketDevice, RouteManager, TunConfig,
+    icmp,
+};
+
+use crate::ClientConfig;
 
 /// What the tunnel needs from the operating system.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,6 +31,31 @@ pub struct TunSettings {
     pub dns_domains: Vec<String>,
     /// Link MTU.
     pub mtu: u16,
+    /// The VPN server's address (its host route keeps going via the pre-tunnel gateway when
+    /// a tunnel route covers it).
+    pub server: Option<IpAddr>,
+    /// `redirect-gateway` flags (pushed or in the profile); its routes are already in
+    /// `routes_v4` / `routes_v6`.
+    pub redirect: Option<Redirect>,
+    /// IPv4 is blocked: the tunnel has no IPv4 and `block-ipv4` was asked for. The tunnel
+    /// takes all IPv4 and each packet is answered with ICMP net unreachable.
+    pub block_ipv4: bool,
+    /// IPv6 is blocked: the tunnel has no IPv6 and `block-ipv6` was asked for. The tunnel
+    /// takes all IPv6 and each packet is answered with ICMPv6 no route.
+    pub block_ipv6: bool,
+    /// `route-metric`: default metric of the tunnel routes.
+    pub route_metric: Option<u32>,
+}
+
+/// What to do with a packet read from the tun device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunVerdict {
+    /// Seal it and send it to the server.
+    Forward,
+    /// Its family is blocked and it gets no answer (multicast, ICMP errors…): drop it.
+    Drop,
+    /// Its family is blocked: write this ICMP answer back to the device.
+    Answer(Vec<u8>),
 }
 
 fn prefix_of(mask: Ipv4Addr) -> u8 {
@@ -60,32 +92,138 @@ impl TunSettings {
                 s.routes_v6.push((r.network, r.prefix));
             }
             if let Some(flags) = &p.redirect_gateway {
-                let v4 = !flags.iter().any(|f| f == "!ipv4");
-                if v4 {
-                    s.routes_v4.push((Ipv4Addr::new(0, 0, 0, 0), 1));
-                    s.routes_v4.push((Ipv4Addr::new(128, 0, 0, 0), 1));
-                }
-                if flags.iter().any(|f| f == "ipv6") {
-                    s.routes_v6
-                        .push(("2000::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 4));
-                    s.routes_v6
-                        .push(("3000::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 4));
-                }
+                let r = Redirect::from_flags(flags);
+                s.redirect = Some(r);
+                s.routes_v4.extend(r.routes_v4());
+                s.routes_v6.extend(r.routes_v6());
             }
+            s.block_ipv6 = p.block_ipv6 && s.ipv6.is_none();
         }
-        for (kind, value) in &p.dhcp_options {
-            match kind.as_str() {
-                "DNS" | "DNS6" => {
-                    if let Ok(a) = value.parse() {
-                        s.dns_servers.push(a);
+        s.add_dns(&p.dns, &p.dhcp_options);
+        s
+    }
+
+    /// Derives the settings from the PUSH_REPLY and the profile (`redirect-gateway`,
+    /// `block-ipv6`, `block-ipv4`, `route-metric`, `dhcp-option`, `route-noexec`) for a tunnel
+    /// to `server`.
+    pub fn from_profile(p: &PushedOptions, cfg: &ClientConfig, server: IpAddr) -> Self {
+        let mut s = Self::from_pushed(p, cfg.tun_mtu, cfg.route_noexec);
+        s.server = Some(server);
+        if !cfg.route_noexec {
+            if let Some(flags) = &cfg.redirect_gateway {
+                let local = Redirect::from_flags(flags);
+                let before = s.redirect.unwrap_or_default();
+                for r in local.routes_v4() {
+                    if !before.ipv4 && !s.routes_v4.contains(&r) {
+                        s.routes_v4.push(r);
                     }
                 }
-                "DOMAIN" | "DOMAIN-SEARCH" => s.dns_domains.push(value.clone()),
+                for r in local.routes_v6() {
+                    if !before.ipv6 && !s.routes_v6.contains(&r) {
+                        s.routes_v6.push(r);
+                    }
+                }
+                s.redirect = Some(match s.redirect {
+                    Some(pushed) => pushed.union(local),
+                    None => local,
+                });
+            }
+            s.block_ipv6 = (p.block_ipv6 || cfg.block_ipv6) && s.ipv6.is_none();
+            s.block_ipv4 = cfg.block_ipv4 && s.ipv4.is_none();
+            s.route_metric = cfg.route_metric;
+        }
+        s.add_dns(&[], &cfg.dhcp_options);
+        s
+    }
+
+    /// What to do with one packet read from the tun device.
+    pub fn verdict(&self, pkt: &[u8]) -> TunVerdict {
+        let answer = match pkt.first().map(|b| b >> 4) {
+            Some(4) if self.block_ipv4 => icmp::unreachable_v4(pkt),
+            Some(6) if self.block_ipv6 => icmp::unreachable_v6(pkt),
+            _ => return TunVerdict::Forward,
+        };
+        answer.map_or(TunVerdict::Drop, TunVerdict::Answer)
+    }
+
+    /// Whether the tunnel takes the default route (IPv4 or IPv6).
+    pub fn takes_default_route(&self) -> bool {
+        self.redirect.is_some_and(|r| r.ipv4 || r.ipv6)
+    }
+
+    /// The DNS settings for the tunnel.
+    pub fn dns(&self) -> DnsSettings {
+        DnsSettings {
+            servers: self.dns_servers.clone(),
+            search_domains: self.dns_domains.clone(),
+            default_route: self.takes_default_route(),
+        }
+    }
+
+    /// The route plan input (without the kernel's current state: `server_route`,
+    /// `local_subnets`).
+    pub fn plan_input(&self, tun: &str) -> RoutePlanInput {
+        let routes = self
+            .routes_v4
+            .iter()
+            .map(|&(n, p)| (IpAddr::from(n), p, None))
+            .chain(
+                self.routes_v6
+                    .iter()
+                    .map(|&(n, p)| (IpAddr::from(n), p, None)),
+            )
+            .collect();
+        RoutePlanInput {
+            tun: tun.to_owned(),
+            server: self.server,
+            routes,
+            redirect: self.redirect,
+            block_ipv4: self.block_ipv4,
+            block_ipv6: self.block_ipv6,
+            metric: self.route_metric,
+            ..Default::default()
+        }
+    }
+
+    /// Adds 2.6 `dns` lines (`server N address A…`, `search-domains D…`) and `dhcp-option`
+    /// `DNS`/`DNS6`/`DOMAIN`/`DOMAIN-SEARCH`, in that order, without duplicates.
+    fn add_dns(&mut self, dns: &[Vec<String>], dhcp: &[(String, String)]) {
+        let mut servers = Vec::new();
+        let mut domains = Vec::new();
+        for line in dns {
+            match line.first().map(String::as_str) {
+                Some("server") if line.get(2).map(String::as_str) == Some("address") => {
+                    servers.extend(line[3..].iter().filter_map(|a| dns_address(a)));
+                }
+                Some("search-domains") => domains.extend(line[1..].iter().cloned()),
                 _ => {}
             }
         }
-        s
+        for (kind, value) in dhcp {
+            match kind.as_str() {
+                "DNS" | "DNS6" => servers.extend(value.parse::<IpAddr>().ok()),
+                "DOMAIN" | "DOMAIN-SEARCH" => domains.push(value.clone()),
+                _ => {}
+            }
+        }
+        for a in servers {
+            if !self.dns_servers.contains(&a) {
+                self.dns_servers.push(a);
+            }
+        }
+        for d in domains {
+            if !self.dns_domains.contains(&d) {
+                self.dns_domains.push(d);
+            }
+        }
     }
+}
+
+/// An address of a 2.6 `dns server N address` line: `A`, `A:port`, `[A6]:port`.
+fn dns_address(a: &str) -> Option<IpAddr> {
+    a.parse::<IpAddr>()
+        .ok()
+        .or_else(|| a.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// Builds the packet device for a tunnel. Implement it to let your app own the device.
@@ -99,25 +237,71 @@ pub trait TunBuilder: Send + 'static {
     ) -> impl Future<Output = Result<Self::Device, String>> + Send;
 }
 
-/// Linux tun device configured with `ip` (run as root or with CAP_NET_ADMIN).
+/// A Linux tun device configured with netlink (run as root or with CAP_NET_ADMIN).
+///
+/// Routes go through a journaled [`RouteManager`] (host route to the server via the
+/// pre-tunnel gateway first when a tunnel route covers it), DNS through systemd-resolved or
+/// `/etc/resolv.conf`; all of it is undone when the device is dropped (disconnect, or a
+/// reconnect with different settings), and after a crash by the next start (journals of
+/// devices that no longer exist are recovered). Journals live in `/run/openvpn-rs`, or in
+/// `$OPENVPN_RS_RUN_DIR`.
 #[derive(Debug, Clone)]
 pub struct LinuxTunBuilder {
     /// Interface name (`None` = kernel chooses `tunN`).
     pub name: Option<String>,
 }
 
+fn journal_dir() -> PathBuf {
+    std::env::var_os("OPENVPN_RS_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(openvpn_tun::DEFAULT_JOURNAL_DIR))
+}
+
 impl TunBuilder for LinuxTunBuilder {
     type Device = LinuxTun;
     async fn establish(&mut self, s: &TunSettings) -> Result<LinuxTun, String> {
+        let dir = journal_dir();
+        for (path, r) in RouteManager::recover_stale(&dir) {
+            match r {
+                Ok(rep) => {
+                    tracing::warn!(journal = %path.display(), undone = rep.undone.len(), failed = rep.failed.len(), "recovered changes left by a crashed run")
+                }
+                Err(e) => tracing::warn!(journal = %path.display(), %e, "cannot recover"),
+            }
+        }
+        let nl = Netlink::new();
+        // Before anything changes: how does the kernel reach the server now?
+        let server_route = s.server.and_then(|a| nl.route_get(a).ok());
         let cfg = TunConfig {
             name: self.name.clone(),
             mtu: s.mtu,
             ipv4: s.ipv4,
             ipv6: s.ipv6,
-            routes_v4: s.routes_v4.iter().map(|(n, p)| (*n, *p, None)).collect(),
-            routes_v6: s.routes_v6.iter().map(|(n, p)| (*n, *p, None)).collect(),
+            routes_v4: Vec::new(),
+            routes_v6: Vec::new(),
         };
-        LinuxTun::create(&cfg).map_err(|e| e.to_string())
+        let mut tun = LinuxTun::create(&cfg).map_err(|e| e.to_string())?;
+        let mut input = s.plan_input(tun.name());
+        if s.redirect.is_some_and(|r| r.block_local) {
+            if let Some(via) = &server_route {
+                input.local_subnets = nl.addresses(via.ifindex).unwrap_or_default();
+            }
+        }
+        input.server_route = server_route;
+        let plan = route::plan(&input);
+        let journal = dir.join(format!("{}.journal", tun.name()));
+        let mut manager = RouteManager::new(tun.name(), journal).map_err(|e| e.to_string())?;
+        // On error `manager` is dropped here and removes what it added.
+        manager.install_all(&plan).map_err(|e| e.to_string())?;
+        let dns = s.dns();
+        if !dns.is_empty() {
+            let backend = DnsBackend::detect();
+            manager
+                .apply_dns(tun.ifindex(), &dns, &backend)
+                .map_err(|e| e.to_string())?;
+        }
+        tun.attach_route_manager(manager);
+        Ok(tun)
     }
 }
 
@@ -148,5 +332,135 @@ impl TunBuilder for MemoryTunBuilder {
         self.device
             .take()
             .ok_or_else(|| "the in-memory tun was already handed out".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openvpn_control::client::RouteV6;
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn overlapping_pushed_ipv6_route_plans_a_host_route_first() {
+        let p = PushedOptions {
+            topology: Some("subnet".into()),
+            ifconfig: Some((Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(255, 255, 255, 0))),
+            ifconfig_ipv6: Some(("fd08::2".parse().expect("v6"), 64, None)),
+            routes_v6: vec![RouteV6 {
+                network: "2001:db8::".parse().expect("v6"),
+                prefix: 32,
+                gateway: None,
+                metric: None,
+            }],
+            ..Default::default()
+        };
+        let cfg = ClientConfig {
+            route_metric: Some(20),
+            ..Default::default()
+        };
+        let s = TunSettings::from_profile(&p, &cfg, ip("2001:db8::1"));
+        let mut input = s.plan_input("tun0");
+        input.server_route = Some(openvpn_tun::RouteInfo {
+            gateway: Some(ip("fe80::1")),
+            ifindex: 2,
+            ifname: "wlan0".into(),
+            source: None,
+            metric: None,
+        });
+        let plan: Vec<String> = route::plan(&input)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            plan,
+            [
+                "2001:db8::1/128 via fe80::1 dev wlan0",
+                "2001:db8::/32 dev tun0 metric 20"
+            ]
+        );
+    }
+
+    #[test]
+    fn profile_and_pushed_options_merge() {
+        let p = PushedOptions {
+            topology: Some("subnet".into()),
+            ifconfig: Some((Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(255, 255, 255, 0))),
+            redirect_gateway: Some(vec!["def1".into()]),
+            block_ipv6: true,
+            dhcp_options: vec![("DNS".into(), "10.8.0.1".into())],
+            dns: vec![
+                vec![
+                    "server".into(),
+                    "0".into(),
+                    "address".into(),
+                    "10.8.0.53".into(),
+                    "[fd00::53]:5353".into(),
+                ],
+                vec!["search-domains".into(), "corp.example".into()],
+            ],
+            ..Default::default()
+        };
+        let cfg = ClientConfig {
+            redirect_gateway: Some(vec!["ipv6".into()]),
+            dhcp_options: vec![("DOMAIN".into(), "home.example".into())],
+            ..Default::default()
+        };
+        let s = TunSettings::from_profile(&p, &cfg, ip("198.51.100.1"));
+        assert_eq!(
+            s.routes_v4,
+            [
+                (Ipv4Addr::new(0, 0, 0, 0), 1),
+                (Ipv4Addr::new(128, 0, 0, 0), 1)
+            ]
+        );
+        assert_eq!(
+            s.routes_v6.len(),
+            2,
+            "profile's ipv6 flag adds ::/1 and 8000::/1"
+        );
+        assert!(s.block_ipv6, "no IPv6 in the tunnel");
+        assert_eq!(
+            s.dns_servers,
+            [ip("10.8.0.53"), ip("fd00::53"), ip("10.8.0.1")]
+        );
+        assert_eq!(s.dns_domains, ["corp.example", "home.example"]);
+        assert!(s.dns().default_route);
+        // route-noexec: nothing is routed or blocked.
+        let quiet = TunSettings::from_profile(
+            &p,
+            &ClientConfig {
+                route_noexec: true,
+                ..cfg
+            },
+            ip("198.51.100.1"),
+        );
+        assert!(quiet.routes_v4.is_empty() && !quiet.block_ipv6 && quiet.redirect.is_none());
+    }
+
+    #[test]
+    fn verdict_answers_only_blocked_families() {
+        let s = TunSettings {
+            block_ipv6: true,
+            ..Default::default()
+        };
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 0, 17, 64];
+        v6.extend(
+            ip("2001:db8::2")
+                .to_string()
+                .parse::<Ipv6Addr>()
+                .expect("v6")
+                .octets(),
+        );
+        v6.extend("2001:db8:1::1".parse::<Ipv6Addr>().expect("v6").octets());
+        assert!(matches!(s.verdict(&v6), TunVerdict::Answer(a) if a[40] == 1));
+        v6[24] = 0xff; // multicast destination: dropped, not answered
+        assert_eq!(s.verdict(&v6), TunVerdict::Drop);
+        let v4 = [0x45u8; 20];
+        assert_eq!(s.verdict(&v4), TunVerdict::Forward);
     }
 }
