@@ -2,7 +2,7 @@
 //! command-line arguments. Every option is implemented, a documented no-op, or rejected with
 //! an error naming its line.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use openvpn_control::options::{self, OptionLine, OptionSource, describe_location};
@@ -192,6 +192,34 @@ pub struct ServerConfig {
     pub ccd_exclusive: bool,
     /// `auth-user-pass-optional`.
     pub auth_user_pass_optional: bool,
+    /// `management IP PORT [pw-file]` / `management PATH unix [pw-file]`.
+    pub management: Option<ManagementConfig>,
+    /// `management-client-auth`: the management client approves every client.
+    pub management_client_auth: bool,
+    /// `management-hold`: no clients until `hold release`.
+    pub management_hold: bool,
+    /// `management-log-cache N` (log lines kept for `log all`).
+    pub management_log_cache: usize,
+    /// `metrics-listen IP:PORT` (ours): Prometheus `GET /metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where the management interface listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagementListen {
+    /// TCP host and port.
+    Tcp(String, u16),
+    /// Unix domain socket path.
+    Unix(PathBuf),
+}
+
+/// `management` option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagementConfig {
+    /// Listen address.
+    pub listen: ManagementListen,
+    /// Password file (first line is the password).
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -254,6 +282,11 @@ impl Default for ServerConfig {
             client_config_dir: None,
             ccd_exclusive: false,
             auth_user_pass_optional: false,
+            management: None,
+            management_client_auth: false,
+            management_hold: false,
+            management_log_cache: 1000,
+            metrics_listen: None,
         }
     }
 }
@@ -594,10 +627,38 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "ccd-exclusive" => c.ccd_exclusive = true,
             "auth-user-pass-optional" => c.auth_user_pass_optional = true,
             "management" => {
-                return Err(err(
-                    o,
-                    "the management interface is not implemented yet (remove the line; it is planned)",
-                ));
+                let a0 = arg(o, 0)?;
+                let a1 = arg(o, 1)?;
+                let (listen, pw) = if a1 == "unix" {
+                    (ManagementListen::Unix(base.join(a0)), o.arg(2))
+                } else {
+                    let port: u16 = parse_num(o, 1)?;
+                    (ManagementListen::Tcp(a0.to_owned(), port), o.arg(2))
+                };
+                if pw == Some("stdin") {
+                    return Err(err(
+                        o,
+                        "a management password from stdin is not supported; give a password file",
+                    ));
+                }
+                c.management = Some(ManagementConfig {
+                    listen,
+                    password_file: pw.map(|p| base.join(p)),
+                });
+            }
+            "management-client-auth" => c.management_client_auth = true,
+            "management-hold" => c.management_hold = true,
+            "management-log-cache" => c.management_log_cache = parse_num(o, 0)?,
+            "management-query-passwords"
+            | "management-forget-disconnect"
+            | "management-signal"
+            | "management-up-down" => {}
+            "metrics-listen" => {
+                let a = arg(o, 0)?;
+                c.metrics_listen = Some(
+                    a.parse()
+                        .map_err(|_| err(o, format!("'{a}' is not IP:PORT")))?,
+                );
             }
             "compress" | "comp-lzo" => {
                 return Err(err(
@@ -627,6 +688,11 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
         return Err(ConfigError::Invalid(
             "auth-user-pass-verify / client-connect / client-disconnect need 'script-security 2'"
                 .into(),
+        ));
+    }
+    if (c.management_client_auth || c.management_hold) && c.management.is_none() {
+        return Err(ConfigError::Invalid(
+            "management-client-auth / management-hold need 'management IP PORT' or 'management PATH unix'".into(),
         ));
     }
     if c.ca.is_empty() || c.cert.is_empty() || c.key.is_empty() {

@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::pool::{AddressPool, Lease};
+use crate::management::{Decision, Notify};
 use crate::scripts::{JobKind, JobResult, ScriptJob};
 
 /// Where a client's packets come from: its address, plus the TCP connection it uses.
@@ -66,6 +67,8 @@ pub struct ServerStats {
     pub handshakes: u64,
     /// Floats accepted.
     pub floats: u64,
+    /// Clients rejected by auth-user-pass-verify, client-connect or the management interface.
+    pub auth_failures: u64,
 }
 
 /// What the runtime has to send after a call into the core.
@@ -79,6 +82,8 @@ pub struct Outputs {
     pub close_conns: Vec<u64>,
     /// Hook scripts to run off the packet path; feed results to [`ServerCore::on_job_result`].
     pub jobs: Vec<ScriptJob>,
+    /// `>CLIENT:` notifications for the management interface (`management-client-auth`).
+    pub mgmt: Vec<Notify>,
 }
 
 /// One connected (or connecting) client.
@@ -115,12 +120,27 @@ pub struct ClientConn {
     fixed_v4: Option<Ipv4Addr>,
     /// `iroute` / `iroute-ipv6` networks behind this client.
     iroutes: Vec<(IpAddr, u8)>,
+    /// Key IDs waiting for a management `client-auth` / `client-deny`.
+    mgmt_pending: Vec<u8>,
+    /// Password for the management `>CLIENT:ENV` (until announced).
+    mgmt_password: Option<String>,
+    /// Config text from `client-auth` (applied like client-connect output).
+    mgmt_config: Option<String>,
+    /// Deadline for the pending management decision (hand-window).
+    auth_deadline: Option<Instant>,
+    /// `>CLIENT:CONNECT` went out (so `>CLIENT:DISCONNECT` follows).
+    announced: bool,
 }
 
 impl ClientConn {
     /// Data-channel counters.
     pub fn data_stats(&self) -> openvpn_control::dataplane::DataStats {
         self.data.stats()
+    }
+
+    /// Connection generation: the management interface's client ID (CID).
+    pub fn cid(&self) -> u64 {
+        self.generation
     }
 
     /// Negotiated cipher name.
@@ -147,6 +167,7 @@ pub struct ServerCore {
     base_instant: Instant,
     next_generation: u64,
     iroutes: Vec<(IpAddr, u8, u32)>,
+    hold: bool,
 }
 
 fn digest(name: &str) -> Result<DigestKind, String> {
@@ -304,6 +325,7 @@ impl ServerCore {
             base_instant: now,
             next_generation: 1,
             iroutes: Vec::new(),
+            hold: false,
         })
     }
 
@@ -403,6 +425,11 @@ impl ServerCore {
     }
 
     fn on_new_peer(&mut self, now: Instant, from: PeerAddr, pkt: &[u8], out: &mut Outputs) {
+        if self.hold {
+            // management-hold: no new clients until `hold release`.
+            self.stats.gate_drops += 1;
+            return;
+        }
         let addr_bytes = addr_key(&from);
         let unix = self.unix_now(now);
         let verdict = if from.conn.is_some() {
@@ -491,6 +518,11 @@ impl ServerCore {
                     extra_push: Vec::new(),
                     fixed_v4: None,
                     iroutes: Vec::new(),
+                    mgmt_pending: Vec::new(),
+                    mgmt_password: None,
+                    mgmt_config: None,
+                    auth_deadline: None,
+                    announced: false,
                 };
                 self.next_generation += 1;
                 debug!("{from}: new session, peer-id {peer_id}");
@@ -701,6 +733,9 @@ impl ServerCore {
                             debug!("{}: peer info: {k}={v}", c.addr);
                         }
                     }
+                    if self.cfg.management_client_auth && !auth.username.is_empty() {
+                        c.mgmt_password = Some(auth.password.to_string());
+                    }
                     let skip_script = auth.username.is_empty() && self.cfg.auth_user_pass_optional;
                     match (&self.cfg.auth_user_pass_verify, skip_script) {
                         (Some(_), false) => {
@@ -709,7 +744,7 @@ impl ServerCore {
                             out.jobs
                                 .push(self.job(&mut c, key_id.value(), JobKind::AuthUserPass));
                         }
-                        _ => self.auth_ok(now, &mut c, key_id, out),
+                        _ => self.auth_management(now, &mut c, key_id, out),
                     }
                 }
                 ServerEvent::NegotiationFailed(m) => {
@@ -735,6 +770,19 @@ impl ServerCore {
                 ServerEvent::Pushed => {
                     c.established = true;
                     self.stats.handshakes += 1;
+                    if self.cfg.management_client_auth {
+                        let env = self.client_env(&c, JobKind::ClientConnect);
+                        out.mgmt.push(Notify::Established {
+                            cid: c.generation,
+                            env,
+                        });
+                        if let Some(a) = c.lease.and_then(|l| c.fixed_v4.or(l.v4)) {
+                            out.mgmt.push(Notify::Address {
+                                cid: c.generation,
+                                addr: a.to_string(),
+                            });
+                        }
+                    }
                     if let Some(l) = c.lease {
                         if let Some(a) = l.v4 {
                             self.by_v4.insert(a, pid);
@@ -784,6 +832,13 @@ impl ServerCore {
             let job = self.job(&mut c, 0, JobKind::ClientDisconnect);
             out.jobs.push(job);
         }
+        if c.announced {
+            let env = self.client_env(&c, JobKind::ClientDisconnect);
+            out.mgmt.push(Notify::Disconnect {
+                cid: c.generation,
+                env,
+            });
+        }
         self.iroutes.retain(|r| r.2 != pid);
         if self.by_addr.get(&c.addr) == Some(&pid) {
             self.by_addr.remove(&c.addr);
@@ -814,6 +869,31 @@ impl ServerCore {
             JobKind::ClientDisconnect => self.cfg.client_disconnect.clone(),
         }
         .unwrap_or_default();
+        let mut env = self.client_env(c, kind);
+        let mut credentials_file = None;
+        if kind == JobKind::AuthUserPass {
+            let (u, p) = c.pending_credentials.take().unwrap_or_default();
+            match self.cfg.auth_user_pass_verify.as_ref().map(|a| a.1) {
+                Some(true) => credentials_file = Some((u, p)),
+                _ => {
+                    env.push(("username".into(), u));
+                    env.push(("password".into(), p));
+                }
+            }
+        }
+        ScriptJob {
+            pid: c.peer_id,
+            generation: c.generation,
+            key_id,
+            kind,
+            command,
+            env,
+            credentials_file,
+        }
+    }
+
+    /// OpenVPN's hook environment for client `c` (without the password).
+    fn client_env(&self, c: &ClientConn, kind: JobKind) -> Vec<(String, String)> {
         let real = SocketAddr::new(c.addr.addr.ip().to_canonical(), c.addr.addr.port());
         let mut env: Vec<(String, String)> = vec![
             (
@@ -869,26 +949,170 @@ impl ServerCore {
             let secs = c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
             env.push(("time_duration".into(), secs.to_string()));
         }
-        let mut credentials_file = None;
-        if kind == JobKind::AuthUserPass {
-            let (u, p) = c.pending_credentials.take().unwrap_or_default();
-            match self.cfg.auth_user_pass_verify.as_ref().map(|a| a.1) {
-                Some(true) => credentials_file = Some((u, p)),
-                _ => {
-                    env.push(("username".into(), u));
-                    env.push(("password".into(), p));
+        env
+    }
+
+    /// After the auth script (if any): with `management-client-auth`, announce the key to the
+    /// management interface and wait for its decision; otherwise accept.
+    fn auth_management(
+        &mut self,
+        now: Instant,
+        c: &mut ClientConn,
+        key_id: KeyId,
+        out: &mut Outputs,
+    ) {
+        if !self.cfg.management_client_auth {
+            self.auth_ok(now, c, key_id, out);
+            return;
+        }
+        let kid = key_id.value();
+        let mut env = self.client_env(c, JobKind::AuthUserPass);
+        if let Some(p) = c.mgmt_password.take() {
+            env.push(("password".into(), p));
+        }
+        let cid = c.generation;
+        out.mgmt.push(if kid == 0 {
+            Notify::Connect { cid, kid, env }
+        } else {
+            Notify::Reauth { cid, kid, env }
+        });
+        c.announced = true;
+        if !c.mgmt_pending.contains(&kid) {
+            c.mgmt_pending.push(kid);
+        }
+        c.auth_deadline
+            .get_or_insert(now + Duration::from_secs(u64::from(self.cfg.hand_window)));
+    }
+
+    /// A management decision (`client-auth`, `client-auth-nt`, `client-deny`,
+    /// `client-pending-auth`) for client `cid`, key `kid`. False if no such request is pending.
+    pub fn management_decision(
+        &mut self,
+        now: Instant,
+        cid: u64,
+        kid: u8,
+        decision: Decision,
+        out: &mut Outputs,
+    ) -> bool {
+        let Some(pid) = self.pid_of_cid(cid) else {
+            return false;
+        };
+        let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
+            return false;
+        };
+        if !c.mgmt_pending.contains(&kid) {
+            self.clients[pid as usize] = Some(c);
+            return false;
+        }
+        let key_id = KeyId::new(kid).unwrap_or(KeyId::ZERO);
+        match decision {
+            Decision::Allow(config) => {
+                c.mgmt_pending.retain(|k| *k != kid);
+                if c.mgmt_pending.is_empty() {
+                    c.auth_deadline = None;
+                }
+                info!(
+                    "{}: '{}' authorized by the management interface (key {kid})",
+                    c.addr,
+                    c.common_name.as_deref().unwrap_or("")
+                );
+                if kid == 0 {
+                    c.mgmt_config = config;
+                }
+                self.auth_ok(now, &mut c, key_id, out);
+            }
+            Decision::Deny {
+                reason,
+                client_reason,
+            } => {
+                c.mgmt_pending.retain(|k| *k != kid);
+                self.stats.auth_failures += 1;
+                warn!(
+                    "{}: MULTI: client-deny by the management interface: {reason}",
+                    c.addr
+                );
+                c.control.reject(now, key_id, client_reason.as_deref());
+                if kid == 0 {
+                    c.close_at = Some(now + Duration::from_secs(5));
                 }
             }
+            Decision::Pending { extra, timeout } => {
+                c.control
+                    .send_text(now, &format!("AUTH_PENDING,timeout {timeout}"));
+                c.control.send_text(now, &format!("INFO_PRE,{extra}"));
+                c.auth_deadline = Some(now + Duration::from_secs(u64::from(timeout.max(1))));
+            }
         }
-        ScriptJob {
-            pid: c.peer_id,
-            generation: c.generation,
-            key_id,
-            kind,
-            command,
-            env,
-            credentials_file,
+        self.clients[pid as usize] = Some(c);
+        self.after_control(now, pid, out);
+        true
+    }
+
+    fn pid_of_cid(&self, cid: u64) -> Option<u32> {
+        self.clients
+            .iter()
+            .flatten()
+            .find(|c| c.generation == cid)
+            .map(|c| c.peer_id)
+    }
+
+    /// Sends `msg` (e.g. `RESTART`, `HALT`) to client `cid` and closes it (`client-kill`).
+    pub fn kill_client(&mut self, now: Instant, cid: u64, msg: &str, out: &mut Outputs) -> bool {
+        let Some(pid) = self.pid_of_cid(cid) else {
+            return false;
+        };
+        self.kill_pid(now, pid, msg, out);
+        true
+    }
+
+    fn kill_pid(&mut self, now: Instant, pid: u32, msg: &str, out: &mut Outputs) {
+        if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
+            info!("peer {pid} ({}): killed, sending {msg}", c.addr);
+            c.control.send_text(now, msg);
+            while let Some(p) = c.control.poll_transmit(now) {
+                out.link.push((c.addr, p));
+            }
         }
+        self.remove_client(pid, out);
+    }
+
+    /// `kill CN` / `kill IP:port`: kills matching clients, returns how many.
+    pub fn kill_matching(
+        &mut self,
+        now: Instant,
+        pred: impl Fn(&ClientConn) -> bool,
+        out: &mut Outputs,
+    ) -> usize {
+        let pids: Vec<u32> = self
+            .clients
+            .iter()
+            .flatten()
+            .filter(|c| pred(c))
+            .map(|c| c.peer_id)
+            .collect();
+        for &p in &pids {
+            self.kill_pid(now, p, "RESTART", out);
+        }
+        pids.len()
+    }
+
+    /// Sends `RESTART` to every client and drops them (SIGUSR1).
+    pub fn restart_all(&mut self, now: Instant, out: &mut Outputs) {
+        for pid in 0..self.clients.len() as u32 {
+            if self.clients[pid as usize].is_some() {
+                self.kill_pid(now, pid, "RESTART", out);
+            }
+        }
+    }
+
+    /// `management-hold`: while held, new clients are dropped at the gate.
+    pub fn set_hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// Whether new clients wait for `hold release`.
+    pub fn held(&self) -> bool {
+        self.hold
     }
 
     /// Authentication of `key_id` succeeded: for the first key, run the connect stage.
@@ -913,7 +1137,11 @@ impl ServerCore {
                 self.remove_client(d, out);
             }
         }
-        if let Err(reason) = self.apply_ccd(c) {
+        let mgmt = c.mgmt_config.take();
+        if let Err(reason) = self
+            .apply_ccd(c)
+            .and_then(|()| mgmt.map_or(Ok(()), |t| self.apply_dynamic_config(c, &t)))
+        {
             warn!("{}: {reason}", c.addr);
             c.control.reject(now, key_id, None);
             c.close_at = Some(now + Duration::from_secs(5));
@@ -1034,9 +1262,11 @@ impl ServerCore {
                     c.addr,
                     c.username.as_deref().unwrap_or("")
                 );
-                self.auth_ok(now, &mut c, key_id, out);
+                self.auth_management(now, &mut c, key_id, out);
             }
             (JobKind::AuthUserPass, false) => {
+                self.stats.auth_failures += 1;
+                c.mgmt_password = None;
                 warn!(
                     "{}: TLS Auth Error: Auth Username/Password verification failed for peer",
                     c.addr
@@ -1060,6 +1290,7 @@ impl ServerCore {
                 self.finish_accept(now, &mut c);
             }
             (JobKind::ClientConnect, false) => {
+                self.stats.auth_failures += 1;
                 warn!("{}: client-connect script failed, rejecting", c.addr);
                 c.control.reject(now, key_id, None);
                 c.close_at = Some(now + Duration::from_secs(5));
@@ -1082,7 +1313,10 @@ impl ServerCore {
                 } else {
                     None
                 };
-                [a, b, c.close_at].into_iter().flatten().min()
+                [a, b, c.close_at, c.auth_deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
             })
             .min()
     }
@@ -1097,6 +1331,23 @@ impl ServerCore {
                 info!("peer {pid}: closing");
                 self.remove_client(pid, out);
                 continue;
+            }
+            if c.auth_deadline.is_some_and(|t| now >= t) {
+                c.auth_deadline = None;
+                if !c.mgmt_pending.is_empty() {
+                    warn!(
+                        "peer {pid} ({}): no management decision in time, rejecting",
+                        c.addr
+                    );
+                    self.stats.auth_failures += 1;
+                    for kid in std::mem::take(&mut c.mgmt_pending) {
+                        let key_id = KeyId::new(kid).unwrap_or(KeyId::ZERO);
+                        c.control.reject(now, key_id, None);
+                        if kid == 0 {
+                            c.close_at = Some(now + Duration::from_secs(5));
+                        }
+                    }
+                }
             }
             if c.control.poll_timeout().is_some_and(|t| now >= t) {
                 c.control.handle_timeout(now);

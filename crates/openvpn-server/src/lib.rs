@@ -10,6 +10,8 @@
 pub mod config;
 pub mod core;
 pub mod layered;
+pub mod management;
+pub mod metrics;
 pub mod pool;
 pub mod process;
 pub mod runtime;

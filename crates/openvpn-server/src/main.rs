@@ -52,9 +52,13 @@ fn main() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVPN_LOG")
         .unwrap_or_else(|_| verb_filter(cfg.verb).into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    // The management interface's log cache (`log all`, `>LOG:`) sees what the log shows.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(openvpn_server::management::LogLayer);
     match &cfg.log {
         Some((path, append)) => {
             let file = std::fs::OpenOptions::new()
@@ -64,12 +68,11 @@ fn main() -> anyhow::Result<()> {
                 .truncate(!*append)
                 .open(path)
                 .with_context(|| format!("log file {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
+            registry
+                .with(fmt.with_ansi(false).with_writer(std::sync::Mutex::new(file)))
                 .init();
         }
-        None => builder.init(),
+        None => registry.with(fmt).init(),
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

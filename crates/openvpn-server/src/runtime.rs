@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::{Family, ServerConfig, Transport};
+use crate::config::ManagementListen;
 use crate::core::{Outputs, PeerAddr, ServerCore};
+use crate::management::{self, CoreRequest, Signal};
 use crate::status;
 
 /// Largest datagram we accept.
@@ -197,6 +199,46 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Outputs::default();
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
+    let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
+    let mut notify_tx = None;
+    if let Some(m) = &cfg.management {
+        let listener = bind_management(&m.listen).await?;
+        let password = match &m.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("management password file {}", p.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let (v4, v6) = core.pool().server_addresses();
+        let settings = management::Settings {
+            password,
+            client_auth: cfg.management_client_auth,
+            hold: cfg.management_hold,
+            local_v4: v4.map(|(a, _)| a.to_string()),
+            local_v6: v6.map(|(a, _)| a.to_string()),
+            log_cache: cfg.management_log_cache,
+        };
+        let (ntx, nrx) = mpsc::unbounded_channel();
+        notify_tx = Some(ntx);
+        if cfg.management_hold {
+            core.set_hold(true);
+            info!("management-hold: new clients wait for 'hold release'");
+        }
+        tokio::spawn(management::serve(listener, settings, req_tx.clone(), nrx));
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics-listen {addr}"))?;
+        info!("metrics on http://{addr}/metrics");
+        tokio::spawn(crate::metrics::serve(l, req_tx.clone()));
+    }
+    drop(req_tx);
     tokio::pin!(shutdown);
     loop {
         let deadline = core
@@ -242,21 +284,44 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
                 }
             }
             Some(()) = async { match reload_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                match reloader.as_ref().map(|r| r()) {
-                    Some(Ok(new)) => match core.reload(new) {
-                        Ok(ignored) => {
-                            info!("SIGHUP: configuration reloaded; connected clients kept");
-                            for i in ignored {
-                                warn!("SIGHUP: '{i}' cannot change while running; restart to apply");
-                            }
+                apply_reload(&mut core, reloader.as_ref());
+            }
+            Some((req, reply)) = req_rx.recv() => {
+                let now = Instant::now();
+                let mut stop = false;
+                match &req {
+                    CoreRequest::Signal(Signal::Hup) => apply_reload(&mut core, reloader.as_ref()),
+                    CoreRequest::Signal(Signal::Usr1) => {
+                        info!("SIGUSR1 (management): restarting every client");
+                        core.restart_all(now, &mut out);
+                        apply_reload(&mut core, reloader.as_ref());
+                    }
+                    CoreRequest::Signal(Signal::Usr2) => {
+                        for l in status::render(2, &core).lines() {
+                            info!("{l}");
                         }
-                        Err(e) => warn!("SIGHUP: reload failed, keeping the old configuration: {e}"),
-                    },
-                    Some(Err(e)) => warn!("SIGHUP: cannot read the configuration, keeping the old one: {e}"),
-                    None => {}
+                    }
+                    CoreRequest::Signal(Signal::Term) => {
+                        info!("SIGTERM (management) received, shutting down");
+                        stop = true;
+                    }
+                    _ => {}
+                }
+                let text = management::execute(&mut core, now, req, &mut out);
+                let _ = reply.send(text);
+                if stop {
+                    break;
                 }
             }
             _ = &mut shutdown => break,
+        }
+        match &notify_tx {
+            Some(tx) => {
+                for n in out.mgmt.drain(..) {
+                    let _ = tx.send(n);
+                }
+            }
+            None => out.mgmt.clear(),
         }
         for job in out.jobs.drain(..) {
             let tx = job_tx.clone();
@@ -270,6 +335,53 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
     flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// Re-reads and applies the configuration (SIGHUP), keeping connected clients.
+fn apply_reload(core: &mut ServerCore, reloader: Option<&Reloader>) {
+    match reloader.map(|r| r()) {
+        Some(Ok(new)) => match core.reload(new) {
+            Ok(ignored) => {
+                info!("SIGHUP: configuration reloaded; connected clients kept");
+                for i in ignored {
+                    warn!("SIGHUP: '{i}' cannot change while running; restart to apply");
+                }
+            }
+            Err(e) => warn!("SIGHUP: reload failed, keeping the old configuration: {e}"),
+        },
+        Some(Err(e)) => {
+            warn!("SIGHUP: cannot read the configuration, keeping the old one: {e}")
+        }
+        None => warn!("SIGHUP: no way to re-read the configuration here; ignored"),
+    }
+}
+
+/// Binds the management listener (a stale unix socket file is replaced).
+async fn bind_management(listen: &ManagementListen) -> anyhow::Result<management::Listener> {
+    Ok(match listen {
+        ManagementListen::Tcp(host, port) => {
+            let l = TcpListener::bind((host.as_str(), *port))
+                .await
+                .with_context(|| format!("management {host} {port}"))?;
+            info!("MANAGEMENT: TCP Socket listening on [AF_INET]{host}:{port}");
+            management::Listener::Tcp(l)
+        }
+        ManagementListen::Unix(path) => {
+            if std::fs::symlink_metadata(path)
+                .map(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                })
+                .unwrap_or(false)
+            {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("management {} unix", path.display()))?;
+            info!("MANAGEMENT: unix domain socket listening on {}", path.display());
+            management::Listener::Unix(l)
+        }
+    })
 }
 
 async fn flush<D: PacketDevice>(
