@@ -28,8 +28,8 @@ use rand::{RngCore, SeedableRng};
 use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
-use crate::pool::{AddressPool, Lease};
 use crate::management::{Decision, Notify};
+use crate::pool::{AddressPool, Lease};
 use crate::scripts::{JobKind, JobResult, ScriptJob};
 
 /// Where a client's packets come from: its address, plus the TCP connection it uses.

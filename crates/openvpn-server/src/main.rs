@@ -69,7 +69,10 @@ fn main() -> anyhow::Result<()> {
                 .open(path)
                 .with_context(|| format!("log file {}", path.display()))?;
             registry
-                .with(fmt.with_ansi(false).with_writer(std::sync::Mutex::new(file)))
+                .with(
+                    fmt.with_ansi(false)
+                        .with_writer(std::sync::Mutex::new(file)),
+                )
                 .init();
         }
         None => registry.with(fmt).init(),

@@ -293,7 +293,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
     let cmd = cmd.to_ascii_lowercase();
     let need = |n: usize| {
         if w.len() < n + 1 {
-            Err(format!("ERROR: the '{cmd}' command needs at least {n} parameter(s)"))
+            Err(format!(
+                "ERROR: the '{cmd}' command needs at least {n} parameter(s)"
+            ))
         } else {
             Ok(())
         }
@@ -382,7 +384,11 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 "SIGTERM" => Signal::Term,
                 "SIGUSR1" => Signal::Usr1,
                 "SIGUSR2" => Signal::Usr2,
-                other => return Err(format!("ERROR: signal '{other}' is not a known signal type")),
+                other => {
+                    return Err(format!(
+                        "ERROR: signal '{other}' is not a known signal type"
+                    ));
+                }
             })
         }
         "load-stats" => Command::LoadStats,
@@ -1111,7 +1117,10 @@ mod tests {
         assert_eq!(parse("log 20"), Ok(Command::Log(Realtime::Last(20))));
         assert_eq!(parse("state"), Ok(Command::State(Realtime::Current)));
         assert_eq!(parse("state off"), Ok(Command::State(Realtime::Off)));
-        assert_eq!(parse("hold release"), Ok(Command::Hold(Some(HoldOp::Release))));
+        assert_eq!(
+            parse("hold release"),
+            Ok(Command::Hold(Some(HoldOp::Release)))
+        );
         assert_eq!(parse("signal SIGHUP"), Ok(Command::Signal(Signal::Hup)));
         assert!(parse("signal SIGFOO").is_err());
         assert_eq!(parse("bytecount 5"), Ok(Command::Bytecount(5)));
@@ -1161,11 +1170,17 @@ mod tests {
         let (s, on) = realtime_reply("log", Realtime::On, vec![]);
         assert_eq!(s, "SUCCESS: real-time log notification set to ON\r\n");
         assert_eq!(on, Some(true));
-        let (s, _) = realtime_reply("state", Realtime::All, vec!["1,CONNECTED,SUCCESS,,,,,,".into()]);
+        let (s, _) = realtime_reply(
+            "state",
+            Realtime::All,
+            vec!["1,CONNECTED,SUCCESS,,,,,,".into()],
+        );
         assert_eq!(s, "1,CONNECTED,SUCCESS,,,,,,\r\nEND\r\n");
         push_log("I", "hello\nworld".into());
-        assert!(log_history(Some(1))
-            .iter()
-            .any(|l| l.render().ends_with(",I,hello world")));
+        assert!(
+            log_history(Some(1))
+                .iter()
+                .any(|l| l.render().ends_with(",I,hello world"))
+        );
     }
 }

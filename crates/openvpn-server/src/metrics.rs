@@ -96,7 +96,12 @@ pub fn render(core: &ServerCore) -> String {
         "Clients connected.",
     );
     let _ = writeln!(s, "openvpn_server_clients_connected {}", clients.len());
-    let per_client: [(&str, &str, &str, fn(&openvpn_control::dataplane::DataStats) -> u64); 4] = [
+    let per_client: [(
+        &str,
+        &str,
+        &str,
+        fn(&openvpn_control::dataplane::DataStats) -> u64,
+    ); 4] = [
         (
             "openvpn_client_received_bytes_total",
             "counter",

@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{Family, ServerConfig, Transport};
 use crate::config::ManagementListen;
+use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
 use crate::management::{self, CoreRequest, Signal};
 use crate::status;
@@ -378,7 +378,10 @@ async fn bind_management(listen: &ManagementListen) -> anyhow::Result<management
             }
             let l = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("management {} unix", path.display()))?;
-            info!("MANAGEMENT: unix domain socket listening on {}", path.display());
+            info!(
+                "MANAGEMENT: unix domain socket listening on {}",
+                path.display()
+            );
             management::Listener::Unix(l)
         }
     })

@@ -1,0 +1,339 @@
+//! The management interface with `management-client-auth`, in memory: our client connects,
+//! a test management client (unix socket) approves it with `client-auth` pushing a route,
+//! reads `status 3`, kills it with `client-kill` (the client reconnects), denies the
+//! reconnection with `client-deny`; plus a Prometheus `/metrics` scrape.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openvpn_client::{ClientConfig, ExitReason, MemoryTunBuilder, VpnEvent};
+use openvpn_control::options;
+use openvpn_tun::MemoryTun;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+fn pki() -> (String, (String, String), (String, String)) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "mgmt-ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |cn: &str, eku| {
+        let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
+        let k = KeyPair::generate().unwrap();
+        (
+            p.signed_by(&k, &ca, &ca_key).unwrap().pem(),
+            k.serialize_pem(),
+        )
+    };
+    (
+        ca.pem(),
+        leaf("server", ExtendedKeyUsagePurpose::ServerAuth),
+        leaf("client1", ExtendedKeyUsagePurpose::ClientAuth),
+    )
+}
+
+struct Mgmt {
+    rd: BufReader<tokio::net::unix::OwnedReadHalf>,
+    wr: tokio::net::unix::OwnedWriteHalf,
+    seen: Vec<String>,
+}
+
+impl Mgmt {
+    async fn line(&mut self) -> String {
+        let mut l = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), self.rd.read_line(&mut l))
+            .await
+            .unwrap_or_else(|_| panic!("management read timed out; seen {:#?}", self.seen))
+            .unwrap();
+        assert!(n > 0, "management connection closed; seen {:#?}", self.seen);
+        assert!(l.ends_with("\r\n"), "{l:?}");
+        let l = l.trim_end().to_owned();
+        self.seen.push(l.clone());
+        l
+    }
+
+    /// Reads until a line starting with `prefix`; returns it.
+    async fn until(&mut self, prefix: &str) -> String {
+        loop {
+            let l = self.line().await;
+            if l.starts_with(prefix) {
+                return l;
+            }
+        }
+    }
+
+    /// Reads `>CLIENT:ENV,…` lines up to END.
+    async fn env(&mut self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        loop {
+            let l = self.line().await;
+            let Some(kv) = l.strip_prefix(">CLIENT:ENV,") else {
+                continue;
+            };
+            if kv == "END" {
+                return v;
+            }
+            let (k, val) = kv.split_once('=').unwrap();
+            v.push((k.to_owned(), val.to_owned()));
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.wr.write_all(text.as_bytes()).await.unwrap();
+    }
+}
+
+async fn until_event(
+    c: &mut openvpn_client::ClientHandle,
+    want: impl Fn(&VpnEvent) -> bool,
+) -> (Vec<VpnEvent>, Option<VpnEvent>) {
+    let mut seen = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = c.events.recv().await {
+            if want(&ev) {
+                return Some(ev);
+            }
+            seen.push(ev);
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    (seen, r)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn scrape(port: u16) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_client_auth_status_kill_deny_and_metrics() {
+    let (ca, (sc, sk), (cc, ck)) = pki();
+    let dir = std::env::temp_dir().join(format!("ovrs-mgmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("mgmt.sock");
+    let _ = std::fs::remove_file(&sock);
+    let metrics_port = free_port();
+    let text = format!(
+        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nmanagement {} unix\nmanagement-client-auth\nmetrics-listen 127.0.0.1:{metrics_port}\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
+        sock.display()
+    );
+    let cfg = openvpn_server::config::load(
+        &options::parse_config(&text).unwrap(),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let (tun, _keep) = MemoryTun::pair(16);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(openvpn_server::runtime::serve(
+        cfg,
+        Arc::new(tun),
+        Some(udp),
+        None,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // The management client.
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::UnixStream::connect(&sock).await {
+            stream = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (rd, wr) = stream.expect("management socket").into_split();
+    let mut m = Mgmt {
+        rd: BufReader::new(rd),
+        wr,
+        seen: Vec::new(),
+    };
+    assert_eq!(
+        m.line().await,
+        ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info"
+    );
+    m.send("version\n").await;
+    assert!(m.line().await.starts_with("OpenVPN Version: "));
+    assert_eq!(m.line().await, "Management Interface Version: 5");
+    assert_eq!(m.line().await, "END");
+    m.send("pid\n").await;
+    assert_eq!(
+        m.line().await,
+        format!("SUCCESS: pid={}", std::process::id())
+    );
+    m.send("frobnicate\n").await;
+    assert_eq!(
+        m.line().await,
+        "ERROR: unknown command, enter 'help' for more options"
+    );
+
+    // Our client.
+    let profile = format!(
+        "client\nremote 127.0.0.1 {port} udp\nconnect-retry 1\nsetenv IV_GUI_VER \"mgmt-gui 1.0\"\n<ca>\n{ca}</ca>\n<cert>\n{cc}</cert>\n<key>\n{ck}</key>\n"
+    );
+    let ccfg = ClientConfig::from_ovpn(&profile, std::path::Path::new("/")).unwrap();
+    let (ctun, _h) = MemoryTun::pair(16);
+    let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(ctun));
+
+    let connect = m.until(">CLIENT:CONNECT,").await;
+    let ids: Vec<&str> = connect
+        .trim_start_matches(">CLIENT:CONNECT,")
+        .split(',')
+        .collect();
+    let (cid, kid) = (ids[0].to_owned(), ids[1].to_owned());
+    let env = m.env().await;
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("common_name"), Some("client1"), "{env:?}");
+    assert_eq!(get("untrusted_ip"), Some("127.0.0.1"), "{env:?}");
+    assert_eq!(get("IV_GUI_VER"), Some("mgmt-gui_1.0"), "{env:?}");
+    assert!(get("password").is_none());
+
+    m.send(&format!(
+        "client-auth {cid} {kid}\npush \"route 10.77.7.0 255.255.255.0\"\nEND\n"
+    ))
+    .await;
+    assert_eq!(
+        m.until("SUCCESS: client-auth").await,
+        "SUCCESS: client-auth command succeeded"
+    );
+
+    let (seen, pushed) =
+        until_event(&mut client, |e| matches!(e, VpnEvent::PushedOptions(_))).await;
+    let Some(VpnEvent::PushedOptions(p)) = pushed else {
+        panic!("no PushedOptions: {seen:#?}")
+    };
+    assert!(
+        p.routes
+            .iter()
+            .any(|r| r.network.to_string() == "10.77.7.0"),
+        "{p:?}"
+    );
+    let (seen, up) = until_event(&mut client, |e| matches!(e, VpnEvent::Connected { .. })).await;
+    assert!(up.is_some(), "{seen:#?}");
+    assert_eq!(
+        m.until(">CLIENT:ESTABLISHED,").await,
+        format!(">CLIENT:ESTABLISHED,{cid}")
+    );
+    let env = m.env().await;
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "trusted_ip" && v == "127.0.0.1")
+    );
+
+    // status 3: tab-separated CLIENT_LIST with our client.
+    m.send("status 3\n").await;
+    let mut listed = false;
+    loop {
+        let l = m.line().await;
+        if l.starts_with("CLIENT_LIST\tclient1\t127.0.0.1:") {
+            listed = true;
+        }
+        if l == "END" {
+            break;
+        }
+    }
+    assert!(listed, "{:#?}", m.seen);
+    m.send("load-stats\n").await;
+    assert!(
+        m.until("SUCCESS: nclients=")
+            .await
+            .starts_with("SUCCESS: nclients=1,bytesin=")
+    );
+
+    // Metrics.
+    let body = scrape(metrics_port).await;
+    assert!(body.starts_with("HTTP/1.0 200 OK\r\n"), "{body}");
+    assert!(
+        body.contains("\nopenvpn_server_clients_connected 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("openvpn_client_received_bytes_total{common_name=\"client1\",peer_id=\"0\"}"),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE openvpn_server_handshakes_total counter"));
+
+    // client-kill: the client is told RESTART and reconnects.
+    m.send(&format!("client-kill {cid}\n")).await;
+    assert_eq!(
+        m.until("SUCCESS: client-kill").await,
+        "SUCCESS: client-kill command succeeded"
+    );
+    let (seen, re) = until_event(&mut client, |e| matches!(e, VpnEvent::Reconnecting { .. })).await;
+    assert!(re.is_some(), "{seen:#?}");
+    assert_eq!(
+        m.until(">CLIENT:DISCONNECT,").await,
+        format!(">CLIENT:DISCONNECT,{cid}")
+    );
+
+    // The reconnection is denied.
+    let connect = m.until(">CLIENT:CONNECT,").await;
+    let ids: Vec<String> = connect
+        .trim_start_matches(">CLIENT:CONNECT,")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    assert_ne!(ids[0], cid, "a new connection has a new CID");
+    let _ = m.env().await;
+    m.send(&format!(
+        "client-deny {} {} \"x\" \"go away\"\n",
+        ids[0], ids[1]
+    ))
+    .await;
+    assert_eq!(
+        m.until("SUCCESS: client-deny").await,
+        "SUCCESS: client-deny command succeeded"
+    );
+    let (seen, failed) =
+        until_event(&mut client, |e| matches!(e, VpnEvent::AuthFailed { .. })).await;
+    match failed {
+        Some(VpnEvent::AuthFailed { reason }) => assert_eq!(reason, "go away"),
+        _ => panic!("no AuthFailed: {seen:#?}"),
+    }
+    assert_eq!(
+        client.wait().await,
+        ExitReason::AuthFailed("go away".into())
+    );
+    let body = scrape(metrics_port).await;
+    assert!(
+        body.contains("\nopenvpn_server_auth_failures_total 1\n"),
+        "{body}"
+    );
+
+    m.send("quit\n").await;
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
