@@ -29,6 +29,14 @@ pub fn escape_label(v: &str) -> String {
     s
 }
 
+/// Name, type, help and accessor of a per-client metric.
+type PerClient = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&openvpn_control::dataplane::DataStats) -> u64,
+);
+
 fn family(s: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(s, "# HELP {name} {help}");
     let _ = writeln!(s, "# TYPE {name} {kind}");
@@ -96,12 +104,7 @@ pub fn render(core: &ServerCore) -> String {
         "Clients connected.",
     );
     let _ = writeln!(s, "openvpn_server_clients_connected {}", clients.len());
-    let per_client: [(
-        &str,
-        &str,
-        &str,
-        fn(&openvpn_control::dataplane::DataStats) -> u64,
-    ); 4] = [
+    let per_client: [PerClient; 4] = [
         (
             "openvpn_client_received_bytes_total",
             "counter",
