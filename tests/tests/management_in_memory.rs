@@ -337,3 +337,116 @@ async fn management_client_auth_status_kill_deny_and_metrics() {
     server.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_management_password_and_hold() {
+    let (ca, (sc, sk), (cc, ck)) = pki();
+    let dir = std::env::temp_dir().join(format!("ovrs-mgmt-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw.txt");
+    std::fs::write(&pw, "s3cret\nignored\n").unwrap();
+    let mport = free_port();
+    let text = format!(
+        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nmanagement 127.0.0.1 {mport} {}\nmanagement-hold\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
+        pw.display()
+    );
+    let cfg = openvpn_server::config::load(
+        &options::parse_config(&text).unwrap(),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let (tun, _keep) = MemoryTun::pair(16);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(openvpn_server::runtime::serve(
+        cfg,
+        Arc::new(tun),
+        Some(udp),
+        None,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let connect = || async {
+        for _ in 0..100 {
+            if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", mport)).await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no management listener");
+    };
+    // A wrong password closes the session; the next management client is served.
+    let mut s = connect().await;
+    let mut prompt = [0u8; 15];
+    s.read_exact(&mut prompt).await.unwrap();
+    assert_eq!(&prompt, b"ENTER PASSWORD:");
+    s.write_all(b"wrong\n").await.unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(rest, "ERROR: bad password\r\n");
+
+    let s = connect().await;
+    let (rd, mut wr) = s.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut prompt = [0u8; 15];
+    rd.read_exact(&mut prompt).await.unwrap();
+    assert_eq!(&prompt, b"ENTER PASSWORD:");
+    wr.write_all(b"s3cret\r\n").await.unwrap();
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        rd.read_line(&mut l).await.unwrap();
+        lines.push(l);
+    }
+    assert_eq!(
+        lines,
+        [
+            "SUCCESS: password is correct\r\n",
+            ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info\r\n",
+            ">HOLD:Waiting for hold release:0\r\n"
+        ]
+    );
+
+    // Held: the client gets no answer.
+    let profile = format!(
+        "client\nremote 127.0.0.1 {port} udp\nconnect-retry 1\n<ca>\n{ca}</ca>\n<cert>\n{cc}</cert>\n<key>\n{ck}</key>\n"
+    );
+    let ccfg = ClientConfig::from_ovpn(&profile, std::path::Path::new("/")).unwrap();
+    let (ctun, _h) = MemoryTun::pair(16);
+    let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(ctun));
+    let early = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(ev) = client.events.recv().await {
+            if matches!(ev, VpnEvent::Connected { .. }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(!matches!(early, Ok(true)), "connected while held");
+    let mut l = String::new();
+    wr.write_all(b"hold\n").await.unwrap();
+    rd.read_line(&mut l).await.unwrap();
+    assert_eq!(l, "SUCCESS: hold=1\r\n");
+    l.clear();
+    wr.write_all(b"hold release\n").await.unwrap();
+    rd.read_line(&mut l).await.unwrap();
+    assert_eq!(l, "SUCCESS: hold release succeeded\r\n");
+    let (seen, up) = until_event(&mut client, |e| matches!(e, VpnEvent::Connected { .. })).await;
+    assert!(up.is_some(), "{seen:#?}");
+    // kill by common name.
+    l.clear();
+    wr.write_all(b"kill client1\n").await.unwrap();
+    rd.read_line(&mut l).await.unwrap();
+    assert_eq!(
+        l,
+        "SUCCESS: common name 'client1' found, 1 client(s) killed\r\n"
+    );
+    client.command(openvpn_client::Command::Disconnect);
+    let _ = client.wait().await;
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

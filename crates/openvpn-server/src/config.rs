@@ -847,6 +847,32 @@ mod tests {
     }
 
     #[test]
+    fn management_and_metrics_options() {
+        let c = cfg(&format!(
+            "{BASE}management 127.0.0.1 7505 pw.txt\nmanagement-client-auth\nmanagement-hold\nmetrics-listen 127.0.0.1:9176\n"
+        ))
+        .unwrap();
+        let m = c.management.unwrap();
+        assert_eq!(m.listen, ManagementListen::Tcp("127.0.0.1".into(), 7505));
+        assert!(m.password_file.unwrap().ends_with("pw.txt"));
+        assert!(c.management_client_auth && c.management_hold);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9176".parse().unwrap()));
+        let c = cfg(&format!("{BASE}management /run/ovpn.sock unix\n")).unwrap();
+        assert_eq!(
+            c.management.unwrap().listen,
+            ManagementListen::Unix("/run/ovpn.sock".into())
+        );
+        let e = cfg(&format!("{BASE}management-client-auth\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("need 'management"), "{e}");
+        let e = cfg(&format!("{BASE}metrics-listen nope\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IP:PORT"), "{e}");
+    }
+
+    #[test]
     fn tcp_and_families() {
         for (p, t, f) in [
             ("tcp-server", Transport::Tcp, Family::Any),
