@@ -33,8 +33,10 @@ mod linux;
 mod manager;
 mod memory;
 pub mod netlink;
+pub mod offload;
 pub mod process;
 pub mod route;
+pub mod udp_batch;
 
 use std::future::Future;
 use std::io;
@@ -46,6 +48,7 @@ pub use linux::LinuxTun;
 pub use manager::{DEFAULT_JOURNAL_DIR, Journal, JournalEntry, RecoverReport, RouteManager};
 pub use memory::{MemoryTun, MemoryTunHandle};
 pub use netlink::{DefaultGateways, Netlink, RouteInfo};
+pub use offload::{OffloadTun, TunBatch};
 pub use route::{Redirect, RoutePlanInput, RouteSpec};
 
 /// Errors from creating and configuring a packet device.
@@ -139,6 +142,20 @@ pub trait PacketDevice: Send + Sync {
 
     /// Writes one IP packet to the OS side and returns the number of bytes written.
     fn send(&self, pkt: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Waits for packets from the OS side and puts them into `batch` (cleared first): at
+    /// least one, more when the device has a batch path ([`OffloadTun`] splits TSO
+    /// super-packets and drains what is ready). The default reads one packet with `recv`.
+    fn recv_batch(&self, batch: &mut TunBatch) -> impl Future<Output = io::Result<()>> + Send {
+        offload::recv_one(self, batch)
+    }
+
+    /// Writes every packet of `batch` to the OS side ([`OffloadTun`] coalesces TCP segments
+    /// into super-packets). Errors of single packets are dropped; the default calls `send`
+    /// for each packet.
+    fn send_batch(&self, batch: &mut TunBatch) -> impl Future<Output = io::Result<()>> + Send {
+        offload::send_each(self, batch)
+    }
 }
 
 impl<T: PacketDevice> PacketDevice for Arc<T> {
@@ -148,5 +165,13 @@ impl<T: PacketDevice> PacketDevice for Arc<T> {
 
     fn send(&self, pkt: &[u8]) -> impl Future<Output = io::Result<usize>> + Send {
         (**self).send(pkt)
+    }
+
+    fn recv_batch(&self, batch: &mut TunBatch) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).recv_batch(batch)
+    }
+
+    fn send_batch(&self, batch: &mut TunBatch) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).send_batch(batch)
     }
 }
