@@ -175,6 +175,8 @@ pub struct ClientConfig {
     pub explicit_exit_notify: Option<u32>,
     /// `tun-mtu`.
     pub tun_mtu: u16,
+    /// `mssfix` (largest encapsulated datagram; 0 = off).
+    pub mssfix: u16,
     /// `presolve-ipaddress` / `ip-remote-hint`: `Some(None)` = resolve all remotes before
     /// connecting, `Some(Some(addr))` = use this address for every remote.
     pub presolve: Option<Option<String>>,
@@ -248,6 +250,7 @@ impl Default for ClientConfig {
             hand_window: 60,
             explicit_exit_notify: None,
             tun_mtu: 1500,
+            mssfix: 1492,
             presolve: None,
             daemon: false,
             writepid: None,
@@ -539,6 +542,7 @@ impl ClientConfig {
                     c.explicit_exit_notify = Some(if o.arg(0).is_some() { num(o, 0)? } else { 1 })
                 }
                 "tun-mtu" => c.tun_mtu = num(o, 0)?,
+                "mssfix" => c.mssfix = if o.arg(0).is_some() { num(o, 0)? } else { 1492 },
                 "presolve-ipaddress" | "ip-remote-hint" => {
                     c.presolve = Some(o.arg(0).map(str::to_owned))
                 }

@@ -483,6 +483,7 @@ async fn connect_once<T: TunBuilder>(
     let digest = DigestKind::from_name(&s.cfg.auth).unwrap_or(DigestKind::Sha1);
     let mut data = DataChannel::new(Role::Client, digest, CompressionFraming::None, None);
     data.set_reneg_limits(Some(s.cfg.reneg_bytes), Some(s.cfg.reneg_pkts));
+    let mut mss: Option<u16> = None;
     data.set_send_switch_delay(openvpn_control::dataplane::send_switch_delay(
         Duration::from_secs(u64::from(s.cfg.hand_window)),
         (s.cfg.reneg_sec > 0).then(|| Duration::from_secs(u64::from(s.cfg.reneg_sec))),
@@ -521,6 +522,10 @@ async fn connect_once<T: TunBuilder>(
                     established_once = true;
                     if p.peer_id.is_some() {
                         data.set_peer_id(p.peer_id);
+                    }
+                    if s.cfg.mssfix > 0 {
+                        let overhead = ctl.cipher().map_or(24, |c| c.overhead(4)) as u16;
+                        mss = Some(openvpn_wire::mss_for_mssfix(s.cfg.mssfix, overhead));
                     }
                     if let Some(c) = p.compression.as_ref().or(s.cfg.compression.as_ref()) {
                         data.set_framing(openvpn_control::server::framing_for(c));
@@ -662,6 +667,9 @@ async fn connect_once<T: TunBuilder>(
                         Ok(Payload::Ip(r)) => {
                             keepalive.on_received(now);
                             if let Some(d) = &device {
+                                if let Some(mss) = mss {
+                                    openvpn_wire::clamp_mss(&mut pkt[r.clone()], mss);
+                                }
                                 let _ = d.send(&pkt[r]).await;
                             }
                         }
@@ -697,6 +705,9 @@ async fn connect_once<T: TunBuilder>(
                         }
                     }
                     let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &tbuf[..n]);
+                    if let Some(mss) = mss {
+                        openvpn_wire::clamp_mss(buf.as_mut_slice(), mss);
+                    }
                     if data.seal(now, &mut buf, &mut s.rng).is_ok() {
                         keepalive.on_sent(now);
                         let _ = link.send(buf.as_slice()).await;

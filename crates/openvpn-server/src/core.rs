@@ -658,7 +658,13 @@ impl ServerCore {
                 }
             }
         }
-        out.tun.push(ip.to_vec());
+        let mut ip = ip.to_vec();
+        if let Some(c) = self.clients.get(pid as usize).and_then(Option::as_ref) {
+            if let Some(mss) = mss_limit(self.cfg.mssfix, &c.control) {
+                openvpn_wire::clamp_mss(&mut ip, mss);
+            }
+        }
+        out.tun.push(ip);
     }
 
     fn route(&self, dst: IpAddr) -> Option<u32> {
@@ -695,6 +701,9 @@ impl ServerCore {
             return;
         }
         let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, payload);
+        if let Some(mss) = mss_limit(self.cfg.mssfix, &c.control) {
+            openvpn_wire::clamp_mss(buf.as_mut_slice(), mss);
+        }
         if c.data.seal(now, &mut buf, &mut self.rng).is_ok() {
             c.keepalive.on_sent(now);
             out.link.push((c.addr, buf.as_slice().to_vec()));
@@ -1414,6 +1423,15 @@ impl ServerCore {
     pub fn config(&self) -> &ServerConfig {
         &self.cfg
     }
+}
+
+/// The MSS to clamp TCP SYNs to for `mssfix` (0 = off) with this client's cipher.
+fn mss_limit(mssfix: u16, control: &ServerSession) -> Option<u16> {
+    if mssfix == 0 {
+        return None;
+    }
+    let overhead = control.cipher().map_or(24, |c| c.overhead(4)) as u16;
+    Some(openvpn_wire::mss_for_mssfix(mssfix, overhead))
 }
 
 /// Whether `a` lies in `net/bits`.

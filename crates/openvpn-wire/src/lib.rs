@@ -33,6 +33,7 @@ pub mod data;
 mod error;
 pub mod km2;
 pub mod magic;
+pub mod mss;
 pub mod opcode;
 pub mod tcp;
 pub mod tlv;
@@ -45,6 +46,7 @@ pub use data::{DataHeader, PEER_ID_NONE, peek_peer_id};
 pub use error::WireError;
 pub use km2::KeyMethod2;
 pub use magic::{OCC_MAGIC, OccMessage, PING_MAGIC, is_occ, is_ping};
+pub use mss::{clamp_mss, mss_for_mssfix};
 pub use opcode::{KeyId, Opcode, first_byte, parse_first_byte};
 pub use tcp::{StreamDecoder, decode_frame, frame_tcp};
 pub use tlv::{
