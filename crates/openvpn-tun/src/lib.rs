@@ -48,7 +48,7 @@ pub use linux::LinuxTun;
 pub use manager::{DEFAULT_JOURNAL_DIR, Journal, JournalEntry, RecoverReport, RouteManager};
 pub use memory::{MemoryTun, MemoryTunHandle};
 pub use netlink::{DefaultGateways, Netlink, RouteInfo};
-pub use offload::{OffloadTun, TunBatch};
+pub use offload::{OffloadTun, SystemTun, TunBatch};
 pub use route::{Redirect, RoutePlanInput, RouteSpec};
 
 /// Errors from creating and configuring a packet device.

@@ -1027,3 +1027,89 @@ pub(crate) async fn send_each<D: PacketDevice + ?Sized>(
     }
     Ok(())
 }
+
+/// A kernel tun device, plain ([`LinuxTun`](crate::LinuxTun), one packet per system call) or
+/// with offloads ([`OffloadTun`]), chosen at start-up.
+#[derive(Debug)]
+pub enum SystemTun {
+    /// `IFF_TUN | IFF_NO_PI`.
+    Plain(crate::LinuxTun),
+    /// `IFF_VNET_HDR` with TSO/checksum offload.
+    Offload(Box<OffloadTun>),
+}
+
+impl SystemTun {
+    /// Creates the device: with `offload`, an [`OffloadTun`] (falling back to a plain device,
+    /// logged, if the kernel refuses `IFF_VNET_HDR`), else a plain one.
+    pub fn create(config: &TunConfig, offload: bool) -> Result<Self, TunError> {
+        if offload {
+            match OffloadTun::create(config) {
+                Ok(t) => return Ok(Self::Offload(Box::new(t))),
+                Err(e @ TunError::Ioctl { .. }) => {
+                    tracing::warn!("tun: no offload device ({e}); using a plain tun");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        crate::LinuxTun::create(config).map(Self::Plain)
+    }
+
+    /// Whether TSO/checksum offload is on.
+    pub fn offload_enabled(&self) -> bool {
+        matches!(self, Self::Offload(t) if t.offload_enabled())
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Plain(t) => t.name(),
+            Self::Offload(t) => t.name(),
+        }
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> u32 {
+        match self {
+            Self::Plain(t) => t.ifindex(),
+            Self::Offload(t) => t.ifindex(),
+        }
+    }
+
+    /// Hands a route manager to the device (undone when the device is dropped).
+    pub fn attach_route_manager(&mut self, manager: RouteManager) {
+        match self {
+            Self::Plain(t) => t.attach_route_manager(manager),
+            Self::Offload(t) => t.attach_route_manager(manager),
+        }
+    }
+}
+
+impl PacketDevice for SystemTun {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(t) => t.recv(buf).await,
+            Self::Offload(t) => PacketDevice::recv(&**t, buf).await,
+        }
+    }
+
+    async fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(t) => t.send(pkt).await,
+            Self::Offload(t) => PacketDevice::send(&**t, pkt).await,
+        }
+    }
+
+    async fn recv_batch(&self, batch: &mut TunBatch) -> io::Result<()> {
+        match self {
+            Self::Plain(t) => recv_one(t, batch).await,
+            Self::Offload(t) => t.recv_batch(batch).await,
+        }
+    }
+
+    async fn send_batch(&self, batch: &mut TunBatch) -> io::Result<()> {
+        match self {
+            Self::Plain(t) => send_each(t, batch).await,
+            Self::Offload(t) => t.send_batch(batch).await,
+        }
+    }
+}

@@ -11,9 +11,11 @@
 //!
 //! `quinn-udp` forbids IP fragmentation on the socket; [`UdpBatch::new`] switches that back to
 //! the kernel default so that a datagram larger than the path MTU still leaves (fragmented),
-//! as with a plain socket. GSO is only used for segments of at most
-//! [`UdpBatch::GSO_MAX_SEGMENT`] bytes, which fit a 1500-byte MTU even over IPv6; the kernel
-//! rejects GSO segments above the MTU.
+//! as with a plain socket. GSO is only used for segments that fit a 1500-byte MTU
+//! ([`gso_max_segment`]); the kernel rejects GSO segments above the MTU.
+//!
+//! [`SendQueue`] collects sealed datagrams and sends each run of equal-sized datagrams to one
+//! peer (the last of a run may be shorter) as one GSO call.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -62,10 +64,17 @@ pub struct UdpBatch {
     state: UdpSocketState,
 }
 
-impl UdpBatch {
-    /// Largest segment sent with GSO (1500 − IPv6 40 − UDP 8 = 1452).
-    pub const GSO_MAX_SEGMENT: usize = 1452;
+/// Largest segment sent with GSO to `dest`: what fits a 1500-byte MTU (1472 over IPv4,
+/// also IPv4-mapped IPv6; 1452 over IPv6).
+pub fn gso_max_segment(dest: SocketAddr) -> usize {
+    match dest {
+        SocketAddr::V4(_) => 1472,
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => 1472,
+        SocketAddr::V6(_) => 1452,
+    }
+}
 
+impl UdpBatch {
     /// Sets the socket up for batching (GRO on where the kernel has it).
     pub fn new(sock: &UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new(UdpSockRef::from(sock))?;
@@ -115,7 +124,7 @@ impl UdpBatch {
     ) -> io::Result<()> {
         let segment = segment.filter(|&s| s > 0 && s < contents.len());
         let gso = segment.filter(|&s| {
-            s <= Self::GSO_MAX_SEGMENT && contents.len().div_ceil(s) <= self.max_gso_segments()
+            s <= gso_max_segment(dest) && contents.len().div_ceil(s) <= self.max_gso_segments()
         });
         match (segment, gso) {
             (Some(s), None) => {
@@ -161,6 +170,96 @@ impl UdpBatch {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// One run of datagrams to one peer: `count` datagrams of `seg` bytes, the last `last` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    dest: SocketAddr,
+    start: usize,
+    seg: usize,
+    count: usize,
+    /// A shorter datagram ended the run.
+    closed: bool,
+}
+
+/// Datagrams waiting to be sent, grouped into GSO runs (no allocation per datagram).
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    data: Vec<u8>,
+    runs: Vec<Run>,
+    max_segments: usize,
+}
+
+impl SendQueue {
+    /// An empty queue; a run holds at most `max_segments` datagrams (use
+    /// [`UdpBatch::max_gso_segments`]).
+    pub fn new(max_segments: usize) -> Self {
+        Self {
+            data: Vec::new(),
+            runs: Vec::new(),
+            max_segments: max_segments.max(1),
+        }
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Number of GSO runs (send calls) queued.
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Queues one datagram for `dest`.
+    pub fn push(&mut self, dest: SocketAddr, datagram: &[u8]) {
+        let len = datagram.len();
+        let start = self.data.len();
+        self.data.extend_from_slice(datagram);
+        if let Some(r) = self.runs.last_mut() {
+            if !r.closed
+                && r.dest == dest
+                && r.count < self.max_segments
+                && len <= r.seg
+                && r.seg <= gso_max_segment(dest)
+                && len > 0
+            {
+                r.count += 1;
+                if len < r.seg {
+                    r.closed = true;
+                }
+                return;
+            }
+        }
+        self.runs.push(Run {
+            dest,
+            start,
+            seg: len,
+            count: 1,
+            closed: false,
+        });
+    }
+
+    /// Sends everything queued (one call per run) and empties the queue. Send errors other
+    /// than a full socket buffer are dropped, like lost datagrams.
+    pub async fn flush(&mut self, batch: &UdpBatch, sock: &UdpSocket) -> io::Result<()> {
+        let mut result = Ok(());
+        for (i, r) in self.runs.iter().enumerate() {
+            let end = self.runs.get(i + 1).map_or(self.data.len(), |n| n.start);
+            let contents = &self.data[r.start..end];
+            let seg = (r.count > 1).then_some(r.seg);
+            if let Err(e) = batch.send(sock, r.dest, contents, seg).await {
+                tracing::debug!("UDP send to {}: {e}", r.dest);
+                if result.is_ok() && e.kind() != io::ErrorKind::WouldBlock {
+                    result = Err(e);
+                }
+            }
+        }
+        self.data.clear();
+        self.runs.clear();
+        result.or(Ok(()))
     }
 }
 
@@ -238,5 +337,35 @@ mod tests {
             assert!(d.iter().all(|&x| x == i as u8));
         }
         assert_eq!(got[11], vec![0xee; 3000]);
+    }
+
+    #[test]
+    fn send_queue_groups_equal_runs_per_peer() {
+        let p: SocketAddr = "10.0.0.1:1194".parse().unwrap();
+        let q: SocketAddr = "[fd00::1]:1194".parse().unwrap();
+        let mut sq = SendQueue::new(3);
+        for len in [100, 100, 100, 100, 60, 100] {
+            sq.push(p, &vec![1; len]);
+        }
+        sq.push(q, &[2; 100]);
+        sq.push(q, &[2; 1460]); // too big for GSO over IPv6: its own run
+        sq.push(q, &[2; 1460]);
+        let runs: Vec<(usize, usize, bool)> =
+            sq.runs.iter().map(|r| (r.seg, r.count, r.closed)).collect();
+        assert_eq!(
+            runs,
+            [
+                (100, 3, false),
+                (100, 2, true),
+                (100, 1, false),
+                (100, 1, false),
+                (1460, 1, false),
+                (1460, 1, false)
+            ]
+        );
+        assert_eq!(
+            gso_max_segment("[::ffff:10.0.0.1]:1".parse().unwrap()),
+            1472
+        );
     }
 }
