@@ -49,6 +49,8 @@ const RT_TABLE_MAIN: u8 = 254;
 const RTN_UNICAST: u8 = 1;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
+/// In a delete request: match a route of any scope (what `ip route del` sends).
+const RT_SCOPE_NOWHERE: u8 = 255;
 /// `RTPROT_STATIC`: a route added by an administrator (what `ip route add … proto static` sets).
 const RTPROT_STATIC: u8 = 4;
 
@@ -480,8 +482,11 @@ pub(crate) fn encode_route(kind: u16, r: &RouteMsg) -> Vec<u8> {
         NLM_F_REQUEST | NLM_F_ACK
     };
     header(&mut b, kind, flags);
-    // Like iproute2: an IPv4 route without a gateway is scope link.
-    let scope = if r.dest.is_ipv4() && r.gateway.is_none() && kind == RTM_NEWROUTE {
+    // Like iproute2: an IPv4 route without a gateway is scope link; a delete matches any
+    // scope (the kernel compares the scope unless it is RT_SCOPE_NOWHERE).
+    let scope = if kind == RTM_DELROUTE {
+        RT_SCOPE_NOWHERE
+    } else if r.dest.is_ipv4() && r.gateway.is_none() {
         RT_SCOPE_LINK
     } else {
         RT_SCOPE_UNIVERSE
@@ -708,7 +713,8 @@ mod tests {
         };
         let m6 = encode_route(RTM_DELROUTE, &v6);
         assert_eq!(m6[16], AF_INET6);
-        assert_eq!(m6[22], RT_SCOPE_UNIVERSE);
+        assert_eq!(m6[22], RT_SCOPE_NOWHERE);
+        assert_eq!(encode_route(RTM_NEWROUTE, &v6)[22], RT_SCOPE_UNIVERSE);
         assert_eq!(m6.len(), 16 + 12 + 20 + 8);
     }
 
