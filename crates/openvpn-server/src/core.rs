@@ -84,6 +84,9 @@ pub struct Outputs {
     pub jobs: Vec<ScriptJob>,
     /// `>CLIENT:` notifications for the management interface (`management-client-auth`).
     pub mgmt: Vec<Notify>,
+    /// When set (by a batching runtime), packets for the tun device are appended here
+    /// instead of to [`Outputs::tun`] (no allocation per packet).
+    pub tun_batch: Option<openvpn_tun::TunBatch>,
 }
 
 /// One connected (or connecting) client.
@@ -658,11 +661,23 @@ impl ServerCore {
                 }
             }
         }
-        let mut ip = ip.to_vec();
-        if let Some(c) = self.clients.get(pid as usize).and_then(Option::as_ref) {
-            if let Some(mss) = mss_limit(self.cfg.mssfix, &c.control) {
-                openvpn_wire::clamp_mss(&mut ip, mss);
+        let mss = self
+            .clients
+            .get(pid as usize)
+            .and_then(Option::as_ref)
+            .and_then(|c| mss_limit(self.cfg.mssfix, &c.control));
+        if let Some(batch) = out.tun_batch.as_mut() {
+            // Batched runtime: straight into its reusable arena, no allocation.
+            batch.push(ip);
+            if let Some(mss) = mss {
+                let last = batch.len() - 1;
+                openvpn_wire::clamp_mss(batch.get_mut(last), mss);
             }
+            return;
+        }
+        let mut ip = ip.to_vec();
+        if let Some(mss) = mss {
+            openvpn_wire::clamp_mss(&mut ip, mss);
         }
         out.tun.push(ip);
     }
@@ -691,6 +706,40 @@ impl ServerCore {
             Some(pid) => self.send_to_client(now, pid, ip, out),
             None => self.stats.no_route += 1,
         }
+    }
+
+    /// A packet from the tun device, sealed into `buf` (reused: no allocation): returns the
+    /// address of the client to send `buf` to, or `None` (no route, no key yet, or dropped).
+    /// The batching runtime's form of [`ServerCore::on_tun_packet`].
+    pub fn seal_tun_packet(
+        &mut self,
+        now: Instant,
+        ip: &[u8],
+        buf: &mut PacketBuf,
+    ) -> Option<PeerAddr> {
+        let Some((_, dst)) = ip_addrs(ip) else {
+            self.stats.no_route += 1;
+            return None;
+        };
+        let Some(pid) = self.route(dst) else {
+            self.stats.no_route += 1;
+            return None;
+        };
+        let c = self
+            .clients
+            .get_mut(pid as usize)
+            .and_then(Option::as_mut)?;
+        if !c.data.can_send() {
+            return None;
+        }
+        buf.clear(PacketBuf::DEFAULT_HEADROOM);
+        buf.extend_from_slice(ip);
+        if let Some(mss) = mss_limit(self.cfg.mssfix, &c.control) {
+            openvpn_wire::clamp_mss(buf.as_mut_slice(), mss);
+        }
+        c.data.seal(now, buf, &mut self.rng).ok()?;
+        c.keepalive.on_sent(now);
+        Some(c.addr)
     }
 
     fn send_to_client(&mut self, now: Instant, pid: u32, payload: &[u8], out: &mut Outputs) {

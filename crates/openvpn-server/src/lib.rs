@@ -17,3 +17,4 @@ pub mod process;
 pub mod runtime;
 pub mod scripts;
 pub mod status;
+pub mod udpio;
