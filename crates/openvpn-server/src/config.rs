@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use openvpn_control::options::{self, OptionLine, OptionSource, describe_location};
+use openvpn_control::server::CompressionConfig;
 
 /// Errors while loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +193,8 @@ pub struct ServerConfig {
     pub ccd_exclusive: bool,
     /// `auth-user-pass-optional`.
     pub auth_user_pass_optional: bool,
+    /// `compress` / `comp-lzo` (answered with stub framing only).
+    pub compression: CompressionConfig,
     /// `management IP PORT [pw-file]` / `management PATH unix [pw-file]`.
     pub management: Option<ManagementConfig>,
     /// `management-client-auth`: the management client approves every client.
@@ -282,6 +285,7 @@ impl Default for ServerConfig {
             client_config_dir: None,
             ccd_exclusive: false,
             auth_user_pass_optional: false,
+            compression: CompressionConfig::None,
             management: None,
             management_client_auth: false,
             management_hold: false,
@@ -661,10 +665,9 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 );
             }
             "compress" | "comp-lzo" => {
-                return Err(err(
-                    o,
-                    "compression framing on the server is not implemented yet; remove it (compression is off by default in 2.6)",
-                ));
+                c.compression = CompressionConfig::from_option(n == "comp-lzo", o.arg(0)).ok_or_else(|| {
+                    err(o, "use stub, stub-v2, lz4, lz4-v2, lzo or migrate (comp-lzo: yes, no, adaptive); data is never compressed")
+                })?;
             }
             other => {
                 return Err(err(
