@@ -477,7 +477,8 @@ impl ServerCore {
                         return;
                     }
                 };
-                let control = ServerSession::new(session, self.policy.clone(), peer_id as u32);
+                let mut control = ServerSession::new(session, self.policy.clone(), peer_id as u32);
+                control.set_compression(self.cfg.compression);
                 let ping = self.cfg.ping.map(|s| Duration::from_secs(u64::from(s)));
                 let restart = self
                     .cfg
@@ -827,6 +828,7 @@ impl ServerCore {
                 }
                 ServerEvent::Pushed => {
                     c.established = true;
+                    c.data.set_framing(c.control.framing());
                     self.stats.handshakes += 1;
                     if self.cfg.management_client_auth {
                         let env = self.client_env(&c, JobKind::ClientConnect);
