@@ -7,28 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openvpn_control::client::PullFilterAction;
-use openvpn_control::options::{self, OptionLine, describe_location};
+use openvpn_control::loading::{arg, file_or_inline, invalid as err, number as num};
+use openvpn_control::options::{self, OptionLine};
 
-/// Errors while loading a profile.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// An option is wrong; the text says where and how to fix it.
-    #[error("{0}")]
-    Invalid(String),
-    /// The option grammar failed.
-    #[error(transparent)]
-    Syntax(#[from] options::OptionError),
-    /// A referenced file could not be read.
-    #[error("{what}: cannot read '{path}': {source}")]
-    Io {
-        /// Which option.
-        what: String,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
+/// Errors while loading the configuration (shared with the other binary's loader).
+pub use openvpn_control::loading::LoadError as ConfigError;
 
 /// Transport of a remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,34 +277,6 @@ const NO_OPS: &[&str] = &[
     "block-outside-dns",
     "register-dns",
 ];
-
-fn err(o: &OptionLine, msg: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid(format!("{}: '{}': {msg}", describe_location(o), o.name))
-}
-
-fn arg(o: &OptionLine, i: usize) -> Result<&str, ConfigError> {
-    o.arg(i)
-        .ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
-}
-
-fn num<T: std::str::FromStr>(o: &OptionLine, i: usize) -> Result<T, ConfigError> {
-    let a = arg(o, i)?;
-    a.parse()
-        .map_err(|_| err(o, format!("'{a}' is not a valid number")))
-}
-
-fn file_or_inline(o: &OptionLine, base: &Path) -> Result<String, ConfigError> {
-    if let Some(text) = o.inline_content() {
-        return Ok(text.to_owned());
-    }
-    let p = arg(o, 0)?;
-    let path = base.join(p);
-    std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
-        what: format!("{} '{}'", describe_location(o), o.name),
-        path,
-        source,
-    })
-}
 
 fn parse_proto(o: &OptionLine, p: &str) -> Result<(Proto, Family), ConfigError> {
     Ok(match p {
@@ -664,12 +619,7 @@ impl ClientConfig {
         let mut lines = Vec::new();
         let mut base = PathBuf::from(".");
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-                what: "config".into(),
-                path: path.to_owned(),
-                source,
-            })?;
-            lines = options::parse_config(&text)?;
+            lines = openvpn_control::loading::read_config_file(path)?;
             base = std::env::current_dir().unwrap_or_default();
         }
         lines.extend(cli);

@@ -20,6 +20,7 @@ pub mod cookie;
 pub mod dataplane;
 pub mod error;
 pub mod keepalive;
+pub mod loading;
 pub mod messages;
 pub mod ncp;
 pub mod options;

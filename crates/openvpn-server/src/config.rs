@@ -5,29 +5,12 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use openvpn_control::options::{self, OptionLine, OptionSource, describe_location};
+use openvpn_control::loading::{arg, file_or_inline, invalid as err, number as parse_num};
+use openvpn_control::options::{OptionLine, OptionSource, describe_location};
 use openvpn_control::server::CompressionConfig;
 
-/// Errors while loading the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// An option is wrong; the text names where and how to fix it.
-    #[error("{0}")]
-    Invalid(String),
-    /// The option grammar failed.
-    #[error(transparent)]
-    Syntax(#[from] options::OptionError),
-    /// A referenced file could not be read.
-    #[error("{what}: cannot read '{path}': {source}")]
-    Io {
-        /// Which option.
-        what: String,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
+/// Errors while loading the configuration (shared with the other binary's loader).
+pub use openvpn_control::loading::LoadError as ConfigError;
 
 /// Transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,21 +299,6 @@ const NO_OPS: &[&str] = &[
     "allow-compression",
 ];
 
-fn err(o: &OptionLine, msg: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid(format!("{}: '{}': {msg}", describe_location(o), o.name))
-}
-
-fn arg(o: &OptionLine, i: usize) -> Result<&str, ConfigError> {
-    o.arg(i)
-        .ok_or_else(|| err(o, format!("needs at least {} argument(s)", i + 1)))
-}
-
-fn parse_num<T: std::str::FromStr>(o: &OptionLine, i: usize) -> Result<T, ConfigError> {
-    let a = arg(o, i)?;
-    a.parse()
-        .map_err(|_| err(o, format!("'{a}' is not a valid number")))
-}
-
 fn ipv4(o: &OptionLine, i: usize) -> Result<Ipv4Addr, ConfigError> {
     let a = arg(o, i)?;
     a.parse()
@@ -349,21 +317,6 @@ fn ipv6_prefix(o: &OptionLine, i: usize) -> Result<(Ipv6Addr, u8), ConfigError> 
         .filter(|b| *b <= 128)
         .ok_or_else(|| err(o, format!("bad prefix length in '{a}'")))?;
     Ok((addr, bits))
-}
-
-/// Reads a file-or-inline argument: inline blocks give their text, otherwise the path is
-/// read relative to `base`.
-fn file_or_inline(o: &OptionLine, base: &Path) -> Result<String, ConfigError> {
-    if let Some(text) = o.inline_content() {
-        return Ok(text.to_owned());
-    }
-    let p = arg(o, 0)?;
-    let path = base.join(p);
-    std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
-        what: describe_location(o) + " '" + &o.name + "'",
-        path,
-        source,
-    })
 }
 
 /// Loads options from a config file text plus command-line options (which come after the
@@ -747,12 +700,7 @@ pub fn load_from(
     let mut lines = Vec::new();
     let mut base = PathBuf::from(".");
     if let Some(path) = config_file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            what: "config".into(),
-            path: path.to_owned(),
-            source,
-        })?;
-        lines = options::parse_config(&text)?;
+        lines = openvpn_control::loading::read_config_file(path)?;
         base = std::env::current_dir().unwrap_or_default();
     }
     lines.extend(
@@ -783,7 +731,7 @@ mod tests {
         for f in ["ca.crt", "server.crt", "server.key", "tc.key"] {
             std::fs::write(dir.join(f), "x").ok();
         }
-        load(&options::parse_config(text)?, &dir)
+        load(&openvpn_control::options::parse_config(text)?, &dir)
     }
 
     const BASE: &str = "mode server\ntls-server\ndev tun\ntopology subnet\nproto udp\nport 1194\nserver 10.8.0.0 255.255.255.0\nserver-ipv6 fd08::/64\nkeepalive 10 60\ndisable-dco\nca ca.crt\ncert server.crt\nkey server.key\ndh none\ndata-ciphers AES-256-GCM\ntls-crypt tc.key\npersist-key\npersist-tun\nverb 4\n";
