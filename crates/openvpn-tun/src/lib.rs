@@ -28,6 +28,7 @@
 
 mod config;
 pub mod dns;
+pub mod fdpass;
 pub mod icmp;
 mod linux;
 mod manager;

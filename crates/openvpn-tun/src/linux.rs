@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use tokio::io::unix::AsyncFd;
 
@@ -12,6 +12,8 @@ use crate::{PacketDevice, RouteManager, TunConfig, TunError};
 
 /// `_IOW('T', 202, int)` from `<linux/if_tun.h>`.
 const TUNSETIFF: u32 = 0x4004_54ca;
+/// `_IOR('T', 210, unsigned int)`: the name and flags of the device behind a tun fd.
+const TUNGETIFF: u32 = 0x8004_54d2;
 /// Layer-3 device: each read/write is one IP packet.
 const IFF_TUN: libc::c_short = 0x0001;
 /// No 4-byte packet-information header in front of each packet.
@@ -140,6 +142,72 @@ impl LinuxTun {
         })
     }
 
+    /// Wraps a tun file descriptor opened by someone else (the privilege-separated helper
+    /// passes one over a Unix socket), without a [`RouteManager`]: whoever configured the
+    /// device keeps its routes and DNS.
+    ///
+    /// The descriptor must be a tun device (`TUNGETIFF` answers) named `name` with
+    /// `IFF_TUN | IFF_NO_PI`; it is made non-blocking. Must be called inside a tokio runtime.
+    pub fn from_fd(fd: OwnedFd, name: &str) -> Result<Self, TunError> {
+        tokio::runtime::Handle::try_current()
+            .map_err(|e| TunError::Runtime(io::Error::other(e)))?;
+        let mut req = IfReqFlags {
+            name: [0; IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        // SAFETY: `req` is a live, initialised buffer as large as `struct ifreq`, which
+        // TUNGETIFF fills; on a descriptor that is not a tun device the ioctl fails (checked).
+        let rc =
+            unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF as _, std::ptr::from_mut(&mut req)) };
+        if rc < 0 {
+            return Err(TunError::Ioctl {
+                op: "TUNGETIFF",
+                source: io::Error::last_os_error(),
+            });
+        }
+        let len = req.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+        let actual = String::from_utf8_lossy(&req.name[..len]).into_owned();
+        if actual != name {
+            return Err(TunError::InvalidName {
+                name: name.to_owned(),
+                reason: "the descriptor belongs to a tun device of another name",
+            });
+        }
+        if req.flags & (IFF_TUN | IFF_NO_PI) != (IFF_TUN | IFF_NO_PI) {
+            return Err(TunError::InvalidName {
+                name: name.to_owned(),
+                reason: "the device is not IFF_TUN | IFF_NO_PI",
+            });
+        }
+        // SAFETY: F_GETFL/F_SETFL on a descriptor we own; results are checked.
+        let rc = unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            if flags < 0 {
+                flags
+            } else {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+            }
+        };
+        if rc < 0 {
+            return Err(TunError::Ioctl {
+                op: "F_SETFL O_NONBLOCK",
+                source: io::Error::last_os_error(),
+            });
+        }
+        let ifindex = Netlink::new().link_index(&actual)?;
+        // SAFETY: as in `open`: the `OwnedFd` keeps the descriptor open and unchanged for as
+        // long as the `AsyncFd` owns it.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| TunError::Runtime(e.into()))?;
+        Ok(Self {
+            routes: None,
+            fd,
+            name: actual,
+            ifindex,
+            commands: Vec::new(),
+        })
+    }
+
     /// The interface name the kernel gave the device (for example `tun0`).
     pub fn name(&self) -> &str {
         &self.name
@@ -170,6 +238,14 @@ impl LinuxTun {
     /// Detaches the route manager (it then cleans up when *it* is dropped).
     pub fn take_route_manager(&mut self) -> Option<RouteManager> {
         self.routes.take()
+    }
+}
+
+/// The tun descriptor, for passing it to another process (the privilege-separated helper
+/// sends it with `SCM_RIGHTS`); reading or writing it directly bypasses tokio's readiness.
+impl AsFd for LinuxTun {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
     }
 }
 
