@@ -5,7 +5,8 @@
 //!        events: Resolving, Connecting{n of m}, TlsEstablished, Connected{settings} …
 //!        commands: Disconnect, Pause, Resume, ReconnectNow, Credentials
 //!  TunBuilder: the app gets addresses/routes/DNS/MTU and returns a packet device
-//!        (LinuxTunBuilder for a real tun, MemoryTunBuilder for tests and embedding)
+//!        (LinuxTunBuilder for a real tun, HelperTunBuilder for an unprivileged client that
+//!        asks the root helper (`privsep`), MemoryTunBuilder for tests and embedding)
 //! ```
 //! The library never reads stdin: credentials come through [`Command::Credentials`] after a
 //! [`VpnEvent::CredentialsRequired`].
@@ -13,12 +14,14 @@
 
 pub mod config;
 mod engine;
+pub mod privsep;
 pub mod tun;
 
 use std::net::SocketAddr;
 
 pub use config::{ClientConfig, ConfigError};
 use openvpn_control::client::PushedOptions;
+pub use privsep::{HelperTun, HelperTunBuilder};
 use tokio::sync::mpsc;
 pub use tun::{LinuxTunBuilder, MemoryTunBuilder, TunBuilder, TunSettings, TunVerdict};
 

@@ -4,7 +4,9 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use openvpn_client::{ClientConfig, Command, ExitReason, LinuxTunBuilder, VpnEvent};
+use openvpn_client::{
+    ClientConfig, Command, ExitReason, HelperTunBuilder, LinuxTunBuilder, VpnEvent,
+};
 use openvpn_control::options;
 use tracing::{error, info, warn};
 
@@ -67,10 +69,26 @@ fn run_script(
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("helper") {
+        return openvpn_client::privsep::helper_main(&args[1..]);
+    }
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: openvpn-client --config PROFILE.ovpn [--option args ...]");
+        println!(
+            "usage: openvpn-client --config PROFILE.ovpn [--helper-socket PATH] [--option args ...]"
+        );
+        println!("       openvpn-client helper [--socket PATH] [--profiles DIR]   (as root)");
         return Ok(());
+    }
+    // Ours, not an OpenVPN option: take it out before the OpenVPN option parser sees it.
+    let mut helper_socket = None;
+    if let Some(i) = args.iter().position(|a| a == "--helper-socket") {
+        if i + 1 >= args.len() {
+            eprintln!("openvpn-client: --helper-socket needs a path");
+            std::process::exit(1);
+        }
+        helper_socket = Some(PathBuf::from(args.remove(i + 1)));
+        args.remove(i);
     }
     if args.iter().any(|a| a == "--version") {
         println!("openvpn-client (openvpn-rs) {}", env!("CARGO_PKG_VERSION"));
@@ -133,6 +151,19 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writepid {}", p.display()))?;
     }
+    // Unprivileged: let the root helper open the tun (explicitly, or when its socket exists).
+    let default_socket = PathBuf::from(openvpn_client::privsep::DEFAULT_SOCKET);
+    let helper_socket = helper_socket.or_else(|| {
+        (openvpn_tun::fdpass::euid() != 0 && default_socket.exists()).then_some(default_socket)
+    });
+    let helper = match (helper_socket, &file) {
+        (Some(socket), Some(profile)) => Some(HelperTunBuilder {
+            socket,
+            profile: profile.clone(),
+        }),
+        (Some(_), None) => anyhow::bail!("the privileged helper needs a profile file (--config)"),
+        (None, _) => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,7 +173,13 @@ fn main() -> anyhow::Result<()> {
         let up = cfg.up.clone().filter(|_| cfg.script_security >= 2);
         let down = cfg.down.clone().filter(|_| cfg.script_security >= 2);
         let name = (dev != "tun").then(|| dev.clone());
-        let mut handle = openvpn_client::connect(cfg, LinuxTunBuilder { name });
+        let mut handle = match helper {
+            Some(b) => {
+                info!("using the privileged helper at {}", b.socket.display());
+                openvpn_client::connect(cfg, b)
+            }
+            None => openvpn_client::connect(cfg, LinuxTunBuilder { name }),
+        };
         let cmd = handle.commander();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

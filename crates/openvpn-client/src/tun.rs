@@ -251,7 +251,7 @@ pub struct LinuxTunBuilder {
     pub name: Option<String>,
 }
 
-fn journal_dir() -> PathBuf {
+pub(crate) fn journal_dir() -> PathBuf {
     std::env::var_os("OPENVPN_RS_RUN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(openvpn_tun::DEFAULT_JOURNAL_DIR))
