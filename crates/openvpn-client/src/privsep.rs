@@ -456,7 +456,8 @@ impl Policy {
             return Err(format!("more than {MAX_DNS} DNS servers or domains"));
         }
         if let Some(a) = s.server {
-            if !sane_unicast(a) {
+            // Loopback is allowed here: the server must also be a remote of the profile.
+            if a.is_unspecified() || a.is_multicast() {
                 return Err(format!("server address {a} is not unicast"));
             }
         }
