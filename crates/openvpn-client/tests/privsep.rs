@@ -35,25 +35,45 @@ fn ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Our namespace, directory and helper process; all removed on drop.
+/// Our namespace, directory and processes; all removed on drop.
 struct Lab {
     ns: String,
     dir: PathBuf,
-    helper: Option<Child>,
-    probe: Option<Child>,
+    children: Vec<Child>,
 }
 
 impl Lab {
+    /// A namespace `ovrs7-TAG-PID` (lo up, its own resolv.conf) and `/tmp/ovrs7-TAG-PID` with
+    /// `profiles`, `outside`, `sock` (all 0755, root).
+    fn new(tag: &str) -> Lab {
+        let pid = std::process::id();
+        let mut lab = Lab {
+            ns: format!("ovrs7-{tag}-{pid}"),
+            dir: PathBuf::from(format!("/tmp/ovrs7-{tag}-{pid}")),
+            children: Vec::new(),
+        };
+        lab.remove();
+        ip(&["netns", "add", &lab.ns]);
+        ip(&["-n", &lab.ns, "link", "set", "lo", "up"]);
+        std::fs::create_dir_all(lab.etc()).unwrap();
+        std::fs::write(lab.resolv(), ORIGINAL_RESOLV).unwrap();
+        for d in ["", "profiles", "outside", "sock"] {
+            mkdir(&lab.dir.join(d));
+        }
+        lab
+    }
+
     fn etc(&self) -> PathBuf {
         Path::new("/etc/netns").join(&self.ns)
     }
 
+    /// The namespace's resolv.conf (bind-mounted over /etc/resolv.conf by `ip netns exec`).
+    fn resolv(&self) -> PathBuf {
+        self.etc().join("resolv.conf")
+    }
+
     fn remove(&mut self) {
-        for child in [self.probe.take(), self.helper.take()]
-            .into_iter()
-            .flatten()
-        {
-            let mut child = child;
+        for mut child in self.children.drain(..).rev() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -67,6 +87,37 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+const ORIGINAL_RESOLV: &str = "nameserver 192.0.2.53\noptions ndots:2\n";
+
+/// Runs as root; the usual preconditions of the root tests.
+fn root_tools() -> bool {
+    if openvpn_tun::fdpass::euid() != 0 {
+        println!("skipped: needs root");
+        return false;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        println!("skipped: needs setpriv (util-linux)");
+        return false;
+    }
+    true
+}
+
+/// `ip netns exec NS setpriv --reuid=65534 … PROGRAM`: PROGRAM runs as nobody in the
+/// namespace.
+fn as_nobody(ns: &str, program: &Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program);
+    c
 }
 
 fn mkdir(p: &Path) {
@@ -90,37 +141,17 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
     if std::env::var_os(PROBE_ENV).is_some() {
         return; // we are the probe's process; see `probe`
     }
-    if openvpn_tun::fdpass::euid() != 0 {
-        println!("skipped: needs root");
+    if !root_tools() {
         return;
     }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        println!("skipped: needs setpriv (util-linux)");
-        return;
-    }
-    let pid = std::process::id();
-    let mut lab = Lab {
-        ns: format!("ovrs7-h-{pid}"),
-        dir: PathBuf::from(format!("/tmp/ovrs7-{pid}")),
-        helper: None,
-        probe: None,
-    };
-    lab.remove();
-    ip(&["netns", "add", &lab.ns]);
-    std::fs::create_dir_all(lab.etc()).unwrap();
-    let resolv = lab.etc().join("resolv.conf");
-    let original = "nameserver 192.0.2.53\noptions ndots:2\n";
-    std::fs::write(&resolv, original).unwrap();
-
-    let (profiles, outside, sockdir, run) = (
+    let mut lab = Lab::new("h");
+    let resolv = lab.resolv();
+    let (profiles, outside, sock, run) = (
         lab.dir.join("profiles"),
         lab.dir.join("outside"),
-        lab.dir.join("sock"),
+        lab.dir.join("sock/helper.sock"),
         lab.dir.join("run"),
     );
-    for d in [&lab.dir, &profiles, &outside, &sockdir] {
-        mkdir(d);
-    }
     let profile = format!(
         "client\ndev tun\nremote 192.0.2.1 1194\n{CA}pull-filter ignore \"route 10.66.\"\ndhcp-option DNS 10.8.0.53\n"
     );
@@ -128,7 +159,6 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
     std::fs::write(&allowed, &profile).unwrap();
     let other = outside.join("other.ovpn");
     std::fs::write(&other, &profile).unwrap();
-    let sock = sockdir.join("helper.sock");
 
     let log = std::fs::File::create(lab.dir.join("helper.log")).unwrap();
     let helper = Command::new("ip")
@@ -149,31 +179,22 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
         .stderr(log)
         .spawn()
         .expect("start the helper");
-    lab.helper = Some(helper);
+    lab.children.push(helper);
     wait_until("the helper's socket", || sock.exists());
 
     let exe = std::env::current_exe().unwrap();
-    let mut probe = Command::new("ip")
-        .args(["netns", "exec", &lab.ns])
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(&exe)
+    let mut probe = as_nobody(&lab.ns, &exe);
+    probe
         .args(["--exact", "probe", "--nocapture", "--test-threads=1"])
         .env(PROBE_ENV, "1")
         .env("OVRS7_SOCKET", &sock)
         .env("OVRS7_PROFILE", &allowed)
         .env("OVRS7_OUTSIDE", &other)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the probe");
+        .stdout(Stdio::piped());
+    let mut probe = probe.spawn().expect("start the probe");
     let out = probe.stdout.take().unwrap();
-    lab.probe = Some(probe);
+    lab.children.push(probe);
     let mut lines = Vec::new();
     for line in BufReader::new(out).lines() {
         let line = line.unwrap();
@@ -230,7 +251,7 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
     );
 
     // kill -9: the socket closes, the helper undoes everything.
-    let mut probe = lab.probe.take().unwrap();
+    let mut probe = lab.children.pop().unwrap();
     probe.kill().unwrap();
     probe.wait().unwrap();
     wait_until("the device to disappear", || {
@@ -239,7 +260,7 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
     let routes = ip(&["-n", &lab.ns, "route"]);
     assert!(!routes.contains("10.77."), "{routes}");
     wait_until("the journal to go", || !journal.exists());
-    assert_eq!(std::fs::read_to_string(&resolv).unwrap(), original);
+    assert_eq!(std::fs::read_to_string(&resolv).unwrap(), ORIGINAL_RESOLV);
     assert!(log_text().contains("client gone"), "{}", log_text());
     lab.remove();
     assert!(!ip(&["netns", "list"]).contains(&lab.ns));
@@ -376,5 +397,260 @@ fn probe() {
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
         drop(tun);
+    });
+}
+
+const SERVE_ENV: &str = "OVRS7_SERVE";
+
+/// PEM CA, server and client certificates and keys.
+fn pki() -> (String, (String, String), (String, String)) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ovrs7-ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |cn: &str, eku| {
+        let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
+        let k = KeyPair::generate().unwrap();
+        (
+            p.signed_by(&k, &ca, &ca_key).unwrap().pem(),
+            k.serialize_pem(),
+        )
+    };
+    let server = leaf("server", ExtendedKeyUsagePurpose::ServerAuth);
+    let client = leaf("client1", ExtendedKeyUsagePurpose::ClientAuth);
+    (ca.pem(), server, client)
+}
+
+/// The real `openvpn-client` binary as nobody with `--helper-socket`, against our server (an
+/// in-process `openvpn-server` with an in-memory tun that answers every ping, run by this
+/// test binary inside the namespace). The helper is socket-activated by
+/// `systemd-socket-activate` (LISTEN_FDS). Pings through the tunnel to the server's address
+/// and to a pushed route, then `kill -9` of the client.
+#[test]
+fn real_client_as_nobody_through_a_socket_activated_helper() {
+    if std::env::var_os(PROBE_ENV).is_some() || std::env::var_os(SERVE_ENV).is_some() {
+        return;
+    }
+    if !root_tools() {
+        return;
+    }
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: needs systemd-socket-activate");
+        return;
+    }
+    let mut lab = Lab::new("e");
+    let (profiles, sock, run) = (
+        lab.dir.join("profiles"),
+        lab.dir.join("sock/helper.sock"),
+        lab.dir.join("run"),
+    );
+    let (ca, (scert, skey), (ccert, ckey)) = pki();
+    let server_conf = lab.dir.join("server.conf");
+    std::fs::write(
+        &server_conf,
+        format!(
+            "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\npush \"route 10.77.0.0 255.255.0.0\"\n<ca>\n{ca}</ca>\n<cert>\n{scert}</cert>\n<key>\n{skey}</key>\n"
+        ),
+    )
+    .unwrap();
+
+    // The server, inside the namespace: prints its port.
+    let exe = std::env::current_exe().unwrap();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(&exe)
+        .args(["--exact", "serve", "--nocapture", "--test-threads=1"])
+        .env(SERVE_ENV, &server_conf)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let out = server.stdout.take().unwrap();
+    lab.children.push(server);
+    let mut port = None;
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if let Some(i) = line.find("SERVE port ") {
+            port = Some(line[i + 11..].trim().to_owned());
+            break;
+        }
+    }
+    let port = port.expect("the server's port");
+
+    // The helper, socket-activated.
+    let log_path = lab.dir.join("helper.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let helper = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "systemd-socket-activate", "-l"])
+        .arg(&sock)
+        .arg(format!("--setenv=OPENVPN_RS_RUN_DIR={}", run.display()))
+        .arg("--setenv=OPENVPN_LOG=info")
+        .arg("--setenv=PATH")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_openvpn-client"))
+        .arg("helper")
+        .arg("--profiles")
+        .arg(&profiles)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start systemd-socket-activate");
+    lab.children.push(helper);
+    wait_until("the activation socket", || sock.exists());
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let profile = profiles.join("e2e.ovpn");
+    std::fs::write(
+        &profile,
+        format!(
+            "client\ndev tun\nremote 127.0.0.1 {port} udp\nverb 3\n<ca>\n{ca}</ca>\n<cert>\n{ccert}</cert>\n<key>\n{ckey}</key>\n"
+        ),
+    )
+    .unwrap();
+    let client_log_path = lab.dir.join("client.log");
+    let client_log = std::fs::File::create(&client_log_path).unwrap();
+    let client = as_nobody(&lab.ns, Path::new(env!("CARGO_BIN_EXE_openvpn-client")))
+        .arg("--config")
+        .arg(&profile)
+        .arg("--helper-socket")
+        .arg(&sock)
+        .stdout(client_log.try_clone().unwrap())
+        .stderr(client_log)
+        .spawn()
+        .expect("start the client");
+    lab.children.push(client);
+    let logs = || {
+        format!(
+            "client:\n{}\nhelper:\n{}",
+            std::fs::read_to_string(&client_log_path).unwrap_or_default(),
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    };
+    let start = Instant::now();
+    while !std::fs::read_to_string(&client_log_path)
+        .unwrap_or_default()
+        .contains("Initialization Sequence Completed")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no tunnel within 30 s\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let helper_log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        helper_log.contains("listening on the socket passed by systemd")
+            && helper_log.contains("uid=65534"),
+        "{}",
+        logs()
+    );
+    let links = ip(&["-n", &lab.ns, "-o", "link"]);
+    let dev = links
+        .split_whitespace()
+        .find(|w| w.starts_with("tun"))
+        .map(|w| w.trim_end_matches(':').to_owned())
+        .unwrap_or_else(|| panic!("no tun device: {links}\n{}", logs()));
+    let routes = ip(&["-n", &lab.ns, "route"]);
+    assert!(
+        routes.contains(&format!("10.77.0.0/16 dev {dev}")),
+        "{routes}"
+    );
+    for target in ["10.8.0.1", "10.77.0.1"] {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &lab.ns, "ping", "-c", "1", "-W", "5", target,
+            ])
+            .output()
+            .expect("ping");
+        assert!(
+            out.status.success(),
+            "ping {target} through the tunnel: {out:?}\n{}",
+            logs()
+        );
+    }
+
+    // kill -9 of the unprivileged client: the helper removes everything.
+    let mut client = lab.children.pop().unwrap();
+    client.kill().unwrap();
+    client.wait().unwrap();
+    wait_until("the device to disappear", || {
+        !ip(&["-n", &lab.ns, "link"]).contains(&dev)
+    });
+    assert!(!ip(&["-n", &lab.ns, "route"]).contains("10.77."));
+    wait_until("the journal to go", || {
+        !run.join(format!("{dev}.journal")).exists()
+    });
+    println!("{}", logs());
+    lab.remove();
+}
+
+/// Answers an ICMP echo request (IPv4) with the reply, anything else with `None`.
+fn echo_reply(p: &[u8]) -> Option<Vec<u8>> {
+    let ihl = usize::from(p.first()? & 0x0f) * 4;
+    if p.len() < ihl + 8 || p[0] >> 4 != 4 || p[9] != 1 || p[ihl] != 8 {
+        return None;
+    }
+    let mut r = p.to_vec();
+    r[12..16].copy_from_slice(&p[16..20]);
+    r[16..20].copy_from_slice(&p[12..16]);
+    r[ihl] = 0;
+    r[ihl + 2] = 0;
+    r[ihl + 3] = 0;
+    let mut sum: u32 = r[ihl..]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    r[ihl + 2..ihl + 4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    Some(r)
+}
+
+/// The server side of the test above; does nothing unless started by it.
+#[test]
+fn serve() {
+    let Some(conf) = std::env::var_os(SERVE_ENV) else {
+        return;
+    };
+    let text = std::fs::read_to_string(conf).unwrap();
+    let cfg = openvpn_server::config::load(
+        &openvpn_control::options::parse_config(&text).unwrap(),
+        Path::new("/"),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        println!("SERVE port {}", udp.local_addr().unwrap().port());
+        let (tun, mut side) = openvpn_tun::MemoryTun::pair(64);
+        tokio::spawn(openvpn_server::runtime::serve(
+            cfg,
+            std::sync::Arc::new(tun),
+            Some(udp),
+            None,
+            std::future::pending(),
+        ));
+        while let Some(pkt) = side.written().await {
+            if let Some(reply) = echo_reply(&pkt) {
+                let _ = side.inject(reply).await;
+            }
+        }
     });
 }
