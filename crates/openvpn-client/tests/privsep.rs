@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use openvpn_client::{HelperTunBuilder, TunBuilder, TunSettings};
+use openvpn_client::{HelperTunBuilder, TunBuilder, TunSettings, privsep};
 use openvpn_tun::PacketDevice;
 
 const PROBE_ENV: &str = "OVRS7_PROBE";
@@ -118,6 +118,15 @@ fn as_nobody(ns: &str, program: &Path) -> Command {
         ])
         .arg(program);
     c
+}
+
+/// The interface names of a namespace.
+fn links(ns: &str) -> Vec<String> {
+    ip(&["-n", ns, "-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
 }
 
 fn mkdir(p: &Path) {
@@ -230,6 +239,11 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
     assert!(find("server ").contains("not a remote"), "unknown server");
 
     // While the probe holds its connection: device, address, route, DNS, journal.
+    let kept = find("kept-fd ");
+    assert_ne!(kept, dev);
+    wait_until("the device of the closed connection to go", || {
+        !links(&lab.ns).contains(&kept)
+    });
     let addr = ip(&["-n", &lab.ns, "addr", "show", "dev", &dev]);
     for want in ["10.8.0.2/24", "UP", "mtu 1400"] {
         assert!(addr.contains(want), "missing {want}:\n{addr}");
@@ -254,9 +268,7 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
     let mut probe = lab.children.pop().unwrap();
     probe.kill().unwrap();
     probe.wait().unwrap();
-    wait_until("the device to disappear", || {
-        !ip(&["-n", &lab.ns, "link"]).contains(&dev)
-    });
+    wait_until("the device to disappear", || !links(&lab.ns).contains(&dev));
     let routes = ip(&["-n", &lab.ns, "route"]);
     assert!(!routes.contains("10.77."), "{routes}");
     wait_until("the journal to go", || !journal.exists());
@@ -392,6 +404,45 @@ fn probe() {
             "PROBE server {}",
             answer(builder.establish(&wrong_server).await)
         );
+        // A client that keeps the descriptor but closes the connection: the helper deletes
+        // the device anyway.
+        let kept = {
+            use std::io::Write;
+            use std::os::fd::AsFd;
+            let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            let path = allowed.canonicalize().unwrap();
+            let s2 = TunSettings {
+                ipv4: Some((Ipv4Addr::new(10, 9, 0, 2), 24)),
+                dns_servers: Vec::new(),
+                ..settings.clone()
+            };
+            write!(
+                conn,
+                "OPEN {}\nESTABLISH {}\n",
+                privsep::escape(path.to_str().unwrap()),
+                privsep::encode_settings(&s2)
+            )
+            .unwrap();
+            let (mut text, mut fds) = (Vec::new(), Vec::new());
+            while text.iter().filter(|&&b| b == b'\n').count() < 2 {
+                let mut buf = [0u8; 512];
+                let (n, got) = openvpn_tun::fdpass::recv_with_fds(conn.as_fd(), &mut buf).unwrap();
+                assert!(n > 0, "helper closed: {}", String::from_utf8_lossy(&text));
+                text.extend_from_slice(&buf[..n]);
+                fds.extend(got);
+            }
+            let text = String::from_utf8(text).unwrap();
+            let name = text
+                .lines()
+                .nth(1)
+                .unwrap()
+                .strip_prefix("OK ")
+                .unwrap()
+                .to_owned();
+            assert_eq!(fds.len(), 1, "{text}");
+            (name, fds)
+        };
+        println!("PROBE kept-fd {}", kept.0);
         println!("PROBE ready");
         // Hold the tunnel until killed.
         let mut line = String::new();
@@ -556,12 +607,10 @@ fn real_client_as_nobody_through_a_socket_activated_helper() {
         "{}",
         logs()
     );
-    let links = ip(&["-n", &lab.ns, "-o", "link"]);
-    let dev = links
-        .split_whitespace()
-        .find(|w| w.starts_with("tun"))
-        .map(|w| w.trim_end_matches(':').to_owned())
-        .unwrap_or_else(|| panic!("no tun device: {links}\n{}", logs()));
+    let dev = links(&lab.ns)
+        .into_iter()
+        .find(|n| n.starts_with("tun"))
+        .unwrap_or_else(|| panic!("no tun device\n{}", logs()));
     let routes = ip(&["-n", &lab.ns, "route"]);
     assert!(
         routes.contains(&format!("10.77.0.0/16 dev {dev}")),
@@ -585,9 +634,7 @@ fn real_client_as_nobody_through_a_socket_activated_helper() {
     let mut client = lab.children.pop().unwrap();
     client.kill().unwrap();
     client.wait().unwrap();
-    wait_until("the device to disappear", || {
-        !ip(&["-n", &lab.ns, "link"]).contains(&dev)
-    });
+    wait_until("the device to disappear", || !links(&lab.ns).contains(&dev));
     assert!(!ip(&["-n", &lab.ns, "route"]).contains("10.77."));
     wait_until("the journal to go", || {
         !run.join(format!("{dev}.journal")).exists()
