@@ -1,1 +1,62 @@
-//! Cross-crate integration tests live in tests/tests/.
+//! Support for the cross-crate tests in `tests/tests/`: an in-memory PKI and packet builders.
+//! The tests themselves run our client against our server over loopback with in-memory tun
+//! devices (no root needed).
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+
+/// A CA with one server and one client certificate, as PEM.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// CA certificate.
+    pub ca: String,
+    /// Server certificate and key (CN `server`, EKU serverAuth).
+    pub server: (String, String),
+    /// Client certificate and key (CN `client1`, EKU clientAuth).
+    pub client: (String, String),
+}
+
+impl Pki {
+    /// `(ca, server, client)`.
+    pub fn parts(self) -> (String, (String, String), (String, String)) {
+        (self.ca, self.server, self.client)
+    }
+}
+
+/// Generates a fresh PKI (EC P-256).
+///
+/// # Panics
+/// If rcgen fails, which only happens on a broken build.
+#[allow(clippy::unwrap_used)]
+pub fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test-ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |cn: &str, eku| {
+        let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
+        let k = KeyPair::generate().unwrap();
+        (
+            p.signed_by(&k, &ca, &ca_key).unwrap().pem(),
+            k.serialize_pem(),
+        )
+    };
+    Pki {
+        ca: ca.pem(),
+        server: leaf("server", ExtendedKeyUsagePurpose::ServerAuth),
+        client: leaf("client1", ExtendedKeyUsagePurpose::ClientAuth),
+    }
+}
+
+/// An IPv4 ICMP echo request from `src` to `dst` with sequence number `seq`.
+pub fn icmp_echo_v4(src: [u8; 4], dst: [u8; 4], seq: u8) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 28, 0, seq, 0, 0, 64, 1, 0, 0];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, seq]);
+    p
+}

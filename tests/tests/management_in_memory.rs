@@ -13,31 +13,7 @@ use openvpn_tun::MemoryTun;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn pki() -> (String, (String, String), (String, String)) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "mgmt-ca");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf = |cn: &str, eku| {
-        let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![eku];
-        let k = KeyPair::generate().unwrap();
-        (
-            p.signed_by(&k, &ca, &ca_key).unwrap().pem(),
-            k.serialize_pem(),
-        )
-    };
-    (
-        ca.pem(),
-        leaf("server", ExtendedKeyUsagePurpose::ServerAuth),
-        leaf("client1", ExtendedKeyUsagePurpose::ClientAuth),
-    )
+    openvpn_tests::pki().parts()
 }
 
 struct Mgmt {

@@ -8,51 +8,10 @@ use std::time::Duration;
 use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
 use openvpn_control::options;
 use openvpn_crypto::StaticKey;
+use openvpn_tests::{icmp_echo_v4, pki};
 use openvpn_tun::MemoryTun;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
-
-struct Pki {
-    ca: String,
-    server: (String, String),
-    client: (String, String),
-}
-
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "mem-ca");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf = |cn: &str, eku| {
-        let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![eku];
-        let k = KeyPair::generate().unwrap();
-        (
-            p.signed_by(&k, &ca, &ca_key).unwrap().pem(),
-            k.serialize_pem(),
-        )
-    };
-    Pki {
-        ca: ca.pem(),
-        server: leaf("server", ExtendedKeyUsagePurpose::ServerAuth),
-        client: leaf("client1", ExtendedKeyUsagePurpose::ClientAuth),
-    }
-}
-
-fn icmp_echo_v4(src: [u8; 4], dst: [u8; 4], seq: u8) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 28, 0, seq, 0, 0, 64, 1, 0, 0];
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, seq]);
-    p
-}
 
 fn udp_v6(src: &str, dst: &str) -> Vec<u8> {
     let s: std::net::Ipv6Addr = src.parse().unwrap();

@@ -14,11 +14,7 @@ use rcgen::{
 };
 
 fn icmp(src: [u8; 4], dst: [u8; 4], seq: u8) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 28, 0, seq, 0, 0, 64, 1, 0, 0];
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, seq]);
-    p
+    openvpn_tests::icmp_echo_v4(src, dst, seq)
 }
 
 async fn until(
