@@ -502,6 +502,11 @@ impl ClientSession {
                     let _ = self.pushed.apply(&opts, self.policy.route_nopull);
                 }
             }
+            // A renewed auth-token replaces the password of later key exchanges.
+            if let Some(tok) = self.pushed.auth_token.clone() {
+                let user = self.session_username();
+                self.session.set_credentials(Some((user, tok)));
+            }
             return;
         }
         let reply = match options::parse_push_reply(text) {
@@ -560,6 +565,7 @@ impl ClientSession {
             .as_deref()
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .and_then(|v| String::from_utf8(v).ok())
+            .or_else(|| self.session.credentials().map(|(u, _)| u.to_owned()))
             .unwrap_or_default()
     }
 

@@ -469,6 +469,14 @@ impl Session {
         self.keys.last()?.tls.as_ref().map(TlsSession::describe)
     }
 
+    /// The credentials sent on key exchanges (username, password or auth-token).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.cfg
+            .credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
     /// Replaces the credentials sent on the next key exchange (e.g. with an auth-token).
     pub fn set_credentials(&mut self, creds: Option<(String, String)>) {
         self.cfg.credentials = creds;

@@ -188,6 +188,26 @@ pub struct ServerConfig {
     pub management_log_cache: usize,
     /// `metrics-listen IP:PORT` (ours): Prometheus `GET /metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `auth-gen-token [lifetime] [renewal] [external-auth]`.
+    pub auth_gen_token: Option<AuthGenToken>,
+    /// `auth-gen-token-secret FILE` (parsed key).
+    pub auth_gen_token_secret: Option<crate::auth_token::TokenKey>,
+    /// `ifconfig-pool-persist FILE [seconds]` (seconds: 0 = read only, written at shutdown).
+    pub ifconfig_pool_persist: Option<(PathBuf, u32)>,
+    /// `learn-address CMD`.
+    pub learn_address: Option<String>,
+}
+
+/// `auth-gen-token` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthGenToken {
+    /// Seconds a token is valid after the first authentication (0 = as long as renewed).
+    pub lifetime: u64,
+    /// Renewal interval (`None` = `reneg-sec`).
+    pub renewal: Option<u64>,
+    /// `external-auth`: every token attempt also goes through the auth script / management
+    /// interface, with `session_state` in its environment.
+    pub external_auth: bool,
 }
 
 /// Where the management interface listens.
@@ -274,6 +294,10 @@ impl Default for ServerConfig {
             management_hold: false,
             management_log_cache: 1000,
             metrics_listen: None,
+            auth_gen_token: None,
+            auth_gen_token_secret: None,
+            ifconfig_pool_persist: None,
+            learn_address: None,
         }
     }
 }
@@ -292,7 +316,6 @@ const NO_OPS: &[&str] = &[
     "sndbuf",
     "rcvbuf",
     "txqueuelen",
-    "ifconfig-pool-persist",
     "suppress-timestamps",
     "machine-readable-output",
     "nobind",
@@ -578,6 +601,46 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 c.auth_user_pass_verify = Some((cmd, via_file));
             }
             "client-connect" => c.client_connect = Some(arg(o, 0)?.to_owned()),
+            "learn-address" => c.learn_address = Some(arg(o, 0)?.to_owned()),
+            "auth-gen-token" => {
+                let mut g = AuthGenToken {
+                    lifetime: 0,
+                    renewal: None,
+                    external_auth: false,
+                };
+                let mut nums = 0;
+                for (i, a) in o.args.iter().enumerate() {
+                    if a == "external-auth" {
+                        g.external_auth = true;
+                    } else if nums == 0 {
+                        g.lifetime = parse_num(o, i)?;
+                        nums += 1;
+                    } else if nums == 1 {
+                        g.renewal = Some(parse_num(o, i)?);
+                        nums += 1;
+                    } else {
+                        return Err(err(
+                            o,
+                            "usage: auth-gen-token [lifetime] [renewal] [external-auth]",
+                        ));
+                    }
+                }
+                c.auth_gen_token = Some(g);
+            }
+            "auth-gen-token-secret" => {
+                let text = file_or_inline(o, base)?;
+                c.auth_gen_token_secret =
+                    Some(crate::auth_token::TokenKey::parse_pem(&text).map_err(|e| err(o, e))?);
+            }
+            "ifconfig-pool-persist" => {
+                c.ifconfig_pool_persist = Some((
+                    base.join(arg(o, 0)?),
+                    o.arg(1)
+                        .map(|_| parse_num(o, 1))
+                        .transpose()?
+                        .unwrap_or(600),
+                ))
+            }
             "client-disconnect" => c.client_disconnect = Some(arg(o, 0)?.to_owned()),
             "username-as-common-name" => c.username_as_common_name = true,
             "client-config-dir" => c.client_config_dir = Some(base.join(arg(o, 0)?)),

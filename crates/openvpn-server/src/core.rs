@@ -27,6 +27,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tracing::{debug, info, warn};
 
+use crate::auth_token::{TokenError, TokenInfo, TokenKey};
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::management::{Decision, Notify};
 use crate::pool::{AddressPool, Lease};
@@ -133,6 +134,12 @@ pub struct ClientConn {
     auth_deadline: Option<Instant>,
     /// `>CLIENT:CONNECT` went out (so `>CLIENT:DISCONNECT` follows).
     announced: bool,
+    /// auth-gen-token session (kept across renewals).
+    token: Option<TokenInfo>,
+    /// `external-auth`: the state of the token the client sent (`session_state`).
+    token_state: Option<&'static str>,
+    /// `auth-token …` / `auth-token-user …` for the first PUSH_REPLY.
+    token_push: Vec<String>,
 }
 
 impl ClientConn {
@@ -171,6 +178,29 @@ pub struct ServerCore {
     next_generation: u64,
     iroutes: Vec<(IpAddr, u8, u32)>,
     hold: bool,
+    /// auth-gen-token secret (`None` = no tokens).
+    token_key: Option<TokenKey>,
+    /// ifconfig-pool-persist: common name → addresses.
+    persist: std::collections::BTreeMap<String, (Option<Ipv4Addr>, Option<Ipv6Addr>)>,
+}
+
+/// Parses an `ifconfig-pool-persist` file (`common_name,ipv4[,ipv6]` lines, OpenVPN's format).
+pub fn parse_pool_persist(
+    text: &str,
+) -> std::collections::BTreeMap<String, (Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+    let mut m = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let mut f = line.trim().split(',');
+        let Some(cn) = f.next().filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        let v4 = f.next().and_then(|a| a.trim().parse().ok());
+        let v6 = f.next().and_then(|a| a.trim().parse().ok());
+        if v4.is_some() || v6.is_some() {
+            m.insert(cn.to_owned(), (v4, v6));
+        }
+    }
+    m
 }
 
 fn digest(name: &str) -> Result<DigestKind, String> {
@@ -308,6 +338,17 @@ impl ServerCore {
         };
         let policy = build_policy(&cfg);
         let pool = AddressPool::new(cfg.server_v4, cfg.server_v6);
+        let token_key = cfg.auth_gen_token.map(|_| {
+            cfg.auth_gen_token_secret
+                .clone()
+                .unwrap_or_else(TokenKey::random)
+        });
+        let persist = cfg
+            .ifconfig_pool_persist
+            .as_ref()
+            .and_then(|(p, _)| std::fs::read_to_string(p).ok())
+            .map(|t| parse_pool_persist(&t))
+            .unwrap_or_default();
         let max = cfg.max_clients.clamp(1, PEER_ID_NONE - 1) as usize;
         let mut clients = Vec::new();
         clients.resize_with(max.min(4096), || None);
@@ -329,7 +370,102 @@ impl ServerCore {
             next_generation: 1,
             iroutes: Vec::new(),
             hold: false,
+            token_key,
+            persist,
         })
+    }
+
+    /// The `ifconfig-pool-persist` file text: `common_name,ipv4[,ipv6]` per line.
+    pub fn pool_persist_text(&self) -> String {
+        let mut s = String::new();
+        for (cn, (v4, v6)) in &self.persist {
+            s.push_str(cn);
+            s.push(',');
+            if let Some(a) = v4 {
+                s.push_str(&a.to_string());
+            }
+            if let Some(a) = v6 {
+                s.push_str(&format!(",{a}"));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Leases an address for `cn`: its persisted one if free, else one nobody else keeps.
+    fn lease_for(&mut self, cn: Option<&str>) -> Option<Lease> {
+        if self.cfg.ifconfig_pool_persist.is_none() {
+            return self.pool.lease();
+        }
+        let own = cn
+            .and_then(|cn| self.persist.get(cn))
+            .and_then(|(a, a6)| self.pool.index_of(*a, *a6));
+        let lease = match own.and_then(|i| self.pool.lease_index(i)) {
+            Some(l) => Some(l),
+            None => {
+                let reserved: Vec<usize> = self
+                    .persist
+                    .iter()
+                    .filter(|(k, _)| Some(k.as_str()) != cn)
+                    .filter_map(|(_, (a, a6))| self.pool.index_of(*a, *a6))
+                    .collect();
+                self.pool.lease_preferring(|i| reserved.contains(&i))
+            }
+        }?;
+        if let Some(cn) = cn.filter(|c| !c.is_empty()) {
+            self.persist.insert(cn.to_owned(), (lease.v4, lease.v6));
+        }
+        Some(lease)
+    }
+
+    fn token_renewal(&self) -> u64 {
+        self.cfg
+            .auth_gen_token
+            .and_then(|g| g.renewal)
+            .unwrap_or(u64::from(self.cfg.reneg_sec))
+    }
+
+    /// Checks an auth-gen-token password; `None` if tokens are off or it is not a token.
+    fn check_token(&self, username: &str, password: &str) -> Option<Result<TokenInfo, TokenError>> {
+        let key = self.token_key.as_ref()?;
+        let g = self.cfg.auth_gen_token?;
+        if !password.starts_with(crate::auth_token::PREFIX) {
+            return None;
+        }
+        Some(key.verify(
+            password,
+            username,
+            wall_unix(),
+            g.lifetime,
+            self.token_renewal(),
+        ))
+    }
+
+    /// After a successful authentication: issue (or renew) the client's token. For key 0 it
+    /// goes into the PUSH_REPLY; for renegotiations it is sent as `PUSH_REPLY,auth-token …`.
+    fn issue_token(&self, now: Instant, c: &mut ClientConn, key_id: KeyId) {
+        let Some(key) = &self.token_key else { return };
+        let t = wall_unix();
+        let info = match c.token {
+            Some(i) => TokenInfo { renewed: t, ..i },
+            None => TokenKey::new_session(t),
+        };
+        c.token = Some(info);
+        let user = c.username.clone().unwrap_or_default();
+        let tok = key.issue(&user, &info);
+        if key_id.value() == 0 {
+            c.token_push = vec![format!("auth-token {tok}")];
+            if !user.is_empty() {
+                use base64::Engine as _;
+                c.token_push.push(format!(
+                    "auth-token-user {}",
+                    base64::engine::general_purpose::STANDARD.encode(user.as_bytes())
+                ));
+            }
+        } else {
+            c.control
+                .send_text(now, &format!("PUSH_REPLY,auth-token {tok}"));
+        }
     }
 
     /// Applies a re-read configuration (SIGHUP) without dropping clients: certificates and CRL
@@ -355,6 +491,11 @@ impl ServerCore {
             ignored.push("tls-auth/tls-crypt/tls-crypt-v2".to_owned());
         }
         let policy = build_policy(&new);
+        self.token_key = match (new.auth_gen_token, &new.auth_gen_token_secret) {
+            (None, _) => None,
+            (Some(_), Some(k)) => Some(k.clone()),
+            (Some(_), None) => self.token_key.take().or_else(|| Some(TokenKey::random())),
+        };
         self.session_template.tls = tls.clone();
         self.policy = policy.clone();
         for c in self.clients.iter_mut().flatten() {
@@ -527,6 +668,9 @@ impl ServerCore {
                     mgmt_config: None,
                     auth_deadline: None,
                     announced: false,
+                    token: None,
+                    token_state: None,
+                    token_push: Vec::new(),
                 };
                 self.next_generation += 1;
                 debug!("{from}: new session, peer-id {peer_id}");
@@ -792,6 +936,49 @@ impl ServerCore {
                             debug!("{}: peer info: {k}={v}", c.addr);
                         }
                     }
+                    let external = self.cfg.auth_gen_token.is_some_and(|g| g.external_auth);
+                    match self.check_token(&auth.username, &auth.password) {
+                        Some(Ok(info)) if !external => {
+                            info!(
+                                "{}: user '{}' authenticated by auth-token (key {})",
+                                c.addr,
+                                auth.username,
+                                key_id.value()
+                            );
+                            c.token = Some(info);
+                            self.auth_ok(now, &mut c, key_id, out);
+                            continue;
+                        }
+                        Some(Err(e)) if !external => {
+                            self.stats.auth_failures += 1;
+                            warn!(
+                                "{}: TLS Auth Error: auth-token of user '{}' {}",
+                                c.addr,
+                                auth.username,
+                                if e == TokenError::Expired {
+                                    "expired"
+                                } else {
+                                    "invalid"
+                                }
+                            );
+                            c.control.reject(now, key_id, None);
+                            if key_id.value() == 0 {
+                                c.close_at = Some(now + Duration::from_secs(5));
+                            }
+                            continue;
+                        }
+                        Some(v) => {
+                            c.token_state = Some(match v {
+                                Ok(info) => {
+                                    c.token = Some(info);
+                                    "Authenticated"
+                                }
+                                Err(TokenError::Expired) => "Expired",
+                                Err(TokenError::Invalid) => "Invalid",
+                            });
+                        }
+                        None => c.token_state = external.then_some("Initial"),
+                    }
                     if self.cfg.management_client_auth && !auth.username.is_empty() {
                         c.mgmt_password = Some(auth.password.to_string());
                     }
@@ -843,8 +1030,9 @@ impl ServerCore {
                             });
                         }
                     }
+                    self.learn_address(&mut c, "add", out);
                     if let Some(l) = c.lease {
-                        if let Some(a) = l.v4 {
+                        if let Some(a) = c.fixed_v4.or(l.v4) {
                             self.by_v4.insert(a, pid);
                         }
                         if let Some(a) = l.v6 {
@@ -892,6 +1080,9 @@ impl ServerCore {
             let job = self.job(&mut c, 0, JobKind::ClientDisconnect);
             out.jobs.push(job);
         }
+        if c.established {
+            self.learn_address(&mut c, "delete", out);
+        }
         if c.announced {
             let env = self.client_env(&c, JobKind::ClientDisconnect);
             out.mgmt.push(Notify::Disconnect {
@@ -904,7 +1095,7 @@ impl ServerCore {
             self.by_addr.remove(&c.addr);
         }
         if let Some(l) = c.lease {
-            if let Some(a) = l.v4 {
+            if let Some(a) = c.fixed_v4.or(l.v4) {
                 if self.by_v4.get(&a) == Some(&pid) {
                     self.by_v4.remove(&a);
                 }
@@ -927,6 +1118,7 @@ impl ServerCore {
             JobKind::AuthUserPass => self.cfg.auth_user_pass_verify.as_ref().map(|a| a.0.clone()),
             JobKind::ClientConnect => self.cfg.client_connect.clone(),
             JobKind::ClientDisconnect => self.cfg.client_disconnect.clone(),
+            JobKind::LearnAddress => self.cfg.learn_address.clone(),
         }
         .unwrap_or_default();
         let mut env = self.client_env(c, kind);
@@ -940,6 +1132,9 @@ impl ServerCore {
                     env.push(("password".into(), p));
                 }
             }
+            if let Some(st) = c.token_state {
+                env.push(("session_state".into(), st.to_owned()));
+            }
         }
         ScriptJob {
             pid: c.peer_id,
@@ -949,6 +1144,31 @@ impl ServerCore {
             command,
             env,
             credentials_file,
+            args: Vec::new(),
+            deferred_timeout: Duration::from_secs(u64::from(self.cfg.hand_window)),
+        }
+    }
+
+    /// `learn-address OP ADDR [CN]` jobs for client `c`'s tunnel addresses.
+    fn learn_address(&self, c: &mut ClientConn, op: &str, out: &mut Outputs) {
+        if self.cfg.learn_address.is_none() {
+            return;
+        }
+        let Some(l) = c.lease else { return };
+        let addrs: Vec<String> = [
+            c.fixed_v4.or(l.v4).map(|a| a.to_string()),
+            l.v6.map(|a| a.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for a in addrs {
+            let mut job = self.job(c, 0, JobKind::LearnAddress);
+            job.args = vec![op.to_owned(), a];
+            if op != "delete" {
+                job.args.push(c.common_name.clone().unwrap_or_default());
+            }
+            out.jobs.push(job);
         }
     }
 
@@ -1179,8 +1399,10 @@ impl ServerCore {
     fn auth_ok(&mut self, now: Instant, c: &mut ClientConn, key_id: KeyId, out: &mut Outputs) {
         if key_id.value() != 0 {
             c.control.accept(now, key_id, Vec::new());
+            self.issue_token(now, c, key_id);
             return;
         }
+        self.issue_token(now, c, key_id);
         let pid = c.peer_id;
         if !self.cfg.duplicate_cn {
             let dup: Vec<u32> = self
@@ -1207,7 +1429,8 @@ impl ServerCore {
             c.close_at = Some(now + Duration::from_secs(5));
             return;
         }
-        let Some(lease) = self.pool.lease() else {
+        let cn = c.common_name.clone();
+        let Some(lease) = self.lease_for(cn.as_deref()) else {
             warn!("{}: address pool exhausted", c.addr);
             c.control
                 .reject(now, key_id, Some("address pool exhausted"));
@@ -1298,6 +1521,7 @@ impl ServerCore {
             push.push(format!("ifconfig {a} {m}"));
         }
         push.extend(c.extra_push.iter().cloned());
+        push.append(&mut c.token_push);
         for (net, bits) in &c.iroutes {
             self.iroutes.push((*net, *bits, c.peer_id));
         }
@@ -1315,6 +1539,25 @@ impl ServerCore {
             return;
         }
         let key_id = KeyId::new(r.key_id).unwrap_or(KeyId::ZERO);
+        if let Some(d) = &r.deferred {
+            info!(
+                "{}: auth-user-pass-verify deferred the decision (auth_control_file)",
+                c.addr
+            );
+            let kw = c.control.peer_info().proto_bits()
+                & openvpn_control::peer_info::IV_PROTO_AUTH_PENDING_KW
+                != 0;
+            if let (Some((timeout, _method, extra)), true) = (&d.pending, kw) {
+                c.control
+                    .send_text(now, &format!("AUTH_PENDING,timeout {timeout}"));
+                if !extra.is_empty() {
+                    c.control.send_text(now, &format!("INFO_PRE,{extra}"));
+                }
+            }
+            self.clients[pid as usize] = Some(c);
+            self.after_control(now, pid, out);
+            return;
+        }
         match (r.kind, r.success) {
             (JobKind::AuthUserPass, true) => {
                 info!(
@@ -1355,7 +1598,7 @@ impl ServerCore {
                 c.control.reject(now, key_id, None);
                 c.close_at = Some(now + Duration::from_secs(5));
             }
-            (JobKind::ClientDisconnect, _) => {}
+            (JobKind::ClientDisconnect | JobKind::LearnAddress, _) => {}
         }
         self.clients[pid as usize] = Some(c);
         self.after_control(now, pid, out);
@@ -1474,6 +1717,14 @@ impl ServerCore {
     pub fn config(&self) -> &ServerConfig {
         &self.cfg
     }
+}
+
+/// Wall-clock unix seconds.
+fn wall_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The MSS to clamp TCP SYNs to for `mssfix` (0 = off) with this client's cipher.

@@ -28,6 +28,25 @@ fn main() -> anyhow::Result<()> {
         println!("openvpn-server (openvpn-rs) {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
+    if let Some(i) = args.iter().position(|a| a == "--genkey") {
+        // `--genkey auth-token FILE`: a new auth-gen-token-secret.
+        match (args.get(i + 1).map(String::as_str), args.get(i + 2)) {
+            (Some("auth-token"), Some(file)) => {
+                use std::io::Write as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(file)
+                    .with_context(|| format!("cannot create {file}"))?;
+                f.write_all(openvpn_server::auth_token::TokenKey::generate_pem().as_bytes())?;
+                return Ok(());
+            }
+            _ => {
+                eprintln!("openvpn-server: usage: --genkey auth-token FILE");
+                std::process::exit(1);
+            }
+        }
+    }
     let cli = match options::parse_cli_args(args) {
         Ok(c) => c,
         Err(e) => {

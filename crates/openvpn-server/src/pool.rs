@@ -72,7 +72,35 @@ impl AddressPool {
 
     /// Leases the lowest free address pair.
     pub fn lease(&mut self) -> Option<Lease> {
-        let index = self.used.iter().position(|u| !u)?;
+        self.lease_preferring(|_| false)
+    }
+
+    /// Leases the lowest free address pair whose index `avoid` does not flag (addresses kept
+    /// for other clients by `ifconfig-pool-persist`), or else the lowest free one.
+    pub fn lease_preferring(&mut self, avoid: impl Fn(usize) -> bool) -> Option<Lease> {
+        let index = (0..self.used.len())
+            .find(|&i| !self.used[i] && !avoid(i))
+            .or_else(|| self.used.iter().position(|u| !u))?;
+        self.lease_index(index)
+    }
+
+    /// The pool index of IPv4 address `a` (or, without IPv4, IPv6 address `a6`).
+    pub fn index_of(&self, a: Option<Ipv4Addr>, a6: Option<Ipv6Addr>) -> Option<usize> {
+        let i = match (self.v4, a, self.v6, a6) {
+            (Some((n, _)), Some(a), _, _) => u32::from(a).checked_sub(u32::from(n) + 2)? as usize,
+            (None, _, Some((n, _)), Some(a)) => {
+                u128::from(a).checked_sub(u128::from(n) + 0x1000)? as usize
+            }
+            _ => return None,
+        };
+        (i < self.used.len()).then_some(i)
+    }
+
+    /// Leases pool entry `index` if it is free.
+    pub fn lease_index(&mut self, index: usize) -> Option<Lease> {
+        if *self.used.get(index)? {
+            return None;
+        }
         self.used[index] = true;
         Some(Lease {
             index,

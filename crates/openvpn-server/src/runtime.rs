@@ -195,6 +195,16 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
     let mut status_every = tokio::time::interval(Duration::from_secs(
         cfg.status.as_ref().map_or(60, |s| u64::from(s.1.max(1))),
     ));
+    let persist_secs = cfg
+        .ifconfig_pool_persist
+        .as_ref()
+        .map_or(0, |p| u64::from(p.1));
+    let mut persist_every = tokio::time::interval(Duration::from_secs(if persist_secs == 0 {
+        86_400 * 365
+    } else {
+        persist_secs
+    }));
+    persist_every.tick().await;
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Outputs::default();
@@ -275,6 +285,7 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
             }
             Some((conn, w)) = new_conn_rx.recv() => { tcp_writers.insert(conn, w); }
             Some(r) = job_rx.recv() => core.on_job_result(Instant::now(), r, &mut out),
+            _ = persist_every.tick() => write_pool_persist(&core),
             _ = sleep => core.on_timeout(Instant::now(), &mut out),
             _ = status_every.tick() => {
                 if let Some((path, _)) = &cfg.status {
@@ -326,15 +337,31 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
         for job in out.jobs.drain(..) {
             let tx = job_tx.clone();
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(crate::scripts::run(&job));
+                crate::scripts::run_to_end(&job, |r| {
+                    let _ = tx.send(r);
+                });
             });
         }
         flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
     }
     core.shutdown(Instant::now(), &mut out);
+    write_pool_persist(&core);
     flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// Writes the `ifconfig-pool-persist` file (atomically: temporary file, then rename).
+fn write_pool_persist(core: &ServerCore) {
+    let Some((path, _)) = &core.config().ifconfig_pool_persist else {
+        return;
+    };
+    let tmp = path.with_extension("tmp-ovrs");
+    let r =
+        std::fs::write(&tmp, core.pool_persist_text()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        warn!("ifconfig-pool-persist {}: {e}", path.display());
+    }
 }
 
 /// Re-reads and applies the configuration (SIGHUP), keeping connected clients.

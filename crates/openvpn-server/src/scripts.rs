@@ -24,6 +24,8 @@ pub enum JobKind {
     ClientConnect,
     /// `client-disconnect`.
     ClientDisconnect,
+    /// `learn-address` (`add|update|delete ADDR [CN]` as arguments).
+    LearnAddress,
 }
 
 impl JobKind {
@@ -33,6 +35,7 @@ impl JobKind {
             JobKind::AuthUserPass => "user-pass-verify",
             JobKind::ClientConnect => "client-connect",
             JobKind::ClientDisconnect => "client-disconnect",
+            JobKind::LearnAddress => "learn-address",
         }
     }
 }
@@ -54,6 +57,18 @@ pub struct ScriptJob {
     pub env: Vec<(String, String)>,
     /// `via-file`: username and password written to a temporary file passed as argument.
     pub credentials_file: Option<(String, String)>,
+    /// Extra arguments (shell-quoted when run), e.g. `add 10.8.0.2 client1` for learn-address.
+    pub args: Vec<String>,
+    /// How long a deferred authentication (exit status 2) may take (hand-window).
+    pub deferred_timeout: Duration,
+}
+
+/// A deferred authentication: the auth script exited with status 2 and the decision comes
+/// later through `auth_control_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// From `auth_pending_file`: timeout (seconds), method, extra (e.g. `OPEN_URL:…`).
+    pub pending: Option<(u32, String, String)>,
 }
 
 /// The outcome of a hook.
@@ -71,6 +86,8 @@ pub struct JobResult {
     pub success: bool,
     /// `client-connect`: the dynamic config file the script wrote.
     pub dynamic_config: Option<String>,
+    /// The auth script deferred its decision (a final result follows).
+    pub deferred: Option<Deferred>,
 }
 
 fn temp_path(tag: &str) -> PathBuf {
@@ -79,8 +96,58 @@ fn temp_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("openvpn-rs-{}-{tag}-{n}", std::process::id()))
 }
 
+fn shell_quote(a: &str) -> String {
+    format!("'{}'", a.replace('\'', "'\\''"))
+}
+
+/// Runs a hook, then (if the auth script deferred its decision) polls `auth_control_file`
+/// every 250 ms until it holds `1` (accept) or `0` (reject), or the pending timeout /
+/// hand-window passes (reject). Each result goes to `send`: a deferred one first (so the
+/// server can tell the client `AUTH_PENDING`), then the final one. Blocking: call from a
+/// blocking thread.
+pub fn run_to_end(job: &ScriptJob, send: impl Fn(JobResult)) {
+    let control = temp_path("acf");
+    let pending = temp_path("apf");
+    let r = run_with(job, Some((&control, &pending)));
+    let Some(d) = r.deferred.clone() else {
+        send(r);
+        return;
+    };
+    send(r);
+    let wait = d
+        .pending
+        .as_ref()
+        .map_or(job.deferred_timeout, |p| {
+            Duration::from_secs(u64::from(p.0))
+        })
+        .min(job.deferred_timeout.max(Duration::from_secs(1)));
+    let start = Instant::now();
+    let verdict = loop {
+        match std::fs::read_to_string(&control)
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
+            Some(v) if v.starts_with('1') => break true,
+            Some(v) if v.starts_with('0') => break false,
+            _ => {}
+        }
+        if start.elapsed() >= wait {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = std::fs::remove_file(&control);
+    let _ = std::fs::remove_file(&pending);
+    send(result(job, verdict, None));
+}
+
 /// Runs a hook to completion (blocking; call from a blocking thread).
 pub fn run(job: &ScriptJob) -> JobResult {
+    run_with(job, None)
+}
+
+fn run_with(job: &ScriptJob, deferral: Option<(&PathBuf, &PathBuf)>) -> JobResult {
     let mut arg: Option<PathBuf> = None;
     let mut cleanup = Vec::new();
     if let Some((u, p)) = &job.credentials_file {
@@ -101,22 +168,36 @@ pub fn run(job: &ScriptJob) -> JobResult {
         arg = Some(path.clone());
         cleanup.push(path);
     }
-    let line = match &arg {
+    let mut line = match &arg {
         Some(a) => format!("{} {}", job.command, a.display()),
         None => job.command.clone(),
     };
+    for a in &job.args {
+        line.push(' ');
+        line.push_str(&shell_quote(a));
+    }
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(&line).stdin(Stdio::null());
     cmd.env("script_type", job.kind.script_type());
     for (k, v) in &job.env {
         cmd.env(k, v);
     }
+    let deferral = deferral.filter(|_| job.kind == JobKind::AuthUserPass);
+    if let Some((control, pending)) = deferral {
+        cmd.env("auth_control_file", control);
+        cmd.env("auth_pending_file", pending);
+    }
+    let mut deferred = false;
     let success = match cmd.spawn() {
         Err(_) => false,
         Ok(mut child) => {
             let start = Instant::now();
             loop {
                 match child.try_wait() {
+                    Ok(Some(st)) if st.code() == Some(2) && deferral.is_some() => {
+                        deferred = true;
+                        break false;
+                    }
                     Ok(Some(st)) => break st.success(),
                     Ok(None) if start.elapsed() < SCRIPT_TIMEOUT => {
                         std::thread::sleep(Duration::from_millis(20))
@@ -138,7 +219,23 @@ pub fn run(job: &ScriptJob) -> JobResult {
     for p in cleanup {
         let _ = std::fs::remove_file(p);
     }
-    result(job, success, dynamic)
+    let mut r = result(job, success, dynamic);
+    if deferred {
+        let pending = deferral
+            .and_then(|(_, p)| std::fs::read_to_string(p).ok())
+            .and_then(|t| {
+                let mut l = t.lines();
+                let timeout = l.next()?.trim().parse().ok()?;
+                let method = l.next().unwrap_or("").trim().to_owned();
+                let extra = l.next().unwrap_or("").trim().to_owned();
+                Some((timeout, method, extra))
+            });
+        r.deferred = Some(Deferred { pending });
+    } else if let Some((control, pending)) = deferral {
+        let _ = std::fs::remove_file(control);
+        let _ = std::fs::remove_file(pending);
+    }
+    r
 }
 
 fn result(job: &ScriptJob, success: bool, dynamic_config: Option<String>) -> JobResult {
@@ -149,6 +246,7 @@ fn result(job: &ScriptJob, success: bool, dynamic_config: Option<String>) -> Job
         kind: job.kind,
         success,
         dynamic_config,
+        deferred: None,
     }
 }
 
@@ -165,7 +263,45 @@ mod tests {
             command: command.into(),
             env: vec![("common_name".into(), "client1".into())],
             credentials_file: None,
+            args: Vec::new(),
+            deferred_timeout: Duration::from_secs(10),
         }
+    }
+
+    #[test]
+    fn deferred_auth_through_control_file() {
+        let j = job(
+            JobKind::AuthUserPass,
+            "f() { printf '30\\nwebauth\\nOPEN_URL:https://x\\n' > \"$auth_pending_file\"; (sleep 1; echo 1 > \"$auth_control_file\") & exit 2; }; f",
+        );
+        let got = std::sync::Mutex::new(Vec::new());
+        let start = Instant::now();
+        run_to_end(&j, |r| got.lock().unwrap().push(r));
+        let got = got.into_inner().unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0].deferred.as_ref().unwrap().pending,
+            Some((30, "webauth".into(), "OPEN_URL:https://x".into()))
+        );
+        assert!(got[1].success && got[1].deferred.is_none());
+        assert!(start.elapsed() >= Duration::from_millis(900));
+        let j = job(
+            JobKind::AuthUserPass,
+            "echo 0 > \"$auth_control_file\"; exit 2",
+        );
+        let got = std::sync::Mutex::new(Vec::new());
+        run_to_end(&j, |r| got.lock().unwrap().push(r));
+        assert!(!got.into_inner().unwrap()[1].success);
+    }
+
+    #[test]
+    fn learn_address_arguments_are_quoted() {
+        let mut j = job(
+            JobKind::LearnAddress,
+            "f() { [ \"$1\" = add ] && [ \"$2\" = 10.8.0.2 ] && [ \"$3\" = \"a b\" ]; }; f",
+        );
+        j.args = vec!["add".into(), "10.8.0.2".into(), "a b".into()];
+        assert!(run(&j).success);
     }
 
     #[test]
