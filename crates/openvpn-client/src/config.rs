@@ -89,6 +89,47 @@ pub enum AuthUserPass {
     },
 }
 
+/// Where the management interface listens (`management IP PORT` / `management PATH unix`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagementAddr {
+    /// TCP on `host:port` (use a loopback address: the protocol is cleartext).
+    Tcp {
+        /// Address or host name.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A unix domain socket at this path.
+    Unix(PathBuf),
+}
+
+/// The management interface options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagementOptions {
+    /// Listening address.
+    pub addr: ManagementAddr,
+    /// Password file (its first line is the password management clients must give).
+    pub password_file: Option<PathBuf>,
+    /// `management-hold`: do not connect until `hold release`.
+    pub hold: bool,
+    /// `management-query-passwords`: ask for `auth-user-pass` through the interface.
+    pub query_passwords: bool,
+    /// `management-log-cache N`: log lines kept for `log all`.
+    pub log_cache: usize,
+}
+
+/// `auth-retry`: what to do after `AUTH_FAILED`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthRetry {
+    /// Exit (the default).
+    #[default]
+    None,
+    /// Reconnect with the same credentials.
+    NoInteract,
+    /// Ask for new credentials (through the management interface) and reconnect.
+    Interact,
+}
+
 /// A complete client profile.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -191,6 +232,10 @@ pub struct ClientConfig {
     pub dhcp_options: Vec<(String, String)>,
     /// `compress …` / `comp-lzo …` from the profile (framing only; a push overrides it).
     pub compression: Option<Vec<String>>,
+    /// `management …` and the `management-*` options.
+    pub management: Option<ManagementOptions>,
+    /// `auth-retry none|nointeract|interact` (used by the binary's management loop).
+    pub auth_retry: AuthRetry,
 }
 
 impl Default for ClientConfig {
@@ -249,6 +294,8 @@ impl Default for ClientConfig {
             route_metric: None,
             dhcp_options: Vec::new(),
             compression: None,
+            management: None,
+            auth_retry: AuthRetry::None,
         }
     }
 }
@@ -264,7 +311,6 @@ const NO_OPS: &[&str] = &[
     "mute-replay-warnings",
     "mute",
     "auth-nocache",
-    "auth-retry",
     "resolv-retry",
     "float",
     "sndbuf",
@@ -340,6 +386,7 @@ impl ClientConfig {
         let mut connection_blocks: Vec<Vec<OptionLine>> = Vec::new();
         let mut key_direction: Option<u8> = None;
         let mut is_client = false;
+        let mut mgmt = MgmtLines::default();
         for o in lines {
             let n = o.name.as_str();
             if n == "client" || n == "pull" || n == "tls-client" {
@@ -512,10 +559,36 @@ impl ClientConfig {
                 "persist-tun" => c.persist_tun = true,
                 "status" | "status-version" => {}
                 "management" => {
-                    return Err(err(
-                        o,
-                        "the management interface is not implemented yet (remove the line; it is planned)",
-                    ));
+                    let a0 = arg(o, 0)?;
+                    let a1 = arg(o, 1)?;
+                    let addr = if a1 == "unix" {
+                        ManagementAddr::Unix(base.join(a0))
+                    } else {
+                        ManagementAddr::Tcp {
+                            host: a0.to_owned(),
+                            port: num(o, 1)?,
+                        }
+                    };
+                    mgmt.addr = Some(addr);
+                    mgmt.password_file = o.arg(2).map(|p| base.join(p));
+                }
+                "management-hold" => mgmt.hold = true,
+                "management-query-passwords" => mgmt.query_passwords = true,
+                "management-log-cache" => mgmt.log_cache = Some(num(o, 0)?),
+                // Accepted for GUIs that pass them; nothing to do in this client.
+                "management-forget-disconnect" | "management-up-down" | "management-signal" => {}
+                "auth-retry" => {
+                    c.auth_retry = match arg(o, 0)? {
+                        "none" => AuthRetry::None,
+                        "nointeract" => AuthRetry::NoInteract,
+                        "interact" => AuthRetry::Interact,
+                        x => {
+                            return Err(err(
+                                o,
+                                format!("'{x}' is not one of none, nointeract, interact"),
+                            ));
+                        }
+                    }
                 }
                 "redirect-gateway" => c.redirect_gateway = Some(o.args.clone()),
                 "block-ipv6" => c.block_ipv6 = true,
@@ -596,6 +669,7 @@ impl ClientConfig {
                 c.remotes.push(remote_from(o, &bd)?);
             }
         }
+        c.management = mgmt.finish(lines)?;
         if c.remotes.is_empty() {
             return Err(ConfigError::Invalid(
                 "no 'remote' given: add 'remote HOST [PORT] [PROTO]'".into(),
@@ -624,6 +698,40 @@ impl ClientConfig {
         }
         lines.extend(cli);
         Self::from_lines(&lines, &base)
+    }
+}
+
+/// The `management*` lines seen while parsing.
+#[derive(Default)]
+struct MgmtLines {
+    addr: Option<ManagementAddr>,
+    password_file: Option<PathBuf>,
+    hold: bool,
+    query_passwords: bool,
+    log_cache: Option<usize>,
+}
+
+impl MgmtLines {
+    fn finish(self, lines: &[OptionLine]) -> Result<Option<ManagementOptions>, ConfigError> {
+        let Some(addr) = self.addr else {
+            if let Some(o) = lines
+                .iter()
+                .find(|o| o.name.starts_with("management-") && o.name != "management-log-cache")
+            {
+                return Err(err(
+                    o,
+                    "needs the management interface: add 'management IP PORT' or 'management PATH unix'",
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(ManagementOptions {
+            addr,
+            password_file: self.password_file,
+            hold: self.hold,
+            query_passwords: self.query_passwords,
+            log_cache: self.log_cache.unwrap_or(1000),
+        }))
     }
 }
 
@@ -717,6 +825,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("remote"), "{e}");
+    }
+
+    #[test]
+    fn management_options() {
+        let c = prof("management /run/gui.sock unix pw.txt\nmanagement-hold\nmanagement-query-passwords\nauth-user-pass\nauth-retry interact\n").unwrap();
+        assert_eq!(
+            c.management,
+            Some(ManagementOptions {
+                addr: ManagementAddr::Unix("/run/gui.sock".into()),
+                password_file: Some("/pw.txt".into()),
+                hold: true,
+                query_passwords: true,
+                log_cache: 1000,
+            })
+        );
+        assert_eq!(c.auth_retry, AuthRetry::Interact);
+        let c = prof("management 127.0.0.1 7505\nmanagement-log-cache 50\n").unwrap();
+        let m = c.management.unwrap();
+        assert_eq!(
+            m.addr,
+            ManagementAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: 7505
+            }
+        );
+        assert_eq!((m.hold, m.log_cache, m.password_file), (false, 50, None));
+        assert!(prof("").unwrap().management.is_none());
+        let e = prof("management-hold\n").unwrap_err().to_string();
+        assert!(
+            e.contains("management-hold") && e.contains("management IP PORT"),
+            "{e}"
+        );
+        assert!(prof("management 127.0.0.1 notaport\n").is_err());
+        assert!(prof("auth-retry sometimes\n").is_err());
     }
 
     #[test]

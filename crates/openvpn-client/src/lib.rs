@@ -14,6 +14,7 @@
 
 pub mod config;
 mod engine;
+pub mod management;
 pub mod privsep;
 pub mod tun;
 
