@@ -474,6 +474,12 @@ pub fn verification_failed(reason: &str) -> String {
     }
 }
 
+/// `>HOLD:Waiting for hold release:N`: N is how long the client would wait before its next
+/// attempt without a GUI.
+pub fn hold_line(wait_secs: u64) -> String {
+    format!(">HOLD:Waiting for hold release:{wait_secs}")
+}
+
 /// `>BYTECOUNT:in,out`.
 pub fn bytecount_line(received: u64, sent: u64) -> String {
     format!(">BYTECOUNT:{received},{sent}")
@@ -921,6 +927,7 @@ pub struct ClientManagement {
     states: VecDeque<StateEntry>,
     hold_flag: bool,
     holding: bool,
+    hold_wait: u64,
     auth_retry: AuthRetry,
     /// Credentials given through the interface (kept for reconnects, as OpenVPN does).
     cached: Option<(String, String)>,
@@ -948,6 +955,7 @@ impl ClientManagement {
             tracker: StateTracker::default(),
             states: VecDeque::new(),
             holding: false,
+            hold_wait: 0,
             cached: None,
             profile_username: None,
             query: None,
@@ -976,20 +984,21 @@ impl ClientManagement {
     {
         let mut wait_before = Duration::ZERO;
         loop {
-            if !wait_before.is_zero() {
-                if let Some(sig) = self.idle(Some(wait_before)).await {
+            if self.hold_flag {
+                // The GUI decides when to go on; it is told how long we would have waited.
+                info!("MANAGEMENT: waiting for hold release");
+                self.holding = true;
+                self.hold_wait = wait_before.as_secs();
+                self.notify(&hold_line(self.hold_wait)).await;
+                let r = self.idle(None).await;
+                self.holding = false;
+                if let Some(sig) = r {
                     self.push_state(StateEntry::new("EXITING", sig.name()))
                         .await;
                     return ExitReason::Disconnected;
                 }
-            }
-            if self.hold_flag {
-                info!("MANAGEMENT: waiting for hold release");
-                self.holding = true;
-                self.notify(HOLD).await;
-                let r = self.idle(None).await;
-                self.holding = false;
-                if let Some(sig) = r {
+            } else if !wait_before.is_zero() {
+                if let Some(sig) = self.idle(Some(wait_before)).await {
                     self.push_state(StateEntry::new("EXITING", sig.name()))
                         .await;
                     return ExitReason::Disconnected;
@@ -1234,7 +1243,8 @@ impl ClientManagement {
     async fn greet(&mut self) {
         self.send(&format!("{GREETING}\r\n")).await;
         if self.holding {
-            self.notify(HOLD).await;
+            let line = hold_line(self.hold_wait);
+            self.notify(&line).await;
         }
         if self.query.is_some() {
             self.notify(NEED_AUTH).await;
@@ -1551,6 +1561,7 @@ mod tests {
             ">PASSWORD:Verification Failed: 'Auth' ['expired']"
         );
         assert_eq!(bytecount_line(10, 20), ">BYTECOUNT:10,20");
+        assert_eq!(hold_line(0), HOLD);
         assert_eq!(exit_detail(&ExitReason::Disconnected), "SIGTERM");
         assert!(help_text().ends_with("END\r\n"));
     }
