@@ -4,11 +4,18 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
+use openvpn_client::management::{
+    ByteCounters, ClientManagement, CountingTunBuilder, Listener, LogLayer, ManagementSettings,
+    Signal,
+};
 use openvpn_client::{
-    ClientConfig, Command, ExitReason, HelperTunBuilder, LinuxTunBuilder, VpnEvent,
+    ClientConfig, ClientHandle, Command, ExitReason, HelperTunBuilder, LinuxTunBuilder,
+    TunSettings, VpnEvent,
 };
 use openvpn_control::options;
 use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn verb_filter(verb: u8) -> &'static str {
     match verb {
@@ -68,6 +75,87 @@ fn run_script(
     }
 }
 
+/// Logs the client's events and runs the `up` script once the tunnel is first up.
+struct EventLog {
+    up: Option<String>,
+    dev: String,
+    ran_up: bool,
+    last_settings: Option<TunSettings>,
+}
+
+impl EventLog {
+    fn on_event(&mut self, ev: &VpnEvent) {
+        match ev {
+            VpnEvent::Connected {
+                server,
+                settings,
+                cipher,
+            } => {
+                info!("Data Channel: cipher '{cipher}', connected to {server}");
+                if let (Some(up), false) = (&self.up, self.ran_up) {
+                    run_script(up, "up", &self.dev, Some(settings));
+                    self.ran_up = true;
+                }
+                self.last_settings = Some(settings.clone());
+                info!("Initialization Sequence Completed");
+            }
+            VpnEvent::Connecting {
+                remote,
+                index,
+                total,
+                proto,
+            } => info!(
+                "Attempting to establish connection with {remote} ({proto:?}, address {index} of {total})"
+            ),
+            VpnEvent::ConnectFailed { remote, reason } => {
+                warn!("connection to {remote} failed: {reason}")
+            }
+            VpnEvent::Reconnecting { reason } => warn!("Restart: {reason}"),
+            VpnEvent::AuthFailed { reason } => error!(
+                "AUTH: Received control message: AUTH_FAILED{}",
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(",{reason}")
+                }
+            ),
+            VpnEvent::CredentialsRequired { .. } => {}
+            other => info!("{other:?}"),
+        }
+    }
+}
+
+/// Sends SIGTERM, SIGINT (Ctrl-C), SIGUSR1 and SIGHUP to `tx` (on the current runtime).
+fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<Signal>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let kinds = [
+            (SignalKind::terminate(), Signal::Term),
+            (SignalKind::interrupt(), Signal::Int),
+            (SignalKind::user_defined1(), Signal::Usr1),
+            (SignalKind::hangup(), Signal::Hup),
+        ];
+        let (stx, mut srx) = tokio::sync::mpsc::unbounded_channel();
+        for (kind, s) in kinds {
+            let Ok(mut sig) = signal(kind) else { continue };
+            let stx = stx.clone();
+            tokio::spawn(async move {
+                while sig.recv().await.is_some() {
+                    if stx.send(s).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(stx);
+        while let Some(s) = srx.recv().await {
+            if tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("helper") {
@@ -113,9 +201,13 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    // Ask for credentials before daemonizing (the terminal goes away).
+    // Ask for credentials before daemonizing (the terminal goes away); with
+    // management-query-passwords the management client is asked instead.
+    let query_passwords = cfg.management.as_ref().is_some_and(|m| m.query_passwords);
     let mut creds = None;
-    if let openvpn_client::config::AuthUserPass::Ask { username } = &cfg.auth_user_pass {
+    if let (openvpn_client::config::AuthUserPass::Ask { username }, false) =
+        (&cfg.auth_user_pass, query_passwords)
+    {
         let u = match username {
             Some(u) => u.clone(),
             None => prompt("Enter Auth Username: ", true)?,
@@ -128,9 +220,9 @@ fn main() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVPN_LOG")
         .unwrap_or_else(|_| verb_filter(cfg.verb).into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    // The management interface's `log` command reads what the log shows.
+    let log_layer = cfg.management.is_some().then_some(LogLayer);
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
     match &cfg.log {
         Some((path, append)) => {
             let f = std::fs::OpenOptions::new()
@@ -140,12 +232,17 @@ fn main() -> anyhow::Result<()> {
                 .truncate(!*append)
                 .open(path)
                 .with_context(|| format!("log file {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(fmt.with_ansi(false).with_writer(std::sync::Mutex::new(f)))
+                .with(log_layer)
                 .init();
         }
-        None => builder.init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .with(log_layer)
+            .init(),
     }
     if let Some(p) = &cfg.writepid {
         std::fs::write(p, format!("{}\n", std::process::id()))
@@ -173,62 +270,95 @@ fn main() -> anyhow::Result<()> {
         let up = cfg.up.clone().filter(|_| cfg.script_security >= 2);
         let down = cfg.down.clone().filter(|_| cfg.script_security >= 2);
         let name = (dev != "tun").then(|| dev.clone());
-        let mut handle = match helper {
-            Some(b) => {
-                info!("using the privileged helper at {}", b.socket.display());
-                openvpn_client::connect(cfg, b)
-            }
-            None => openvpn_client::connect(cfg, LinuxTunBuilder { name }),
+        let mut log = EventLog {
+            up,
+            dev: dev.clone(),
+            ran_up: false,
+            last_settings: None,
         };
-        let cmd = handle.commander();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => { let _ = cmd.send(Command::Disconnect); }
-                    Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => { let _ = cmd.send(Command::Disconnect); }
-                    Some(_) = async { match usr1.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => { let _ = cmd.send(Command::ReconnectNow); }
-                }
-            }
-        });
-        let mut last_settings = None;
-        let mut ran_up = false;
-        loop {
-            tokio::select! {
-                ev = handle.events.recv() => {
-                    let Some(ev) = ev else { break };
-                    match ev {
-                        VpnEvent::CredentialsRequired { .. } => {
-                            if let Some((u, p)) = creds.take() {
-                                handle.command(Command::Credentials { username: u, password: p });
-                            }
-                        }
-                        VpnEvent::Connected { server, settings, cipher } => {
-                            info!("Data Channel: cipher '{cipher}', connected to {server}");
-                            if let (Some(up), false) = (&up, ran_up) {
-                                run_script(up, "up", &dev, Some(&settings));
-                                ran_up = true;
-                            }
-                            last_settings = Some(settings);
-                            info!("Initialization Sequence Completed");
-                        }
-                        VpnEvent::Connecting { remote, index, total, proto } => info!("Attempting to establish connection with {remote} ({proto:?}, address {index} of {total})"),
-                        VpnEvent::ConnectFailed { remote, reason } => warn!("connection to {remote} failed: {reason}"),
-                        VpnEvent::Reconnecting { reason } => warn!("Restart: {reason}"),
-                        VpnEvent::AuthFailed { reason } => error!("AUTH: Received control message: AUTH_FAILED{}", if reason.is_empty() { String::new() } else { format!(",{reason}") }),
-                        other => info!("{other:?}"),
-                    }
-                }
-            }
+        if let Some(b) = &helper {
+            info!("using the privileged helper at {}", b.socket.display());
         }
-        let reason = handle.wait().await;
-        if let (Some(down), Some(s)) = (&down, &last_settings) {
+        let reason = match cfg.management.clone() {
+            Some(m) => {
+                // Management: the GUI releases the hold, answers password queries and sends
+                // signals; connect() is called only when it says so.
+                let listener = match Listener::bind(&m.addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!("MANAGEMENT: cannot listen on {:?}: {e}", m.addr);
+                        return 1;
+                    }
+                };
+                let mut settings = match ManagementSettings::from_options(&m, &cfg) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        error!("MANAGEMENT: password file: {e}");
+                        return 1;
+                    }
+                };
+                settings.credentials = creds.take();
+                let mgmt = ClientManagement::new(listener, settings);
+                forward_signals(mgmt.signals());
+                let start = |counters: &ByteCounters| -> ClientHandle {
+                    match helper.clone() {
+                        Some(b) => openvpn_client::connect(
+                            cfg.clone(),
+                            CountingTunBuilder::new(b, counters.clone()),
+                        ),
+                        None => openvpn_client::connect(
+                            cfg.clone(),
+                            CountingTunBuilder::new(
+                                LinuxTunBuilder { name: name.clone() },
+                                counters.clone(),
+                            ),
+                        ),
+                    }
+                };
+                mgmt.run(start, |ev| log.on_event(ev)).await
+            }
+            None => {
+                let mut handle = match helper {
+                    Some(b) => openvpn_client::connect(cfg, b),
+                    None => openvpn_client::connect(cfg, LinuxTunBuilder { name }),
+                };
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                forward_signals(tx);
+                let cmd = handle.commander();
+                tokio::spawn(async move {
+                    while let Some(s) = rx.recv().await {
+                        let _ = cmd.send(match s {
+                            Signal::Usr1 | Signal::Hup => Command::ReconnectNow,
+                            _ => Command::Disconnect,
+                        });
+                    }
+                });
+                while let Some(ev) = handle.events.recv().await {
+                    if let VpnEvent::CredentialsRequired { .. } = ev {
+                        if let Some((u, p)) = creds.take() {
+                            handle.command(Command::Credentials {
+                                username: u,
+                                password: p,
+                            });
+                        }
+                    }
+                    log.on_event(&ev);
+                }
+                handle.wait().await
+            }
+        };
+        if let (Some(down), Some(s)) = (&down, &log.last_settings) {
             run_script(down, "down", &dev, Some(s));
         }
         match reason {
-            ExitReason::Disconnected => { info!("SIGTERM received, process exiting"); 0 }
-            other => { error!("exiting: {other:?}"); 1 }
+            ExitReason::Disconnected => {
+                info!("SIGTERM received, process exiting");
+                0
+            }
+            other => {
+                error!("exiting: {other:?}");
+                1
+            }
         }
     });
     std::process::exit(code);
