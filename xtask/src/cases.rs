@@ -74,6 +74,36 @@ pub(crate) enum Scenario {
     /// `remote vpn.test` resolves (ovrs-cli's hosts file) to 10.77.0.3 (nobody) first and
     /// 10.77.0.1 second; the client must try them in that order and connect to the second.
     DualStack,
+    /// Server operations against the real client (`server_ops.rs`): auth scripts, deferred
+    /// auth, auth-gen-token, client-connect, client-config-dir, pool persistence, management.
+    ServerOps(Ops),
+}
+
+/// What a [`Scenario::ServerOps`] case does (our server, the real client; see `server_ops.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ops {
+    /// The auth script (via-file, accepts alice/right) exits 2 and writes `1` to
+    /// `auth_control_file` 2 s later; the client must connect only after that.
+    DeferredAuth,
+    /// `auth-gen-token`, `reneg-sec 5`: 12 s of pings through ≥ 2 renegotiations that
+    /// authenticate with the token; the auth script ran exactly once.
+    TokenReneg,
+    /// `auth-gen-token-secret`: the server is stopped and a second instance started on the
+    /// same config and secret; the client's reconnect authenticates with its token (the
+    /// script still ran once).
+    TokenSecondServer,
+    /// A client-connect script reads IV_GUI_VER and IV_PLAT and pushes route 10.99.0.0/16,
+    /// which must show in `ip -n ovrs-cli route`.
+    ClientConnect,
+    /// client-config-dir gives client1 10.8.0.50.
+    CcdFixedAddress,
+    /// ifconfig-pool-persist: "other" keeps 10.8.0.2, so client1 gets 10.8.0.3; after a
+    /// server restart (with "other" gone from the file) client1 gets 10.8.0.3 again.
+    PoolPersist,
+    /// management-client-auth with an external agent (python3) on the unix socket: the first
+    /// attempt is denied (client log: AUTH_FAILED), the retry approved, `status 3` lists
+    /// client1, then `client-kill` and the client reconnects (approved again).
+    Management,
 }
 
 /// One interop scenario.
@@ -441,6 +471,67 @@ pub(crate) const CASES: &[Case] = &[
         scenario: Scenario::Float,
         server_log_has: &["floated from"],
         ..OURS_OURS
+    },
+    // ---- Server operations: our server, the real client (server_ops.rs) ----
+    Case {
+        name: "ops-auth-script-accepts-alice",
+        scenario: Scenario::UserPass {
+            user: "alice",
+            pass: "right",
+        },
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-auth-script-rejects-bob",
+        scenario: Scenario::UserPass {
+            user: "bob",
+            pass: "right",
+        },
+        expect: Expect::NoTunnel,
+        client_log_has: &["AUTH_FAILED"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-deferred-auth",
+        scenario: Scenario::ServerOps(Ops::DeferredAuth),
+        server_log_has: &["deferred the decision"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-auth-token-reneg",
+        scenario: Scenario::ServerOps(Ops::TokenReneg),
+        server_log_has: &["authenticated by auth-token"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-auth-token-second-server",
+        client_extra: &["ping 2", "ping-restart 6"],
+        scenario: Scenario::ServerOps(Ops::TokenSecondServer),
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-client-connect-gui-ver-route",
+        client_extra: &["setenv IV_GUI_VER ovrs-interop-gui-1.0"],
+        scenario: Scenario::ServerOps(Ops::ClientConnect),
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-ccd-fixed-address",
+        scenario: Scenario::ServerOps(Ops::CcdFixedAddress),
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-pool-persist-restart",
+        client_extra: &["ping 2", "ping-restart 6"],
+        scenario: Scenario::ServerOps(Ops::PoolPersist),
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-management-deny-auth-kill-status",
+        client_extra: &["auth-retry nointeract"],
+        scenario: Scenario::ServerOps(Ops::Management),
+        client_log_has: &["AUTH_FAILED"],
+        ..OURS_SERVER
     },
 ];
 

@@ -31,6 +31,9 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::cases::{CASES, Case, Expect, Impl, Proto, Scenario};
 
+#[path = "server_ops.rs"]
+mod server_ops;
+
 const SERVER_NS: &str = "ovrs-srv";
 const CLIENT_NS: &str = "ovrs-cli";
 const CLIENT2_NS: &str = "ovrs-cli2";
@@ -334,6 +337,7 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
     if case.scenario == Scenario::DualStack {
         dual_address_hosts()?;
     }
+    let _agent = server_ops::before_client(case, &cd)?;
     let client = procs.start(
         env,
         case.client,
@@ -403,6 +407,9 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         }
         Scenario::Flood => flood(&cd, &mut procs, server)?,
         Scenario::ServerRestart => server_restart(env, case, &cd, &mut procs, server, client)?,
+        Scenario::ServerOps(ops) => {
+            server_ops::run(ops, env, case, &cd, &mut procs, server, client)?
+        }
         Scenario::DualStack => {
             procs.check_in_order(
                 client,
@@ -456,6 +463,7 @@ fn scenario_extra(case: &Case, role: Role, dir: &Path) -> Result<Vec<String>> {
             set_mode(&file, 0o600)?;
             vec![format!("auth-user-pass {}", file.display())]
         }
+        (Scenario::ServerOps(ops), role) => server_ops::extra(ops, role, dir)?,
         _ => Vec::new(),
     })
 }

@@ -1,0 +1,427 @@
+//! [`Scenario::ServerOps`] cases: our server's operational features (auth scripts, deferred
+//! auth, auth-gen-token, client-connect, client-config-dir, ifconfig-pool-persist, the
+//! management interface) against the real OpenVPN 2.6 client.
+//!
+//! Every file a case needs (scripts, ccd, token secret, the management agent) is written into
+//! the case directory; the scripts log what they saw there, and the checks read those logs.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use super::{
+    CLIENT_NS, CaseDir, Env, INIT_DONE, PING_TARGETS, Procs, Role, SERVER_NS, SERVER_WAIT, Waited,
+    output, pause, ping_ok, ping_run, set_mode, stop,
+};
+use crate::cases::{Case, Ops};
+
+const AUTH_LOG: &str = "auth-calls.log";
+
+fn script(dir: &Path, name: &str, body: &str) -> Result<String> {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}"))?;
+    set_mode(&path, 0o755)?;
+    Ok(path.display().to_string())
+}
+
+/// The via-file auth script: logs each call, accepts alice/right.
+fn auth_script(dir: &Path) -> Result<Vec<String>> {
+    let d = dir.display();
+    let s = script(
+        dir,
+        "auth.sh",
+        &format!(
+            "{{ read -r user; read -r pass; }} < \"$1\"\n\
+             echo \"$user $session_state\" >> {d}/{AUTH_LOG}\n\
+             [ \"$user\" = alice ] && [ \"$pass\" = right ]\n"
+        ),
+    )?;
+    Ok(vec![
+        "script-security 2".into(),
+        format!("auth-user-pass-verify {s} via-file"),
+    ])
+}
+
+fn user_pass(dir: &Path) -> Result<Vec<String>> {
+    let file = dir.join("user-pass.txt");
+    fs::write(&file, "alice\nright\n")?;
+    set_mode(&file, 0o600)?;
+    Ok(vec![format!("auth-user-pass {}", file.display())])
+}
+
+/// Config lines (and files) for a case.
+pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
+    let d = dir.display();
+    if role == Role::Client {
+        return match ops {
+            Ops::DeferredAuth | Ops::TokenReneg | Ops::TokenSecondServer => user_pass(dir),
+            _ => Ok(Vec::new()),
+        };
+    }
+    Ok(match ops {
+        Ops::DeferredAuth => {
+            let s = script(
+                dir,
+                "auth-deferred.sh",
+                &format!(
+                    "{{ read -r user; read -r pass; }} < \"$1\"\n\
+                     echo \"$user\" >> {d}/{AUTH_LOG}\n\
+                     printf '30\\nwebauth\\nOPEN_URL:https://example.invalid/login\\n' > \"$auth_pending_file\"\n\
+                     ctl=\"$auth_control_file\"\n\
+                     ( sleep 2; date +%s.%N > {d}/deferred-decided\n\
+                       if [ \"$user\" = alice ] && [ \"$pass\" = right ]; then echo 1; else echo 0; fi > \"$ctl\" ) >/dev/null 2>&1 &\n\
+                     exit 2\n"
+                ),
+            )?;
+            vec![
+                "script-security 2".into(),
+                format!("auth-user-pass-verify {s} via-file"),
+            ]
+        }
+        Ops::TokenReneg => {
+            let mut v = auth_script(dir)?;
+            v.extend(["auth-gen-token 0 60".into(), "reneg-sec 5".into()]);
+            v
+        }
+        Ops::TokenSecondServer => {
+            let secret = dir.join("auth-token.key");
+            let b64 = output(Command::new("openssl").args(["rand", "-base64", "48"]))?;
+            fs::write(
+                &secret,
+                format!(
+                    "-----BEGIN OpenVPN auth-token server key-----\n{}\n-----END OpenVPN auth-token server key-----\n",
+                    b64.trim()
+                ),
+            )?;
+            let mut v = auth_script(dir)?;
+            v.extend([
+                "auth-gen-token 0 60".into(),
+                format!("auth-gen-token-secret {}", secret.display()),
+                "explicit-exit-notify 1".into(),
+            ]);
+            v
+        }
+        Ops::ClientConnect => {
+            let s = script(
+                dir,
+                "client-connect.sh",
+                &format!(
+                    "echo \"IV_GUI_VER=$IV_GUI_VER IV_PLAT=$IV_PLAT\" >> {d}/client-connect.log\n\
+                     [ \"$IV_PLAT\" = linux ] && [ -n \"$IV_GUI_VER\" ] || exit 1\n\
+                     echo 'push \"route 10.99.0.0 255.255.0.0\"' > \"$1\"\n"
+                ),
+            )?;
+            vec!["script-security 2".into(), format!("client-connect {s}")]
+        }
+        Ops::CcdFixedAddress => {
+            let ccd = dir.join("ccd");
+            fs::create_dir_all(&ccd)?;
+            fs::write(
+                ccd.join("client1"),
+                "ifconfig-push 10.8.0.50 255.255.255.0\n",
+            )?;
+            vec![format!("client-config-dir {}", ccd.display())]
+        }
+        Ops::PoolPersist => {
+            fs::write(dir.join("ipp.txt"), "other,10.8.0.2\n")?;
+            vec![
+                format!("ifconfig-pool-persist {d}/ipp.txt 1"),
+                "explicit-exit-notify 1".into(),
+            ]
+        }
+        Ops::Management => vec![
+            format!("management {d}/mgmt.sock unix"),
+            "management-client-auth".into(),
+        ],
+    })
+}
+
+/// A process started before the client (the management agent); killed on drop.
+pub(super) struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const AGENT: &str = r#"
+import re, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+log = open(out, "a", buffering=1)
+s = None
+for _ in range(150):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        break
+    except OSError:
+        s = None
+        time.sleep(0.1)
+if s is None:
+    log.write("cannot connect\n")
+    sys.exit(1)
+f = s.makefile("rw", buffering=1, newline="\n")
+def send(cmd):
+    log.write("> " + cmd + "\n")
+    f.write(cmd + "\n")
+    f.flush()
+connects = 0
+established = 0
+for line in f:
+    line = line.rstrip("\r\n")
+    log.write(line + "\n")
+    m = re.match(r">CLIENT:(CONNECT|REAUTH),(\d+),(\d+)", line)
+    if m:
+        kind, cid, kid = m.groups()
+        if kind == "CONNECT":
+            connects += 1
+        if kind == "CONNECT" and connects == 1:
+            send('client-deny %s %s "first attempt" "denied by the interop agent"' % (cid, kid))
+        else:
+            send("client-auth-nt %s %s" % (cid, kid))
+        continue
+    m = re.match(r">CLIENT:ESTABLISHED,(\d+)", line)
+    if m:
+        established += 1
+        if established == 1:
+            send("status 3")
+            time.sleep(3)
+            send("client-kill %s" % m.group(1))
+"#;
+
+/// Starts what must run before the client connects.
+pub(super) fn before_client(case: &Case, cd: &CaseDir) -> Result<Option<Agent>> {
+    if case.scenario != crate::cases::Scenario::ServerOps(Ops::Management) {
+        return Ok(None);
+    }
+    let py = cd.dir.join("agent.py");
+    fs::write(&py, AGENT)?;
+    let child = Command::new("python3")
+        .arg(&py)
+        .arg(cd.dir.join("mgmt.sock"))
+        .arg(cd.dir.join("agent.log"))
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start python3 (the management agent)")?;
+    Ok(Some(Agent(child)))
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+fn auth_calls(cd: &CaseDir) -> Vec<String> {
+    read(&cd.dir.join(AUTH_LOG))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until `procs[index]` logged `INIT_DONE` at least `n` times.
+fn wait_inits(procs: &Procs, index: usize, n: usize, secs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while procs.count(index, INIT_DONE)? < n {
+        ensure!(
+            Instant::now() < deadline,
+            "the client did not initialise {n} times within {secs}s\n{}",
+            procs.tails()
+        );
+        pause(Duration::from_millis(200))?;
+    }
+    Ok(())
+}
+
+fn ping_until_ok(cd: &CaseDir, procs: &Procs, secs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ping_run(&cd.dir, CLIENT_NS, PING_TARGETS[0], 1, "1")?.all_ok() {
+        ensure!(
+            Instant::now() < deadline,
+            "no ping through the tunnel within {secs}s\n{}",
+            procs.tails()
+        );
+    }
+    Ok(())
+}
+
+fn client_v4(procs: &Procs) -> Result<String> {
+    let text = output(Command::new("ip").args(["-n", CLIENT_NS, "-4", "-o", "addr"]))?;
+    text.split_whitespace()
+        .filter_map(|w| w.strip_suffix("/24"))
+        .find(|a| a.starts_with("10.8.0."))
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "no 10.8.0.x/24 address in ovrs-cli:\n{text}\n{}",
+                procs.tails()
+            )
+        })
+}
+
+/// Restarts the server on the same config (`graceful`: SIGTERM, else SIGKILL); returns the
+/// new server's index. The old log is kept as `server-before-restart.log`.
+fn restart_server(
+    env: &Env,
+    case: &Case,
+    cd: &CaseDir,
+    procs: &mut Procs,
+    server: usize,
+    graceful: bool,
+    between: &dyn Fn() -> Result<()>,
+) -> Result<usize> {
+    if graceful {
+        stop(procs.0.get_mut(server).context("no server")?);
+    } else {
+        procs.kill(server)?;
+    }
+    between()?;
+    let log = cd.server_conf.with_extension("log");
+    if log.exists() {
+        fs::rename(&log, cd.dir.join("server-before-restart.log"))?;
+    }
+    let again = procs.start(
+        env,
+        case.server,
+        Role::Server,
+        "server (second instance)",
+        SERVER_NS,
+        &cd.server_conf,
+    )?;
+    match procs.wait_init(again, SERVER_WAIT)? {
+        Waited::Init => Ok(again),
+        other => bail!("restarted server {other}\n{}", procs.tails()),
+    }
+}
+
+/// The checks after the client connected and pinged.
+pub(super) fn run(
+    ops: Ops,
+    env: &Env,
+    case: &Case,
+    cd: &CaseDir,
+    procs: &mut Procs,
+    server: usize,
+    client: usize,
+) -> Result<()> {
+    match ops {
+        Ops::DeferredAuth => {
+            // The decision file is written just before `1`: connected ⇒ it exists.
+            ensure!(
+                cd.dir.join("deferred-decided").exists(),
+                "the client connected before the deferred decision\n{}",
+                procs.tails()
+            );
+            ensure!(
+                auth_calls(cd).len() == 1,
+                "auth script calls: {:?}",
+                auth_calls(cd)
+            );
+        }
+        Ops::TokenReneg => {
+            let r = ping_run(&cd.dir, CLIENT_NS, PING_TARGETS[0], 24, "0.5")?;
+            println!("interop: ping across token renegotiations: {}", r.summary());
+            ensure!(
+                r.received + 1 >= r.sent,
+                "pings lost: {}\n{}",
+                r.summary(),
+                procs.tails()
+            );
+            let renegs = procs.count(server, "authenticated by auth-token")?;
+            println!("interop: {renegs} renegotiation(s) authenticated by the token");
+            ensure!(
+                renegs >= 2,
+                "fewer than 2 token renegotiations\n{}",
+                procs.tails()
+            );
+            let calls = auth_calls(cd);
+            ensure!(
+                calls.len() == 1,
+                "auth script ran {} times: {calls:?}",
+                calls.len()
+            );
+        }
+        Ops::TokenSecondServer => {
+            let again = restart_server(env, case, cd, procs, server, true, &|| Ok(()))?;
+            wait_inits(procs, client, 2, 40)?;
+            ping_until_ok(cd, procs, 20)?;
+            ensure!(
+                procs.count(again, "authenticated by auth-token")? >= 1,
+                "the second server did not authenticate the token\n{}",
+                procs.tails()
+            );
+            let calls = auth_calls(cd);
+            ensure!(
+                calls.len() == 1,
+                "auth script ran {} times: {calls:?}",
+                calls.len()
+            );
+        }
+        Ops::ClientConnect => {
+            let log = read(&cd.dir.join("client-connect.log"));
+            println!("interop: client-connect saw: {}", log.trim());
+            ensure!(
+                log.contains("IV_GUI_VER=ovrs-interop-gui-1.0 IV_PLAT=linux"),
+                "client-connect env: {log}"
+            );
+            let routes = output(Command::new("ip").args(["-n", CLIENT_NS, "route"]))?;
+            ensure!(
+                routes.contains("10.99.0.0/16"),
+                "pushed route missing in ovrs-cli:\n{routes}"
+            );
+        }
+        Ops::CcdFixedAddress => {
+            let a = client_v4(procs)?;
+            ensure!(a == "10.8.0.50", "client address {a}, wanted 10.8.0.50");
+        }
+        Ops::PoolPersist => {
+            let a = client_v4(procs)?;
+            ensure!(a == "10.8.0.3", "client address {a}, wanted 10.8.0.3");
+            let ipp = cd.dir.join("ipp.txt");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !read(&ipp).contains("client1,10.8.0.3") {
+                ensure!(Instant::now() < deadline, "ipp.txt: {}", read(&ipp));
+                pause(Duration::from_millis(200))?;
+            }
+            // Without "other", 10.8.0.2 is free: only persistence gives client1 .3 again.
+            restart_server(env, case, cd, procs, server, true, &|| {
+                let text = read(&ipp);
+                ensure!(
+                    text.contains("client1,10.8.0.3"),
+                    "ipp.txt after shutdown: {text}"
+                );
+                let kept: String = text
+                    .lines()
+                    .filter(|l| !l.starts_with("other,"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                fs::write(&ipp, kept)?;
+                Ok(())
+            })?;
+            wait_inits(procs, client, 2, 40)?;
+            ping_until_ok(cd, procs, 20)?;
+            let a = client_v4(procs)?;
+            ensure!(a == "10.8.0.3", "after the restart the client got {a}");
+        }
+        Ops::Management => {
+            wait_inits(procs, client, 2, 40)?;
+            ping_until_ok(cd, procs, 20)?;
+            let agent = read(&cd.dir.join("agent.log"));
+            for want in [
+                "> client-deny",
+                "> client-auth-nt",
+                "CLIENT_LIST\tclient1",
+                "> client-kill",
+            ] {
+                ensure!(agent.contains(want), "agent log lacks {want:?}:\n{agent}");
+            }
+        }
+    }
+    for target in PING_TARGETS {
+        ping_ok(&cd.dir, CLIENT_NS, target, procs)?;
+    }
+    Ok(())
+}
