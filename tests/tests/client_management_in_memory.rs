@@ -282,6 +282,42 @@ async fn gui_releases_hold_answers_password_and_terminates() {
     gui.send("state all").await;
     gui.expect("history", |l| l.contains(",WAIT,")).await;
     gui.expect_line("END").await;
+    // SIGUSR1 (a GUI's "reconnect") restarts without asking for the password again.
+    gui.send("signal SIGUSR1").await;
+    gui.expect_line("SUCCESS: signal SIGUSR1 thrown").await;
+    let r = gui
+        .expect("RECONNECTING", |l| l.contains(",RECONNECTING,"))
+        .await;
+    assert_eq!(r.split(',').nth(2), Some("SIGUSR1"), "{r}");
+    // The hold flag (management-hold) holds restarts too; the GUI releases again.
+    gui.expect_line(">HOLD:Waiting for hold release:0").await;
+    gui.send("hold release").await;
+    gui.expect("CONNECTED again", |l| l.contains(",CONNECTED,SUCCESS,"))
+        .await;
+    let asked = gui
+        .seen
+        .iter()
+        .filter(|l| l.starts_with(">PASSWORD:Need"))
+        .count();
+    assert_eq!(asked, 1, "the password is remembered: {:#?}", gui.seen);
+    // Without the hold flag the engine reconnects by itself.
+    gui.send("hold off").await;
+    gui.expect_line("SUCCESS: hold flag set to OFF").await;
+    let before = gui.seen.len();
+    gui.send("signal SIGHUP").await;
+    let r = gui
+        .expect("RECONNECTING", |l| l.contains(",RECONNECTING,"))
+        .await;
+    assert_eq!(r.split(',').nth(2), Some("SIGHUP"), "{r}");
+    gui.expect("CONNECTED a third time", |l| {
+        l.contains(",CONNECTED,SUCCESS,")
+    })
+    .await;
+    assert!(
+        !gui.seen[before..].iter().any(|l| l.starts_with(">HOLD:")),
+        "{:#?}",
+        gui.seen
+    );
     let reason = finish(s, &mut gui).await;
     assert_eq!(reason, ExitReason::Disconnected);
 }
