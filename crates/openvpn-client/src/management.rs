@@ -1566,6 +1566,56 @@ mod tests {
         assert!(help_text().ends_with("END\r\n"));
     }
 
+    #[tokio::test]
+    async fn password_hold_and_sigterm_before_connecting() {
+        use tokio::io::AsyncBufReadExt;
+        let dir = std::env::temp_dir().join(format!("ovrs-mgmt-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.sock");
+        let listener = Listener::bind(&ManagementAddr::Unix(path.clone()))
+            .await
+            .unwrap();
+        let m = ClientManagement::new(
+            listener,
+            ManagementSettings {
+                password: Some("pw".into()),
+                hold: true,
+                ..Default::default()
+            },
+        );
+        let run = tokio::spawn(m.run(|_| panic!("a held client must not connect"), |_| {}));
+        let s = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = tokio::io::BufReader::new(r);
+        let mut prompt = [0u8; 15];
+        r.read_exact(&mut prompt).await.unwrap();
+        assert_eq!(&prompt, b"ENTER PASSWORD:");
+        w.write_all(b"pw\n").await.unwrap();
+        let mut lines = Vec::new();
+        for cmd in ["", "state on", "signal SIGTERM"] {
+            if !cmd.is_empty() {
+                w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+            }
+        }
+        let exit = tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit, ExitReason::Disconnected);
+        let mut l = String::new();
+        while r.read_line(&mut l).await.unwrap() > 0 {
+            lines.push(l.trim_end().to_owned());
+            l.clear();
+        }
+        assert_eq!(lines[0], "SUCCESS: password is correct");
+        assert_eq!(lines[1], GREETING);
+        assert_eq!(lines[2], HOLD);
+        assert_eq!(lines[3], "SUCCESS: real-time state notification set to ON");
+        assert_eq!(lines[4], "SUCCESS: signal SIGTERM thrown");
+        assert!(lines[5].starts_with(">STATE:") && lines[5].ends_with(",EXITING,SIGTERM,,,,,,"));
+        assert!(!path.exists(), "the socket is removed");
+    }
+
     #[test]
     fn realtime_replies() {
         let (s, on) = realtime_reply("state", Realtime::On, &[]);
