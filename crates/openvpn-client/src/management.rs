@@ -879,7 +879,6 @@ struct Conn {
     w: WriteHalf<Box<dyn Stream>>,
     authenticated: bool,
     state_on: bool,
-    echo_on: bool,
     log_rx: Option<broadcast::Receiver<LogLine>>,
     bytecount: Option<tokio::time::Interval>,
 }
@@ -1052,12 +1051,11 @@ impl ClientManagement {
                     self.push_state(StateEntry::new("RECONNECTING", sig.name()))
                         .await;
                 }
-                (None, ExitReason::AuthFailed(r)) if self.auth_retry != AuthRetry::None => {
+                (None, ExitReason::AuthFailed(_)) if self.auth_retry != AuthRetry::None => {
                     info!("AUTH: Received control message: AUTH_FAILED; auth-retry: reconnecting");
                     if self.auth_retry == AuthRetry::Interact {
                         self.cached = None;
                     }
-                    let _ = r;
                     self.push_state(StateEntry::new("RECONNECTING", "auth-failure"))
                         .await;
                     wait_before = Duration::from_secs(
@@ -1229,7 +1227,6 @@ impl ClientManagement {
             w,
             authenticated: self.settings.password.is_none(),
             state_on: false,
-            echo_on: false,
             log_rx: None,
             bytecount: None,
         });
@@ -1344,11 +1341,8 @@ impl ClientManagement {
                 s
             }
             MgmtCommand::Echo(rt) => {
-                let (s, on) = realtime_reply("echo", rt, &[]);
-                if let (Some(on), Some(c)) = (on, self.conn.as_mut()) {
-                    c.echo_on = on;
-                }
-                s
+                // Nothing is ever echoed (pushed `echo` options are not kept).
+                realtime_reply("echo", rt, &[]).0
             }
             MgmtCommand::Bytecount(n) => {
                 if let Some(c) = self.conn.as_mut() {
