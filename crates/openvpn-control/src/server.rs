@@ -128,6 +128,14 @@ pub enum ServerEvent {
     },
     /// The client said `EXIT`.
     ClientExit,
+    /// A renegotiation failed (e.g. the client's certificate is now revoked); the previous
+    /// key stays in use until it expires.
+    RenegotiationFailed {
+        /// Key ID of the failed key state.
+        key_id: KeyId,
+        /// Why.
+        reason: String,
+    },
     /// The session is over.
     Closed(CloseReason),
 }
@@ -333,9 +341,10 @@ impl ServerSession {
                     _ => {}
                 },
                 Event::Closed(r) => self.events.push_back(ServerEvent::Closed(r)),
-                Event::KeyStateActive { .. }
-                | Event::RenegotiationStarted { .. }
-                | Event::RenegotiationFailed { .. } => {}
+                Event::RenegotiationFailed { key_id, reason } => self
+                    .events
+                    .push_back(ServerEvent::RenegotiationFailed { key_id, reason }),
+                Event::KeyStateActive { .. } | Event::RenegotiationStarted { .. } => {}
             }
         }
     }

@@ -1054,6 +1054,12 @@ impl ServerCore {
                     );
                 }
                 ServerEvent::KeyRetired { key_id } => c.data.retire(now, key_id),
+                ServerEvent::RenegotiationFailed { key_id, reason } => warn!(
+                    "{} ({}): renegotiation of key {} failed: {reason}; the previous key stays until it expires",
+                    c.addr,
+                    c.common_name.as_deref().unwrap_or("?"),
+                    key_id.value()
+                ),
                 ServerEvent::ClientExit => {
                     info!("{}: client sent EXIT", c.addr);
                     c.close_at.get_or_insert(now + Duration::from_secs(5));
