@@ -162,7 +162,7 @@ async fn management_client_auth_status_kill_deny_and_metrics() {
     );
     m.send("version\n").await;
     assert!(m.line().await.starts_with("OpenVPN Version: "));
-    assert_eq!(m.line().await, "Management Interface Version: 5");
+    assert_eq!(m.line().await, "Management Version: 5");
     assert_eq!(m.line().await, "END");
     m.send("pid\n").await;
     assert_eq!(

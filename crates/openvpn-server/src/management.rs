@@ -1016,7 +1016,7 @@ async fn local_or_core(sh: &mut Shared, c: Command) -> String {
     match c {
         Command::Help => help_text(),
         Command::Version(_) => format!(
-            "OpenVPN Version: OpenVPN 2.6 compatible openvpn-rs {} (openvpn-server)\r\nManagement Interface Version: {MANAGEMENT_VERSION}\r\nEND\r\n",
+            "OpenVPN Version: OpenVPN 2.6 compatible openvpn-rs {} (openvpn-server)\r\nManagement Version: {MANAGEMENT_VERSION}\r\nEND\r\n",
             env!("CARGO_PKG_VERSION")
         ),
         Command::Pid => format!("SUCCESS: pid={}\r\n", std::process::id()),
