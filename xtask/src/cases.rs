@@ -104,6 +104,10 @@ pub(crate) enum Ops {
     /// attempt is denied (client log: AUTH_FAILED), the retry approved, `status 3` lists
     /// client1, then `client-kill` and the client reconnects (approved again).
     Management,
+    /// crl-verify + reneg-sec 10 with two clients: client2 is revoked (`openssl ca -revoke`,
+    /// `-gencrl`) and the server gets SIGHUP; client2's next renegotiation fails while
+    /// client1 pings on without loss.
+    CrlHup,
 }
 
 /// One interop scenario.
@@ -531,6 +535,11 @@ pub(crate) const CASES: &[Case] = &[
         client_extra: &["auth-retry nointeract"],
         scenario: Scenario::ServerOps(Ops::Management),
         client_log_has: &["AUTH_FAILED"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-sighup-crl-revokes-on-renegotiation",
+        scenario: Scenario::ServerOps(Ops::CrlHup),
         ..OURS_SERVER
     },
 ];

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use super::{
-    CLIENT_NS, CaseDir, Env, INIT_DONE, PING_TARGETS, Procs, Role, SERVER_NS, SERVER_WAIT, Waited,
-    output, pause, ping_ok, ping_run, set_mode, stop,
+    CLIENT_NS, CLIENT_WAIT, CLIENT2_NS, CaseDir, ConfArgs, Env, INIT_DONE, PING_TARGETS, Procs,
+    Role, SERVER_NS, SERVER_WAIT, Waited, output, pause, ping_ok, ping_result, ping_run,
+    ping_start, set_mode, stop, write_conf,
 };
 use crate::cases::{Case, Ops};
 
@@ -136,7 +137,41 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
             format!("management {d}/mgmt.sock unix"),
             "management-client-auth".into(),
         ],
+        Ops::CrlHup => {
+            openssl_ca(dir, &["-gencrl", "-out", &format!("{d}/crl.pem")])?;
+            vec![format!("crl-verify {d}/crl.pem"), "reneg-sec 10".into()]
+        }
     })
+}
+
+/// Runs `openssl ca` with a minimal CA config in `dir/ca` over the interop PKI's CA.
+fn openssl_ca(dir: &Path, args: &[&str]) -> Result<String> {
+    let pki = dir.parent().context("case dir has no parent")?.join("pki");
+    let ca = dir.join("ca");
+    if !ca.exists() {
+        fs::create_dir_all(&ca)?;
+        fs::write(ca.join("index.txt"), "")?;
+        fs::write(ca.join("crlnumber"), "01\n")?;
+        fs::write(
+            ca.join("ca.cnf"),
+            format!(
+                "[ ca ]\ndefault_ca = ovrs\n[ ovrs ]\ndatabase = {c}/index.txt\n\
+                 new_certs_dir = {c}\ncertificate = {p}/ca.crt\nprivate_key = {p}/ca.key\n\
+                 default_md = sha256\ndefault_crl_days = 30\ncrlnumber = {c}/crlnumber\n\
+                 policy = any\n[ any ]\ncommonName = supplied\n",
+                c = ca.display(),
+                p = pki.display()
+            ),
+        )?;
+    }
+    let cnf = ca.join("ca.cnf");
+    output(
+        Command::new("openssl")
+            .arg("ca")
+            .arg("-config")
+            .arg(&cnf)
+            .args(args),
+    )
 }
 
 /// A process started before the client (the management agent); killed on drop.
@@ -406,6 +441,7 @@ pub(super) fn run(
             let a = client_v4(procs)?;
             ensure!(a == "10.8.0.3", "after the restart the client got {a}");
         }
+        Ops::CrlHup => crl_hup(env, case, cd, procs, server)?,
         Ops::Management => {
             wait_inits(procs, client, 2, 40)?;
             ping_until_ok(cd, procs, 20)?;
@@ -423,5 +459,90 @@ pub(super) fn run(
     for target in PING_TARGETS {
         ping_ok(&cd.dir, CLIENT_NS, target, procs)?;
     }
+    Ok(())
+}
+
+/// Client2 joins; during a continuous ping from client1, client2 is revoked and the server
+/// reloads (SIGHUP): client2 loses its tunnel at its next renegotiation, client1 loses nothing.
+fn crl_hup(env: &Env, case: &Case, cd: &CaseDir, procs: &mut Procs, server: usize) -> Result<()> {
+    let conf2 = cd.dir.join("client2.conf");
+    let args = ConfArgs {
+        remote: Some("10.77.1.1"),
+        dev: Some("ovrs-tun-c2"),
+        cert: Some("client2"),
+        ..ConfArgs::default()
+    };
+    write_conf(env, case, Role::Client, &conf2, &args, &[])?;
+    let c2 = procs.start(
+        env,
+        case.client,
+        Role::Client,
+        "client2",
+        CLIENT2_NS,
+        &conf2,
+    )?;
+    match procs.wait_init(c2, CLIENT_WAIT)? {
+        Waited::Init => {}
+        other => bail!("client2 {other}\n{}", procs.tails()),
+    }
+    ping_ok(&cd.dir, CLIENT2_NS, PING_TARGETS[0], procs)?;
+    let long = ping_start(&cd.dir, CLIENT_NS, PING_TARGETS[0], 50, "0.5")?;
+    let pki = cd.dir.parent().context("no parent")?.join("pki");
+    openssl_ca(
+        &cd.dir,
+        &["-revoke", &pki.join("client2.crt").display().to_string()],
+    )?;
+    openssl_ca(
+        &cd.dir,
+        &[
+            "-gencrl",
+            "-out",
+            &cd.dir.join("crl.pem").display().to_string(),
+        ],
+    )?;
+    let pid = procs.pid(server)?.to_string();
+    output(Command::new("kill").args(["-HUP", &pid]))?;
+    println!("interop: client2 revoked, SIGHUP to the server");
+    // Within two renegotiation periods client2's renegotiation must be refused (its old key
+    // lives on until it expires, as in the in-memory reload test).
+    let deadline = Instant::now() + Duration::from_secs(22);
+    let mut cut = false;
+    while Instant::now() < deadline {
+        let refused = procs.texts(server)?.iter().any(|t| {
+            t.lines()
+                .any(|l| l.contains("(client2): renegotiation of key") && l.contains("failed"))
+        });
+        if refused {
+            cut = true;
+            break;
+        }
+        pause(Duration::from_millis(500))?;
+    }
+    let r = ping_result(long)?;
+    println!("interop: client1 across the reload: {}", r.summary());
+    ensure!(
+        cut,
+        "client2 renegotiated after revocation and SIGHUP\n{}",
+        procs.tails()
+    );
+    ensure!(
+        procs
+            .texts(server)?
+            .iter()
+            .all(|t| !t.contains("(client1): renegotiation of key")),
+        "client1's renegotiation failed\n{}",
+        procs.tails()
+    );
+    ensure!(
+        r.sent >= 50 && r.received == r.sent,
+        "client1 lost pings across the reload: {}\n{}",
+        r.summary(),
+        procs.tails()
+    );
+    ensure!(
+        procs.count(server, "configuration reloaded")? >= 1,
+        "the server did not reload\n{}",
+        procs.tails()
+    );
     Ok(())
 }
