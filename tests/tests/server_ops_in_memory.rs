@@ -304,3 +304,46 @@ async fn learn_address_add_and_delete() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_challenge_response_reaches_the_auth_script() {
+    let pki = openvpn_tests::pki();
+    let d = tempdir("scrv1");
+    let script = d.join("auth.sh");
+    // SCRV1:base64("right"):base64("123456")
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$username\" = alice ] && [ \"$password\" = \"SCRV1:cmlnaHQ=:MTIzNDU2\" ]\n",
+    )
+    .unwrap();
+    let conf = format!(
+        "script-security 2\nauth-user-pass-verify \"/bin/sh {}\" via-env",
+        script.display()
+    );
+    let s = server(&pki, &conf).await;
+    let (cc, ck) = &pki.client;
+    let ca = &pki.ca;
+    let port = s.port;
+    let profile = format!(
+        "client\nremote 127.0.0.1 {port} udp\nconnect-retry-max 1\nstatic-challenge \"Enter PIN\" 1\n<auth-user-pass>\nalice\nright\n</auth-user-pass>\n<ca>\n{ca}</ca>\n<cert>\n{cc}</cert>\n<key>\n{ck}</key>\n"
+    );
+    let mut ccfg = ClientConfig::from_ovpn(&profile, std::path::Path::new("/")).unwrap();
+    assert_eq!(ccfg.static_challenge, Some(("Enter PIN".into(), true)));
+    ccfg.answer_static_challenge("123456");
+    let (ctun, _h) = MemoryTun::pair(16);
+    let mut c = openvpn_client::connect(ccfg, MemoryTunBuilder::new(ctun));
+    let mut events = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = c.events.recv().await {
+            let done = matches!(ev, VpnEvent::Connected { .. } | VpnEvent::AuthFailed { .. });
+            events.push(ev);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(connected(&events), "{events:#?}");
+    disconnect(c).await;
+    s.stop().await;
+}

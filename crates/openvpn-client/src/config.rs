@@ -163,6 +163,9 @@ pub struct ClientConfig {
     pub auth: String,
     /// `auth-user-pass`.
     pub auth_user_pass: AuthUserPass,
+    /// `static-challenge TEXT ECHO`: the challenge text, and whether to echo the response.
+    /// Answer it with [`ClientConfig::answer_static_challenge`] (the binary prompts).
+    pub static_challenge: Option<(String, bool)>,
     /// `setenv` variables (IV_* / UV_* become peer-info).
     pub setenv: Vec<(String, String)>,
     /// `push-peer-info`.
@@ -260,6 +263,7 @@ impl Default for ClientConfig {
             data_ciphers_fallback: None,
             auth: "SHA1".into(),
             auth_user_pass: AuthUserPass::None,
+            static_challenge: None,
             setenv: Vec::new(),
             push_peer_info: false,
             pull_filter: Vec::new(),
@@ -368,7 +372,27 @@ fn remote_from(o: &OptionLine, d: &Defaults) -> Result<Remote, ConfigError> {
     })
 }
 
+/// The password field for a static-challenge response: `SCRV1:<base64 password>:<base64
+/// response>` (what OpenVPN 2.6 clients send; the server's auth script splits it).
+pub fn static_challenge_password(password: &str, response: &str) -> String {
+    use base64::Engine as _;
+    let b = &base64::engine::general_purpose::STANDARD;
+    format!("SCRV1:{}:{}", b.encode(password), b.encode(response))
+}
+
 impl ClientConfig {
+    /// Folds the response to `static-challenge` into the password of `auth-user-pass` (given
+    /// credentials only; for prompted ones, combine with [`static_challenge_password`]).
+    /// No-op without `static-challenge`.
+    pub fn answer_static_challenge(&mut self, response: &str) {
+        if self.static_challenge.is_none() {
+            return;
+        }
+        if let AuthUserPass::Given { password, .. } = &mut self.auth_user_pass {
+            *password = static_challenge_password(password, response);
+        }
+    }
+
     /// Parses a profile text; relative paths are resolved against `base`.
     pub fn from_ovpn(text: &str, base: &Path) -> Result<Self, ConfigError> {
         Self::from_lines(&options::parse_config(text)?, base)
@@ -483,6 +507,10 @@ impl ClientConfig {
                         return Err(err(o, format!("digest '{x}' is not supported")));
                     }
                     c.auth = x.to_owned();
+                }
+                "static-challenge" => {
+                    c.static_challenge =
+                        Some((arg(o, 0)?.to_owned(), o.arg(1).is_some_and(|e| e == "1")));
                 }
                 "auth-user-pass" => {
                     c.auth_user_pass = match (o.inline_content(), o.arg(0)) {

@@ -194,7 +194,7 @@ fn main() -> anyhow::Result<()> {
         .find(|l| l.name == "config")
         .and_then(|l| l.arg(0))
         .map(PathBuf::from);
-    let cfg = match ClientConfig::load(file.as_deref(), cli) {
+    let mut cfg = match ClientConfig::load(file.as_deref(), cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("openvpn-client: {e}");
@@ -212,8 +212,17 @@ fn main() -> anyhow::Result<()> {
             Some(u) => u.clone(),
             None => prompt("Enter Auth Username: ", true)?,
         };
-        let p = prompt("Enter Auth Password: ", false)?;
+        let mut p = prompt("Enter Auth Password: ", false)?;
+        if let Some((text, echo)) = &cfg.static_challenge {
+            let r = prompt(&format!("{text} "), *echo)?;
+            p = openvpn_client::config::static_challenge_password(&p, &r);
+        }
         creds = Some((u, p));
+    } else if let (Some((text, echo)), openvpn_client::config::AuthUserPass::Given { .. }) =
+        (cfg.static_challenge.clone(), &cfg.auth_user_pass)
+    {
+        let r = prompt(&format!("{text} "), echo)?;
+        cfg.answer_static_challenge(&r);
     }
     if cfg.daemon {
         openvpn_tun::process::daemonize().context("daemon")?;
