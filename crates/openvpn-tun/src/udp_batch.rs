@@ -64,6 +64,10 @@ pub struct UdpBatch {
     state: UdpSocketState,
 }
 
+/// Largest total of one GSO send: the kernel refuses (`EMSGSIZE`) a UDP payload over
+/// 65535 − 20 (IPv4) − 8 (UDP) bytes, even when it is sent as segments.
+pub const GSO_MAX_BYTES: usize = 65_507;
+
 /// Largest segment sent with GSO to `dest`: what fits a 1500-byte MTU (1472 over IPv4,
 /// also IPv4-mapped IPv6; 1452 over IPv6).
 pub fn gso_max_segment(dest: SocketAddr) -> usize {
@@ -123,9 +127,7 @@ impl UdpBatch {
         segment: Option<usize>,
     ) -> io::Result<()> {
         let segment = segment.filter(|&s| s > 0 && s < contents.len());
-        let gso = segment.filter(|&s| {
-            s <= gso_max_segment(dest) && contents.len().div_ceil(s) <= self.max_gso_segments()
-        });
+        let gso = segment.filter(|&s| s <= gso_max_segment(dest) && self.max_gso_segments() > 1);
         match (segment, gso) {
             (Some(s), None) => {
                 for chunk in contents.chunks(s) {
@@ -133,7 +135,16 @@ impl UdpBatch {
                 }
                 Ok(())
             }
-            _ => self.send_one(sock, dest, contents, gso).await,
+            (_, Some(s)) => {
+                // As many whole segments per call as the kernel takes.
+                let per_call = (GSO_MAX_BYTES / s).min(self.max_gso_segments()).max(1);
+                for chunk in contents.chunks(per_call * s) {
+                    let seg = (chunk.len() > s).then_some(s);
+                    self.send_one(sock, dest, chunk, seg).await?;
+                }
+                Ok(())
+            }
+            (None, None) => self.send_one(sock, dest, contents, None).await,
         }
     }
 
@@ -222,6 +233,7 @@ impl SendQueue {
             if !r.closed
                 && r.dest == dest
                 && r.count < self.max_segments
+                && start - r.start + len <= GSO_MAX_BYTES
                 && len <= r.seg
                 && r.seg <= gso_max_segment(dest)
                 && len > 0
@@ -367,5 +379,42 @@ mod tests {
             gso_max_segment("[::ffff:10.0.0.1]:1".parse().unwrap()),
             1472
         );
+        // A run stops before the kernel's 64 KiB limit for one send.
+        let mut sq = SendQueue::new(64);
+        for _ in 0..47 {
+            sq.push(p, &[3; 1464]);
+        }
+        let counts: Vec<usize> = sq.runs.iter().map(|r| r.count).collect();
+        assert_eq!(counts, [44, 3]);
+    }
+
+    #[tokio::test]
+    async fn send_splits_a_gso_batch_over_64k_into_calls_the_kernel_takes() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ba = UdpBatch::new(&a).unwrap();
+        let contents: Vec<u8> = (0..47 * 1464).map(|i| (i / 1464) as u8).collect();
+        // One call with 47 segments (68,808 bytes) would get EMSGSIZE.
+        let t = Transmit {
+            destination: b.local_addr().unwrap(),
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(1464),
+            src_ip: None,
+        };
+        let err = ba.state.try_send(UdpSockRef::from(&a), &t).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
+        ba.send(&a, b.local_addr().unwrap(), &contents, Some(1464))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 2048];
+        for i in 0..47u8 {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), b.recv(&mut buf))
+                .await
+                .expect("datagram within 5 s")
+                .unwrap();
+            assert_eq!(n, 1464);
+            assert!(buf[..n].iter().all(|&x| x == i), "datagram {i} in order");
+        }
     }
 }
