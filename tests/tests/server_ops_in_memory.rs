@@ -347,3 +347,69 @@ async fn static_challenge_response_reaches_the_auth_script() {
     disconnect(c).await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_rejected_and_external_auth_asks_the_script() {
+    let pki = openvpn_tests::pki();
+    let d = tempdir("token-expiry");
+    let (script, log) = auth_script(&d);
+    // lifetime 2 s: valid at once, expired 3 s later (rejected without the script).
+    let conf = format!(
+        "script-security 2\nauth-user-pass-verify \"/bin/sh {}\" via-env\nauth-gen-token 2",
+        script.display()
+    );
+    let s = server(&pki, &conf).await;
+    let (c, events, _h) = client(
+        &pki,
+        s.port,
+        "<auth-user-pass>\nalice\nright\n</auth-user-pass>",
+    )
+    .await;
+    let token = pushed(&events).auth_token.unwrap();
+    disconnect(c).await;
+    let with_token = format!("<auth-user-pass>\nalice\n{token}\n</auth-user-pass>");
+    let (c, events, _h) = client(&pki, s.port, &with_token).await;
+    assert!(connected(&events), "fresh token: {events:#?}");
+    disconnect(c).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (c, events, _h) = client(&pki, s.port, &with_token).await;
+    assert!(!connected(&events), "expired token: {events:#?}");
+    disconnect(c).await;
+    assert_eq!(lines(&log), vec!["alice"]);
+    s.stop().await;
+
+    // external-auth: the script sees every token attempt with session_state.
+    let script2 = d.join("ext.sh");
+    let log2 = d.join("ext.log");
+    std::fs::write(
+        &script2,
+        format!(
+            "#!/bin/sh\necho \"$session_state\" >> {}\n[ \"$password\" = right ] || [ \"$session_state\" = Authenticated ]\n",
+            log2.display()
+        ),
+    )
+    .unwrap();
+    let conf = format!(
+        "script-security 2\nauth-user-pass-verify \"/bin/sh {}\" via-env\nauth-gen-token 0 external-auth",
+        script2.display()
+    );
+    let s = server(&pki, &conf).await;
+    let (c, events, _h) = client(
+        &pki,
+        s.port,
+        "<auth-user-pass>\nalice\nright\n</auth-user-pass>",
+    )
+    .await;
+    let token = pushed(&events).auth_token.unwrap();
+    disconnect(c).await;
+    let (c, events, _h) = client(
+        &pki,
+        s.port,
+        &format!("<auth-user-pass>\nalice\n{token}\n</auth-user-pass>"),
+    )
+    .await;
+    assert!(connected(&events), "{events:#?}");
+    disconnect(c).await;
+    assert_eq!(lines(&log2), vec!["Initial", "Authenticated"]);
+    s.stop().await;
+}
