@@ -16,12 +16,14 @@
 #   --remote HOST                             client: server address or name (default 10.77.0.1,
 #                                             fd77::1 for udp6/tcp6)
 #   --verb N                                  (default 4)
+#   --server-ipv6 NET|none                    server: the tunnel's IPv6 network (default
+#                                             fd08::/64); none = an IPv4-only tunnel
 #   --extra 'option args'                     extra line, repeatable
 set -euo pipefail
 
 die() { echo "ovpn-conf: $*" >&2; exit 2; }
 
-[ $# -ge 3 ] || die "usage: $0 server|client OUTFILE PKIDIR [--proto P] [--tls T] [--cipher C] [--port N] [--dev D] [--cert C] [--remote H] [--verb N] [--extra LINE]..."
+[ $# -ge 3 ] || die "usage: $0 server|client OUTFILE PKIDIR [--proto P] [--tls T] [--cipher C] [--port N] [--dev D] [--cert C] [--remote H] [--verb N] [--server-ipv6 NET|none] [--extra LINE]..."
 ROLE=$1 OUTFILE=$2 PKI=$3
 shift 3
 case "$ROLE" in server|client) ;; *) die "role must be server or client, not '$ROLE'" ;; esac
@@ -29,6 +31,7 @@ case "$ROLE" in server|client) ;; *) die "role must be server or client, not '$R
 PKI=$(cd "$PKI" && pwd)
 
 PROTO=udp TLS=tls-crypt CIPHERS=AES-256-GCM PORT=1194 DEV="" CERT=client1 REMOTE="" VERB=4
+SERVER_IPV6=fd08::/64
 EXTRA=()
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || die "option $1 needs a value"
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
         --cert) CERT=$2 ;;
         --remote) REMOTE=$2 ;;
         --verb) VERB=$2 ;;
+        --server-ipv6) SERVER_IPV6=$2 ;;
         --extra) EXTRA+=("$2") ;;
         *) die "unknown option '$1'" ;;
     esac
@@ -85,7 +89,7 @@ NAME=$(basename "$OUTFILE" .conf)
         echo "proto $WIRE"
         echo "port $PORT"
         echo "server 10.8.0.0 255.255.255.0"
-        echo "server-ipv6 fd08::/64"
+        if [ "$SERVER_IPV6" != none ]; then echo "server-ipv6 $SERVER_IPV6"; fi
         echo "keepalive 10 60"
         echo "disable-dco"
         echo "ca $PKI/ca.crt"
