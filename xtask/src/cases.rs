@@ -77,6 +77,30 @@ pub(crate) enum Scenario {
     /// Server operations against the real client (`server_ops.rs`): auth scripts, deferred
     /// auth, auth-gen-token, client-connect, client-config-dir, pool persistence, management.
     ServerOps(Ops),
+    /// Laptop safety (`laptop.rs`): our client on ovrs-cli with its own default route to
+    /// "the internet" (198.18.0.1 / 2001:db8:ffff::1 on ovrs-srv); the routing tables and
+    /// resolv.conf of ovrs-cli must equal their snapshot once the client is gone.
+    Laptop(Laptop),
+}
+
+/// What a [`Scenario::Laptop`] case checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Laptop {
+    /// `redirect-gateway def1 ipv6`: outside v4/v6 via the tun, the server via the veth;
+    /// SIGTERM restores the tables.
+    RedirectSigterm,
+    /// The same, then `kill -9` and a restart: the restarted client recovers the crashed
+    /// run's journal (host route, resolv.conf); its SIGTERM restores the tables.
+    RedirectKill9,
+    /// The server at 2001:db8:ffff::1 (via the v6 default route) pushes a `route-ipv6` that
+    /// covers it: a /128 host route via the original gateway, no loop.
+    OverlapIpv6,
+    /// An IPv4-only tunnel with `block-ipv6`: IPv6 fails fast, none leaves the veth.
+    BlockIpv6,
+    /// Pushed DNS in resolv.conf mode, restored byte for byte.
+    Dns,
+    /// The client as uid 65534 with the root helper; refusals.
+    Unprivileged,
 }
 
 /// What a [`Scenario::ServerOps`] case does (our server, the real client; see `server_ops.rs`).
@@ -101,7 +125,8 @@ pub(crate) enum Ops {
     /// server restart (with "other" gone from the file) client1 gets 10.8.0.3 again.
     PoolPersist,
     /// management-client-auth with an external agent (python3) on the unix socket: the first
-    /// attempt is denied (client log: AUTH_FAILED), the retry approved, `status 3` lists
+    /// attempt is denied (client log: AUTH_FAILED), the retry approved with `client-auth` and a
+    /// pushed route, `status 3` lists
     /// client1, then `client-kill` and the client reconnects (approved again).
     Management,
     /// crl-verify + reneg-sec 10 with two clients: client2 is revoked (`openssl ca -revoke`,
@@ -475,6 +500,56 @@ pub(crate) const CASES: &[Case] = &[
         scenario: Scenario::Float,
         server_log_has: &["floated from"],
         ..OURS_OURS
+    },
+    // ---- A client that is safe on a real laptop (laptop.rs, docs/laptop-safety.md) ----
+    // 15. redirect-gateway def1 ipv6 pushed; clean exit, then kill -9 + restart.
+    Case {
+        name: "laptop-redirect-def1-ipv6-sigterm",
+        server_extra: &["push \"redirect-gateway def1 ipv6\""],
+        scenario: Scenario::Laptop(Laptop::RedirectSigterm),
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "laptop-redirect-def1-ipv6-kill-9-restart",
+        server_extra: &[
+            "push \"redirect-gateway def1 ipv6\"",
+            "push \"dhcp-option DNS 10.8.0.1\"",
+        ],
+        scenario: Scenario::Laptop(Laptop::RedirectKill9),
+        ..OURS_CLIENT
+    },
+    // 16. a pushed route-ipv6 that covers the server's own (IPv6) address.
+    Case {
+        name: "laptop-route-ipv6-covers-server",
+        proto: Proto::Udp6,
+        // multihome: answer from the address the client sent to (2001:db8:ffff::1).
+        server_extra: &["multihome", "push \"route-ipv6 2001:db8::/32\""],
+        scenario: Scenario::Laptop(Laptop::OverlapIpv6),
+        ..OURS_CLIENT
+    },
+    // 17. block-ipv6 with an IPv4-only tunnel (the server has no server-ipv6).
+    Case {
+        name: "laptop-block-ipv6-v4-only-tunnel",
+        server_extra: &["push \"block-ipv6\""],
+        scenario: Scenario::Laptop(Laptop::BlockIpv6),
+        ..OURS_CLIENT
+    },
+    // 18. pushed DNS in resolv.conf mode.
+    Case {
+        name: "laptop-dns-resolv-conf",
+        server_extra: &[
+            "push \"dhcp-option DNS 10.8.0.1\"",
+            "push \"dhcp-option DOMAIN vpn.test\"",
+        ],
+        scenario: Scenario::Laptop(Laptop::Dns),
+        ..OURS_CLIENT
+    },
+    // 19. the client as an ordinary user with the privileged helper.
+    Case {
+        name: "laptop-unprivileged-client-helper",
+        server_extra: &["push \"route 10.66.0.0 255.255.0.0\""],
+        scenario: Scenario::Laptop(Laptop::Unprivileged),
+        ..OURS_CLIENT
     },
     // ---- Server operations: our server, the real client (server_ops.rs) ----
     Case {

@@ -31,6 +31,11 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::cases::{CASES, Case, Expect, Impl, Proto, Scenario};
 
+/// The laptop-safety cases ([`Scenario::Laptop`]); a child module, so it shares the private
+/// helpers below.
+#[path = "laptop.rs"]
+mod laptop;
+
 #[path = "server_ops.rs"]
 mod server_ops;
 
@@ -317,6 +322,9 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
     if case.scenario == Scenario::SameConfig {
         return same_config(env, case, &cd);
     }
+    if let Scenario::Laptop(check) = case.scenario {
+        return laptop::run(env, case, &cd, check);
+    }
 
     // Dropping these guards stops whatever was started and undoes namespace changes, on
     // every return path. Declared first, so dropped after the processes.
@@ -374,7 +382,8 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         ping_ok(&cd.dir, CLIENT_NS, target, &procs)?;
     }
     match case.scenario {
-        Scenario::Ping | Scenario::UserPass { .. } | Scenario::SameConfig => {}
+        Scenario::Ping | Scenario::UserPass { .. } | Scenario::SameConfig | Scenario::Laptop(_) => {
+        }
         Scenario::TwoClients { second_ciphers } => {
             two_clients(env, case, &cd, &mut procs, second_ciphers)?
         }
@@ -492,6 +501,7 @@ fn two_clients(
         remote: Some("10.77.1.1"),
         dev: Some("ovrs-tun-c2"),
         cert: Some("client2"),
+        ..ConfArgs::default()
     };
     write_conf(env, &second, Role::Client, &conf2, &args, &[])?;
     let c2 = procs.start(
@@ -868,6 +878,8 @@ struct ConfArgs {
     remote: Option<&'static str>,
     dev: Option<&'static str>,
     cert: Option<&'static str>,
+    /// The server's `server-ipv6` network, or `none` for an IPv4-only tunnel.
+    server_ipv6: Option<&'static str>,
 }
 
 fn write_conf(
@@ -897,6 +909,7 @@ fn write_conf(
         ("--remote", over.remote),
         ("--dev", over.dev),
         ("--cert", over.cert),
+        ("--server-ipv6", over.server_ipv6),
     ] {
         if let Some(value) = value {
             args.extend([OsStr::new(flag), OsStr::new(value)]);
@@ -1094,6 +1107,14 @@ impl Procs {
             .open(&out_path)
             .with_context(|| format!("cannot create {}", out_path.display()))?;
         let mut cmd = Command::new("ip");
+        if (which, role) == (Impl::Ours, Role::Client) {
+            // Route/DNS journals of this case only: our client recovers journals whose device
+            // it cannot see, and from a namespace it cannot see the host's (or another
+            // namespace's) devices, so the shared /run/openvpn-rs is not for it.
+            let run_dir = conf.with_file_name("run");
+            fs::create_dir_all(&run_dir)?;
+            cmd.env("OPENVPN_RS_RUN_DIR", run_dir);
+        }
         cmd.args(["netns", "exec", ns])
             .arg(&program)
             .arg("--config")
