@@ -126,8 +126,8 @@ pub(crate) enum Ops {
     PoolPersist,
     /// management-client-auth with an external agent (python3) on the unix socket: the first
     /// attempt is denied (client log: AUTH_FAILED), the retry approved with `client-auth` and a
-    /// pushed route, `status 3` lists
-    /// client1, then `client-kill` and the client reconnects (approved again).
+    /// pushed route (in ovrs-cli's routes), `status 3` lists client1, then `client-kill` and the
+    /// client reconnects (approved again with `client-auth-nt`).
     Management,
     /// crl-verify + reneg-sec 10 with two clients: client2 is revoked (`openssl ca -revoke`,
     /// `-gencrl`) and the server gets SIGHUP; client2's next renegotiation fails while

@@ -217,6 +217,10 @@ for line in f:
             connects += 1
         if kind == "CONNECT" and connects == 1:
             send('client-deny %s %s "first attempt" "denied by the interop agent"' % (cid, kid))
+        elif kind == "CONNECT":
+            send("client-auth %s %s" % (cid, kid))
+            send('push "route 10.98.0.0 255.255.0.0"')
+            send("END")
         else:
             send("client-auth-nt %s %s" % (cid, kid))
         continue
@@ -445,10 +449,15 @@ pub(super) fn run(
         Ops::Management => {
             wait_inits(procs, client, 2, 40)?;
             ping_until_ok(cd, procs, 20)?;
+            let routes = output(Command::new("ip").args(["-n", CLIENT_NS, "route"]))?;
+            ensure!(
+                routes.contains("10.98.0.0/16"),
+                "the route from client-auth's config block is missing:\n{routes}"
+            );
             let agent = read(&cd.dir.join("agent.log"));
             for want in [
                 "> client-deny",
-                "> client-auth-nt",
+                "> client-auth ",
                 "CLIENT_LIST\tclient1",
                 "> client-kill",
             ] {
