@@ -47,14 +47,31 @@ pub enum DnsBackend {
 }
 
 impl DnsBackend {
-    /// systemd-resolved if `/run/systemd/resolve/` exists and answers on the bus, else
-    /// `/etc/resolv.conf`.
+    /// systemd-resolved if `/run/systemd/resolve/` exists, answers on the bus and runs in our
+    /// network namespace, else `/etc/resolv.conf`.
     pub fn detect() -> DnsBackend {
-        if Path::new("/run/systemd/resolve").is_dir() && resolved_answers() {
+        if Path::new("/run/systemd/resolve").is_dir()
+            && !in_other_netns_than_init()
+            && resolved_answers()
+        {
             DnsBackend::Resolved
         } else {
             DnsBackend::ResolvConf(PathBuf::from("/etc/resolv.conf"))
         }
+    }
+}
+
+/// Whether this process is in another network namespace than pid 1 (`ip netns exec`, a
+/// container sharing the host's /run). resolved serves the links of pid 1's namespace: an
+/// interface index of ours means some other link to it, so it must not be given ours.
+/// Unknown (no access to /proc/1/ns/net) counts as the same namespace.
+fn in_other_netns_than_init() -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/net"),
+        std::fs::read_link("/proc/1/ns/net"),
+    ) {
+        (Ok(ours), Ok(init)) => ours != init,
+        _ => false,
     }
 }
 
