@@ -33,12 +33,18 @@ fn main() -> anyhow::Result<()> {
         match (args.get(i + 1).map(String::as_str), args.get(i + 2)) {
             (Some("auth-token"), Some(file)) => {
                 use std::io::Write as _;
-                let mut f = std::fs::OpenOptions::new()
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let pem = openvpn_server::auth_token::TokenKey::generate_pem();
+                let written = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(0o600)
                     .open(file)
-                    .with_context(|| format!("cannot create {file}"))?;
-                f.write_all(openvpn_server::auth_token::TokenKey::generate_pem().as_bytes())?;
+                    .and_then(|mut f| f.write_all(pem.as_bytes()));
+                if let Err(e) = written {
+                    eprintln!("openvpn-server: cannot create {file}: {e}");
+                    std::process::exit(1);
+                }
                 return Ok(());
             }
             _ => {
