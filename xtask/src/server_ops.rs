@@ -124,7 +124,11 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
                 ccd.join("client1"),
                 "ifconfig-push 10.8.0.50 255.255.255.0\n",
             )?;
-            vec![format!("client-config-dir {}", ccd.display())]
+            vec![
+                format!("client-config-dir {}", ccd.display()),
+                format!("status {d}/status.txt 1"),
+                "status-version 2".into(),
+            ]
         }
         Ops::PoolPersist => {
             fs::write(dir.join("ipp.txt"), "other,10.8.0.2\n")?;
@@ -415,6 +419,20 @@ pub(super) fn run(
         Ops::CcdFixedAddress => {
             let a = client_v4(procs)?;
             ensure!(a == "10.8.0.50", "client address {a}, wanted 10.8.0.50");
+            // The status file (rewritten every second) shows the fixed address too.
+            let status = cd.dir.join("status.txt");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !read(&status)
+                .lines()
+                .any(|l| l.starts_with("CLIENT_LIST,client1,") && l.contains(",10.8.0.50,"))
+            {
+                ensure!(
+                    Instant::now() < deadline,
+                    "status file lacks client1 at 10.8.0.50:\n{}",
+                    read(&status)
+                );
+                pause(Duration::from_millis(300))?;
+            }
         }
         Ops::PoolPersist => {
             let a = client_v4(procs)?;

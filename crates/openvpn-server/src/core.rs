@@ -153,6 +153,12 @@ impl ClientConn {
         self.generation
     }
 
+    /// Tunnel IPv4 address: `ifconfig-push` from client-config-dir / client-connect, else the
+    /// pool lease.
+    pub fn v4(&self) -> Option<Ipv4Addr> {
+        self.fixed_v4.or(self.lease.and_then(|l| l.v4))
+    }
+
     /// Negotiated cipher name.
     pub fn cipher_name(&self) -> &'static str {
         self.control.cipher().map(|c| c.name()).unwrap_or("none")

@@ -67,7 +67,7 @@ pub fn render(version: u8, core: &ServerCore) -> String {
             for a in c
                 .lease
                 .iter()
-                .flat_map(|l| [l.v4.map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
+                .flat_map(|l| [c.v4().map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
                 .flatten()
             {
                 let _ = writeln!(
@@ -121,10 +121,7 @@ pub fn render(version: u8, core: &ServerCore) -> String {
                 "CLIENT_LIST".into(),
                 c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
                 c.addr.to_string(),
-                c.lease
-                    .and_then(|l| l.v4)
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
+                c.v4().map(|a| a.to_string()).unwrap_or_default(),
                 c.lease
                     .and_then(|l| l.v6)
                     .map(|a| a.to_string())
@@ -157,7 +154,7 @@ pub fn render(version: u8, core: &ServerCore) -> String {
         for a in c
             .lease
             .iter()
-            .flat_map(|l| [l.v4.map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
+            .flat_map(|l| [c.v4().map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
             .flatten()
         {
             line(
