@@ -337,8 +337,9 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
         for job in out.jobs.drain(..) {
             let tx = job_tx.clone();
             tokio::task::spawn_blocking(move || {
-                crate::scripts::run_to_end(&job, |r| {
-                    let _ = tx.send(r);
+                crate::scripts::run_to_end(&job, |r| match r {
+                    Some(r) => tx.send(r).is_ok(),
+                    None => !tx.is_closed(),
                 });
             });
         }

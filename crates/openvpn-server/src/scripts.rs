@@ -102,18 +102,19 @@ fn shell_quote(a: &str) -> String {
 
 /// Runs a hook, then (if the auth script deferred its decision) polls `auth_control_file`
 /// every 250 ms until it holds `1` (accept) or `0` (reject), or the pending timeout /
-/// hand-window passes (reject). Each result goes to `send`: a deferred one first (so the
-/// server can tell the client `AUTH_PENDING`), then the final one. Blocking: call from a
-/// blocking thread.
-pub fn run_to_end(job: &ScriptJob, send: impl Fn(JobResult)) {
+/// hand-window passes (reject). Each result goes to `send` (`Some`): a deferred one first (so
+/// the server can tell the client `AUTH_PENDING`), then the final one. `send(None)` asks
+/// whether anyone still listens (false ends the wait, e.g. at shutdown). Blocking: call from
+/// a blocking thread.
+pub fn run_to_end(job: &ScriptJob, send: impl Fn(Option<JobResult>) -> bool) {
     let control = temp_path("acf");
     let pending = temp_path("apf");
     let r = run_with(job, Some((&control, &pending)));
     let Some(d) = r.deferred.clone() else {
-        send(r);
+        send(Some(r));
         return;
     };
-    send(r);
+    let mut listening = send(Some(r));
     let wait = d
         .pending
         .as_ref()
@@ -132,14 +133,15 @@ pub fn run_to_end(job: &ScriptJob, send: impl Fn(JobResult)) {
             Some(v) if v.starts_with('0') => break false,
             _ => {}
         }
-        if start.elapsed() >= wait {
+        listening = listening && send(None);
+        if start.elapsed() >= wait || !listening {
             break false;
         }
         std::thread::sleep(Duration::from_millis(250));
     };
     let _ = std::fs::remove_file(&control);
     let _ = std::fs::remove_file(&pending);
-    send(result(job, verdict, None));
+    send(Some(result(job, verdict, None)));
 }
 
 /// Runs a hook to completion (blocking; call from a blocking thread).
@@ -276,7 +278,10 @@ mod tests {
         );
         let got = std::sync::Mutex::new(Vec::new());
         let start = Instant::now();
-        run_to_end(&j, |r| got.lock().unwrap().push(r));
+        run_to_end(&j, |r| {
+            got.lock().unwrap().extend(r);
+            true
+        });
         let got = got.into_inner().unwrap();
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(
@@ -290,8 +295,25 @@ mod tests {
             "echo 0 > \"$auth_control_file\"; exit 2",
         );
         let got = std::sync::Mutex::new(Vec::new());
-        run_to_end(&j, |r| got.lock().unwrap().push(r));
+        run_to_end(&j, |r| {
+            got.lock().unwrap().extend(r);
+            true
+        });
         assert!(!got.into_inner().unwrap()[1].success);
+    }
+
+    #[test]
+    fn deferred_wait_ends_when_nobody_listens() {
+        let j = job(JobKind::AuthUserPass, "exit 2");
+        let start = Instant::now();
+        let n = std::sync::atomic::AtomicU32::new(0);
+        run_to_end(&j, |r| {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r.is_some()
+        });
+        // The deferred result, one failed probe, then the final (reject) result.
+        assert_eq!(n.into_inner(), 3);
+        assert!(start.elapsed() < Duration::from_secs(2));
     }
 
     #[test]
