@@ -242,6 +242,27 @@ async fn deferred_auth_accepts_through_control_file() {
         "{:?}",
         start.elapsed()
     );
+    // auth_pending_file → AUTH_PENDING,timeout 30 + INFO_PRE,OPEN_URL:… (we announce IV_PROTO
+    // bit 4).
+    let infos: Vec<&String> = events
+        .iter()
+        .filter_map(|e| match e {
+            VpnEvent::Info(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        infos
+            .iter()
+            .any(|t| t.contains("pending") && t.contains("30")),
+        "{infos:?}"
+    );
+    assert!(
+        infos
+            .iter()
+            .any(|t| t.contains("OPEN_URL:https://example.invalid/login")),
+        "{infos:?}"
+    );
     disconnect(c).await;
     let (c, events, _h) = client(
         &pki,
