@@ -23,8 +23,8 @@ use openvpn_control::options::{self, OptionLine, OptionSource};
 
 use crate::config::ConfigError;
 
-/// Environment variables that are not configuration.
-const ENV_IGNORED: &[&str] = &["log", "config_toml"];
+/// Environment variables that are not configuration (also our own `OPENVPN_RS_*` settings).
+const ENV_IGNORED: &[&str] = &["log", "config_toml", "rs_fast_io", "rs_run_dir"];
 
 /// A figment provider for OpenVPN option lines.
 #[derive(Debug, Clone)]
@@ -231,8 +231,13 @@ mod tests {
         let env = vec![
             ("OPENVPN_PORT".to_owned(), "1195".to_owned()),
             ("OPENVPN_LOG".to_owned(), "debug".to_owned()),
+            ("OPENVPN_RS_FAST_IO".to_owned(), "0".to_owned()),
         ];
         let out = layer(base, Some(&toml), &env).unwrap();
+        assert!(
+            out.iter().all(|l| !l.name.contains("fast")),
+            "not an option"
+        );
         let find = |n: &str| {
             out.iter()
                 .filter(|l| l.name == n)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use openvpn_tun::{LinuxTun, PacketDevice, TunConfig};
+use openvpn_tun::{PacketDevice, SystemTun, TunBatch, TunConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
 use crate::management::{self, CoreRequest, Signal};
 use crate::status;
+use crate::udpio::{self, FastUdp};
 
 /// Largest datagram we accept.
 const MAX_DATAGRAM: usize = 65_535;
@@ -94,6 +95,14 @@ pub fn bind_tcp(addr: SocketAddr, family: Family) -> anyhow::Result<TcpListener>
     Ok(TcpListener::from_std(s.into())?)
 }
 
+/// What the UDP branch received.
+enum UdpIn {
+    /// Buffers filled by a batched receive.
+    Batch(usize),
+    /// One datagram (plain path).
+    One(usize, SocketAddr),
+}
+
 enum TcpEvent {
     Packet(PeerAddr, Vec<u8>),
     Closed(u64),
@@ -119,8 +128,18 @@ pub async fn run(cfg: ServerConfig, reloader: Option<Reloader>) -> anyhow::Resul
             .collect(),
         routes_v6: cfg.routes_v6.iter().map(|(n, p)| (*n, *p, None)).collect(),
     };
-    let tun = Arc::new(LinuxTun::create(&tun_cfg).context("cannot create the tun device")?);
-    info!("TUN/TAP device {} opened", tun.name());
+    let fast = udpio::enabled();
+    let tun = Arc::new(SystemTun::create(&tun_cfg, fast).context("cannot create the tun device")?);
+    info!(
+        "TUN/TAP device {} opened (fast I/O {}, tun offload {})",
+        tun.name(),
+        if fast {
+            "on"
+        } else {
+            "off: OPENVPN_RS_FAST_IO=0"
+        },
+        if tun.offload_enabled() { "on" } else { "off" }
+    );
     let addr = listen_addr(&cfg)?;
     let (udp, tcp) = match cfg.transport {
         Transport::Udp => (Some(bind_udp(addr, cfg.family)?), None),
@@ -208,6 +227,22 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Outputs::default();
+    // Batched data path (UDP): recvmmsg/GRO, GSO sends, tun batches; else one packet per call.
+    let fast_io = udpio::enabled();
+    let mut fast = match (&udp, fast_io) {
+        (Some(u), true) => match FastUdp::new(u) {
+            Ok(f) => {
+                out.tun_batch = Some(TunBatch::new());
+                Some(f)
+            }
+            Err(e) => {
+                warn!("fast I/O: cannot batch the UDP socket ({e}); one datagram per call");
+                None
+            }
+        },
+        _ => None,
+    };
+    let mut tun_in = TunBatch::new();
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
     let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
     let mut notify_tx = None;
@@ -256,18 +291,44 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::select! {
-            r = async { match &udp { Some(u) => u.recv_from(&mut udp_buf).await, None => std::future::pending().await } } => {
+            r = async {
+                match (&udp, fast.as_mut()) {
+                    (Some(u), Some(f)) => f.recv(u).await.map(UdpIn::Batch),
+                    (Some(u), None) => u.recv_from(&mut udp_buf).await.map(|(n, a)| UdpIn::One(n, a)),
+                    _ => std::future::pending().await,
+                }
+            } => {
                 match r {
-                    Ok((n, from)) => {
+                    Ok(UdpIn::Batch(n)) => {
+                        if let Some(f) = fast.as_mut() {
+                            f.on_link_batch(n, &mut core, Instant::now(), &mut out);
+                        }
+                    }
+                    Ok(UdpIn::One(n, from)) => {
                         let peer = PeerAddr { addr: from, conn: None };
                         core.on_link_packet(Instant::now(), peer, &mut udp_buf[..n], &mut out);
                     }
                     Err(e) => warn!("UDP receive: {e}"),
                 }
             }
-            r = tun.recv(&mut tun_buf) => {
+            r = async {
+                if fast_io {
+                    tun.recv_batch(&mut tun_in).await.map(|()| None)
+                } else {
+                    tun.recv(&mut tun_buf).await.map(Some)
+                }
+            } => {
+                let now = Instant::now();
                 match r {
-                    Ok(n) => core.on_tun_packet(Instant::now(), &tun_buf[..n], &mut out),
+                    Ok(Some(n)) => core.on_tun_packet(now, &tun_buf[..n], &mut out),
+                    Ok(None) => match fast.as_mut() {
+                        Some(f) => f.on_tun_batch(&tun_in, &mut core, now, &mut out),
+                        None => {
+                            for pkt in tun_in.iter() {
+                                core.on_tun_packet(now, pkt, &mut out);
+                            }
+                        }
+                    },
                     Err(e) => {
                         warn!("tun read: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -343,11 +404,17 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
                 });
             });
         }
-        flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
+        match (fast.as_mut(), udp.as_deref()) {
+            (Some(f), Some(u)) => f.flush(&mut out, u, tun.as_ref(), &mut tcp_writers).await,
+            _ => flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await,
+        }
     }
     core.shutdown(Instant::now(), &mut out);
     write_pool_persist(&core);
-    flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await;
+    match (fast.as_mut(), udp.as_deref()) {
+        (Some(f), Some(u)) => f.flush(&mut out, u, tun.as_ref(), &mut tcp_writers).await,
+        _ => flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await,
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
 }
