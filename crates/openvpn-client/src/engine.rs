@@ -16,7 +16,7 @@ use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
 use openvpn_crypto::{
     DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ClientKey,
 };
-use openvpn_tun::PacketDevice;
+use openvpn_tun::{PacketDevice, TunBatch};
 use openvpn_wire::CompressionFraming;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -25,6 +25,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::config::{AuthUserPass, ClientConfig, Family, Proto, Remote, TlsWrap};
+use crate::fast::FastUdp;
 use crate::tun::{TunBuilder, TunSettings, TunVerdict};
 use crate::{Command, ExitReason, VpnEvent};
 
@@ -355,6 +356,22 @@ async fn resolve(host: &str, port: u16, family: Family) -> Result<Vec<SocketAddr
     Ok(uniq)
 }
 
+/// What the link branch received.
+enum LinkIn {
+    /// Buffers filled by a batched UDP receive.
+    Batch(usize),
+    /// One packet of this length in the receive buffer.
+    One(usize),
+}
+
+/// What the tun branch received.
+enum TunIn {
+    /// Packets in the tun batch.
+    Batch,
+    /// One packet of this length in the tun buffer.
+    One(usize),
+}
+
 enum Link {
     Udp(UdpSocket, SocketAddr),
     Tcp(
@@ -499,6 +516,21 @@ async fn connect_once<T: TunBuilder>(
     let mut established_once = false;
     let mut rbuf = Vec::with_capacity(65_535);
     let mut tbuf = vec![0u8; 65_535];
+    // Batched data path: tun batches always (unless OPENVPN_RS_FAST_IO=0), recvmmsg/GSO on UDP.
+    let fast_io = crate::fast::enabled();
+    let mut fast = match &link {
+        Link::Udp(sock, _) if fast_io => match FastUdp::new(sock) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(
+                    "fast I/O: cannot batch the UDP socket ({e}); one datagram per call"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let mut tun_in = TunBatch::new();
     let connect_deadline = now + s.cfg.connect_timeout;
     loop {
         // Flush control output.
@@ -526,6 +558,10 @@ async fn connect_once<T: TunBuilder>(
                     if s.cfg.mssfix > 0 {
                         let overhead = ctl.cipher().map_or(24, |c| c.overhead(4)) as u16;
                         mss = Some(openvpn_wire::mss_for_mssfix(s.cfg.mssfix, overhead));
+                        // TSO super-packets are cut so that each sealed datagram fits too.
+                        tun_in.set_max_packet(usize::from(
+                            s.cfg.mssfix.saturating_sub(20 + 8 + overhead),
+                        ));
                     }
                     if let Some(c) = p.compression.as_ref().or(s.cfg.compression.as_ref()) {
                         data.set_framing(openvpn_control::server::framing_for(c));
@@ -649,9 +685,35 @@ async fn connect_once<T: TunBuilder>(
         let device = s.device.clone();
         let tun_active = connected && device.is_some() && !s.paused;
         tokio::select! {
-            r = link.recv(&mut rbuf) => {
+            r = async {
+                match (fast.as_mut(), &mut link) {
+                    (Some(f), Link::Udp(sock, _)) => f.recv(sock).await.map(LinkIn::Batch),
+                    (_, l) => l.recv(&mut rbuf).await.map(LinkIn::One),
+                }
+            } => {
                 let n = match r {
-                    Ok(n) => n,
+                    Ok(LinkIn::One(n)) => n,
+                    Ok(LinkIn::Batch(n)) => {
+                        let now = Instant::now();
+                        let (Some(f), Link::Udp(_, server)) = (fast.as_mut(), &link) else {
+                            continue;
+                        };
+                        let mut accepted = false;
+                        let res = f
+                            .on_link_batch(n, *server, now, unix_now(), &mut data, mss, device.as_deref(), |pkt| {
+                                let before = ctl.session().stats().accepted;
+                                ctl.handle_datagram(now, pkt);
+                                accepted |= ctl.session().stats().accepted > before;
+                            })
+                            .await;
+                        if res.received_data || accepted {
+                            keepalive.on_received(now);
+                        }
+                        if res.occ_exit {
+                            return Outcome::Restart { reason: "server sent OCC_EXIT".into(), next_server: false };
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         if established_once {
                             return Outcome::Restart { reason: format!("link error: {e}"), next_server: false };
@@ -690,28 +752,42 @@ async fn connect_once<T: TunBuilder>(
                     }
                 }
             }
-            r = async { match &device { Some(d) if tun_active => d.recv(&mut tbuf).await, _ => std::future::pending().await } } => {
-                if let Ok(n) = r {
-                    let now = Instant::now();
-                    // block-ipv4/block-ipv6: answer the blocked family locally, never seal it.
-                    match s.device_settings.as_ref().map_or(TunVerdict::Forward, |t| t.verdict(&tbuf[..n])) {
-                        TunVerdict::Forward => {}
-                        TunVerdict::Drop => continue,
-                        TunVerdict::Answer(icmp) => {
-                            if let Some(d) = &device {
-                                let _ = d.send(&icmp).await;
+            r = async {
+                match &device {
+                    Some(d) if tun_active && fast_io => d.recv_batch(&mut tun_in).await.map(|()| TunIn::Batch),
+                    Some(d) if tun_active => d.recv(&mut tbuf).await.map(TunIn::One),
+                    _ => std::future::pending().await,
+                }
+            } => {
+                let Some(d) = &device else { continue };
+                let now = Instant::now();
+                match r {
+                    Ok(TunIn::Batch) => match (fast.as_mut(), &link) {
+                        (Some(f), Link::Udp(sock, server)) => {
+                            let sent = f
+                                .seal_and_send(sock, *server, &mut tun_in, now, &mut data, &mut s.rng, mss, s.device_settings.as_ref(), &**d)
+                                .await;
+                            if sent {
+                                keepalive.on_sent(now);
                             }
-                            continue;
+                        }
+                        _ => {
+                            for i in 0..tun_in.len() {
+                                let pkt = tun_in.get_mut(i);
+                                if let Some(sealed) = seal_one(pkt, now, &mut data, &mut s.rng, mss, s.device_settings.as_ref(), &**d).await {
+                                    keepalive.on_sent(now);
+                                    let _ = link.send(sealed.as_slice()).await;
+                                }
+                            }
+                        }
+                    },
+                    Ok(TunIn::One(n)) => {
+                        if let Some(sealed) = seal_one(&mut tbuf[..n], now, &mut data, &mut s.rng, mss, s.device_settings.as_ref(), &**d).await {
+                            keepalive.on_sent(now);
+                            let _ = link.send(sealed.as_slice()).await;
                         }
                     }
-                    let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &tbuf[..n]);
-                    if let Some(mss) = mss {
-                        openvpn_wire::clamp_mss(buf.as_mut_slice(), mss);
-                    }
-                    if data.seal(now, &mut buf, &mut s.rng).is_ok() {
-                        keepalive.on_sent(now);
-                        let _ = link.send(buf.as_slice()).await;
-                    }
+                    Err(_) => {}
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
@@ -753,6 +829,34 @@ async fn connect_once<T: TunBuilder>(
             }
         }
     }
+}
+
+/// One packet read from the tun device, sealed (`None`: dropped, answered locally for a
+/// blocked family, or no key yet).
+async fn seal_one<D: PacketDevice>(
+    pkt: &mut [u8],
+    now: Instant,
+    data: &mut DataChannel,
+    rng: &mut StdRng,
+    mss: Option<u16>,
+    settings: Option<&TunSettings>,
+    device: &D,
+) -> Option<PacketBuf> {
+    // block-ipv4/block-ipv6: answer the blocked family locally, never seal it.
+    match settings.map_or(TunVerdict::Forward, |t| t.verdict(pkt)) {
+        TunVerdict::Forward => {}
+        TunVerdict::Drop => return None,
+        TunVerdict::Answer(icmp) => {
+            let _ = device.send(&icmp).await;
+            return None;
+        }
+    }
+    if let Some(mss) = mss {
+        openvpn_wire::clamp_mss(pkt, mss);
+    }
+    let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, pkt);
+    data.seal(now, &mut buf, rng).ok()?;
+    Some(buf)
 }
 
 async fn exit_notify<T: TunBuilder>(

@@ -14,6 +14,7 @@
 
 pub mod config;
 mod engine;
+mod fast;
 pub mod management;
 pub mod privsep;
 pub mod tun;
@@ -24,7 +25,9 @@ pub use config::{ClientConfig, ConfigError};
 use openvpn_control::client::PushedOptions;
 pub use privsep::{HelperTun, HelperTunBuilder};
 use tokio::sync::mpsc;
-pub use tun::{LinuxTunBuilder, MemoryTunBuilder, TunBuilder, TunSettings, TunVerdict};
+pub use tun::{
+    LinuxTunBuilder, MemoryTunBuilder, OffloadTunBuilder, TunBuilder, TunSettings, TunVerdict,
+};
 
 /// What the client is doing; sent on the handle's event channel.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use openvpn_client::management::{
     Signal,
 };
 use openvpn_client::{
-    ClientConfig, ClientHandle, Command, ExitReason, HelperTunBuilder, LinuxTunBuilder,
+    ClientConfig, ClientHandle, Command, ExitReason, HelperTunBuilder, OffloadTunBuilder,
     TunSettings, VpnEvent,
 };
 use openvpn_control::options;
@@ -318,7 +318,7 @@ fn main() -> anyhow::Result<()> {
                         None => openvpn_client::connect(
                             cfg.clone(),
                             CountingTunBuilder::new(
-                                LinuxTunBuilder { name: name.clone() },
+                                OffloadTunBuilder { name: name.clone() },
                                 counters.clone(),
                             ),
                         ),
@@ -329,7 +329,7 @@ fn main() -> anyhow::Result<()> {
             None => {
                 let mut handle = match helper {
                     Some(b) => openvpn_client::connect(cfg, b),
-                    None => openvpn_client::connect(cfg, LinuxTunBuilder { name }),
+                    None => openvpn_client::connect(cfg, OffloadTunBuilder { name }),
                 };
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 forward_signals(tx);

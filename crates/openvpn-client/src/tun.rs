@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use openvpn_control::client::PushedOptions;
 use openvpn_tun::route::{self, Redirect, RoutePlanInput};
 use openvpn_tun::{
-    DnsBackend, DnsSettings, LinuxTun, MemoryTun, Netlink, PacketDevice, RouteManager, TunConfig,
-    icmp,
+    DnsBackend, DnsSettings, LinuxTun, MemoryTun, Netlink, PacketDevice, RouteManager, SystemTun,
+    TunConfig, icmp,
 };
 
 use crate::ClientConfig;
@@ -257,52 +257,117 @@ pub(crate) fn journal_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(openvpn_tun::DEFAULT_JOURNAL_DIR))
 }
 
+/// Like [`LinuxTunBuilder`], but the device carries TCP in super-packets (`IFF_VNET_HDR`
+/// with TSO/checksum offload, [`SystemTun::Offload`]) for the batched data path; with
+/// `OPENVPN_RS_FAST_IO=0`, or when the kernel refuses the offload device, a plain tun.
+/// The `openvpn-client` binary uses this one.
+#[derive(Debug, Clone)]
+pub struct OffloadTunBuilder {
+    /// Interface name (`None` = kernel chooses `tunN`).
+    pub name: Option<String>,
+}
+
+impl TunBuilder for OffloadTunBuilder {
+    type Device = SystemTun;
+    async fn establish(&mut self, s: &TunSettings) -> Result<SystemTun, String> {
+        let offload = crate::fast::enabled();
+        let name = self.name.clone();
+        let tun = establish_with(s, name, |cfg| SystemTun::create(cfg, offload)).await?;
+        tracing::info!(
+            dev = tun.name(),
+            offload = tun.offload_enabled(),
+            "tun device ready"
+        );
+        Ok(tun)
+    }
+}
+
+/// What [`establish_with`] needs of a freshly created device.
+trait NewTun {
+    fn name(&self) -> &str;
+    fn ifindex(&self) -> u32;
+    fn attach_route_manager(&mut self, manager: RouteManager);
+}
+
+impl NewTun for LinuxTun {
+    fn name(&self) -> &str {
+        LinuxTun::name(self)
+    }
+    fn ifindex(&self) -> u32 {
+        LinuxTun::ifindex(self)
+    }
+    fn attach_route_manager(&mut self, manager: RouteManager) {
+        LinuxTun::attach_route_manager(self, manager);
+    }
+}
+
+impl NewTun for SystemTun {
+    fn name(&self) -> &str {
+        SystemTun::name(self)
+    }
+    fn ifindex(&self) -> u32 {
+        SystemTun::ifindex(self)
+    }
+    fn attach_route_manager(&mut self, manager: RouteManager) {
+        SystemTun::attach_route_manager(self, manager);
+    }
+}
+
 impl TunBuilder for LinuxTunBuilder {
     type Device = LinuxTun;
     async fn establish(&mut self, s: &TunSettings) -> Result<LinuxTun, String> {
-        let dir = journal_dir();
-        for (path, r) in RouteManager::recover_stale(&dir) {
-            match r {
-                Ok(rep) => {
-                    tracing::warn!(journal = %path.display(), undone = rep.undone.len(), failed = rep.failed.len(), "recovered changes left by a crashed run")
-                }
-                Err(e) => tracing::warn!(journal = %path.display(), %e, "cannot recover"),
-            }
-        }
-        let nl = Netlink::new();
-        // Before anything changes: how does the kernel reach the server now?
-        let server_route = s.server.and_then(|a| nl.route_get(a).ok());
-        let cfg = TunConfig {
-            name: self.name.clone(),
-            mtu: s.mtu,
-            ipv4: s.ipv4,
-            ipv6: s.ipv6,
-            routes_v4: Vec::new(),
-            routes_v6: Vec::new(),
-        };
-        let mut tun = LinuxTun::create(&cfg).map_err(|e| e.to_string())?;
-        let mut input = s.plan_input(tun.name());
-        if s.redirect.is_some_and(|r| r.block_local) {
-            if let Some(via) = &server_route {
-                input.local_subnets = nl.addresses(via.ifindex).unwrap_or_default();
-            }
-        }
-        input.server_route = server_route;
-        let plan = route::plan(&input);
-        let journal = dir.join(format!("{}.journal", tun.name()));
-        let mut manager = RouteManager::new(tun.name(), journal).map_err(|e| e.to_string())?;
-        // On error `manager` is dropped here and removes what it added.
-        manager.install_all(&plan).map_err(|e| e.to_string())?;
-        let dns = s.dns();
-        if !dns.is_empty() {
-            let backend = DnsBackend::detect();
-            manager
-                .apply_dns(tun.ifindex(), &dns, &backend)
-                .map_err(|e| e.to_string())?;
-        }
-        tun.attach_route_manager(manager);
-        Ok(tun)
+        establish_with(s, self.name.clone(), LinuxTun::create).await
     }
+}
+
+/// Creates the device with `create`, then routes (journaled) and DNS.
+async fn establish_with<D: NewTun>(
+    s: &TunSettings,
+    name: Option<String>,
+    create: impl FnOnce(&TunConfig) -> Result<D, openvpn_tun::TunError>,
+) -> Result<D, String> {
+    let dir = journal_dir();
+    for (path, r) in RouteManager::recover_stale(&dir) {
+        match r {
+            Ok(rep) => {
+                tracing::warn!(journal = %path.display(), undone = rep.undone.len(), failed = rep.failed.len(), "recovered changes left by a crashed run")
+            }
+            Err(e) => tracing::warn!(journal = %path.display(), %e, "cannot recover"),
+        }
+    }
+    let nl = Netlink::new();
+    // Before anything changes: how does the kernel reach the server now?
+    let server_route = s.server.and_then(|a| nl.route_get(a).ok());
+    let cfg = TunConfig {
+        name,
+        mtu: s.mtu,
+        ipv4: s.ipv4,
+        ipv6: s.ipv6,
+        routes_v4: Vec::new(),
+        routes_v6: Vec::new(),
+    };
+    let mut tun = create(&cfg).map_err(|e| e.to_string())?;
+    let mut input = s.plan_input(tun.name());
+    if s.redirect.is_some_and(|r| r.block_local) {
+        if let Some(via) = &server_route {
+            input.local_subnets = nl.addresses(via.ifindex).unwrap_or_default();
+        }
+    }
+    input.server_route = server_route;
+    let plan = route::plan(&input);
+    let journal = dir.join(format!("{}.journal", tun.name()));
+    let mut manager = RouteManager::new(tun.name(), journal).map_err(|e| e.to_string())?;
+    // On error `manager` is dropped here and removes what it added.
+    manager.install_all(&plan).map_err(|e| e.to_string())?;
+    let dns = s.dns();
+    if !dns.is_empty() {
+        let backend = DnsBackend::detect();
+        manager
+            .apply_dns(tun.ifindex(), &dns, &backend)
+            .map_err(|e| e.to_string())?;
+    }
+    tun.attach_route_manager(manager);
+    Ok(tun)
 }
 
 /// An in-memory device for tests and apps that do their own networking.
