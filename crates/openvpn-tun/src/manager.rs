@@ -91,6 +91,9 @@ impl JournalEntry {
 pub struct Journal {
     /// The tun device (from the `dev` line).
     pub dev: Option<String>,
+    /// The network namespace the journal was written in (`netns net:[…]` line, as
+    /// `/proc/self/ns/net` reads; absent in older journals).
+    pub netns: Option<String>,
     /// The changes, oldest first.
     pub entries: Vec<JournalEntry>,
 }
@@ -103,6 +106,8 @@ impl Journal {
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             if let Some(dev) = line.strip_prefix("dev ") {
                 j.dev = Some(dev.trim().to_owned());
+            } else if let Some(ns) = line.strip_prefix("netns ") {
+                j.netns = Some(ns.trim().to_owned());
             } else if let Some(e) = JournalEntry::parse(line) {
                 j.entries.push(e);
             } else {
@@ -156,6 +161,9 @@ impl RouteManager {
         }
         let mut f = std::fs::File::create(&journal).map_err(jerr)?;
         writeln!(f, "dev {dev}").map_err(jerr)?;
+        if let Some(ns) = current_netns() {
+            writeln!(f, "netns {ns}").map_err(jerr)?;
+        }
         f.sync_all().map_err(jerr)?;
         Ok(RouteManager {
             nl: Netlink::new(),
@@ -289,9 +297,12 @@ impl RouteManager {
     }
 
     /// Recovers every `*.journal` in `dir` whose tun device no longer exists (its owner
-    /// crashed). Journals of live devices belong to running clients and are left alone.
+    /// crashed). Journals of live devices belong to running clients and are left alone, and
+    /// so are journals written in another network namespace (whether their device lives
+    /// cannot be seen from here, and their routes are not ours to touch).
     pub fn recover_stale(dir: &Path) -> Vec<(PathBuf, Result<RecoverReport, TunError>)> {
         let nl = Netlink::new();
+        let here = current_netns();
         let Ok(read) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
@@ -303,9 +314,11 @@ impl RouteManager {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            let live = Journal::parse(&text)
-                .dev
-                .is_some_and(|d| nl.link_index(&d).is_ok());
+            let j = Journal::parse(&text);
+            if !same_netns(j.netns.as_deref(), here.as_deref()) {
+                continue;
+            }
+            let live = j.dev.is_some_and(|d| nl.link_index(&d).is_ok());
             if !live {
                 let r = RouteManager::recover(&path);
                 out.push((path, r));
@@ -395,9 +408,47 @@ fn undo(nl: &Netlink, e: &JournalEntry) -> Result<(), TunError> {
     }
 }
 
+/// This thread's network namespace as `/proc/thread-self/ns/net` names it (`net:[4026531840]`).
+fn current_netns() -> Option<String> {
+    std::fs::read_link("/proc/thread-self/ns/net")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Whether a journal written in namespace `journal` belongs to namespace `here`; unknown on
+/// either side (an older journal, no /proc) counts as the same.
+fn same_netns(journal: Option<&str>, here: Option<&str>) -> bool {
+    match (journal, here) {
+        (Some(j), Some(h)) => j == h,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journals_of_other_namespaces_are_not_recovered() {
+        let j = Journal::parse("dev tun0\nnetns net:[4026532001]\nroute ::/1 dev tun0\n");
+        assert_eq!(j.netns.as_deref(), Some("net:[4026532001]"));
+        assert_eq!(j.entries.len(), 1);
+        assert!(same_netns(j.netns.as_deref(), Some("net:[4026532001]")));
+        assert!(!same_netns(j.netns.as_deref(), Some("net:[4026531840]")));
+        assert!(same_netns(None, Some("net:[4026531840]")), "older journals");
+        assert!(current_netns().is_some_and(|n| n.starts_with("net:[")));
+        // A stale journal from "another namespace" in a directory is left alone.
+        let dir = std::env::temp_dir().join(format!("ovrs-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("ovrs-gone0.journal");
+        std::fs::write(&path, "dev ovrs-gone0\nnetns net:[1]\n").expect("write");
+        assert!(RouteManager::recover_stale(&dir).is_empty());
+        assert!(path.exists());
+        std::fs::write(&path, "dev ovrs-gone0\n").expect("write");
+        assert_eq!(RouteManager::recover_stale(&dir).len(), 1);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn journal_round_trips_and_skips_a_torn_last_line() {
