@@ -22,6 +22,7 @@ pub mod error;
 pub mod keepalive;
 pub mod loading;
 pub mod messages;
+pub mod mgmt_words;
 pub mod ncp;
 pub mod options;
 pub mod peer_info;

@@ -13,6 +13,8 @@
 //! a write timeout. Undecided `>CLIENT:CONNECT`/`REAUTH` requests are replayed to the next
 //! management client that connects (until hand-window expires).
 
+pub use openvpn_control::mgmt_words::Realtime;
+use openvpn_control::mgmt_words::{num, realtime, words};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
@@ -163,23 +165,6 @@ impl Signal {
     }
 }
 
-/// `on` / `off` / `all` / `on all` / `N` argument of `log`, `state`, `echo`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Realtime {
-    /// Show the current entry (`state` without argument).
-    Current,
-    /// Real-time on.
-    On,
-    /// Real-time off.
-    Off,
-    /// History.
-    All,
-    /// History, then real-time on.
-    OnAll,
-    /// The last N entries.
-    Last(usize),
-}
-
 /// `kill` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KillTarget {
@@ -245,43 +230,6 @@ pub enum HoldOp {
     Off,
     /// Leave the hold state.
     Release,
-}
-
-/// Splits a command line with the config-file lexer (quotes, backslash escapes).
-fn words(line: &str) -> Result<Vec<String>, String> {
-    let line = line.trim();
-    if line.is_empty() {
-        return Ok(Vec::new());
-    }
-    let parsed = openvpn_control::options::parse_config(line)
-        .map_err(|e| format!("ERROR: cannot parse command: {e}"))?;
-    Ok(parsed
-        .into_iter()
-        .next()
-        .map(|l| std::iter::once(l.name).chain(l.args).collect())
-        .unwrap_or_default())
-}
-
-fn num<T: std::str::FromStr>(w: &[String], i: usize, cmd: &str) -> Result<T, String> {
-    w.get(i)
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("ERROR: {cmd}: bad or missing argument"))
-}
-
-fn realtime(w: &[String], default: Realtime) -> Result<Realtime, String> {
-    let a: Vec<&str> = w.iter().skip(1).map(String::as_str).collect();
-    Ok(match a.as_slice() {
-        [] => default,
-        ["on"] => Realtime::On,
-        ["off"] => Realtime::Off,
-        ["all"] => Realtime::All,
-        ["on", "all"] | ["all", "on"] => Realtime::OnAll,
-        [n] => Realtime::Last(
-            n.parse()
-                .map_err(|_| format!("ERROR: unknown parameter '{n}'"))?,
-        ),
-        _ => return Err("ERROR: too many parameters".into()),
-    })
 }
 
 /// Parses one management command line. `Err` is the complete `ERROR: …` reply.
