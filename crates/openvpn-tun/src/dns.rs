@@ -47,13 +47,10 @@ pub enum DnsBackend {
 }
 
 impl DnsBackend {
-    /// systemd-resolved if `/run/systemd/resolve/` exists, answers on the bus and runs in our
-    /// network namespace, else `/etc/resolv.conf`.
+    /// systemd-resolved if `/run/systemd/resolve/` exists and the resolved that answers on the
+    /// system bus runs in our network namespace, else `/etc/resolv.conf`.
     pub fn detect() -> DnsBackend {
-        if Path::new("/run/systemd/resolve").is_dir()
-            && !in_other_netns_than_init()
-            && resolved_answers()
-        {
+        if Path::new("/run/systemd/resolve").is_dir() && resolved_in_our_netns() {
             DnsBackend::Resolved
         } else {
             DnsBackend::ResolvConf(PathBuf::from("/etc/resolv.conf"))
@@ -61,32 +58,51 @@ impl DnsBackend {
     }
 }
 
-/// Whether this process is in another network namespace than pid 1 (`ip netns exec`, a
-/// container sharing the host's /run). resolved serves the links of pid 1's namespace: an
-/// interface index of ours means some other link to it, so it must not be given ours.
-/// Unknown (no access to /proc/1/ns/net) counts as the same namespace.
-fn in_other_netns_than_init() -> bool {
-    match (
-        std::fs::read_link("/proc/self/ns/net"),
-        std::fs::read_link("/proc/1/ns/net"),
-    ) {
-        (Ok(ours), Ok(init)) => ours != init,
-        _ => false,
+/// Whether systemd-resolved answers on the system bus and serves our network namespace.
+///
+/// resolved manages the links of the namespace it runs in; under `ip netns exec` (or in a
+/// container sharing the host's /run) the host's resolved answers, and an interface index of
+/// ours names some other link to it, so it must not be given ours. The bus tells resolved's
+/// pid; its `/proc/<pid>/ns/net` must be ours. A pid we cannot inspect counts as the same
+/// namespace only when pid 1 is in ours too (the usual single-namespace laptop).
+fn resolved_in_our_netns() -> bool {
+    let Some(pid) = resolved_pid() else {
+        return false;
+    };
+    let ours = std::fs::read_link("/proc/self/ns/net");
+    match (&ours, std::fs::read_link(format!("/proc/{pid}/ns/net"))) {
+        (Ok(ours), Ok(theirs)) => *ours == theirs,
+        _ => match (&ours, std::fs::read_link("/proc/1/ns/net")) {
+            (Ok(ours), Ok(init)) => *ours == init,
+            _ => true,
+        },
     }
 }
 
-fn resolved_answers() -> bool {
-    Command::new("busctl")
+/// The pid of the bus connection that owns `org.freedesktop.resolve1`, if it answers.
+fn resolved_pid() -> Option<u32> {
+    let out = Command::new("busctl")
         .args([
             "--system",
             "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "GetConnectionUnixProcessID",
+            "s",
             RESOLVE1,
-            RESOLVE1_PATH,
-            "org.freedesktop.DBus.Peer",
-            "Ping",
         ])
         .output()
-        .is_ok_and(|o| o.status.success())
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_busctl_u32(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses busctl's reply to a method returning one `u` (`u 1234`).
+fn parse_busctl_u32(reply: &str) -> Option<u32> {
+    reply.trim().strip_prefix("u ")?.trim().parse().ok()
 }
 
 const RESOLVE1: &str = "org.freedesktop.resolve1";
@@ -206,7 +222,9 @@ impl ResolvedCall {
 /// The systemd-resolved calls that apply `s` to link `ifindex`, in order.
 ///
 /// Search domains are plain (not routing-only) domains. When the tunnel takes the default
-/// route, `~.` is added and the link becomes the default DNS route, so every name is resolved
+/// route, the root domain is added as a routing-only domain (what `resolvectl` shows as `~.`;
+/// on the bus it is `"."` with the routing flag — a literal `"~."` would be stored as a domain
+/// named `~`) and the link becomes the default DNS route, so every name is resolved
 /// through the tunnel. Otherwise the link is the default DNS route only if it has no search
 /// domains (else only names under those domains go to its servers).
 pub fn resolved_plan(ifindex: u32, s: &DnsSettings) -> Vec<ResolvedCall> {
@@ -228,7 +246,7 @@ pub fn resolved_plan(ifindex: u32, s: &DnsSettings) -> Vec<ResolvedCall> {
         .map(|d| (d.trim_end_matches('.').to_owned(), false))
         .collect();
     if s.default_route {
-        domains.push(("~.".into(), true));
+        domains.push((".".into(), true));
     }
     if !domains.is_empty() {
         calls.push(ResolvedCall::SetLinkDomains { ifindex, domains });
@@ -298,7 +316,7 @@ mod tests {
                 },
                 ResolvedCall::SetLinkDomains {
                     ifindex: 7,
-                    domains: vec![("corp.example".into(), false), ("~.".into(), true)],
+                    domains: vec![("corp.example".into(), false), (".".into(), true)],
                 },
                 ResolvedCall::SetLinkDefaultRoute {
                     ifindex: 7,
@@ -312,12 +330,19 @@ mod tests {
         );
         assert_eq!(
             plan[1].busctl_args()[6..].join(" "),
-            "ia(sb) 7 2 corp.example false ~. true"
+            "ia(sb) 7 2 corp.example false . true"
         );
         assert_eq!(
             ResolvedCall::RevertLink { ifindex: 7 }.busctl_args()[4..].join(" "),
             "org.freedesktop.resolve1.Manager RevertLink i 7"
         );
+    }
+
+    #[test]
+    fn busctl_pid_reply() {
+        assert_eq!(parse_busctl_u32("u 11708\n"), Some(11708));
+        assert_eq!(parse_busctl_u32("s \"x\"\n"), None);
+        assert_eq!(parse_busctl_u32(""), None);
     }
 
     #[test]
