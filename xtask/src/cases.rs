@@ -81,6 +81,10 @@ pub(crate) enum Scenario {
     /// "the internet" (198.18.0.1 / 2001:db8:ffff::1 on ovrs-srv); the routing tables and
     /// resolv.conf of ovrs-cli must equal their snapshot once the client is gone.
     Laptop(Laptop),
+    /// Pushed DNS through a real systemd-resolved (`resolved.rs`): resolved and a system bus
+    /// run in a private mount namespace inside ovrs-cli; `resolvectl` must show the pushed
+    /// server and domains while connected, and the link is reverted on exit.
+    Resolved,
 }
 
 /// What a [`Scenario::Laptop`] case checks.
@@ -542,6 +546,17 @@ pub(crate) const CASES: &[Case] = &[
             "push \"dhcp-option DOMAIN vpn.test\"",
         ],
         scenario: Scenario::Laptop(Laptop::Dns),
+        ..OURS_CLIENT
+    },
+    // 18b. pushed DNS through a real systemd-resolved (D-Bus), not resolv.conf.
+    Case {
+        name: "laptop-dns-systemd-resolved",
+        server_extra: &[
+            "push \"redirect-gateway def1\"",
+            "push \"dhcp-option DNS 10.8.0.1\"",
+            "push \"dhcp-option DOMAIN vpn.test\"",
+        ],
+        scenario: Scenario::Resolved,
         ..OURS_CLIENT
     },
     // 19. the client as an ordinary user with the privileged helper.

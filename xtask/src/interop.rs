@@ -36,6 +36,8 @@ use crate::cases::{CASES, Case, Expect, Impl, Proto, Scenario};
 #[path = "laptop.rs"]
 mod laptop;
 
+#[path = "resolved.rs"]
+mod resolved;
 #[path = "server_ops.rs"]
 mod server_ops;
 
@@ -325,6 +327,9 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
     if let Scenario::Laptop(check) = case.scenario {
         return laptop::run(env, case, &cd, check);
     }
+    if case.scenario == Scenario::Resolved {
+        return resolved::run(env, case, &cd);
+    }
 
     // Dropping these guards stops whatever was started and undoes namespace changes, on
     // every return path. Declared first, so dropped after the processes.
@@ -382,8 +387,11 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         ping_ok(&cd.dir, CLIENT_NS, target, &procs)?;
     }
     match case.scenario {
-        Scenario::Ping | Scenario::UserPass { .. } | Scenario::SameConfig | Scenario::Laptop(_) => {
-        }
+        Scenario::Ping
+        | Scenario::UserPass { .. }
+        | Scenario::SameConfig
+        | Scenario::Laptop(_)
+        | Scenario::Resolved => {}
         Scenario::TwoClients { second_ciphers } => {
             two_clients(env, case, &cd, &mut procs, second_ciphers)?
         }

@@ -866,7 +866,7 @@ impl Drop for Lab {
 
 impl Procs {
     /// Starts `cmd` (already with `ip netns exec …`), output appended to `logs[1]`.
-    fn spawn(
+    pub(super) fn spawn(
         &mut self,
         label: &'static str,
         mut cmd: Command,

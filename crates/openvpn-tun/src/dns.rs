@@ -209,12 +209,14 @@ impl ResolvedCall {
                 source,
             })?;
         if !out.status.success() {
+            tracing::warn!(%command, "systemd-resolved call failed");
             return Err(TunError::Command {
                 command,
                 status: out.status.to_string(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             });
         }
+        tracing::info!(%command, "systemd-resolved: {}", self.method());
         Ok(())
     }
 }
