@@ -6,6 +6,8 @@
 //!  wire ─▶ open(now, packet) ─▶ DataOpener by key_id ─▶ unframe ─▶ Payload::{Ip, Ping, Occ}
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openvpn_crypto::{
@@ -28,16 +30,178 @@ pub fn send_switch_delay(hand_window: Duration, reneg_sec: Option<Duration>) -> 
     }
 }
 
-struct Slot {
+/// The sending half of one key, shared by the channel and every [`DataSender`].
+struct SendKey {
     key_id: KeyId,
     sealer: DataSealer,
+    /// Plaintext bytes sealed with this key (`reneg-bytes`), added per batch by the senders.
+    bytes: AtomicU64,
+    /// Packets sealed with this key (`reneg-pkts`), added per batch by the senders.
+    packets: AtomicU64,
+}
+
+/// What a sender seals with: one consistent view of key, header and framing.
+struct Snapshot {
+    key: Arc<SendKey>,
+    header: [u8; 4],
+    header_len: usize,
+    framing: CompressionFraming,
+}
+
+/// The published sealing state of one channel (read-mostly).
+struct SendState {
+    /// Bumped (under `current`'s lock) after every change of `current`.
+    epoch: AtomicU64,
+    current: Mutex<Option<Arc<Snapshot>>>,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+}
+
+impl SendState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Snapshot>>> {
+        // A panic elsewhere while holding the lock leaves a valid Option behind; keep going.
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A handle that seals packets for one [`DataChannel`] from any thread (see the module
+/// documentation). Cheap to create; each sealing thread should own one. Counters
+/// (`reneg-bytes`/`reneg-pkts`, [`DataStats`] tx) are collected locally and added to the channel
+/// by [`DataSender::flush_counters`] (call it once per batch) and when the handle is dropped.
+pub struct DataSender {
+    state: Arc<SendState>,
+    seen: u64,
+    current: Option<Arc<Snapshot>>,
+    pending_bytes: u64,
+    pending_packets: u64,
+}
+
+impl std::fmt::Debug for DataSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataSender")
+            .field("key", &self.current.as_ref().map(|s| s.key.key_id.value()))
+            .finish()
+    }
+}
+
+impl DataSender {
+    fn new(state: Arc<SendState>) -> Self {
+        DataSender {
+            state,
+            seen: u64::MAX,
+            current: None,
+            pending_bytes: 0,
+            pending_packets: 0,
+        }
+    }
+
+    /// Picks up a newly published send key / peer-id / framing (one atomic load when nothing
+    /// changed).
+    fn refresh(&mut self) {
+        let epoch = self.state.epoch.load(Ordering::Acquire);
+        if epoch != self.seen {
+            self.flush_counters();
+            self.current = self.state.lock().clone();
+            self.seen = epoch;
+        }
+    }
+
+    /// Whether the channel has a key to send with.
+    pub fn can_send(&mut self) -> bool {
+        self.refresh();
+        self.current.is_some()
+    }
+
+    /// The key ID the next [`seal`](Self::seal) would use.
+    pub fn key_id(&mut self) -> Option<KeyId> {
+        self.refresh();
+        self.current.as_ref().map(|s| s.key.key_id)
+    }
+
+    /// Seals `buf` (payload after its headroom) in place into a complete wire packet with the
+    /// channel's current send key, exactly like [`DataChannel::seal`].
+    pub fn seal(
+        &mut self,
+        buf: &mut PacketBuf,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(), DataError> {
+        self.refresh();
+        let Some(snap) = self.current.as_ref() else {
+            return Err(DataError::BadHeader);
+        };
+        if snap.framing != CompressionFraming::None {
+            let mut v = buf.as_slice().to_vec();
+            snap.framing.encap(&mut v);
+            buf.clear(PacketBuf::DEFAULT_HEADROOM);
+            buf.extend_from_slice(&v);
+        }
+        let len = buf.len() as u64;
+        snap.key
+            .sealer
+            .seal(&snap.header[..snap.header_len], buf, rng)?;
+        self.pending_bytes += len;
+        self.pending_packets += 1;
+        Ok(())
+    }
+
+    /// Adds the locally counted packets and bytes to the channel's counters.
+    pub fn flush_counters(&mut self) {
+        if self.pending_packets == 0 {
+            return;
+        }
+        if let Some(snap) = &self.current {
+            snap.key
+                .bytes
+                .fetch_add(self.pending_bytes, Ordering::Relaxed);
+            snap.key
+                .packets
+                .fetch_add(self.pending_packets, Ordering::Relaxed);
+        }
+        self.state
+            .tx_packets
+            .fetch_add(self.pending_packets, Ordering::Relaxed);
+        self.state
+            .tx_bytes
+            .fetch_add(self.pending_bytes, Ordering::Relaxed);
+        self.pending_bytes = 0;
+        self.pending_packets = 0;
+    }
+}
+
+impl Clone for DataSender {
+    fn clone(&self) -> Self {
+        DataSender::new(Arc::clone(&self.state))
+    }
+}
+
+impl Drop for DataSender {
+    fn drop(&mut self) {
+        self.flush_counters();
+    }
+}
+
+struct Slot {
+    key_id: KeyId,
+    send: Arc<SendKey>,
     opener: DataOpener,
     installed: Instant,
     confirmed: bool,
-    /// Plaintext bytes sealed and opened with this key (`reneg-bytes`).
-    bytes: u64,
-    /// Packets sealed and opened with this key (`reneg-pkts`).
-    packets: u64,
+    /// Plaintext bytes opened with this key (`reneg-bytes`; sealed ones are in `send`).
+    rx_bytes: u64,
+    /// Packets opened with this key (`reneg-pkts`; sealed ones are in `send`).
+    rx_packets: u64,
+}
+
+impl Slot {
+    fn bytes(&self) -> u64 {
+        self.rx_bytes + self.send.bytes.load(Ordering::Relaxed)
+    }
+
+    fn packets(&self) -> u64 {
+        self.rx_packets + self.send.packets.load(Ordering::Relaxed)
+    }
 }
 
 /// What an opened data packet carried.
@@ -83,7 +247,14 @@ pub struct DataChannel {
     switch_delay: Duration,
     reneg_bytes: Option<u64>,
     reneg_pkts: Option<u64>,
+    /// Receive-side and drop counters (tx ones live in `state`).
     stats: DataStats,
+    /// What the senders seal with.
+    state: Arc<SendState>,
+    /// The channel's own sender ([`DataChannel::seal`]).
+    own: DataSender,
+    /// What was last published (compared to skip needless publications).
+    published: Option<Arc<Snapshot>>,
 }
 
 impl std::fmt::Debug for DataChannel {
@@ -111,6 +282,12 @@ impl DataChannel {
         framing: CompressionFraming,
         peer_id: Option<u32>,
     ) -> Self {
+        let state = Arc::new(SendState {
+            epoch: AtomicU64::new(0),
+            current: Mutex::new(None),
+            tx_packets: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+        });
         DataChannel {
             role,
             auth,
@@ -122,7 +299,60 @@ impl DataChannel {
             reneg_bytes: None,
             reneg_pkts: None,
             stats: DataStats::default(),
+            state: Arc::clone(&state),
+            own: DataSender::new(state),
+            published: None,
         }
+    }
+
+    /// A handle that seals with this channel's current send key from another thread (see
+    /// the module documentation). Key installs, retirements, the send-key switch, peer-id and
+    /// framing changes made here reach it before its next packet.
+    pub fn sender(&self) -> DataSender {
+        DataSender::new(Arc::clone(&self.state))
+    }
+
+    /// Publishes the sealing state to the senders if it changed.
+    fn publish(&mut self) {
+        let key = self
+            .send_idx
+            .and_then(|i| self.slots.get(i))
+            .map(|s| &s.send);
+        let snap = key.map(|key| {
+            let header = match self.peer_id {
+                Some(p) => DataHeader::V2 {
+                    key_id: key.key_id,
+                    peer_id: p & PEER_ID_NONE,
+                },
+                None => DataHeader::V1 { key_id: key.key_id },
+            };
+            let (bytes, header_len) = header.to_bytes();
+            let mut h = [0u8; 4];
+            h[..header_len].copy_from_slice(&bytes[..header_len]);
+            Snapshot {
+                key: Arc::clone(key),
+                header: h,
+                header_len,
+                framing: self.framing,
+            }
+        });
+        let same = match (&snap, &self.published) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(&a.key, &b.key)
+                    && a.header[..a.header_len] == b.header[..b.header_len]
+                    && a.framing == b.framing
+            }
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let snap = snap.map(Arc::new);
+        self.published = snap.clone();
+        let mut cur = self.state.lock();
+        *cur = snap;
+        self.state.epoch.fetch_add(1, Ordering::Release);
     }
 
     /// How long after its installation a new key is used for sending even if the peer has
@@ -142,16 +372,22 @@ impl DataChannel {
     /// Sets the peer-id used in DATA_V2 headers (`None` = DATA_V1).
     pub fn set_peer_id(&mut self, peer_id: Option<u32>) {
         self.peer_id = peer_id;
+        self.publish();
     }
 
     /// Sets the compression framing.
     pub fn set_framing(&mut self, framing: CompressionFraming) {
         self.framing = framing;
+        self.publish();
     }
 
-    /// Counters.
+    /// Counters (tx ones include what every [`DataSender`] flushed).
     pub fn stats(&self) -> DataStats {
-        self.stats
+        DataStats {
+            tx_packets: self.state.tx_packets.load(Ordering::Relaxed),
+            tx_bytes: self.state.tx_bytes.load(Ordering::Relaxed),
+            ..self.stats
+        }
     }
 
     /// Whether a key is installed for sending.
@@ -176,12 +412,17 @@ impl DataChannel {
         let first = self.slots.is_empty();
         self.slots.push(Slot {
             key_id,
-            sealer,
+            send: Arc::new(SendKey {
+                key_id,
+                sealer,
+                bytes: AtomicU64::new(0),
+                packets: AtomicU64::new(0),
+            }),
             opener,
             installed: now,
             confirmed: first,
-            bytes: 0,
-            packets: 0,
+            rx_bytes: 0,
+            rx_packets: 0,
         });
         self.pick_send_key(now);
         Ok(())
@@ -199,10 +440,10 @@ impl DataChannel {
         let exhausted = self
             .send_idx
             .and_then(|i| self.slots.get(i))
-            .is_some_and(|s| s.sealer.needs_renegotiation());
+            .is_some_and(|s| s.send.sealer.needs_renegotiation());
         let newest = self.slots.last();
-        let by_bytes = matches!((self.reneg_bytes, newest), (Some(l), Some(s)) if s.bytes >= l);
-        let by_pkts = matches!((self.reneg_pkts, newest), (Some(l), Some(s)) if s.packets >= l);
+        let by_bytes = matches!((self.reneg_bytes, newest), (Some(l), Some(s)) if s.bytes() >= l);
+        let by_pkts = matches!((self.reneg_pkts, newest), (Some(l), Some(s)) if s.packets() >= l);
         exhausted || by_bytes || by_pkts
     }
 
@@ -212,6 +453,7 @@ impl DataChannel {
         self.send_idx = (0..n).rev().find(|&i| {
             self.slots[i].confirmed || now >= self.slots[i].installed + self.switch_delay || i == 0
         });
+        self.publish();
     }
 
     /// Re-evaluates the send key (call from a timer now and then).
@@ -227,33 +469,9 @@ impl DataChannel {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<(), DataError> {
         let _ = now;
-        let Some(i) = self.send_idx else {
-            return Err(DataError::BadHeader);
-        };
-        if self.framing != CompressionFraming::None {
-            let mut v = buf.as_slice().to_vec();
-            self.framing.encap(&mut v);
-            buf.clear(PacketBuf::DEFAULT_HEADROOM);
-            buf.extend_from_slice(&v);
-        }
-        let slot = &mut self.slots[i];
-        let header = match self.peer_id {
-            Some(p) => DataHeader::V2 {
-                key_id: slot.key_id,
-                peer_id: p & PEER_ID_NONE,
-            },
-            None => DataHeader::V1 {
-                key_id: slot.key_id,
-            },
-        };
-        let (hdr, hl) = header.to_bytes();
-        let len = buf.len() as u64;
-        slot.sealer.seal(&hdr[..hl], buf, rng)?;
-        slot.bytes += len;
-        slot.packets += 1;
-        self.stats.tx_packets += 1;
-        self.stats.tx_bytes += len;
-        Ok(())
+        let r = self.own.seal(buf, rng);
+        self.own.flush_counters();
+        r
     }
 
     /// Opens a wire packet in place. On success returns what it carried (ranges index
@@ -303,8 +521,8 @@ impl DataChannel {
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += inner_len as u64;
         if let Some(slot) = self.slots.get_mut(i) {
-            slot.bytes += inner_len as u64;
-            slot.packets += 1;
+            slot.rx_bytes += inner_len as u64;
+            slot.rx_packets += 1;
         }
         let range = inner_start..inner_start + inner_len;
         let bytes = &packet[range.clone()];
@@ -443,5 +661,178 @@ mod tests {
             let mut junk = vec![0x49u8, 0, 0, 5, 1, 2, 3];
             assert!(s.open(later, 0, &mut junk).is_err());
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sender_tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+
+    fn key(b: u8) -> KeyBlock {
+        KeyBlock::from_bytes([b; 256])
+    }
+
+    const IP: [u8; 20] = [
+        0x45, 0, 0, 20, 1, 2, 3, 4, 64, 1, 0, 0, 10, 8, 0, 2, 10, 8, 0, 1,
+    ];
+
+    /// (key id, packet id) of a sealed AEAD DATA_V2 packet.
+    fn ids(wire: &[u8]) -> (u8, u32) {
+        (
+            wire[0] & 7,
+            u32::from_be_bytes([wire[4], wire[5], wire[6], wire[7]]),
+        )
+    }
+
+    /// Two sealing threads plus the owner (pings) seal while the owner installs key 1, the
+    /// switch happens (by the peer's confirmation), and key 0 is retired. No (key, packet id)
+    /// pair may repeat, and every packet must open at the peer, which had both keys.
+    #[test]
+    fn threads_never_reuse_a_packet_id_and_packets_across_a_key_switch_open() {
+        let t = Instant::now();
+        let mut c = DataChannel::new(
+            Role::Client,
+            DigestKind::Sha1,
+            CompressionFraming::None,
+            Some(7),
+        );
+        let mut s = DataChannel::new(
+            Role::Server,
+            DigestKind::Sha1,
+            CompressionFraming::None,
+            Some(7),
+        );
+        c.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &key(1))
+            .unwrap();
+        s.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &key(1))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..2u64)
+            .map(|n| {
+                let mut tx = c.sender();
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut rng = ChaCha20Rng::seed_from_u64(n);
+                    let mut out = Vec::new();
+                    while !stop.load(Ordering::Relaxed) || out.len() < 2000 {
+                        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &IP);
+                        if tx.seal(&mut b, &mut rng).is_ok() {
+                            out.push(b.as_slice().to_vec());
+                        }
+                        if out.len() % 64 == 0 {
+                            tx.flush_counters();
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let mut owner = Vec::new();
+        let mut owner_rng = ChaCha20Rng::seed_from_u64(10);
+        let mut seal_some = |c: &mut DataChannel, owner: &mut Vec<Vec<u8>>| {
+            let rng = &mut owner_rng;
+            for _ in 0..200 {
+                let mut b =
+                    PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::PING_MAGIC);
+                c.seal(t, &mut b, rng).unwrap();
+                owner.push(b.as_slice().to_vec());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        seal_some(&mut c, &mut owner);
+        let k1 = KeyId::new(1).unwrap();
+        c.install(t, k1, CipherKind::Aes256Gcm, &key(2)).unwrap();
+        s.install(t, k1, CipherKind::Aes256Gcm, &key(2)).unwrap();
+        seal_some(&mut c, &mut owner);
+        // The peer sends on key 1: the client confirms it and switches its sending.
+        s.tick(t + SEND_SWITCH_DELAY);
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &IP);
+        s.seal(t, &mut b, &mut rng).unwrap();
+        let mut w = b.as_slice().to_vec();
+        assert!(c.open(t, 0, &mut w).is_ok());
+        seal_some(&mut c, &mut owner);
+        stop.store(true, Ordering::Relaxed);
+        let mut all: Vec<Vec<u8>> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        all.extend(owner);
+        let mut seen = HashSet::new();
+        for p in &all {
+            assert!(seen.insert(ids(p)), "packet id reused: {:?}", ids(p));
+        }
+        let on_key1 = all.iter().filter(|p| p[0] & 7 == 1).count();
+        assert!(on_key1 > 0, "the senders moved to key 1");
+        // In (key, packet id) order every packet opens: a reused id would be a replay.
+        all.sort_by_key(|p| ids(p));
+        for p in &mut all {
+            let id = ids(p);
+            assert!(
+                matches!(s.open(t, 0, p), Ok(Payload::Ip(_) | Payload::Ping)),
+                "{id:?} does not open"
+            );
+        }
+        // After key 0 is retired nothing is sealed with it any more.
+        c.retire(t, KeyId::ZERO);
+        let mut tx = c.sender();
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &IP);
+        tx.seal(&mut b, &mut rng).unwrap();
+        assert_eq!(b.as_slice()[0] & 7, 1);
+        drop(tx);
+        let st = c.stats();
+        assert_eq!(
+            st.tx_packets,
+            all.len() as u64 + 1,
+            "every sender's count arrived"
+        );
+    }
+
+    /// A sender follows the send-key rule exactly as the channel does: a new key is not used
+    /// before the peer confirms it or the switch delay passed; peer-id changes reach it.
+    #[test]
+    fn a_sender_follows_the_switch_delay_and_peer_id() {
+        let t = Instant::now();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let mut c = DataChannel::new(
+            Role::Server,
+            DigestKind::Sha1,
+            CompressionFraming::None,
+            None,
+        );
+        let mut tx = c.sender();
+        assert!(!tx.can_send());
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &IP);
+        assert!(tx.seal(&mut b, &mut rng).is_err(), "no key yet");
+        c.install(t, KeyId::ZERO, CipherKind::Aes128Gcm, &key(5))
+            .unwrap();
+        assert_eq!(tx.key_id(), Some(KeyId::ZERO));
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &IP);
+        tx.seal(&mut b, &mut rng).unwrap();
+        assert_eq!(b.as_slice()[0], 6 << 3, "DATA_V1, key 0");
+        c.set_peer_id(Some(0x123));
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &IP);
+        tx.seal(&mut b, &mut rng).unwrap();
+        assert_eq!(
+            &b.as_slice()[..4],
+            &[9 << 3, 0, 1, 0x23],
+            "DATA_V2 with the peer-id"
+        );
+        c.set_send_switch_delay(Duration::from_secs(5));
+        c.install(t, KeyId::new(1).unwrap(), CipherKind::Aes128Gcm, &key(6))
+            .unwrap();
+        c.tick(t + Duration::from_secs(4));
+        assert_eq!(tx.key_id(), Some(KeyId::ZERO), "lame duck keeps sending");
+        c.tick(t + Duration::from_secs(5));
+        assert_eq!(tx.key_id(), KeyId::new(1), "switched after the delay");
+        c.retire(t, KeyId::new(1).unwrap());
+        assert_eq!(tx.key_id(), Some(KeyId::ZERO), "back to the remaining key");
+        c.retire(t, KeyId::ZERO);
+        assert!(!tx.can_send());
     }
 }

@@ -39,7 +39,7 @@ fn seal_open(c: &mut Criterion) {
         let mut g = c.benchmark_group(name);
         for size in SIZES {
             g.throughput(Throughput::Bytes(size as u64));
-            let (mut sealer, _) =
+            let (sealer, _) =
                 DataKeys::with_backend(backend, cipher, DigestKind::Sha1, &key(), Role::Client)
                     .expect("keys");
             let (_, mut opener) =

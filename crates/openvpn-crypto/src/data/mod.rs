@@ -22,6 +22,7 @@ use crate::replay::ReplayWindow;
 use aead::AeadCipher;
 use cbc::AesCbc;
 use rand_core::{CryptoRng, RngCore};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Opcode of P_DATA_V1.
 const OP_DATA_V1: u8 = 6;
@@ -125,7 +126,7 @@ impl DataKeys {
         let sealer = DataSealer {
             kind: cipher,
             engine: Engine::new(backend, cipher, auth, key2, tx)?,
-            next_id: 1,
+            next_id: AtomicU64::new(1),
         };
         let opener = DataOpener {
             kind: cipher,
@@ -137,10 +138,15 @@ impl DataKeys {
 }
 
 /// Sending half: allocates packet ids and seals packets in place.
+///
+/// `seal` takes `&self`: the packet-id counter is atomic, so one sealer may be shared (e.g. in
+/// an `Arc`) by several threads and every sealed packet still gets its own packet id.
 pub struct DataSealer {
     kind: CipherKind,
     engine: Engine,
-    next_id: u64,
+    /// The next packet id to hand out; only ever incremented (by `fetch_add`), so no two
+    /// `seal` calls, on any threads, get the same id.
+    next_id: AtomicU64,
 }
 
 impl std::fmt::Debug for DataSealer {
@@ -149,7 +155,7 @@ impl std::fmt::Debug for DataSealer {
             f,
             "DataSealer({}, next id {})",
             self.kind.name(),
-            self.next_id
+            self.next_packet_id()
         )
     }
 }
@@ -182,33 +188,36 @@ impl DataSealer {
 
     /// The packet id the next `seal` will use.
     pub fn next_packet_id(&self) -> u64 {
-        self.next_id
+        self.next_id.load(Ordering::Relaxed)
     }
 
     /// Sets the next packet id (tests; never reuse an id with the same key).
     pub fn set_next_packet_id(&mut self, id: u32) {
-        self.next_id = u64::from(id);
+        *self.next_id.get_mut() = u64::from(id);
     }
 
     /// True once the next packet id is ≥ 0xFF000000: start a renegotiation.
     pub fn needs_renegotiation(&self) -> bool {
-        self.next_id >= RENEGOTIATE_AT
+        self.next_packet_id() >= RENEGOTIATE_AT
     }
 
-    fn alloc_id(&mut self) -> Result<[u8; 4], DataError> {
-        let id = u32::try_from(self.next_id).map_err(|_| DataError::PacketIdExhausted)?;
-        if id == 0 {
-            return Err(DataError::PacketIdExhausted);
+    /// Takes the next packet id. One atomic read-modify-write: ids are unique across threads
+    /// (relaxed ordering suffices for that, nothing else is published through the counter).
+    /// Past `u32::MAX` the counter keeps growing (a u64 does not wrap in practice) and every
+    /// call fails, so an id is never reused.
+    fn alloc_id(&self) -> Result<[u8; 4], DataError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match u32::try_from(id) {
+            Ok(id) if id != 0 => Ok(id.to_be_bytes()),
+            _ => Err(DataError::PacketIdExhausted),
         }
-        self.next_id += 1;
-        Ok(id.to_be_bytes())
     }
 
     /// Seals the payload in `buf` in place: afterwards `buf` holds the complete wire packet
     /// `header ‖ crypto payload`. `header` is the 1-byte DATA_V1 op/key or the 4-byte DATA_V2
     /// op/key ‖ peer-id. `rng` supplies CBC IVs (unused by AEAD ciphers). Returns the packet id.
     pub fn seal(
-        &mut self,
+        &self,
         header: &[u8],
         buf: &mut PacketBuf,
         rng: &mut (impl RngCore + CryptoRng),

@@ -295,7 +295,7 @@ fn zero_key_and_bad_input() {
 
 #[test]
 fn small_headroom_and_open_buf() {
-    let [(mut s, _), (_, mut o)] = pair(
+    let [(s, _), (_, mut o)] = pair(
         AeadBackend::Ring,
         CipherKind::Aes256Cbc,
         DigestKind::Sha256,
@@ -355,7 +355,7 @@ proptest! {
         let k = KeyBlock::from_bytes(key);
         let header: &[u8] = if v2 { &[0x48, 0, 0, 7] } else { &[0x31] };
         for (b, c, d) in configs() {
-            let [(mut s, _), (_, mut o)] = pair(b, c, d, &k);
+            let [(s, _), (_, mut o)] = pair(b, c, d, &k);
             let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &payload);
             s.seal(header, &mut buf, &mut r).expect("seal");
             let wire = buf.as_slice().to_vec();
@@ -376,6 +376,50 @@ proptest! {
             // and the same packet again is a replay
             let mut again = wire.clone();
             prop_assert_eq!(o.open(&mut again, 0), Err(DataError::Replay));
+        }
+    }
+}
+
+#[test]
+fn a_shared_sealer_never_reuses_a_packet_id_across_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    for cipher in [CipherKind::Aes256Gcm, CipherKind::Aes128Cbc] {
+        let [(s, _), (_, mut o)] = pair(
+            AeadBackend::Ring,
+            cipher,
+            DigestKind::Sha256,
+            &counting_key2(),
+        );
+        shareable(&s);
+        let s = std::sync::Arc::new(s);
+        const PER_THREAD: usize = 2000;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let mut rng = ChaCha20Rng::seed_from_u64(t);
+                    (0..PER_THREAD)
+                        .map(|i| {
+                            let mut b = PacketBuf::from_payload(32, &i.to_be_bytes());
+                            let id = s.seal(&[0x30], &mut b, &mut rng).unwrap();
+                            (id, b.as_slice().to_vec())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(u32, Vec<u8>)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        let ids: Vec<u32> = all.iter().map(|(id, _)| *id).collect();
+        let expect: Vec<u32> = (1..=(4 * PER_THREAD) as u32).collect();
+        assert_eq!(ids, expect, "{cipher:?}: every id exactly once");
+        assert_eq!(s.next_packet_id(), 4 * PER_THREAD as u64 + 1);
+        // In id order every packet opens (a reused id would be refused as a replay).
+        for (id, mut wire) in all {
+            assert!(o.open(&mut wire, 0).is_ok(), "{cipher:?}: packet {id}");
         }
     }
 }
