@@ -7,6 +7,8 @@
 //! for each round (--repeat), for each pair, in turn:
 //!     a real-real   b ours-ours   c ours-srv+real-cli   d real-srv+ours-cli
 //!     e wireguard-go (userspace WireGuard reference, if installed)
+//!     f boringtun-cli (Cloudflare's userspace WireGuard in Rust; `cargo install boringtun-cli
+//!       --root target/bench-tools` on first use)
 //!   bring the tunnel up (UDP, tls-crypt, AES-256-GCM, same PKI and config for everyone)
 //!   ping idle (20 x 0.2 s), iperf3 TCP 1 stream (+ ping -i 0.2 alongside: RTT under load),
 //!   iperf3 TCP 4 streams, iperf3 UDP at a fixed offered load; CPU of both VPN processes from
@@ -48,7 +50,7 @@ pub(crate) struct Options {
     repeat: u32,
     /// iperf3 -b for the UDP test.
     udp_rate: String,
-    /// Only the pairs whose key (a..e) or name contains one of these.
+    /// Only the pairs whose key (a..f) or name contains one of these.
     only: Vec<String>,
     /// Do not run `cargo build --release` first.
     no_build: bool,
@@ -121,7 +123,25 @@ enum Side {
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Ovpn { server: Side, client: Side },
-    WireGuardGo,
+    WireGuard(Wg),
+}
+
+/// A userspace WireGuard daemon speaking the `wg` UAPI socket protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wg {
+    /// Debian's `wireguard-go`.
+    Go,
+    /// The `boringtun-cli` crate.
+    BoringTun,
+}
+
+impl Wg {
+    fn key(self) -> &'static str {
+        match self {
+            Wg::Go => "e",
+            Wg::BoringTun => "f",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +151,7 @@ struct Pair {
     kind: Kind,
 }
 
-const PAIRS: [Pair; 5] = [
+const PAIRS: [Pair; 6] = [
     Pair {
         key: "a",
         name: "real-srv+real-cli",
@@ -167,7 +187,12 @@ const PAIRS: [Pair; 5] = [
     Pair {
         key: "e",
         name: "wireguard-go",
-        kind: Kind::WireGuardGo,
+        kind: Kind::WireGuard(Wg::Go),
+    },
+    Pair {
+        key: "f",
+        name: "boringtun",
+        kind: Kind::WireGuard(Wg::BoringTun),
     },
 ];
 
@@ -343,18 +368,36 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         })
         .collect();
     if pairs.is_empty() {
-        bail!("--only {:?} matches no pair (a..e)", opts.only);
+        bail!("--only {:?} matches no pair (a..f)", opts.only);
     }
     let mut notes = Vec::new();
-    if pairs.iter().any(|p| matches!(p.kind, Kind::WireGuardGo))
-        && let Err(e) = which("wireguard-go").and_then(|_| which("wg"))
+    if pairs.iter().any(|p| matches!(p.kind, Kind::WireGuard(_)))
+        && let Err(e) = which("wg")
     {
-        let note = format!(
-            "(e) wireguard-go skipped: {e:#} (apt-get install wireguard-go wireguard-tools)"
-        );
+        let note = format!("(e, f) WireGuard skipped: {e:#} (apt-get install wireguard-tools)");
         println!("bench: {note}");
         notes.push(note);
-        pairs.retain(|p| !matches!(p.kind, Kind::WireGuardGo));
+        pairs.retain(|p| !matches!(p.kind, Kind::WireGuard(_)));
+    }
+    if pairs
+        .iter()
+        .any(|p| matches!(p.kind, Kind::WireGuard(Wg::Go)))
+        && let Err(e) = which("wireguard-go")
+    {
+        let note = format!("(e) wireguard-go skipped: {e:#} (apt-get install wireguard-go)");
+        println!("bench: {note}");
+        notes.push(note);
+        pairs.retain(|p| !matches!(p.kind, Kind::WireGuard(Wg::Go)));
+    }
+    if pairs
+        .iter()
+        .any(|p| matches!(p.kind, Kind::WireGuard(Wg::BoringTun)))
+        && let Err(e) = boringtun_binary(&env)
+    {
+        let note = format!("(f) boringtun skipped: {e:#}");
+        println!("bench: {note}");
+        notes.push(note);
+        pairs.retain(|p| !matches!(p.kind, Kind::WireGuard(Wg::BoringTun)));
     }
 
     let versions = versions();
@@ -376,8 +419,8 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
                 Err(e) => {
                     let note = format!("round {round} ({}) {}: {e:#}", pair.key, pair.name);
                     println!("bench: FAILED {note}");
-                    if matches!(pair.kind, Kind::WireGuardGo) {
-                        notes.push(format!("(e) wireguard-go could not run: {e:#}"));
+                    if let Kind::WireGuard(wg) = pair.kind {
+                        notes.push(format!("({}) {} could not run: {e:#}", wg.key(), pair.name));
                     } else {
                         notes.push(note);
                     }
@@ -420,8 +463,8 @@ fn measure_pair(env: &Env, pair: &Pair, round: u32, samples: &mut Samples) -> Re
             ovpn_up(env, &dir, server, client, &mut procs)?;
             OVPN_TARGET
         }
-        Kind::WireGuardGo => {
-            wg_up(&dir, &mut procs)?;
+        Kind::WireGuard(wg) => {
+            wg_up(env, wg, &dir, &mut procs)?;
             WG_TARGET
         }
     };
@@ -443,7 +486,7 @@ fn measure_pair(env: &Env, pair: &Pair, round: u32, samples: &mut Samples) -> Re
     };
     let result = m.all(samples);
     drop(procs);
-    if matches!(pair.kind, Kind::WireGuardGo) {
+    if matches!(pair.kind, Kind::WireGuard(_)) {
         wg_cleanup();
     }
     result
@@ -793,8 +836,30 @@ fn ovpn_up(env: &Env, dir: &Path, server: Side, client: Side, procs: &mut Procs)
     Ok(())
 }
 
-/// Userspace WireGuard (Debian's wireguard-go) between the two namespaces, MTU 1420.
-fn wg_up(dir: &Path, procs: &mut Procs) -> Result<()> {
+/// `boringtun-cli`: on PATH, else under `target/bench-tools/bin`, else installed there with
+/// `cargo install boringtun-cli --root target/bench-tools` (a few minutes, once).
+fn boringtun_binary(env: &Env) -> Result<PathBuf> {
+    if let Ok(p) = which("boringtun-cli") {
+        return Ok(p);
+    }
+    let tools = env.root.join("target/bench-tools");
+    let bin = tools.join("bin/boringtun-cli");
+    if !bin.is_file() {
+        println!("bench: installing boringtun-cli into {}", tools.display());
+        let status = Command::new(crate::cargo())
+            .args(["install", "--locked", "boringtun-cli", "--root"])
+            .arg(&tools)
+            .status()
+            .context("cannot run cargo install boringtun-cli")?;
+        if !status.success() {
+            bail!("cargo install boringtun-cli failed ({status})");
+        }
+    }
+    Ok(bin)
+}
+
+/// Userspace WireGuard (wireguard-go or boringtun-cli) between the two namespaces, MTU 1420.
+fn wg_up(env: &Env, wg: Wg, dir: &Path, procs: &mut Procs) -> Result<()> {
     wg_cleanup();
     let mut keys = Vec::new();
     for side in ["s", "c"] {
@@ -804,24 +869,38 @@ fn wg_up(dir: &Path, procs: &mut Procs) -> Result<()> {
         let public = capture_stdin(Command::new("wg").arg("pubkey"), &private)?;
         keys.push((key_path, public));
     }
-    let env = [("WG_PROCESS_FOREGROUND", "1"), ("LOG_LEVEL", "error")];
+    let vars = [("WG_PROCESS_FOREGROUND", "1"), ("LOG_LEVEL", "error")];
+    let program = match wg {
+        Wg::Go => PathBuf::from("wireguard-go"),
+        Wg::BoringTun => boringtun_binary(env)?,
+    };
     for (i, (ns, ifname)) in [(SRV_NS, WG_S), (CLI_NS, WG_C)].into_iter().enumerate() {
+        let args: Vec<&std::ffi::OsStr> = match wg {
+            Wg::Go => vec!["-f".as_ref(), ifname.as_ref()],
+            // Its defaults otherwise (worker threads, log level); root keeps root so the
+            // harness can stop it by pid.
+            Wg::BoringTun => vec![
+                "--foreground".as_ref(),
+                "--disable-drop-privileges".as_ref(),
+                ifname.as_ref(),
+            ],
+        };
         procs.start(
             if i == 0 { "wg-server" } else { "wg-client" },
             ns,
-            Path::new("wireguard-go"),
-            &["-f".as_ref(), ifname.as_ref()],
+            &program,
+            &args,
             dir.join(format!("{ifname}.log")),
-            &env,
+            &vars,
         )?;
         let sock = Path::new(WG_SOCK_DIR).join(format!("{ifname}.sock"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sock.exists() {
             if let Some(status) = procs.0[i].child.try_wait()? {
-                bail!("wireguard-go {ifname} exited ({status}): {}", procs.tail(i));
+                bail!("{wg:?} {ifname} exited ({status}): {}", procs.tail(i));
             }
             if Instant::now() > deadline {
-                bail!("wireguard-go {ifname}: no UAPI socket after 10 s");
+                bail!("{wg:?} {ifname}: no UAPI socket after 10 s");
             }
             sleep(Duration::from_millis(50));
         }
