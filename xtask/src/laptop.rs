@@ -55,6 +55,17 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir, check: Laptop) -> Result
             };
             write_conf(env, case, Role::Client, &cd.client_conf, &args, &[])?;
         }
+        Laptop::RedirectSigterm => {
+            // Routes of the profile (not pushed): two outside the tunnel, one into it with
+            // its own metric.
+            let mut conf = fs::read_to_string(&cd.client_conf)?;
+            conf.push_str(
+                "route 198.18.7.0 255.255.255.0 net_gateway\n\
+                 route 10.99.0.0 255.255.0.0 vpn_gateway 77\n\
+                 route-ipv6 2001:db8:7::/48 net_gateway\n",
+            );
+            fs::write(&cd.client_conf, conf)?;
+        }
         Laptop::BlockIpv6 => {
             let args = ConfArgs {
                 server_ipv6: Some("none"),
@@ -127,9 +138,9 @@ fn start_client(env: &Env, cd: &CaseDir, procs: &mut Procs, label: &'static str)
 }
 
 /// Items 1-2: `redirect-gateway def1 ipv6` pushed; outside addresses go into the tun, the
-/// server stays on the veth; then SIGTERM, or kill -9 and a restart (the crashed run's
-/// journal is recovered by the next start: the host route to the server, and resolv.conf,
-/// are only undone then).
+/// server stays on the veth; then SIGTERM, or kill -9: the client's guardian process undoes
+/// the host route to the server and resolv.conf at once (the tables must equal the snapshot
+/// within 3 s, with no restart), and a restart finds nothing left to recover.
 fn redirect(
     env: &Env,
     case: &Case,
@@ -148,42 +159,83 @@ fn redirect(
     }
     procs.check_logs(&[(client, case.client_log_has)])?;
     if !kill9 {
+        profile_routes(procs)?;
         return terminate(procs, client);
     }
     procs.kill(client)?;
-    pause(Duration::from_millis(300))?;
+    let killed = Instant::now();
+    wait_restored(before, Duration::from_secs(3), procs)
+        .context("after kill -9 of the client (no restart): the guardian did not restore")?;
+    let took = killed.elapsed();
+    let resolv = fs::read(RESOLV).with_context(|| format!("cannot read {RESOLV}"))?;
+    ensure!(
+        resolv == RESOLV_ORIGINAL.as_bytes(),
+        "{RESOLV} is not the original after kill -9 of the client:\n{}",
+        String::from_utf8_lossy(&resolv)
+    );
     ensure!(
         !link_exists(TUN)?,
         "{TUN} still exists after kill -9 of the client"
     );
-    let left = Tables::capture()?;
-    let diff = Tables::diff_text(&before.to_string(), &left.to_string());
     println!(
-        "interop: after kill -9 (the tun and its routes are gone with the process) until the next start:\n{}",
-        if diff.is_empty() {
-            "  (no difference)".to_owned()
-        } else {
-            diff
-        }
-    );
-    let resolv = fs::read_to_string(RESOLV)?;
-    println!(
-        "interop: resolv.conf after kill -9 {} the original",
-        if resolv == RESOLV_ORIGINAL {
-            "is"
-        } else {
-            "is not yet"
-        }
+        "interop: {:.2}s after kill -9 (no restart): ip route, ip -6 route, ip rule and resolv.conf of {CLIENT_NS} equal the snapshot",
+        took.as_secs_f64()
     );
     let log = cd.client_conf.with_extension("log");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.contains("guardian: undid"))
+        .with_context(|| format!("the guardian logged nothing in {}", log.display()))?;
+    println!("interop: {}", line.trim());
     if log.exists() {
         fs::rename(&log, cd.dir.join("client1-killed.log"))?;
     }
     let again = start_client(env, cd, procs, "client (restarted)")?;
-    procs.check_logs(&[(again, &["recovered changes left by a crashed run"])])?;
+    ensure!(
+        procs.count(again, "recovered changes left by a crashed run")? == 0,
+        "the restarted client found a journal to recover: the guardian left one\n{}",
+        procs.tails()
+    );
     ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
     redirect_routes(procs)?;
     terminate(procs, again)
+}
+
+/// Profile `route` / `route-ipv6` lines (added to the SIGTERM case's client.conf by
+/// [`run`]): the `net_gateway` routes go via the laptop's original gateways, the tunnel
+/// route carries its own metric. Their removal is checked with the snapshot at the end.
+fn profile_routes(procs: &Procs) -> Result<()> {
+    let v4 = ip_cli(&["route"])?;
+    let v6 = ip_cli(&["-6", "route"])?;
+    let want: [(&str, &str, &[&str]); 3] = [
+        (
+            &v4,
+            "198.18.7.0/24 ",
+            &["via 10.77.0.1", &format!("dev {CLIENT_VETH}")],
+        ),
+        (&v4, "10.99.0.0/16 ", &[&format!("dev {TUN}"), "metric 77"]),
+        (
+            &v6,
+            "2001:db8:7::/48 ",
+            &["via fd77::1", &format!("dev {CLIENT_VETH}")],
+        ),
+    ];
+    for (table, prefix, parts) in want {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .with_context(|| format!("no profile route {prefix}in {CLIENT_NS}:\n{table}"))?;
+        for part in parts {
+            ensure!(
+                line.contains(part),
+                "profile route without {part:?}: {line}"
+            );
+        }
+        println!("interop: profile route: {line}");
+    }
+    route_via(false, "198.18.7.1", CLIENT_VETH, procs)?;
+    route_via(true, "2001:db8:7::1", CLIENT_VETH, procs)
 }
 
 /// While a `redirect-gateway def1 ipv6` tunnel is up: outside v4/v6 via the tun, the server

@@ -15,6 +15,7 @@
 pub mod config;
 mod engine;
 mod fast;
+pub mod guardian;
 pub mod management;
 pub mod privsep;
 pub mod tun;

@@ -161,6 +161,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("helper") {
         return openvpn_client::privsep::helper_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some(openvpn_client::guardian::SUBCOMMAND) {
+        return openvpn_client::guardian::main(&args[1..]);
+    }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
             "usage: openvpn-client --config PROFILE.ovpn [--helper-socket PATH] [--option args ...]"
@@ -270,6 +273,16 @@ fn main() -> anyhow::Result<()> {
         (Some(_), None) => anyhow::bail!("the privileged helper needs a profile file (--config)"),
         (None, _) => None,
     };
+    if helper.is_none() {
+        // We install routes and DNS ourselves: a guardian process undoes them should we be
+        // killed (kill -9) before we can.
+        match openvpn_client::guardian::spawn(cfg.log.as_ref().map(|(p, _)| p.as_path())) {
+            Ok(pid) => info!("guardian pid {pid} undoes routes and DNS if this process is killed"),
+            Err(e) => warn!(
+                "cannot start the guardian process ({e}): after kill -9, routes and DNS stay until the next start"
+            ),
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

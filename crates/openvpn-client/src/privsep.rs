@@ -656,6 +656,11 @@ pub fn helper_main(args: &[String]) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Should the helper itself be killed, its guardian undoes the tunnels' routes and DNS.
+    match crate::guardian::spawn(None) {
+        Ok(pid) => tracing::info!(pid, "helper: guardian started"),
+        Err(e) => tracing::warn!(%e, "helper: cannot start the guardian"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

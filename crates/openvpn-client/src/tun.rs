@@ -242,9 +242,10 @@ pub trait TunBuilder: Send + 'static {
 /// Routes go through a journaled [`RouteManager`] (host route to the server via the
 /// pre-tunnel gateway first when a tunnel route covers it), DNS through systemd-resolved or
 /// `/etc/resolv.conf`; all of it is undone when the device is dropped (disconnect, or a
-/// reconnect with different settings), and after a crash by the next start (journals of
-/// devices that no longer exist are recovered). Journals live in `/run/openvpn-rs`, or in
-/// `$OPENVPN_RS_RUN_DIR`.
+/// reconnect with different settings), after `kill -9` by the guardian process when one was
+/// started ([`crate::guardian::spawn`]; the `openvpn-client` binary does), and otherwise by
+/// the next start (journals whose owner is gone are recovered). Journals live in
+/// `/run/openvpn-rs`, or in `$OPENVPN_RS_RUN_DIR`.
 #[derive(Debug, Clone)]
 pub struct LinuxTunBuilder {
     /// Interface name (`None` = kernel chooses `tunN`).
@@ -355,8 +356,10 @@ async fn establish_with<D: NewTun>(
     }
     input.server_route = server_route;
     let plan = route::plan(&input);
-    let journal = dir.join(format!("{}.journal", tun.name()));
+    let journal = RouteManager::journal_in(&dir, tun.name());
     let mut manager = RouteManager::new(tun.name(), journal).map_err(|e| e.to_string())?;
+    // Before the first change: should this process die, the guardian undoes the journal.
+    crate::guardian::watch(manager.journal_path(), manager.owner());
     // On error `manager` is dropped here and removes what it added.
     manager.install_all(&plan).map_err(|e| e.to_string())?;
     let dns = s.dns();

@@ -256,7 +256,7 @@ fn helper_serves_an_unprivileged_client_and_cleans_up_after_kill_9() {
     assert!(!routes.contains("10.66."), "{routes}");
     let dns = std::fs::read_to_string(&resolv).unwrap();
     assert!(dns.contains("nameserver 10.8.0.53"), "{dns}");
-    let journal = run.join(format!("{dev}.journal"));
+    let journal = journal_of(&run, &dev);
     assert!(journal.exists(), "journal {}", journal.display());
     let log = log_text();
     assert!(
@@ -636,9 +636,7 @@ fn real_client_as_nobody_through_a_socket_activated_helper() {
     client.wait().unwrap();
     wait_until("the device to disappear", || !links(&lab.ns).contains(&dev));
     assert!(!ip(&["-n", &lab.ns, "route"]).contains("10.77."));
-    wait_until("the journal to go", || {
-        !run.join(format!("{dev}.journal")).exists()
-    });
+    wait_until("the journal to go", || !journal_of(&run, &dev).exists());
     println!("{}", logs());
     lab.remove();
 }
@@ -700,4 +698,19 @@ fn serve() {
             }
         }
     });
+}
+
+/// The journal of device `dev` in `run` (`<dev>.ns<inode>.journal`: the helper's network
+/// namespace is in the name), or a path that does not exist.
+fn journal_of(run: &Path, dev: &str) -> PathBuf {
+    std::fs::read_dir(run)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with(&format!("{dev}.")) && n.ends_with(".journal")
+        })
+        .unwrap_or_else(|| run.join(format!("{dev}.journal")))
 }

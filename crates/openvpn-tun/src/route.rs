@@ -5,7 +5,8 @@
 //! ```text
 //!  RoutePlanInput { tun, server, server_route (ip route get SERVER), routes, flags }
 //!        └─▶ plan() ─▶ [ SERVER/32 via old-gw dev eth0 ]   only if a tunnel route covers SERVER
-//!                      [ pushed routes        dev tun ]
+//!                      [ outside routes via old-gw / GW ]  profile `route … net_gateway`
+//!                      [ pushed + profile routes dev tun ] (own metric, else route-metric)
 //!                      [ block-local subnets  dev tun ]
 //!                      [ block-ipv4/6 halves  dev tun ]
 //! ```
@@ -164,6 +165,21 @@ pub const HALVES_V6: [(Ipv6Addr, u8); 2] = [
     (Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0), 1),
 ];
 
+/// A route that goes around the tunnel: a profile `route NET MASK net_gateway` (or with a
+/// gateway address outside the tunnel).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutsideRoute {
+    /// Destination network.
+    pub dest: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Next hop; `None` = the gateway of the default route of the family before the tunnel
+    /// (`net_gateway`).
+    pub gateway: Option<IpAddr>,
+    /// Metric; `None` = the kernel default.
+    pub metric: Option<u32>,
+}
+
 /// Everything the route plan depends on.
 #[derive(Clone, Debug, Default)]
 pub struct RoutePlanInput {
@@ -185,6 +201,10 @@ pub struct RoutePlanInput {
     pub block_ipv6: bool,
     /// `route-metric`: the default metric of tunnel routes.
     pub metric: Option<u32>,
+    /// Routes around the tunnel, each with how the kernel reached its gateway before the
+    /// tunnel (`net_gateway`: the default route of its family; a gateway address: `ip route
+    /// get GW`). One without that information is left out (no default route, say).
+    pub outside: Vec<(OutsideRoute, Option<RouteInfo>)>,
 }
 
 /// The routes to install, in order; the server host route (if needed) comes first.
@@ -234,11 +254,38 @@ pub fn plan(input: &RoutePlanInput) -> Vec<RouteSpec> {
             );
         }
     }
+    // Around the tunnel, before the host route is decided (they do not count as covering
+    // the server: traffic to it goes where it went before anyway).
+    let mut outside = Vec::new();
+    for (r, via) in &input.outside {
+        let Some(via) = via
+            .as_ref()
+            .filter(|v| !v.ifname.is_empty() && v.ifname != tun)
+        else {
+            continue;
+        };
+        if r.prefix > max_prefix(r.dest) {
+            continue;
+        }
+        let spec = RouteSpec {
+            dest: mask(r.dest, r.prefix),
+            prefix: r.prefix,
+            gateway: r.gateway.or(via.gateway),
+            dev: via.ifname.clone(),
+            metric: r.metric,
+        };
+        let clash = |o: &RouteSpec| o.dest == spec.dest && o.prefix == spec.prefix;
+        if !out.iter().any(clash) && !outside.iter().any(clash) {
+            outside.push(spec);
+        }
+    }
+    let outside_count = outside.len();
+    out.splice(0..0, outside);
     if let (Some(server), Some(via)) = (input.server, &input.server_route) {
         let needed = !redirect.local
             && via.ifname != tun
             && !via.ifname.is_empty()
-            && out.iter().any(|r| r.covers(server));
+            && out[outside_count..].iter().any(|r| r.covers(server));
         if needed {
             let host = RouteSpec {
                 dest: server,
@@ -408,6 +455,83 @@ mod tests {
                 "::/1 dev tun1",
                 "8000::/1 dev tun1",
             ]
+        );
+    }
+
+    #[test]
+    fn outside_routes_go_via_the_old_gateway_and_metrics_are_kept() {
+        let mut input = RoutePlanInput {
+            tun: "tun0".into(),
+            server: Some(ip("198.51.100.10")),
+            server_route: Some(eth0("192.0.2.1")),
+            routes: vec![
+                (ip("0.0.0.0"), 1, None),
+                (ip("128.0.0.0"), 1, None),
+                (ip("10.9.0.0"), 16, Some(50)),
+            ],
+            metric: Some(20),
+            outside: vec![
+                (
+                    OutsideRoute {
+                        dest: ip("192.168.7.9"),
+                        prefix: 24,
+                        gateway: None,
+                        metric: Some(5),
+                    },
+                    Some(eth0("192.0.2.1")),
+                ),
+                (
+                    OutsideRoute {
+                        dest: ip("2001:db8:7::"),
+                        prefix: 48,
+                        gateway: None,
+                        metric: None,
+                    },
+                    Some(eth0("fe80::1")),
+                ),
+                (
+                    OutsideRoute {
+                        dest: ip("172.16.0.0"),
+                        prefix: 12,
+                        gateway: Some(ip("192.0.2.254")),
+                        metric: None,
+                    },
+                    Some(RouteInfo {
+                        gateway: None,
+                        ..eth0("0.0.0.0")
+                    }),
+                ),
+                // No default route of that family: left out.
+                (
+                    OutsideRoute {
+                        dest: ip("10.200.0.0"),
+                        prefix: 16,
+                        gateway: None,
+                        metric: None,
+                    },
+                    None,
+                ),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            texts(&plan(&input)),
+            [
+                "198.51.100.10/32 via 192.0.2.1 dev eth0",
+                "192.168.7.0/24 via 192.0.2.1 dev eth0 metric 5",
+                "2001:db8:7::/48 via fe80::1 dev eth0",
+                "172.16.0.0/12 via 192.0.2.254 dev eth0",
+                "0.0.0.0/1 dev tun0 metric 20",
+                "128.0.0.0/1 dev tun0 metric 20",
+                "10.9.0.0/16 dev tun0 metric 50",
+            ]
+        );
+        // An outside route covering the server does not call for a host route.
+        input.routes.clear();
+        input.outside[0].0.dest = ip("198.51.100.0");
+        assert_eq!(
+            texts(&plan(&input))[0],
+            "198.51.100.0/24 via 192.0.2.1 dev eth0 metric 5"
         );
     }
 
