@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! cargo xtask ci                      fmt check, clippy, tests, then interop when root
-//! cargo xtask bench [--quick]         throughput/RTT/CPU: real vs ours vs wireguard-go (root)
+//! cargo xtask bench [--quick]         throughput/RTT/CPU: real vs ours vs wireguard-go/boringtun (root)
 //! cargo xtask interop [--filter S]    real/ours OpenVPN peers in the ovrs-* namespaces
 //!                     [--all]         also run the disabled cases
 //!                     [--list]        print the case table and exit
+//! cargo xtask load [--clients N]      N concurrent clients against one server, ours vs real (root)
 //! ```
 //!
 //! `.ci/run` installs the system packages and then runs `cargo xtask ci`, so CI and a local
@@ -16,6 +17,7 @@ mod cases;
 mod flood;
 mod fuzz;
 mod interop;
+mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,12 +28,16 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci                          cargo fmt --check, clippy -D warnings, tests, interop (as root)
   bench [--time S] [--repeat N] [--quick] [--only a,b,..] [--udp-rate R] [--no-build]
-                              tunnel throughput/RTT/CPU, real vs ours vs wireguard-go (root;
+                              tunnel throughput/RTT/CPU, real vs ours vs wireguard-go/boringtun (root;
                               default 10 s x 3 rounds, --quick = 3 s x 1); target/bench/
   interop [--filter NAME]     run the enabled interop cases whose name contains NAME
           [--all]             also run disabled cases
           [--list]            list all cases (enabled or not) and exit
           [--no-build]        use target/release binaries as they are
+  load [--clients N] [--quick] [--concurrency C] [--hold S] [--only ours|real] [--verb N] [--no-build]
+                              N concurrent clients (default 1000, --quick = 100) against one
+                              server, ours and real OpenVPN: handshakes/s, memory and CPU per
+                              client, ping success (root); target/bench/load.{json,md}
   fuzz-smoke [--seconds N]    fuzz targets over seeds + mutants on stable (default 20 s)";
 
 fn main() -> ExitCode {
@@ -61,6 +67,7 @@ fn run() -> Result<()> {
         // Internal: the junk sender of the interop flood case (run inside ovrs-cli).
         "flood-send" => flood::send(rest),
         "bench" => bench::run(&bench::Options::parse(rest)?),
+        "load" => load::run(&load::Options::parse(rest)?),
         "fuzz-smoke" => fuzz::smoke(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -1,0 +1,878 @@
+//! `cargo xtask load`: many concurrent clients against one server process, ours and the real
+//! OpenVPN 2.6 on the same load.
+//!
+//! ```text
+//! cargo build --release --bin openvpn-server --bin ovrs-loadgen
+//! scripts/pki.sh target/bench/pki                     (the bench's PKI: EC P-256)
+//! ovrsl-srv 10.78.0.1 <-ovrsl-veth-s/-c-> ovrsl-cli 10.78.0.2      (own namespaces)
+//! for each server (ours, real):
+//!     server.conf: UDP, tls-crypt, AES-256-GCM, `server 10.8.0.0 255.255.240.0` (a /20 pool),
+//!                  duplicate-cn, max-clients N+16, keepalive 10 60 (the real one also
+//!                  disable-dco and connect-freq-initial high enough not to throttle)
+//!     start it in ovrsl-srv (tun ovrsl-tun-s), wait for "Initialization Sequence Completed"
+//!     ovrs-loadgen in ovrsl-cli: N clients of our client library, at most C handshakes in
+//!         flight; it samples the server's VmRSS and utime+stime itself (same pid namespace)
+//!         before the clients, once all are connected, and after a hold; every client pings
+//!         10.8.0.1 through its tunnel (round 1), the clients are held (keepalive), round 2
+//!     stop the server (by pid)
+//! delete the namespaces (always, also on error)
+//! table with ratios ours/real; target/bench/load.{json,md}
+//! ```
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const SRV_NS: &str = "ovrsl-srv";
+const CLI_NS: &str = "ovrsl-cli";
+const VETH_S: &str = "ovrsl-veth-s";
+const VETH_C: &str = "ovrsl-veth-c";
+const TUN_S: &str = "ovrsl-tun-s";
+const SRV_ADDR: &str = "10.78.0.1";
+const CLI_ADDR: &str = "10.78.0.2";
+const TARGET: &str = "10.8.0.1";
+const INIT_DONE: &str = "Initialization Sequence Completed";
+
+/// Command-line options of `cargo xtask load`.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Concurrent clients.
+    clients: usize,
+    /// Handshakes in flight at most.
+    concurrency: usize,
+    /// Seconds the clients are held after ping round 1.
+    hold: u32,
+    /// Which servers: ours, real.
+    only: Vec<Server>,
+    /// Do not run `cargo build --release` first.
+    no_build: bool,
+    /// `verb` of both servers.
+    verb: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clients: 1000,
+            concurrency: 50,
+            hold: 15,
+            only: vec![Server::Ours, Server::Real],
+            no_build: false,
+            verb: 3,
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask load [--clients N] [--quick] [--concurrency C] [--hold S] \
+                     [--only ours|real] [--verb N] [--no-build]";
+
+impl Options {
+    pub(crate) fn parse(args: &[String]) -> Result<Options> {
+        let mut opts = Options::default();
+        let mut args = args.iter();
+        let num = |name: &str, v: Option<&String>| -> Result<usize> {
+            let v = v.with_context(|| format!("{name} needs a number"))?;
+            v.parse()
+                .with_context(|| format!("{name}: '{v}' is not a number"))
+        };
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--clients" => opts.clients = num("--clients", args.next())?,
+                "--concurrency" => opts.concurrency = num("--concurrency", args.next())?,
+                "--hold" => opts.hold = num("--hold", args.next())? as u32,
+                "--verb" => opts.verb = num("--verb", args.next())? as u32,
+                "--quick" => {
+                    opts.clients = 100;
+                    opts.hold = 3;
+                }
+                "--only" => {
+                    let v = args.next().context("--only needs ours or real")?;
+                    opts.only = v
+                        .split(',')
+                        .map(|s| match s {
+                            "ours" => Ok(Server::Ours),
+                            "real" => Ok(Server::Real),
+                            o => bail!("--only: '{o}' is not ours or real"),
+                        })
+                        .collect::<Result<_>>()?;
+                }
+                "--no-build" => opts.no_build = true,
+                other => bail!("load: unknown argument '{other}'\n{USAGE}"),
+            }
+        }
+        if opts.clients == 0 || opts.concurrency == 0 {
+            bail!("--clients and --concurrency must be at least 1");
+        }
+        // A /20 pool has 4093 client addresses, a /16 65533.
+        if opts.clients > 60_000 {
+            bail!("--clients: at most 60000");
+        }
+        Ok(opts)
+    }
+}
+
+/// Which server the clients connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Ours,
+    Real,
+}
+
+impl Server {
+    fn key(self) -> &'static str {
+        match self {
+            Server::Ours => "ours",
+            Server::Real => "real",
+        }
+    }
+}
+
+struct Env {
+    root: PathBuf,
+    out: PathBuf,
+    pki: PathBuf,
+    server_bin: PathBuf,
+    loadgen_bin: PathBuf,
+    opts: Options,
+}
+
+pub(crate) fn run(opts: &Options) -> Result<()> {
+    if !crate::is_root()? {
+        bail!("load needs root: it creates network namespaces and a tun device");
+    }
+    which("ip").context("load needs 'ip'")?;
+    let root = crate::workspace_root()?;
+    let out = root.join("target/bench");
+    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    if !opts.no_build {
+        let mut cmd = Command::new(crate::cargo());
+        cmd.args(["build", "--release", "--bin", "openvpn-server"])
+            .args(["--bin", "ovrs-loadgen"])
+            .current_dir(&root);
+        crate::run_checked(&mut cmd)?;
+    }
+    let env = Env {
+        server_bin: root.join("target/release/openvpn-server"),
+        loadgen_bin: root.join("target/release/ovrs-loadgen"),
+        pki: out.join("pki"),
+        out,
+        root,
+        opts: opts.clone(),
+    };
+    for bin in [&env.server_bin, &env.loadgen_bin] {
+        if !bin.is_file() {
+            bail!("{} is missing (run without --no-build)", bin.display());
+        }
+    }
+    quiet(
+        Command::new("bash")
+            .arg(env.root.join("scripts/pki.sh"))
+            .arg(&env.pki),
+    )?;
+    let mut servers = opts.only.clone();
+    let mut notes = Vec::new();
+    if servers.contains(&Server::Real) && which("openvpn").is_err() {
+        let note = "real OpenVPN skipped: 'openvpn' not found".to_owned();
+        println!("load: {note}");
+        notes.push(note);
+        servers.retain(|s| *s != Server::Real);
+    }
+    let versions = versions();
+    println!(
+        "load: {} clients, {} handshakes in flight, hold {} s; {versions}",
+        opts.clients, opts.concurrency, opts.hold
+    );
+
+    let netns = Netns::up()?;
+    let mut results: Vec<(Server, Result<String>)> = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        if i > 0 {
+            sleep(Duration::from_secs(2));
+        }
+        println!("== {} server, {} clients", server.key(), opts.clients);
+        let r = measure(&env, *server);
+        if let Err(e) = &r {
+            let note = format!("{} server: {e:#}", server.key());
+            println!("load: FAILED {note}");
+            notes.push(note);
+        }
+        results.push((*server, r));
+    }
+    drop(netns);
+
+    let report = Report {
+        opts,
+        versions: &versions,
+        notes: &notes,
+        ours: find(&results, Server::Ours),
+        real: find(&results, Server::Real),
+    };
+    let md = report.markdown();
+    println!("\n{md}");
+    fs::write(env.out.join("load.md"), &md)?;
+    fs::write(env.out.join("load.json"), report.json())?;
+    println!("load: wrote target/bench/load.{{md,json}}");
+    if results.iter().all(|(_, r)| r.is_err()) {
+        bail!("no server could be measured");
+    }
+    Ok(())
+}
+
+fn find(results: &[(Server, Result<String>)], s: Server) -> Option<&str> {
+    results
+        .iter()
+        .find(|(k, _)| *k == s)
+        .and_then(|(_, r)| r.as_ref().ok())
+        .map(String::as_str)
+}
+
+/// One server under the load; returns the load generator's JSON.
+fn measure(env: &Env, server: Server) -> Result<String> {
+    let dir = env.out.join(format!("load-{}", server.key()));
+    fs::create_dir_all(&dir)?;
+    let n = env.opts.clients;
+    let conf = dir.join("server.conf");
+    let log = dir.join("server.log");
+    let _ = fs::remove_file(&log);
+    fs::write(&conf, server_conf(env, server, &dir))?;
+    let profile = dir.join("client.ovpn");
+    fs::write(&profile, client_profile(env))?;
+    let result = dir.join("result.json");
+    let _ = fs::remove_file(&result);
+
+    let program = match server {
+        Server::Ours => env.server_bin.clone(),
+        Server::Real => PathBuf::from("openvpn"),
+    };
+    let mut srv = Proc::start(
+        "server",
+        SRV_NS,
+        &program,
+        &["--config".as_ref(), conf.as_os_str()],
+        log.clone(),
+    )?;
+    srv.wait_init(Duration::from_secs(20))?;
+    sleep(Duration::from_secs(1)); // let the idle server settle before the baseline
+    let pid = srv.child.id().to_string();
+    let conc = env.opts.concurrency.to_string();
+    let clients = n.to_string();
+    let hold = env.opts.hold.to_string();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", CLI_NS])
+        .arg(&env.loadgen_bin)
+        .arg("--profile")
+        .arg(&profile)
+        .args(["--clients", &clients, "--concurrency", &conc])
+        .args(["--target", TARGET, "--server-pid", &pid, "--hold", &hold])
+        .arg("--out")
+        .arg(&result)
+        // one datagram per call: the batched path's receive buffers (16 x 64 KiB per
+        // socket) are for throughput, not for a thousand idle clients in one process
+        .env("OPENVPN_RS_FAST_IO", "0")
+        .stdin(Stdio::null());
+    let status = {
+        let shown = crate::show(&cmd);
+        println!("  + {shown}");
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `{shown}`"))?;
+        let guard = KillOnDrop(&mut child);
+        // generous: connect phase, two ping rounds, hold
+        let limit = Duration::from_secs(120 + n as u64 / 2 + u64::from(env.opts.hold) * 2);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = guard.0.try_wait()? {
+                break st;
+            }
+            if Instant::now() > deadline {
+                bail!("ovrs-loadgen still running after {} s", limit.as_secs());
+            }
+            if let Ok(Some(st)) = srv.child.try_wait() {
+                bail!("the server exited during the load ({st}): {}", srv.tail());
+            }
+            sleep(Duration::from_millis(200));
+        }
+    };
+    if !status.success() {
+        bail!("ovrs-loadgen failed ({status})");
+    }
+    let json = fs::read_to_string(&result)
+        .with_context(|| format!("ovrs-loadgen wrote no {}", result.display()))?;
+    if let Ok(Some(st)) = srv.child.try_wait() {
+        bail!("the server exited during the load ({st}): {}", srv.tail());
+    }
+    drop(srv);
+    Ok(json)
+}
+
+/// The same server config for both implementations, IPv4-only tunnel with a /20 pool.
+fn server_conf(env: &Env, server: Server, dir: &Path) -> String {
+    let pki = &env.pki;
+    let n = env.opts.clients;
+    let mask = if n <= 4000 {
+        "255.255.240.0"
+    } else {
+        "255.255.0.0"
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "# written by cargo xtask load ({} server)", server.key());
+    for line in [
+        "mode server",
+        "tls-server",
+        &format!("dev {TUN_S}"),
+        "dev-type tun",
+        "topology subnet",
+        "proto udp",
+        "port 1194",
+        &format!("server 10.8.0.0 {mask}"),
+        "keepalive 10 60",
+        "duplicate-cn",
+        &format!("max-clients {}", n + 16),
+        &format!("ca {}/ca.crt", pki.display()),
+        &format!("cert {}/server.crt", pki.display()),
+        &format!("key {}/server.key", pki.display()),
+        "dh none",
+        "data-ciphers AES-256-GCM",
+        &format!("tls-crypt {}/tc.key", pki.display()),
+        &format!("writepid {}/server.pid", dir.display()),
+        &format!("log {}/server.log", dir.display()),
+        &format!("verb {}", env.opts.verb),
+    ] {
+        let _ = writeln!(s, "{line}");
+    }
+    if server == Server::Real {
+        // 2.6 answers at most 100 initial packets per 10 s by default (reflection-attack
+        // limit); the load's handshakes would be throttled by that, not by the server.
+        let _ = writeln!(s, "disable-dco\nconnect-freq-initial 1000000 10");
+    }
+    s
+}
+
+/// The profile every load-generator client uses.
+fn client_profile(env: &Env) -> String {
+    let pki = env.pki.display();
+    format!(
+        "client\ndev tun\ndev-type tun\nproto udp\nremote {SRV_ADDR} 1194\nnobind\n\
+         ca {pki}/ca.crt\ncert {pki}/client1.crt\nkey {pki}/client1.key\n\
+         remote-cert-tls server\ndata-ciphers AES-256-GCM\ntls-crypt {pki}/tc.key\nverb 1\n"
+    )
+}
+
+/// Kills a child (by pid) when dropped unless it has exited.
+struct KillOnDrop<'a>(&'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A server process this harness started; stopped by pid (SIGTERM, SIGKILL after 5 s) when
+/// dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+    out: PathBuf,
+}
+
+impl Proc {
+    fn start(
+        label: &str,
+        ns: &str,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+        log: PathBuf,
+    ) -> Result<Proc> {
+        let out = log.with_extension("out");
+        let file =
+            File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let shown = crate::show(&cmd);
+        // `ip netns exec` execs the program: the child's pid is the server's pid
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `{shown}`"))?;
+        println!("  {label} pid {}: {shown}", child.id());
+        Ok(Proc { child, log, out })
+    }
+
+    fn wait_init(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done = [&self.log, &self.out]
+                .iter()
+                .any(|p| fs::read_to_string(p).is_ok_and(|t| t.contains(INIT_DONE)));
+            if done {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("server exited ({status}): {}", self.tail());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "server not initialized after {} s: {}",
+                    timeout.as_secs(),
+                    self.tail()
+                );
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn tail(&self) -> String {
+        let mut text = String::new();
+        for p in [&self.log, &self.out] {
+            if let Ok(body) = fs::read_to_string(p) {
+                let lines: Vec<&str> = body.lines().collect();
+                for l in &lines[lines.len().saturating_sub(8)..] {
+                    text.push_str("\n    ");
+                    text.push_str(l);
+                }
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        println!("  killed server pid {pid} (SIGKILL)");
+    }
+}
+
+/// The two namespaces and the veth pair; deleted when dropped.
+struct Netns;
+
+impl Netns {
+    fn up() -> Result<Netns> {
+        Netns::delete(); // leftovers of an interrupted run (only our own names)
+        let netns = Netns;
+        let s_addr = format!("{SRV_ADDR}/24");
+        let c_addr = format!("{CLI_ADDR}/24");
+        let cmds: &[&[&str]] = &[
+            &["ip", "netns", "add", SRV_NS],
+            &["ip", "netns", "add", CLI_NS],
+            &[
+                "ip", "-n", SRV_NS, "link", "add", VETH_S, "type", "veth", "peer", "name", VETH_C,
+            ],
+            &["ip", "-n", SRV_NS, "link", "set", VETH_C, "netns", CLI_NS],
+            &["ip", "-n", SRV_NS, "link", "set", "lo", "up"],
+            &["ip", "-n", CLI_NS, "link", "set", "lo", "up"],
+            &["ip", "-n", SRV_NS, "addr", "add", &s_addr, "dev", VETH_S],
+            &["ip", "-n", CLI_NS, "addr", "add", &c_addr, "dev", VETH_C],
+            &["ip", "-n", SRV_NS, "link", "set", VETH_S, "up"],
+            &["ip", "-n", CLI_NS, "link", "set", VETH_C, "up"],
+        ];
+        for c in cmds {
+            println!("+ {}", c.join(" "));
+            quiet(Command::new(c[0]).args(&c[1..]))?;
+        }
+        Ok(netns)
+    }
+
+    fn delete() {
+        let list = Command::new("ip").args(["netns", "list"]).output();
+        let list = list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        for ns in [CLI_NS, SRV_NS] {
+            let present = list
+                .as_ref()
+                .is_ok_and(|l| l.lines().any(|x| x.split_whitespace().next() == Some(ns)));
+            if !present {
+                continue;
+            }
+            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
+            if let Ok(p) = pids {
+                let p = String::from_utf8_lossy(&p.stdout).replace('\n', " ");
+                if !p.trim().is_empty() {
+                    println!("load: warning: {ns} still has processes ({p}); not ours to kill");
+                }
+            }
+            println!("+ ip netns del {ns}");
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        Netns::delete();
+    }
+}
+
+/// Runs a command, failing with its output if it fails.
+fn quiet(cmd: &mut Command) -> Result<()> {
+    let shown = crate::show(cmd);
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn which(program: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("'{program}' not found on PATH"))
+}
+
+fn versions() -> String {
+    let ovpn = Command::new("openvpn")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| {
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            let first = s.lines().next().unwrap_or("").to_owned();
+            first
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{ovpn}; kernel {kernel}; {cpus} cpus")
+}
+
+/// A number field of the load generator's flat JSON (`null` and missing: None).
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let v = json[at..].trim_start();
+    let len = v
+        .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+        .unwrap_or(v.len());
+    v[..len].parse().ok()
+}
+
+/// How a row is computed from one generator result.
+type Derive = fn(&str) -> Option<f64>;
+
+/// One row of the table.
+struct Row {
+    key: &'static str,
+    desc: &'static str,
+    value: Derive,
+    /// Whether ours/real means something for this row.
+    ratio: bool,
+}
+
+fn per_client(j: &str, after: &str) -> Option<f64> {
+    let before = json_number(j, "server_rss_kib_before")?;
+    let after = json_number(j, after)?;
+    let n = json_number(j, "connected")?;
+    (n > 0.0).then(|| (after - before) / n)
+}
+
+fn per_handshake_ms(j: &str, cpu: &str) -> Option<f64> {
+    let cpu = json_number(j, cpu)?;
+    let n = json_number(j, "connected")?;
+    (n > 0.0).then(|| cpu * 1e3 / n)
+}
+
+fn pct(j: &str, ok: &str) -> Option<f64> {
+    let ok = json_number(j, ok)?;
+    let n = json_number(j, "clients")?;
+    (n > 0.0).then(|| ok * 100.0 / n)
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        key: "connected",
+        desc: "clients connected",
+        value: |j| json_number(j, "connected"),
+        ratio: false,
+    },
+    Row {
+        key: "handshakes_per_s",
+        desc: "handshakes per second (connect phase)",
+        value: |j| json_number(j, "handshakes_per_s"),
+        ratio: true,
+    },
+    Row {
+        key: "handshake_ms_p50",
+        desc: "handshake time per client, median ms",
+        value: |j| json_number(j, "handshake_ms_p50"),
+        ratio: true,
+    },
+    Row {
+        key: "handshake_ms_p95",
+        desc: "handshake time per client, p95 ms",
+        value: |j| json_number(j, "handshake_ms_p95"),
+        ratio: true,
+    },
+    Row {
+        key: "server_rss_mib_before",
+        desc: "server RSS before the clients, MiB",
+        value: |j| json_number(j, "server_rss_kib_before").map(|v| v / 1024.0),
+        ratio: true,
+    },
+    Row {
+        key: "server_rss_mib_connected",
+        desc: "server RSS with all clients connected, MiB",
+        value: |j| json_number(j, "server_rss_kib_connected").map(|v| v / 1024.0),
+        ratio: true,
+    },
+    Row {
+        key: "server_rss_mib_peak",
+        desc: "server peak RSS (VmHWM) over the run, MiB",
+        value: |j| json_number(j, "server_rss_kib_peak").map(|v| v / 1024.0),
+        ratio: true,
+    },
+    Row {
+        key: "kib_per_client",
+        desc: "**memory per connected client, KiB** (RSS delta / N)",
+        value: |j| per_client(j, "server_rss_kib_connected"),
+        ratio: true,
+    },
+    Row {
+        key: "kib_per_client_after_hold",
+        desc: "memory per client after pings + hold, KiB",
+        value: |j| per_client(j, "server_rss_kib_after_hold"),
+        ratio: true,
+    },
+    Row {
+        key: "server_cpu_ms_per_handshake",
+        desc: "**server CPU per handshake, ms** (utime+stime / N)",
+        value: |j| per_handshake_ms(j, "server_cpu_s_connect"),
+        ratio: true,
+    },
+    Row {
+        key: "loadgen_cpu_ms_per_handshake",
+        desc: "load generator CPU per handshake, ms (our client library)",
+        value: |j| per_handshake_ms(j, "loadgen_cpu_s_connect"),
+        ratio: true,
+    },
+    Row {
+        key: "server_cpu_pct_hold",
+        desc: "server CPU % while holding the clients (keepalive)",
+        value: |j| {
+            let cpu = json_number(j, "server_cpu_s_hold")?;
+            let h = json_number(j, "hold_seconds")?;
+            (h > 0.0).then(|| cpu * 100.0 / h)
+        },
+        ratio: true,
+    },
+    Row {
+        key: "ping1_ok_pct",
+        desc: "ping success after connect, % of clients",
+        value: |j| pct(j, "ping1_ok"),
+        ratio: false,
+    },
+    Row {
+        key: "ping1_first_try_pct",
+        desc: "  of which on the first try, % of clients",
+        value: |j| pct(j, "ping1_ok_first_try"),
+        ratio: false,
+    },
+    Row {
+        key: "ping1_rtt_ms_p50",
+        desc: "ping RTT through the tunnel, median ms (all clients pinging)",
+        value: |j| json_number(j, "ping1_rtt_ms_p50"),
+        ratio: true,
+    },
+    Row {
+        key: "ping2_ok_pct",
+        desc: "ping success after the hold, % of clients",
+        value: |j| pct(j, "ping2_ok"),
+        ratio: false,
+    },
+    Row {
+        key: "reconnects",
+        desc: "client reconnects during the run",
+        value: |j| json_number(j, "reconnects"),
+        ratio: false,
+    },
+];
+
+struct Report<'a> {
+    opts: &'a Options,
+    versions: &'a str,
+    notes: &'a [String],
+    ours: Option<&'a str>,
+    real: Option<&'a str>,
+}
+
+fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+impl Report<'_> {
+    fn values(&self, r: &Row) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let ours = self.ours.and_then(r.value);
+        let real = self.real.and_then(r.value);
+        let ratio = match (ours, real) {
+            (Some(o), Some(x)) if r.ratio && x > 0.0 => Some(o / x),
+            _ => None,
+        };
+        (ours, real, ratio)
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "`cargo xtask load --clients {}` ({} handshakes in flight at most, hold {} s, \
+             verb {}): one server process in a namespace, the clients in one `ovrs-loadgen` \
+             process (our client library) in another. UDP, tls-crypt, AES-256-GCM, EC P-256 \
+             PKI, keepalive 10 60, duplicate-cn. Ratio = ours / real.",
+            self.opts.clients, self.opts.concurrency, self.opts.hold, self.opts.verb
+        );
+        let _ = writeln!(s, "{}\n", self.versions);
+        s.push_str(
+            "| metric | ours | real OpenVPN 2.6 | ours/real |\n| --- | ---: | ---: | ---: |\n",
+        );
+        let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), fmt_num);
+        for r in ROWS {
+            let (o, x, ratio) = self.values(r);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                r.desc,
+                cell(o),
+                cell(x),
+                ratio.map_or_else(String::new, |v| format!("x{v:.2}"))
+            );
+        }
+        for n in self.notes {
+            let _ = writeln!(s, "\nNote: {n}");
+        }
+        s
+    }
+
+    fn json(&self) -> String {
+        let mut s = String::from("{\n");
+        let _ = writeln!(
+            s,
+            "  \"clients\": {}, \"concurrency\": {}, \"hold_s\": {}, \"verb\": {}, \"versions\": \"{}\",",
+            self.opts.clients,
+            self.opts.concurrency,
+            self.opts.hold,
+            self.opts.verb,
+            self.versions.replace('"', "'")
+        );
+        let notes: Vec<String> = self
+            .notes
+            .iter()
+            .map(|n| format!("\"{}\"", n.replace(['"', '\\'], "'").replace('\n', " ")))
+            .collect();
+        let _ = writeln!(s, "  \"notes\": [{}],", notes.join(", "));
+        let num = |v: Option<f64>| {
+            v.filter(|v| v.is_finite())
+                .map_or_else(|| "null".to_owned(), |v| format!("{v:.6}"))
+        };
+        s.push_str("  \"metrics\": {\n");
+        for (i, r) in ROWS.iter().enumerate() {
+            let (o, x, ratio) = self.values(r);
+            let _ = writeln!(
+                s,
+                "    \"{}\": {{\"ours\": {}, \"real\": {}, \"ratio\": {}}}{}",
+                r.key,
+                num(o),
+                num(x),
+                num(ratio),
+                if i + 1 < ROWS.len() { "," } else { "" }
+            );
+        }
+        s.push_str("  },\n");
+        let raw = |j: Option<&str>| j.map_or_else(|| "null".to_owned(), |j| j.trim().to_owned());
+        let _ = writeln!(s, "  \"raw_ours\": {},", raw(self.ours));
+        let _ = writeln!(s, "  \"raw_real\": {}\n}}", raw(self.real));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        let o = Options::parse(&[]).expect("defaults");
+        assert_eq!(o.clients, 1000);
+        let args: Vec<String> = ["--quick", "--only", "ours"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let o = Options::parse(&args).expect("quick");
+        assert_eq!(o.clients, 100);
+        assert_eq!(o.only, vec![Server::Ours]);
+        assert!(Options::parse(&["--only".into(), "both".into()]).is_err());
+        assert!(Options::parse(&["--clients".into(), "0".into()]).is_err());
+    }
+
+    #[test]
+    fn rows_from_generator_json() {
+        let j = r#"{ "clients": 10, "connected": 10, "server_rss_kib_before": 1000,
+            "server_rss_kib_connected": 1400, "server_cpu_s_connect": 0.02,
+            "ping1_ok": 9, "handshake_ms_p50": null }"#;
+        assert_eq!(per_client(j, "server_rss_kib_connected"), Some(40.0));
+        assert_eq!(per_handshake_ms(j, "server_cpu_s_connect"), Some(2.0));
+        assert_eq!(pct(j, "ping1_ok"), Some(90.0));
+        assert_eq!(json_number(j, "handshake_ms_p50"), None);
+        let opts = Options::default();
+        let r = Report {
+            opts: &opts,
+            versions: "v",
+            notes: &[],
+            ours: Some(j),
+            real: Some(j),
+        };
+        assert!(r.markdown().contains("| 40.0 | 40.0 | x1.00 |"));
+        assert!(
+            r.json()
+                .contains("\"kib_per_client\": {\"ours\": 40.000000")
+        );
+    }
+}
