@@ -826,6 +826,7 @@ async fn connect_once<T: TunBuilder>(
                 Some(Command::Pause) => { s.paused = true; emit(s, VpnEvent::Paused); }
                 Some(Command::Resume) => { s.paused = false; emit(s, VpnEvent::Resumed); }
                 Some(Command::Credentials { .. }) => {}
+                Some(Command::ChallengeResponse(r)) => { let _ = ctl.session_mut().send_message(Instant::now(), &format!("CR_RESPONSE,{r}")); }
             }
         }
     }

@@ -123,6 +123,9 @@ pub enum Command {
         /// Password.
         password: String,
     },
+    /// Answer to a `CR_TEXT` challenge ([`VpnEvent::Info`] `CR_TEXT:…`): sent to the server
+    /// as `CR_RESPONSE,{base64}` (the argument is the response, already base64).
+    ChallengeResponse(String),
 }
 
 /// Why the client stopped.

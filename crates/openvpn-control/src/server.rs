@@ -128,6 +128,8 @@ pub enum ServerEvent {
     },
     /// The client said `EXIT`.
     ClientExit,
+    /// `CR_RESPONSE,{base64}`: the client's answer to a `CR_TEXT` challenge (as sent).
+    CrResponse(String),
     /// A renegotiation failed (e.g. the client's certificate is now revoked); the previous
     /// key stays in use until it expires.
     RenegotiationFailed {
@@ -314,6 +316,12 @@ impl ServerSession {
         self.process(now);
     }
 
+    /// Sends `AUTH_PENDING` / `INFO_PRE,…` while key `key_id` waits for its authentication
+    /// decision (see [`Session::send_pending_message`]).
+    pub fn send_pending_text(&mut self, now: Instant, key_id: KeyId, msg: &str) {
+        let _ = self.session.send_pending_message(now, key_id, msg);
+    }
+
     /// Sends a `RESTART` (server shutting down, `explicit-exit-notify`) or `HALT`.
     pub fn send_text(&mut self, now: Instant, msg: &str) {
         let _ = self.session.send_message(now, msg);
@@ -338,6 +346,9 @@ impl ServerSession {
                 Event::ControlMessage(m) => match ControlMessage::parse(&m) {
                     ControlMessage::PushRequest => self.on_push_request(now),
                     ControlMessage::Exit => self.events.push_back(ServerEvent::ClientExit),
+                    ControlMessage::CrResponse(r) => {
+                        self.events.push_back(ServerEvent::CrResponse(r.to_owned()))
+                    }
                     _ => {}
                 },
                 Event::Closed(r) => self.events.push_back(ServerEvent::Closed(r)),

@@ -1055,13 +1055,16 @@ impl Session {
         let Some(idx) = self.keys.iter().rposition(|k| k.key_id == key_id) else {
             return;
         };
-        if self.keys[idx].local_km2.is_some() {
+        if self.keys[idx].auth != AuthState::Pending {
             return;
         }
-        let km2 = self.make_km2();
-        if let Err(e) = self.write_km2(idx, km2) {
-            self.fail_key_state(idx, e.to_string());
-            return;
+        // Our key-method-2 may already be out (a pending decision, `send_pending_message`).
+        if self.keys[idx].local_km2.is_none() {
+            let km2 = self.make_km2();
+            if let Err(e) = self.write_km2(idx, km2) {
+                self.fail_key_state(idx, e.to_string());
+                return;
+            }
         }
         match reject {
             None => self.keys[idx].auth = AuthState::Accepted,
@@ -1080,6 +1083,42 @@ impl Session {
             }
         }
         self.pump(now);
+    }
+
+    /// (server) Sends a control message on key state `key_id` while its authentication is
+    /// undecided (`AUTH_PENDING`, `INFO_PRE,…`): our key-method-2 goes out first so the client
+    /// completes its key exchange and reads the message; the key state stays inactive (no
+    /// data keys) until [`Session::accept_auth`] / [`Session::reject_auth`]. A decided key
+    /// state sends it like [`Session::send_message`].
+    pub fn send_pending_message(
+        &mut self,
+        now: Instant,
+        key_id: KeyId,
+        msg: &str,
+    ) -> Result<(), ControlError> {
+        let Some(idx) = self.keys.iter().rposition(|k| k.key_id == key_id) else {
+            return Err(ControlError::Protocol("no such key state".into()));
+        };
+        if self.cfg.role != Role::Server || self.keys[idx].auth != AuthState::Pending {
+            return self.send_message(now, msg);
+        }
+        if msg.len() > MAX_CONTROL_MESSAGE || msg.contains('\0') {
+            return Err(ControlError::Protocol(format!(
+                "control message too long or contains NUL ({} bytes)",
+                msg.len()
+            )));
+        }
+        if self.keys[idx].local_km2.is_none() {
+            let km2 = self.make_km2();
+            self.write_km2(idx, km2)?;
+        }
+        let mut bytes = msg.as_bytes().to_vec();
+        bytes.push(0);
+        if let Some(tls) = self.keys[idx].tls.as_mut() {
+            tls.write_plaintext(&bytes)?;
+        }
+        self.pump(now);
+        Ok(())
     }
 
     /// Sends a control-channel text message on the primary key state (queued until it is

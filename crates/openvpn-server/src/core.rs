@@ -27,6 +27,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tracing::{debug, info, warn};
 
+use crate::auth::{AuthCall, AuthDecision, AuthRequest, ChallengeResponse, TokenState};
 use crate::auth_token::{TokenError, TokenInfo, TokenKey};
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::management::{Decision, Notify};
@@ -85,6 +86,9 @@ pub struct Outputs {
     pub jobs: Vec<ScriptJob>,
     /// `>CLIENT:` notifications for the management interface (`management-client-auth`).
     pub mgmt: Vec<Notify>,
+    /// Calls to the embedder's [`crate::auth::Authenticator`]; answers go to
+    /// [`ServerCore::authenticator_decision`].
+    pub auth: Vec<AuthCall>,
     /// When set (by a batching runtime), packets for the tun device are appended here
     /// instead of to [`Outputs::tun`] (no allocation per packet).
     pub tun_batch: Option<openvpn_tun::TunBatch>,
@@ -126,6 +130,10 @@ pub struct ClientConn {
     iroutes: Vec<(IpAddr, u8)>,
     /// Key IDs waiting for a management `client-auth` / `client-deny`.
     mgmt_pending: Vec<u8>,
+    /// Key IDs waiting for the embedder's authenticator.
+    auth_pending: Vec<u8>,
+    /// Password for the authenticator (until asked).
+    auth_password: Option<String>,
     /// Password for the management `>CLIENT:ENV` (until announced).
     mgmt_password: Option<String>,
     /// Config text from `client-auth` (applied like client-connect output).
@@ -184,6 +192,8 @@ pub struct ServerCore {
     next_generation: u64,
     iroutes: Vec<(IpAddr, u8, u32)>,
     hold: bool,
+    /// An embedder's authenticator is consulted (after the auth script).
+    authenticator: bool,
     /// auth-gen-token secret (`None` = no tokens).
     token_key: Option<TokenKey>,
     /// ifconfig-pool-persist: common name → addresses.
@@ -376,6 +386,7 @@ impl ServerCore {
             next_generation: 1,
             iroutes: Vec::new(),
             hold: false,
+            authenticator: false,
             token_key,
             persist,
         })
@@ -670,6 +681,8 @@ impl ServerCore {
                     fixed_v4: None,
                     iroutes: Vec::new(),
                     mgmt_pending: Vec::new(),
+                    auth_pending: Vec::new(),
+                    auth_password: None,
                     mgmt_password: None,
                     mgmt_config: None,
                     auth_deadline: None,
@@ -988,6 +1001,9 @@ impl ServerCore {
                     if self.cfg.management_client_auth && !auth.username.is_empty() {
                         c.mgmt_password = Some(auth.password.to_string());
                     }
+                    if self.authenticator {
+                        c.auth_password = Some(auth.password.to_string());
+                    }
                     let skip_script = auth.username.is_empty() && self.cfg.auth_user_pass_optional;
                     match (&self.cfg.auth_user_pass_verify, skip_script) {
                         (Some(_), false) => {
@@ -996,7 +1012,7 @@ impl ServerCore {
                             out.jobs
                                 .push(self.job(&mut c, key_id.value(), JobKind::AuthUserPass));
                         }
-                        _ => self.auth_management(now, &mut c, key_id, out),
+                        _ => self.auth_external(now, &mut c, key_id, out),
                     }
                 }
                 ServerEvent::NegotiationFailed(m) => {
@@ -1066,6 +1082,7 @@ impl ServerCore {
                     c.common_name.as_deref().unwrap_or("?"),
                     key_id.value()
                 ),
+                ServerEvent::CrResponse(response) => self.on_cr_response(&c, response, out),
                 ServerEvent::ClientExit => {
                     info!("{}: client sent EXIT", c.addr);
                     c.close_at.get_or_insert(now + Duration::from_secs(5));
@@ -1276,6 +1293,71 @@ impl ServerCore {
             .get_or_insert(now + Duration::from_secs(u64::from(self.cfg.hand_window)));
     }
 
+    /// The embedder's authenticator: asks it about key `key_id` of client `c` (after the auth
+    /// script); without one, goes on to the management stage.
+    fn auth_external(
+        &mut self,
+        now: Instant,
+        c: &mut ClientConn,
+        key_id: KeyId,
+        out: &mut Outputs,
+    ) {
+        if !self.authenticator {
+            self.auth_management(now, c, key_id, out);
+            return;
+        }
+        let kid = key_id.value();
+        out.auth.push(AuthCall::Authenticate(AuthRequest {
+            cid: c.generation,
+            key_id: kid,
+            reauth: kid != 0,
+            common_name: c.common_name.clone(),
+            username: c.username.clone().unwrap_or_default(),
+            password: c.auth_password.take().unwrap_or_default(),
+            peer: SocketAddr::new(c.addr.addr.ip().to_canonical(), c.addr.addr.port()),
+            peer_info: c.peer_info.clone(),
+            token: c.token_state.and_then(TokenState::from_session_state),
+        }));
+        if !c.auth_pending.contains(&kid) {
+            c.auth_pending.push(kid);
+        }
+        c.auth_deadline
+            .get_or_insert(now + Duration::from_secs(u64::from(self.cfg.hand_window)));
+    }
+
+    /// `CR_RESPONSE,{base64}` from the client: to the management interface
+    /// (`>CLIENT:CR_RESPONSE,{CID},{KID},{base64}`) and the authenticator, for the key whose
+    /// authentication is pending (else the first key).
+    fn on_cr_response(&self, c: &ClientConn, response: String, out: &mut Outputs) {
+        let kid = c
+            .auth_pending
+            .last()
+            .or(c.mgmt_pending.last())
+            .copied()
+            .unwrap_or(0);
+        info!("{}: CR response was sent by the client (key {kid})", c.addr);
+        if self.cfg.management_client_auth {
+            out.mgmt.push(Notify::CrResponse {
+                cid: c.generation,
+                kid,
+                response: response.clone(),
+                env: self.client_env(c, JobKind::AuthUserPass),
+            });
+        }
+        if self.authenticator {
+            out.auth.push(AuthCall::Challenge(ChallengeResponse {
+                cid: c.generation,
+                key_id: kid,
+                response_base64: response,
+            }));
+        }
+    }
+
+    /// Whether an embedder's [`crate::auth::Authenticator`] decides (set by the runtime).
+    pub fn set_authenticator(&mut self, on: bool) {
+        self.authenticator = on;
+    }
+
     /// A management decision (`client-auth`, `client-auth-nt`, `client-deny`,
     /// `client-pending-auth`) for client `cid`, key `kid`. False if no such request is pending.
     pub fn management_decision(
@@ -1286,42 +1368,83 @@ impl ServerCore {
         decision: Decision,
         out: &mut Outputs,
     ) -> bool {
+        self.decide(now, cid, kid, AuthStage::Management, decision, out)
+    }
+
+    /// A decision of the embedder's authenticator for client `cid`, key `kid`. False if the
+    /// key is not waiting for one (decided, timed out, or the client is gone).
+    pub fn authenticator_decision(
+        &mut self,
+        now: Instant,
+        cid: u64,
+        kid: u8,
+        decision: AuthDecision,
+        out: &mut Outputs,
+    ) -> bool {
+        self.decide(
+            now,
+            cid,
+            kid,
+            AuthStage::Authenticator,
+            decision.into_decision(),
+            out,
+        )
+    }
+
+    /// Applies a decision of the authenticator or the management interface (one path).
+    fn decide(
+        &mut self,
+        now: Instant,
+        cid: u64,
+        kid: u8,
+        stage: AuthStage,
+        decision: Decision,
+        out: &mut Outputs,
+    ) -> bool {
         let Some(pid) = self.pid_of_cid(cid) else {
             return false;
         };
         let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
             return false;
         };
-        if !c.mgmt_pending.contains(&kid) {
+        if !stage.pending(&mut c).contains(&kid) {
             self.clients[pid as usize] = Some(c);
             return false;
         }
         let key_id = KeyId::new(kid).unwrap_or(KeyId::ZERO);
         match decision {
             Decision::Allow(config) => {
-                c.mgmt_pending.retain(|k| *k != kid);
-                if c.mgmt_pending.is_empty() {
+                stage.pending(&mut c).retain(|k| *k != kid);
+                if c.mgmt_pending.is_empty() && c.auth_pending.is_empty() {
                     c.auth_deadline = None;
                 }
                 info!(
-                    "{}: '{}' authorized by the management interface (key {kid})",
+                    "{}: '{}' authorized by the {} (key {kid})",
                     c.addr,
-                    c.common_name.as_deref().unwrap_or("")
+                    c.common_name.as_deref().unwrap_or(""),
+                    stage.name()
                 );
-                if kid == 0 {
-                    c.mgmt_config = config;
+                if let (0, Some(text)) = (kid, config) {
+                    c.mgmt_config
+                        .get_or_insert_with(String::new)
+                        .push_str(&text);
                 }
-                self.auth_ok(now, &mut c, key_id, out);
+                match stage {
+                    AuthStage::Authenticator => self.auth_management(now, &mut c, key_id, out),
+                    AuthStage::Management => self.auth_ok(now, &mut c, key_id, out),
+                }
             }
             Decision::Deny {
                 reason,
                 client_reason,
             } => {
-                c.mgmt_pending.retain(|k| *k != kid);
+                stage.pending(&mut c).retain(|k| *k != kid);
+                c.mgmt_password = None;
                 self.stats.auth_failures += 1;
                 warn!(
-                    "{}: MULTI: client-deny by the management interface: {reason}",
-                    c.addr
+                    "{}: MULTI: client-deny by the {}: {reason}",
+                    c.addr,
+                    stage.name()
                 );
                 c.control.reject(now, key_id, client_reason.as_deref());
                 if kid == 0 {
@@ -1329,9 +1452,18 @@ impl ServerCore {
                 }
             }
             Decision::Pending { extra, timeout } => {
+                let kw = c.control.peer_info().proto_bits()
+                    & openvpn_control::peer_info::IV_PROTO_AUTH_PENDING_KW
+                    != 0;
+                let pending = if kw {
+                    format!("AUTH_PENDING,timeout {timeout}")
+                } else {
+                    "AUTH_PENDING".to_owned()
+                };
+                c.control.send_pending_text(now, key_id, &pending);
                 c.control
-                    .send_text(now, &format!("AUTH_PENDING,timeout {timeout}"));
-                c.control.send_text(now, &format!("INFO_PRE,{extra}"));
+                    .send_pending_text(now, key_id, &format!("INFO_PRE,{extra}"));
+                info!("{}: authentication pending ({timeout} s): {extra}", c.addr);
                 c.auth_deadline = Some(now + Duration::from_secs(u64::from(timeout.max(1))));
             }
         }
@@ -1560,10 +1692,14 @@ impl ServerCore {
                 & openvpn_control::peer_info::IV_PROTO_AUTH_PENDING_KW
                 != 0;
             if let (Some((timeout, _method, extra)), true) = (&d.pending, kw) {
-                c.control
-                    .send_text(now, &format!("AUTH_PENDING,timeout {timeout}"));
+                c.control.send_pending_text(
+                    now,
+                    key_id,
+                    &format!("AUTH_PENDING,timeout {timeout}"),
+                );
                 if !extra.is_empty() {
-                    c.control.send_text(now, &format!("INFO_PRE,{extra}"));
+                    c.control
+                        .send_pending_text(now, key_id, &format!("INFO_PRE,{extra}"));
                 }
             }
             self.clients[pid as usize] = Some(c);
@@ -1577,11 +1713,12 @@ impl ServerCore {
                     c.addr,
                     c.username.as_deref().unwrap_or("")
                 );
-                self.auth_management(now, &mut c, key_id, out);
+                self.auth_external(now, &mut c, key_id, out);
             }
             (JobKind::AuthUserPass, false) => {
                 self.stats.auth_failures += 1;
                 c.mgmt_password = None;
+                c.auth_password = None;
                 warn!(
                     "{}: TLS Auth Error: Auth Username/Password verification failed for peer",
                     c.addr
@@ -1649,13 +1786,17 @@ impl ServerCore {
             }
             if c.auth_deadline.is_some_and(|t| now >= t) {
                 c.auth_deadline = None;
-                if !c.mgmt_pending.is_empty() {
+                if !c.mgmt_pending.is_empty() || !c.auth_pending.is_empty() {
                     warn!(
-                        "peer {pid} ({}): no management decision in time, rejecting",
+                        "peer {pid} ({}): no authentication decision in time, rejecting",
                         c.addr
                     );
                     self.stats.auth_failures += 1;
-                    for kid in std::mem::take(&mut c.mgmt_pending) {
+                    let mut kids = std::mem::take(&mut c.mgmt_pending);
+                    kids.append(&mut c.auth_pending);
+                    kids.sort_unstable();
+                    kids.dedup();
+                    for kid in kids {
                         let key_id = KeyId::new(kid).unwrap_or(KeyId::ZERO);
                         c.control.reject(now, key_id, None);
                         if kid == 0 {
@@ -1728,6 +1869,31 @@ impl ServerCore {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.cfg
+    }
+}
+
+/// Which stage a pending authentication waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthStage {
+    /// The embedder's authenticator.
+    Authenticator,
+    /// The management interface (`management-client-auth`).
+    Management,
+}
+
+impl AuthStage {
+    fn pending(self, c: &mut ClientConn) -> &mut Vec<u8> {
+        match self {
+            AuthStage::Authenticator => &mut c.auth_pending,
+            AuthStage::Management => &mut c.mgmt_pending,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AuthStage::Authenticator => "authenticator",
+            AuthStage::Management => "management interface",
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod auth_token;
 pub mod config;
 pub mod core;

@@ -73,6 +73,18 @@ pub enum Notify {
         /// Environment.
         env: Vec<(String, String)>,
     },
+    /// `>CLIENT:CR_RESPONSE,{CID},{KID},{base64}` + ENV: the client's answer to a `CR_TEXT`
+    /// challenge (sent by `client-pending-auth … CR_TEXT:…`).
+    CrResponse {
+        /// Client ID.
+        cid: u64,
+        /// Key ID.
+        kid: u8,
+        /// The response as the client sent it (base64).
+        response: String,
+        /// Environment.
+        env: Vec<(String, String)>,
+    },
     /// `>CLIENT:ADDRESS,{CID},{ADDR},1`.
     Address {
         /// Client ID.
@@ -110,6 +122,19 @@ impl Notify {
             }
             Notify::Disconnect { cid, env } => {
                 let _ = write!(s, ">CLIENT:DISCONNECT,{cid}\r\n");
+                env_lines(&mut s, env);
+            }
+            Notify::CrResponse {
+                cid,
+                kid,
+                response,
+                env,
+            } => {
+                let r: String = response
+                    .chars()
+                    .filter(|c| *c != '\r' && *c != '\n')
+                    .collect();
+                let _ = write!(s, ">CLIENT:CR_RESPONSE,{cid},{kid},{r}\r\n");
                 env_lines(&mut s, env);
             }
             Notify::Address { cid, addr } => {
@@ -1100,6 +1125,16 @@ mod tests {
             }
             .render(),
             ">CLIENT:ADDRESS,4,10.8.0.2,1\r\n"
+        );
+        assert_eq!(
+            Notify::CrResponse {
+                cid: 3,
+                kid: 0,
+                response: "MTIz\r\nNDU2".into(),
+                env: vec![("common_name".into(), "c".into())],
+            }
+            .render(),
+            ">CLIENT:CR_RESPONSE,3,0,MTIzNDU2\r\n>CLIENT:ENV,common_name=c\r\n>CLIENT:ENV,END\r\n"
         );
         assert_eq!(
             Notify::Disconnect {

@@ -9,8 +9,9 @@ use openvpn_tun::{PacketDevice, SystemTun, TunBatch, TunConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::auth::{Authenticator, DecisionMsg};
 use crate::config::ManagementListen;
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
@@ -111,9 +112,40 @@ enum TcpEvent {
 /// Re-reads the configuration for SIGHUP.
 pub type Reloader = Arc<dyn Fn() -> Result<ServerConfig, String> + Send + Sync>;
 
+/// What an embedder adds around the configuration ([`serve_with`], [`run_with`]).
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Reloads: each message on the channel re-reads the configuration through the reloader
+    /// (what SIGHUP does in [`run`]).
+    pub reload: Option<(Reloader, mpsc::UnboundedReceiver<()>)>,
+    /// Decides on clients after the auth script, before the management interface
+    /// (see [`crate::auth`]).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+impl ServeOptions {
+    /// Options with an authenticator.
+    pub fn with_authenticator(authenticator: Arc<dyn Authenticator>) -> Self {
+        ServeOptions {
+            reload: None,
+            authenticator: Some(authenticator),
+        }
+    }
+}
+
 /// Runs the server until SIGTERM/SIGINT: creates the tun device, binds the socket, serves.
 /// SIGHUP calls `reloader` and applies the result without dropping clients.
 pub async fn run(cfg: ServerConfig, reloader: Option<Reloader>) -> anyhow::Result<()> {
+    run_with(cfg, reloader, ServeOptions::default()).await
+}
+
+/// Like [`run`], with [`ServeOptions`] (e.g. an [`Authenticator`]); SIGHUP drives `reloader`
+/// (a reload channel in `opts` is replaced by it).
+pub async fn run_with(
+    cfg: ServerConfig,
+    reloader: Option<Reloader>,
+    mut opts: ServeOptions,
+) -> anyhow::Result<()> {
     let pool = crate::pool::AddressPool::new(cfg.server_v4, cfg.server_v6);
     let (v4, v6) = pool.server_addresses();
     let tun_cfg = TunConfig {
@@ -173,7 +205,10 @@ pub async fn run(cfg: ServerConfig, reloader: Option<Reloader>) -> anyhow::Resul
             }
         }
     });
-    serve_with_reload(cfg, tun, udp, tcp, shutdown, reloader.map(|r| (r, hup_rx))).await
+    if let Some(r) = reloader {
+        opts.reload = Some((r, hup_rx));
+    }
+    serve_with(cfg, tun, udp, tcp, shutdown, opts).await
 }
 
 /// Serves clients on an already bound socket and an existing packet device until
@@ -185,7 +220,7 @@ pub async fn serve<D: PacketDevice + 'static>(
     tcp: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    serve_with_reload(cfg, tun, udp, tcp, shutdown, None).await
+    serve_with(cfg, tun, udp, tcp, shutdown, ServeOptions::default()).await
 }
 
 /// Like [`serve`]; each message on the trigger channel reloads the configuration through the
@@ -198,12 +233,35 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
     shutdown: impl std::future::Future<Output = ()>,
     reload: Option<(Reloader, mpsc::UnboundedReceiver<()>)>,
 ) -> anyhow::Result<()> {
+    let opts = ServeOptions {
+        reload,
+        authenticator: None,
+    };
+    serve_with(cfg, tun, udp, tcp, shutdown, opts).await
+}
+
+/// Serves clients on an already bound socket and an existing packet device until `shutdown`
+/// completes, with [`ServeOptions`] (reloads, an [`Authenticator`]).
+pub async fn serve_with<D: PacketDevice + 'static>(
+    cfg: ServerConfig,
+    tun: Arc<D>,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+    opts: ServeOptions,
+) -> anyhow::Result<()> {
+    let ServeOptions {
+        reload,
+        authenticator,
+    } = opts;
     let (reloader, mut reload_rx) = match reload {
         Some((r, rx)) => (Some(r), Some(rx)),
         None => (None, None),
     };
     let now = Instant::now();
     let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
+    core.set_authenticator(authenticator.is_some());
+    let (decision_tx, mut decision_rx) = mpsc::unbounded_channel::<DecisionMsg>();
     let udp = udp.map(Arc::new);
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     let mut tcp_writers: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>> = Default::default();
@@ -346,6 +404,11 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
             }
             Some((conn, w)) = new_conn_rx.recv() => { tcp_writers.insert(conn, w); }
             Some(r) = job_rx.recv() => core.on_job_result(Instant::now(), r, &mut out),
+            Some((cid, kid, d)) = decision_rx.recv() => {
+                if !core.authenticator_decision(Instant::now(), cid, kid, d, &mut out) {
+                    debug!("authenticator: decision for client {cid} key {kid} not pending (ignored)");
+                }
+            }
             _ = persist_every.tick() => write_pool_persist(&core),
             _ = sleep => core.on_timeout(Instant::now(), &mut out),
             _ = status_every.tick() => {
@@ -394,6 +457,13 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
                 }
             }
             None => out.mgmt.clear(),
+        }
+        for call in out.auth.drain(..) {
+            // Off the packet path: an authenticator may block.
+            if let Some(a) = authenticator.clone() {
+                let tx = decision_tx.clone();
+                tokio::task::spawn_blocking(move || call.dispatch(a.as_ref(), tx));
+            }
         }
         for job in out.jobs.drain(..) {
             let tx = job_tx.clone();
