@@ -335,18 +335,7 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
     // every return path. Declared first, so dropped after the processes.
     let _net = NetGuard;
     let mut procs = Procs(Vec::new());
-    let server = procs.start(
-        env,
-        case.server,
-        Role::Server,
-        "server",
-        SERVER_NS,
-        &cd.server_conf,
-    )?;
-    match procs.wait_init(server, SERVER_WAIT)? {
-        Waited::Init => {}
-        other => bail!("server {other}\n{}", procs.tails()),
-    }
+    let server = procs.start_server(env, case, &cd)?;
     if case.scenario == Scenario::DualStack {
         dual_address_hosts()?;
     }
@@ -1142,6 +1131,23 @@ impl Procs {
             logs: [conf.with_extension("log"), out_path],
         });
         Ok(self.0.len() - 1)
+    }
+
+    /// Starts the case's server in ovrs-srv on its server.conf and waits until it is
+    /// initialised; anything else is an error with the logs' tails.
+    fn start_server(&mut self, env: &Env, case: &Case, cd: &CaseDir) -> Result<usize> {
+        let server = self.start(
+            env,
+            case.server,
+            Role::Server,
+            "server",
+            SERVER_NS,
+            &cd.server_conf,
+        )?;
+        match self.wait_init(server, SERVER_WAIT)? {
+            Waited::Init => Ok(server),
+            other => bail!("server {other}\n{}", self.tails()),
+        }
     }
 
     fn get(&self, index: usize) -> Result<&Proc> {

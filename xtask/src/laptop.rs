@@ -79,18 +79,7 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir, check: Laptop) -> Result
     // Guards: the topology (dropped last), then the processes.
     let mut net = LaptopNet::up()?;
     let mut procs = Procs(Vec::new());
-    let server = procs.start(
-        env,
-        case.server,
-        Role::Server,
-        "server",
-        SERVER_NS,
-        &cd.server_conf,
-    )?;
-    match procs.wait_init(server, SERVER_WAIT)? {
-        Waited::Init => {}
-        other => bail!("server {other}\n{}", procs.tails()),
-    }
+    let server = procs.start_server(env, case, cd)?;
     let before = Tables::capture()?;
     net.snapshot = Some(before.clone());
     fs::write(cd.dir.join("tables-before.txt"), before.to_string())?;

@@ -108,18 +108,7 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir) -> Result<()> {
     fs::write(RESOLV, RESOLV_TEXT)?;
 
     let mut procs = Procs(Vec::new());
-    let server = procs.start(
-        env,
-        case.server,
-        Role::Server,
-        "server",
-        SERVER_NS,
-        &cd.server_conf,
-    )?;
-    match procs.wait_init(server, SERVER_WAIT)? {
-        Waited::Init => {}
-        other => bail!("server {other}\n{}", procs.tails()),
-    }
+    let server = procs.start_server(env, case, cd)?;
 
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", CLIENT_NS, "unshare", "--mount", "bash"])
