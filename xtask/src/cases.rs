@@ -133,6 +133,11 @@ pub(crate) enum Ops {
     /// pushed route (in ovrs-cli's routes), `status 3` lists client1, then `client-kill` and the
     /// client reconnects (approved again with `client-auth-nt`).
     Management,
+    /// CR_TEXT dynamic challenge: the management agent answers `>CLIENT:CONNECT` with
+    /// `client-pending-auth … CR_TEXT:R,E:Enter your OTP`; a GUI script on the real client's
+    /// own management socket sees `>INFOMSG:CR_TEXT:…` and answers `cr-response`; the server
+    /// announces `>CLIENT:CR_RESPONSE,CID,KID,base64` and the agent approves.
+    CrText,
     /// crl-verify + reneg-sec 10 with two clients: client2 is revoked (`openssl ca -revoke`,
     /// `-gencrl`) and the server gets SIGHUP; client2's next renegotiation fails while
     /// client1 pings on without loss.
@@ -625,6 +630,12 @@ pub(crate) const CASES: &[Case] = &[
         client_extra: &["auth-retry nointeract"],
         scenario: Scenario::ServerOps(Ops::Management),
         client_log_has: &["AUTH_FAILED"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-management-cr-text-challenge",
+        scenario: Scenario::ServerOps(Ops::CrText),
+        server_log_has: &["CR response was sent by the client"],
         ..OURS_SERVER
     },
     Case {

@@ -59,6 +59,11 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
     if role == Role::Client {
         return match ops {
             Ops::DeferredAuth | Ops::TokenReneg | Ops::TokenSecondServer => user_pass(dir),
+            // The real client's own management interface, for the GUI script.
+            Ops::CrText => Ok(vec![
+                format!("management {d}/cli-mgmt.sock unix"),
+                "setenv IV_SSO crtext".into(),
+            ]),
             _ => Ok(Vec::new()),
         };
     }
@@ -137,7 +142,7 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
                 "explicit-exit-notify 1".into(),
             ]
         }
-        Ops::Management => vec![
+        Ops::Management | Ops::CrText => vec![
             format!("management {d}/mgmt.sock unix"),
             "management-client-auth".into(),
         ],
@@ -178,13 +183,15 @@ fn openssl_ca(dir: &Path, args: &[&str]) -> Result<String> {
     )
 }
 
-/// A process started before the client (the management agent); killed on drop.
-pub(super) struct Agent(Child);
+/// Processes started before the client (management agent, GUI script); killed on drop.
+pub(super) struct Agent(Vec<Child>);
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -237,21 +244,116 @@ for line in f:
             send("client-kill %s" % m.group(1))
 "#;
 
-/// Starts what must run before the client connects.
-pub(super) fn before_client(case: &Case, cd: &CaseDir) -> Result<Option<Agent>> {
-    if case.scenario != crate::cases::Scenario::ServerOps(Ops::Management) {
-        return Ok(None);
-    }
-    let py = cd.dir.join("agent.py");
-    fs::write(&py, AGENT)?;
-    let child = Command::new("python3")
-        .arg(&py)
-        .arg(cd.dir.join("mgmt.sock"))
-        .arg(cd.dir.join("agent.log"))
+/// The server-side agent of the CR_TEXT case: every CONNECT gets a CR_TEXT challenge; a
+/// CR_RESPONSE whose base64 decodes to 123456 is approved, any other denied.
+const AGENT_CR: &str = r#"
+import base64, re, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+log = open(out, "a", buffering=1)
+s = None
+for _ in range(150):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        break
+    except OSError:
+        s = None
+        time.sleep(0.1)
+if s is None:
+    log.write("cannot connect\n")
+    sys.exit(1)
+f = s.makefile("rw", buffering=1, newline="\n")
+def send(cmd):
+    log.write("> " + cmd + "\n")
+    f.write(cmd + "\n")
+    f.flush()
+for line in f:
+    line = line.rstrip("\r\n")
+    log.write(line + "\n")
+    m = re.match(r">CLIENT:CONNECT,(\d+),(\d+)$", line)
+    if m:
+        send('client-pending-auth %s %s "CR_TEXT:R,E:Enter your OTP" 60' % m.groups())
+        continue
+    m = re.match(r">CLIENT:REAUTH,(\d+),(\d+)$", line)
+    if m:
+        send("client-auth-nt %s %s" % m.groups())
+        continue
+    m = re.match(r">CLIENT:CR_RESPONSE,(\d+),(\d+),(\S*)$", line)
+    if m:
+        cid, kid, b64 = m.groups()
+        try:
+            answer = base64.b64decode(b64).decode()
+        except Exception:
+            answer = None
+        log.write("decoded response: %r\n" % answer)
+        if answer == "123456":
+            send("client-auth-nt %s %s" % (cid, kid))
+        else:
+            send('client-deny %s %s "wrong OTP" "wrong one-time password"' % (cid, kid))
+"#;
+
+/// A GUI on the real client's management socket: answers `>INFOMSG:CR_TEXT:` with
+/// `cr-response base64("123456")`.
+const GUI_CR: &str = r#"
+import base64, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+log = open(out, "a", buffering=1)
+s = None
+for _ in range(300):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        break
+    except OSError:
+        s = None
+        time.sleep(0.1)
+if s is None:
+    log.write("cannot connect\n")
+    sys.exit(1)
+f = s.makefile("rw", buffering=1, newline="\n")
+def send(cmd):
+    log.write("> " + cmd + "\n")
+    f.write(cmd + "\n")
+    f.flush()
+send("state on")
+for line in f:
+    line = line.rstrip("\r\n")
+    log.write(line + "\n")
+    if line.startswith(">INFOMSG:CR_TEXT:"):
+        send("cr-response " + base64.b64encode(b"123456").decode())
+"#;
+
+fn python(script: &Path, args: &[&Path]) -> Result<Child> {
+    Command::new("python3")
+        .arg(script)
+        .args(args)
         .stdin(Stdio::null())
         .spawn()
-        .context("cannot start python3 (the management agent)")?;
-    Ok(Some(Agent(child)))
+        .with_context(|| format!("cannot start python3 {}", script.display()))
+}
+
+/// Starts what must run before the client connects.
+pub(super) fn before_client(case: &Case, cd: &CaseDir) -> Result<Option<Agent>> {
+    let crate::cases::Scenario::ServerOps(ops @ (Ops::Management | Ops::CrText)) = case.scenario
+    else {
+        return Ok(None);
+    };
+    let py = cd.dir.join("agent.py");
+    fs::write(&py, if ops == Ops::CrText { AGENT_CR } else { AGENT })?;
+    // Killed on drop, also when the second one fails to start.
+    let mut agent = Agent(vec![python(
+        &py,
+        &[&cd.dir.join("mgmt.sock"), &cd.dir.join("agent.log")],
+    )?]);
+    if ops == Ops::CrText {
+        let gui = cd.dir.join("gui.py");
+        fs::write(&gui, GUI_CR)?;
+        agent.0.push(python(
+            &gui,
+            &[&cd.dir.join("cli-mgmt.sock"), &cd.dir.join("gui.log")],
+        )?);
+    }
+    Ok(Some(agent))
 }
 
 fn read(path: &Path) -> String {
@@ -464,6 +566,30 @@ pub(super) fn run(
             ensure!(a == "10.8.0.3", "after the restart the client got {a}");
         }
         Ops::CrlHup => crl_hup(env, case, cd, procs, server)?,
+        Ops::CrText => {
+            let agent = read(&cd.dir.join("agent.log"));
+            let gui = read(&cd.dir.join("gui.log"));
+            for (log, name, want) in [
+                (&gui, "GUI", ">INFOMSG:CR_TEXT:R,E:Enter your OTP"),
+                (&gui, "GUI", "> cr-response MTIzNDU2"),
+                (&agent, "agent", "> client-pending-auth "),
+                (&agent, "agent", ">CLIENT:CR_RESPONSE,"),
+                (&agent, "agent", ",MTIzNDU2"),
+                (&agent, "agent", "decoded response: '123456'"),
+                (&agent, "agent", "> client-auth-nt "),
+            ] {
+                ensure!(
+                    log.contains(want),
+                    "{name} log lacks {want:?}:\nagent:\n{agent}\ngui:\n{gui}\n{}",
+                    procs.tails()
+                );
+            }
+            let line = agent
+                .lines()
+                .find(|l| l.starts_with(">CLIENT:CR_RESPONSE,"))
+                .unwrap_or_default();
+            println!("interop: server management saw {line}");
+        }
         Ops::Management => {
             wait_inits(procs, client, 2, 40)?;
             ping_until_ok(cd, procs, 20)?;
