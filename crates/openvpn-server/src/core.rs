@@ -173,6 +173,23 @@ impl ClientConn {
     }
 }
 
+/// One tun → client route for a sending thread ([`ServerCore::send_routes`]).
+#[derive(Debug)]
+pub struct SendRoute {
+    /// Destination network (a client's tunnel address or an iroute).
+    pub net: IpAddr,
+    /// Prefix length.
+    pub bits: u8,
+    /// The client.
+    pub peer_id: u32,
+    /// Where the client is.
+    pub addr: PeerAddr,
+    /// MSS clamp for TCP SYNs (`mssfix`).
+    pub mss: Option<u16>,
+    /// Seals with the client's data channel.
+    pub sender: openvpn_control::dataplane::DataSender,
+}
+
 /// The server core.
 pub struct ServerCore {
     cfg: ServerConfig,
@@ -190,6 +207,8 @@ pub struct ServerCore {
     started_unix: u64,
     base_instant: Instant,
     next_generation: u64,
+    /// Bumped when the tun → client routing ([`ServerCore::send_routes`]) may have changed.
+    send_gen: u64,
     iroutes: Vec<(IpAddr, u8, u32)>,
     hold: bool,
     /// An embedder's authenticator is consulted (after the auth script).
@@ -384,6 +403,7 @@ impl ServerCore {
             started_unix,
             base_instant: now,
             next_generation: 1,
+            send_gen: 0,
             iroutes: Vec::new(),
             hold: false,
             authenticator: false,
@@ -785,6 +805,7 @@ impl ServerCore {
             self.by_addr.remove(&c.addr);
             c.addr = from;
             self.by_addr.insert(from, pid);
+            self.send_gen += 1;
             self.stats.floats += 1;
         }
         let range = match payload {
@@ -1061,6 +1082,7 @@ impl ServerCore {
                             self.by_v6.insert(a, pid);
                         }
                     }
+                    self.send_gen += 1;
                     info!(
                         "{}/{}: connected, addresses {} {}",
                         c.common_name.as_deref().unwrap_or("?"),
@@ -1120,6 +1142,7 @@ impl ServerCore {
             });
         }
         self.iroutes.retain(|r| r.2 != pid);
+        self.send_gen += 1;
         if self.by_addr.get(&c.addr) == Some(&pid) {
             self.by_addr.remove(&c.addr);
         }
@@ -1669,6 +1692,7 @@ impl ServerCore {
         for (net, bits) in &c.iroutes {
             self.iroutes.push((*net, *bits, c.peer_id));
         }
+        self.send_gen += 1;
         c.control.accept(now, KeyId::ZERO, push);
     }
 
@@ -1751,6 +1775,43 @@ impl ServerCore {
         }
         self.clients[pid as usize] = Some(c);
         self.after_control(now, pid, out);
+    }
+
+    /// Changes whenever [`ServerCore::send_routes`] may return something else (a client's
+    /// addresses routed or removed, an iroute learned, a float).
+    pub fn send_routes_generation(&self) -> u64 {
+        self.send_gen
+    }
+
+    /// The tun → client routing for a sending thread (`udpio`): one entry per client tunnel
+    /// address (/32, /128) and per iroute, with the client's address, MSS clamp and a handle
+    /// that seals with its data channel.
+    pub fn send_routes(&self) -> Vec<SendRoute> {
+        let entry = |net: IpAddr, bits: u8, pid: u32| {
+            let c = self.clients.get(pid as usize)?.as_ref()?;
+            Some(SendRoute {
+                net,
+                bits,
+                peer_id: pid,
+                addr: c.addr,
+                mss: mss_limit(self.cfg.mssfix, &c.control),
+                sender: c.data.sender(),
+            })
+        };
+        let v4 = self.by_v4.iter().map(|(a, p)| (IpAddr::V4(*a), 32, *p));
+        let v6 = self.by_v6.iter().map(|(a, p)| (IpAddr::V6(*a), 128, *p));
+        let iroutes = self.iroutes.iter().map(|r| (r.0, r.1, r.2));
+        v4.chain(v6)
+            .chain(iroutes)
+            .filter_map(|(n, b, p)| entry(n, b, p))
+            .collect()
+    }
+
+    /// A sending thread sent data to client `peer_id` at `at` (its keepalive need not ping).
+    pub fn note_sent(&mut self, peer_id: u32, at: Instant) {
+        if let Some(c) = self.clients.get_mut(peer_id as usize).and_then(Option::as_mut) {
+            c.keepalive.on_sent(at);
+        }
     }
 
     /// The earliest deadline of any client.

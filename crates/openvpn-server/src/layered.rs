@@ -24,7 +24,13 @@ use openvpn_control::options::{self, OptionLine, OptionSource};
 use crate::config::ConfigError;
 
 /// Environment variables that are not configuration (also our own `OPENVPN_RS_*` settings).
-const ENV_IGNORED: &[&str] = &["log", "config_toml", "rs_fast_io", "rs_run_dir"];
+const ENV_IGNORED: &[&str] = &[
+    "log",
+    "config_toml",
+    "rs_fast_io",
+    "rs_run_dir",
+    "rs_threads",
+];
 
 /// A figment provider for OpenVPN option lines.
 #[derive(Debug, Clone)]
