@@ -1809,7 +1809,11 @@ impl ServerCore {
 
     /// A sending thread sent data to client `peer_id` at `at` (its keepalive need not ping).
     pub fn note_sent(&mut self, peer_id: u32, at: Instant) {
-        if let Some(c) = self.clients.get_mut(peer_id as usize).and_then(Option::as_mut) {
+        if let Some(c) = self
+            .clients
+            .get_mut(peer_id as usize)
+            .and_then(Option::as_mut)
+        {
             c.keepalive.on_sent(at);
         }
     }
