@@ -531,6 +531,9 @@ async fn connect_once<T: TunBuilder>(
         _ => None,
     };
     let mut tun_in = TunBatch::new();
+    // The sending direction on its own task (fast.rs), unless OPENVPN_RS_THREADS=1.
+    let split = fast.is_some() && crate::fast::split_enabled();
+    let mut sealer: Option<crate::fast::SealTask> = None;
     let connect_deadline = now + s.cfg.connect_timeout;
     loop {
         // Flush control output.
@@ -684,6 +687,15 @@ async fn connect_once<T: TunBuilder>(
         .max(now);
         let device = s.device.clone();
         let tun_active = connected && device.is_some() && !s.paused;
+        if let (true, Some(f), Link::Udp(sock, server)) = (split, fast.as_ref(), &link) {
+            let d = device.as_ref().filter(|_| tun_active);
+            let (set, max) = (s.device_settings.as_ref(), tun_in.max_packet());
+            f.update_sealer(&mut sealer, sock, *server, &data, d, mss, set, max);
+        }
+        if let Some(t) = sealer.as_mut().and_then(crate::fast::SealTask::take_sent) {
+            keepalive.on_sent(t);
+        }
+        let tun_active = tun_active && sealer.is_none();
         tokio::select! {
             r = async {
                 match (fast.as_mut(), &mut link) {
@@ -794,6 +806,9 @@ async fn connect_once<T: TunBuilder>(
                 let now = Instant::now();
                 ctl.handle_timeout(now);
                 data.tick(now);
+                if let Some(t) = sealer.as_mut().and_then(crate::fast::SealTask::take_sent) {
+                    keepalive.on_sent(t);
+                }
                 match keepalive.handle_timeout(now) {
                     Some(KeepaliveAction::SendPing) if connected => {
                         let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &openvpn_wire::PING_MAGIC);

@@ -9,14 +9,27 @@
 //!
 //! On by default; `OPENVPN_RS_FAST_IO=0` in the environment selects the one-packet-per-call
 //! path (and a plain tun device).
+//!
+//! **Both directions in parallel** (the default; `OPENVPN_RS_THREADS=1` keeps them on one
+//! task): the tun → seal → GSO send direction runs as its own task ([`SealTask`], on another
+//! worker of the multi-threaded runtime) with a [`DataSender`] of the engine's
+//! [`DataChannel`] and its own descriptor of the UDP socket; receiving, opening, control
+//! and timers stay in the engine. Key installs, the send-key switch, retirements and peer-id
+//! changes reach the task through the channel's published sealing state (no lock per
+//! packet); a change of device, `mssfix` or tun settings, a pause or the end of the
+//! connection stops the task (and the engine starts a new one when it applies).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use openvpn_control::dataplane::{DataChannel, Payload};
+use openvpn_control::dataplane::{DataChannel, DataSender, Payload};
 use openvpn_crypto::PacketBuf;
 use openvpn_tun::udp_batch::{SendQueue, UdpBatch, UdpRecvBufs};
 use openvpn_tun::{PacketDevice, TunBatch};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 
@@ -28,6 +41,12 @@ const RECV_BUFFERS: usize = 16;
 /// Whether the batched data path is on (`OPENVPN_RS_FAST_IO` unset or anything but `0`).
 pub(crate) fn enabled() -> bool {
     std::env::var("OPENVPN_RS_FAST_IO").map_or(true, |v| v.trim() != "0")
+}
+
+/// Whether the sending direction runs on its own task (`OPENVPN_RS_THREADS` unset or
+/// anything but `1`).
+pub(crate) fn split_enabled() -> bool {
+    std::env::var("OPENVPN_RS_THREADS").map_or(true, |v| v.trim() != "1")
 }
 
 /// What one received link batch asks of the engine.
@@ -55,6 +74,11 @@ impl FastUdp {
         tracing::info!(
             gso_segments = udp.max_gso_segments(),
             gro_segments = udp.gro_segments(),
+            send_task = if split_enabled() {
+                "own task (seal+send parallel to recv+open)"
+            } else {
+                "off: OPENVPN_RS_THREADS=1"
+            },
             "fast I/O: batched UDP"
         );
         let sendq = SendQueue::new(udp.max_gso_segments());
@@ -144,6 +168,120 @@ impl FastUdp {
         settings: Option<&TunSettings>,
         device: &D,
     ) -> bool {
+        let mut out = SealOut {
+            sendq: &mut self.sendq,
+            sbuf: &mut self.sbuf,
+            server,
+        };
+        let sent = out
+            .seal_batch(batch, mss, settings, device, |b| {
+                data.seal(now, b, rng).is_ok()
+            })
+            .await;
+        if !self.sendq.is_empty() {
+            let _ = self.sendq.flush(&self.udp, sock).await;
+        }
+        sent
+    }
+
+    /// Starts the sending direction on its own task (see the module documentation), or
+    /// keeps the running one if nothing it depends on changed. `device` = `None` (not
+    /// connected, paused) stops it. While `task` is `Some`, the engine must not read the tun
+    /// device itself.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn update_sealer<D: PacketDevice + 'static>(
+        &self,
+        task: &mut Option<SealTask>,
+        sock: &UdpSocket,
+        server: SocketAddr,
+        data: &DataChannel,
+        device: Option<&Arc<D>>,
+        mss: Option<u16>,
+        settings: Option<&TunSettings>,
+        max_packet: usize,
+    ) {
+        let Some(device) = device else {
+            *task = None;
+            return;
+        };
+        let device_id = Arc::as_ptr(device) as *const () as usize;
+        if let Some(t) = task.as_ref() {
+            if t.device_id == device_id
+                && t.mss == mss
+                && t.max_packet == max_packet
+                && t.settings.as_ref() == settings
+                && !t.handle.is_finished()
+            {
+                return;
+            }
+        }
+        *task = None;
+        let dup = match sock
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::net::UdpSocket::from)
+            .and_then(UdpSocket::from_std)
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("send task: cannot duplicate the UDP socket ({e})");
+                return;
+            }
+        };
+        let udp = match UdpBatch::new(&dup) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!("send task: cannot batch the UDP socket ({e})");
+                return;
+            }
+        };
+        let base = Instant::now();
+        let sent_at = Arc::new(AtomicU64::new(0));
+        let job = SealJob {
+            sock: dup,
+            sendq: SendQueue::new(udp.max_gso_segments()),
+            udp,
+            server,
+            tx: data.sender(),
+            device: Arc::clone(device),
+            mss,
+            settings: settings.cloned(),
+            max_packet,
+            base,
+            sent_at: Arc::clone(&sent_at),
+        };
+        tracing::debug!("send task started");
+        *task = Some(SealTask {
+            handle: tokio::spawn(job.run()),
+            device_id,
+            mss,
+            settings: settings.cloned(),
+            max_packet,
+            base,
+            sent_at,
+            reported: 0,
+        });
+    }
+}
+
+/// Where sealed packets go: one reused seal buffer and the GSO queue to the server.
+struct SealOut<'a> {
+    sendq: &'a mut SendQueue,
+    sbuf: &'a mut PacketBuf,
+    server: SocketAddr,
+}
+
+impl SealOut<'_> {
+    /// Filters (block-ipv4/-ipv6), clamps and seals every packet of `batch` with `seal` and
+    /// queues it. Returns whether anything was queued.
+    async fn seal_batch<D: PacketDevice>(
+        &mut self,
+        batch: &mut TunBatch,
+        mss: Option<u16>,
+        settings: Option<&TunSettings>,
+        device: &D,
+        mut seal: impl FnMut(&mut PacketBuf) -> bool,
+    ) -> bool {
         let mut sent = false;
         for i in 0..batch.len() {
             let pkt = batch.get_mut(i);
@@ -160,14 +298,98 @@ impl FastUdp {
             }
             self.sbuf.clear(PacketBuf::DEFAULT_HEADROOM);
             self.sbuf.extend_from_slice(pkt);
-            if data.seal(now, &mut self.sbuf, rng).is_ok() {
-                self.sendq.push(server, self.sbuf.as_slice());
+            if seal(self.sbuf) {
+                self.sendq.push(self.server, self.sbuf.as_slice());
                 sent = true;
             }
         }
-        if !self.sendq.is_empty() {
-            let _ = self.sendq.flush(&self.udp, sock).await;
-        }
         sent
+    }
+}
+
+/// The running sending direction; dropping it stops the task.
+pub(crate) struct SealTask {
+    handle: tokio::task::JoinHandle<()>,
+    device_id: usize,
+    mss: Option<u16>,
+    settings: Option<TunSettings>,
+    max_packet: usize,
+    base: Instant,
+    /// Nanoseconds after `base` of the last send (0 = nothing yet).
+    sent_at: Arc<AtomicU64>,
+    reported: u64,
+}
+
+impl SealTask {
+    /// When the task last sent something, if that is newer than the last answer (for the
+    /// keepalive's "something was sent").
+    pub(crate) fn take_sent(&mut self) -> Option<Instant> {
+        let at = self.sent_at.load(Ordering::Relaxed);
+        if at == self.reported {
+            return None;
+        }
+        self.reported = at;
+        Some(self.base + Duration::from_nanos(at))
+    }
+}
+
+impl Drop for SealTask {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// What the sending task owns.
+struct SealJob<D> {
+    sock: UdpSocket,
+    udp: UdpBatch,
+    sendq: SendQueue,
+    server: SocketAddr,
+    tx: DataSender,
+    device: Arc<D>,
+    mss: Option<u16>,
+    settings: Option<TunSettings>,
+    max_packet: usize,
+    base: Instant,
+    sent_at: Arc<AtomicU64>,
+}
+
+impl<D: PacketDevice + 'static> SealJob<D> {
+    /// tun batch → seal → GSO send, until aborted.
+    async fn run(mut self) {
+        let mut rng = StdRng::from_entropy();
+        let mut sbuf = PacketBuf::new(PacketBuf::DEFAULT_HEADROOM, 2048);
+        let mut batch = TunBatch::new();
+        batch.set_max_packet(self.max_packet);
+        loop {
+            if let Err(e) = self.device.recv_batch(&mut batch).await {
+                tracing::debug!("send task: tun read: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let tx = &mut self.tx;
+            let mut out = SealOut {
+                sendq: &mut self.sendq,
+                sbuf: &mut sbuf,
+                server: self.server,
+            };
+            let sent = out
+                .seal_batch(
+                    &mut batch,
+                    self.mss,
+                    self.settings.as_ref(),
+                    &*self.device,
+                    |b| tx.seal(b, &mut rng).is_ok(),
+                )
+                .await;
+            tx.flush_counters();
+            if !self.sendq.is_empty() {
+                let _ = self.sendq.flush(&self.udp, &self.sock).await;
+            }
+            if sent {
+                let at = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.sent_at.store(at.max(1), Ordering::Relaxed);
+            }
+        }
     }
 }

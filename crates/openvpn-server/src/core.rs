@@ -1807,6 +1807,11 @@ impl ServerCore {
             .collect()
     }
 
+    /// A sending thread dropped `n` tun packets without a client route.
+    pub fn count_no_route(&mut self, n: u64) {
+        self.stats.no_route += n;
+    }
+
     /// A sending thread sent data to client `peer_id` at `at` (its keepalive need not ping).
     pub fn note_sent(&mut self, peer_id: u32, at: Instant) {
         if let Some(c) = self

@@ -301,6 +301,21 @@ pub async fn serve_with<D: PacketDevice + 'static>(
         _ => None,
     };
     let mut tun_in = TunBatch::new();
+    // The sending direction (tun -> seal -> GSO) on its own task unless OPENVPN_RS_THREADS=1.
+    let mut sender = match (&udp, fast.is_some() && udpio::split_enabled()) {
+        (Some(u), true) => udpio::SendTask::spawn(Arc::clone(u), Arc::clone(&tun), &core)
+            .inspect_err(|e| warn!("send task: {e}; one task for both directions"))
+            .ok(),
+        _ => None,
+    };
+    info!(
+        "data path: {}",
+        match (&sender, fast.is_some()) {
+            (Some(_), _) => "send direction on its own task (parallel to receive)",
+            (None, true) => "one task for both directions (OPENVPN_RS_THREADS=1)",
+            (None, false) => "one task for both directions",
+        }
+    );
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
     let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
     let mut notify_tx = None;
@@ -370,7 +385,9 @@ pub async fn serve_with<D: PacketDevice + 'static>(
                 }
             }
             r = async {
-                if fast_io {
+                if sender.is_some() {
+                    std::future::pending().await
+                } else if fast_io {
                     tun.recv_batch(&mut tun_in).await.map(|()| None)
                 } else {
                     tun.recv(&mut tun_buf).await.map(Some)
@@ -410,7 +427,12 @@ pub async fn serve_with<D: PacketDevice + 'static>(
                 }
             }
             _ = persist_every.tick() => write_pool_persist(&core),
-            _ = sleep => core.on_timeout(Instant::now(), &mut out),
+            _ = sleep => {
+                if let Some(s) = sender.as_mut() {
+                    s.feed_keepalive(&mut core);
+                }
+                core.on_timeout(Instant::now(), &mut out);
+            }
             _ = status_every.tick() => {
                 if let Some((path, _)) = &cfg.status {
                     if let Err(e) = status::write(path, cfg.status_version, &core) {
@@ -478,7 +500,11 @@ pub async fn serve_with<D: PacketDevice + 'static>(
             (Some(f), Some(u)) => f.flush(&mut out, u, tun.as_ref(), &mut tcp_writers).await,
             _ => flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await,
         }
+        if let Some(s) = sender.as_mut() {
+            s.sync(&core);
+        }
     }
+    drop(sender);
     core.shutdown(Instant::now(), &mut out);
     write_pool_persist(&core);
     match (fast.as_mut(), udp.as_deref()) {
