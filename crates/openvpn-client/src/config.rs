@@ -3,6 +3,7 @@
 //! Every option is implemented, a documented no-op, or rejected with an error that names
 //! the line.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -130,6 +131,145 @@ pub enum AuthRetry {
     Interact,
 }
 
+/// Where a profile `route` / `route-ipv6` sends its traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteGateway {
+    /// No gateway given (or `default`): the profile's `route-gateway` (IPv4) if any, else
+    /// the tunnel.
+    Default,
+    /// `vpn_gateway`: into the tunnel.
+    Vpn,
+    /// `net_gateway`: around the tunnel, via the gateway of the default route before the
+    /// tunnel came up.
+    Net,
+    /// A gateway address: into the tunnel when it lies in the tunnel's network (or is the
+    /// pushed `route-gateway`), else around the tunnel via that gateway.
+    Addr(IpAddr),
+}
+
+/// The destination of a profile route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteDest {
+    /// A network and its prefix length (host bits are cleared when installed).
+    Net(IpAddr, u8),
+    /// `remote_host` with this prefix length: the VPN server's address (IPv4 servers only).
+    RemoteHost(u8),
+}
+
+/// A `route NETWORK [NETMASK] [GATEWAY] [METRIC]` or `route-ipv6 NET/BITS [GATEWAY]
+/// [METRIC]` line of the profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileRoute {
+    /// Destination.
+    pub dest: RouteDest,
+    /// Gateway.
+    pub gateway: RouteGateway,
+    /// Metric; `None` = `route-metric`, else the kernel default.
+    pub metric: Option<u32>,
+}
+
+fn parse_metric(o: &OptionLine, i: usize) -> Result<Option<u32>, ConfigError> {
+    match o.arg(i) {
+        None | Some("default") => Ok(None),
+        Some(m) => m
+            .parse()
+            .map(Some)
+            .map_err(|_| err(o, format!("metric '{m}' is not a number"))),
+    }
+}
+
+fn parse_gateway<A: Into<IpAddr> + std::str::FromStr>(
+    o: &OptionLine,
+    i: usize,
+) -> Result<RouteGateway, ConfigError> {
+    match o.arg(i) {
+        None | Some("default") => Ok(RouteGateway::Default),
+        Some("vpn_gateway") => Ok(RouteGateway::Vpn),
+        Some("net_gateway") => Ok(RouteGateway::Net),
+        Some(g) => g.parse::<A>().map(|a| RouteGateway::Addr(a.into())).map_err(|_| {
+            err(
+                o,
+                format!("gateway '{g}' is not an address of the route's family, vpn_gateway, net_gateway or default"),
+            )
+        }),
+    }
+}
+
+/// `route NETWORK [NETMASK] [GATEWAY] [METRIC]`.
+fn parse_route_v4(o: &OptionLine) -> Result<ProfileRoute, ConfigError> {
+    if o.args.len() > 4 {
+        return Err(err(
+            o,
+            "too many arguments: route NETWORK [NETMASK] [GATEWAY] [METRIC]",
+        ));
+    }
+    let prefix = match o.arg(1) {
+        None | Some("default") => 32,
+        Some(m) => {
+            let mask: Ipv4Addr = m
+                .parse()
+                .map_err(|_| err(o, format!("netmask '{m}' is not an IPv4 netmask")))?;
+            let bits = u32::from(mask);
+            let prefix = bits.leading_ones();
+            if bits.checked_shl(prefix).unwrap_or(0) != 0 {
+                return Err(err(o, format!("netmask '{m}' is not contiguous")));
+            }
+            prefix as u8
+        }
+    };
+    let dest = match arg(o, 0)? {
+        "remote_host" => RouteDest::RemoteHost(prefix),
+        n => {
+            let net: Ipv4Addr = n.parse().map_err(|_| {
+                err(
+                    o,
+                    format!("network '{n}' is not an IPv4 address (host names are not supported; use an address or remote_host)"),
+                )
+            })?;
+            if openvpn_tun::route::mask(net.into(), prefix) != IpAddr::from(net) {
+                return Err(err(
+                    o,
+                    format!("network {n} has host bits set for netmask /{prefix}"),
+                ));
+            }
+            RouteDest::Net(net.into(), prefix)
+        }
+    };
+    Ok(ProfileRoute {
+        dest,
+        gateway: parse_gateway::<Ipv4Addr>(o, 2)?,
+        metric: parse_metric(o, 3)?,
+    })
+}
+
+/// `route-ipv6 NET/BITS [GATEWAY] [METRIC]`.
+fn parse_route_v6(o: &OptionLine) -> Result<ProfileRoute, ConfigError> {
+    if o.args.len() > 3 {
+        return Err(err(
+            o,
+            "too many arguments: route-ipv6 NETWORK/BITS [GATEWAY] [METRIC]",
+        ));
+    }
+    let a = arg(o, 0)?;
+    let (net, bits) = a.split_once('/').unwrap_or((a, "128"));
+    let net: Ipv6Addr = net
+        .parse()
+        .map_err(|_| err(o, format!("'{a}' is not an IPv6 network/bits")))?;
+    let prefix: u8 = bits
+        .parse()
+        .ok()
+        .filter(|b| *b <= 128)
+        .ok_or_else(|| err(o, format!("'/{bits}' is not a prefix length of 0..=128")))?;
+    if openvpn_tun::route::mask(net.into(), prefix) != IpAddr::from(net) {
+        return Err(err(o, format!("network {a} has host bits set")));
+    }
+    Ok(ProfileRoute {
+        dest: RouteDest::Net(net.into(), prefix),
+        gateway: parse_gateway::<Ipv6Addr>(o, 1)?,
+        metric: parse_metric(o, 2)?,
+    })
+}
+
 /// A complete client profile.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -231,6 +371,11 @@ pub struct ClientConfig {
     pub block_ipv4: bool,
     /// `route-metric`: default metric of tunnel routes.
     pub route_metric: Option<u32>,
+    /// `route` / `route-ipv6` lines of the profile, installed with the pushed routes
+    /// (`route-nopull` does not drop them; `route-noexec` does).
+    pub routes: Vec<ProfileRoute>,
+    /// `route-gateway ADDR`: the gateway of profile `route` lines that name none.
+    pub route_gateway: Option<Ipv4Addr>,
     /// `dhcp-option TYPE VALUE` in the profile (added to pushed ones).
     pub dhcp_options: Vec<(String, String)>,
     /// `compress …` / `comp-lzo …` from the profile (framing only; a push overrides it).
@@ -296,6 +441,8 @@ impl Default for ClientConfig {
             block_ipv6: false,
             block_ipv4: false,
             route_metric: None,
+            routes: Vec::new(),
+            route_gateway: None,
             dhcp_options: Vec::new(),
             compression: None,
             management: None,
@@ -631,11 +778,15 @@ impl ClientConfig {
                     }
                     c.dhcp_options.push((kind.to_owned(), value.to_owned()));
                 }
-                "route" | "route-ipv6" => {
-                    return Err(err(
-                        o,
-                        "routes in the profile are not implemented yet; let the server push them (redirect-gateway, block-ipv6, route-metric and dhcp-option are supported)",
-                    ));
+                "route" => c.routes.push(parse_route_v4(o)?),
+                "route-ipv6" => c.routes.push(parse_route_v6(o)?),
+                "route-gateway" => {
+                    c.route_gateway = match arg(o, 0)? {
+                        "dhcp" => None,
+                        g => Some(g.parse().map_err(|_| {
+                            err(o, format!("'{g}' is not an IPv4 address (or dhcp)"))
+                        })?),
+                    }
                 }
                 "compress" | "comp-lzo" => {
                     let mut v = vec![o.name.clone()];
@@ -833,7 +984,107 @@ mod tests {
         assert!(e.contains("config line 10") && e.contains("nope"), "{e}");
         let e = prof("route-metric x\n").unwrap_err().to_string();
         assert!(e.contains("route-metric"), "{e}");
-        assert!(prof("route 10.0.0.0 255.0.0.0\n").is_err());
+    }
+
+    #[test]
+    fn profile_routes_parse_like_openvpn() {
+        let c = prof(
+            "route 10.1.0.0 255.255.0.0\n\
+             route 10.2.0.0 255.255.0.0 192.168.1.1 50\n\
+             route 10.3.0.0 255.255.0.0 net_gateway\n\
+             route remote_host 255.255.255.255 net_gateway\n\
+             route 10.4.0.1\n\
+             route 10.5.0.0 255.255.0.0 vpn_gateway default\n\
+             route 10.6.0.0 255.255.0.0 default 7\n\
+             route-ipv6 2001:db8::/32\n\
+             route-ipv6 2001:db8:1::/48 net_gateway 9\n\
+             route-ipv6 2001:db8:2::1 fd00::1\n\
+             route-gateway 10.8.0.1\n",
+        )
+        .unwrap();
+        let v4 = |a: [u8; 4]| IpAddr::from(Ipv4Addr::from(a));
+        let v6 = |a: &str| IpAddr::V6(a.parse().unwrap());
+        let r = |dest, gateway, metric| ProfileRoute {
+            dest,
+            gateway,
+            metric,
+        };
+        assert_eq!(
+            c.routes,
+            [
+                r(
+                    RouteDest::Net(v4([10, 1, 0, 0]), 16),
+                    RouteGateway::Default,
+                    None
+                ),
+                r(
+                    RouteDest::Net(v4([10, 2, 0, 0]), 16),
+                    RouteGateway::Addr(v4([192, 168, 1, 1])),
+                    Some(50)
+                ),
+                r(
+                    RouteDest::Net(v4([10, 3, 0, 0]), 16),
+                    RouteGateway::Net,
+                    None
+                ),
+                r(RouteDest::RemoteHost(32), RouteGateway::Net, None),
+                r(
+                    RouteDest::Net(v4([10, 4, 0, 1]), 32),
+                    RouteGateway::Default,
+                    None
+                ),
+                r(
+                    RouteDest::Net(v4([10, 5, 0, 0]), 16),
+                    RouteGateway::Vpn,
+                    None
+                ),
+                r(
+                    RouteDest::Net(v4([10, 6, 0, 0]), 16),
+                    RouteGateway::Default,
+                    Some(7)
+                ),
+                r(
+                    RouteDest::Net(v6("2001:db8::"), 32),
+                    RouteGateway::Default,
+                    None
+                ),
+                r(
+                    RouteDest::Net(v6("2001:db8:1::"), 48),
+                    RouteGateway::Net,
+                    Some(9)
+                ),
+                r(
+                    RouteDest::Net(v6("2001:db8:2::1"), 128),
+                    RouteGateway::Addr(v6("fd00::1")),
+                    None
+                ),
+            ]
+        );
+        assert_eq!(c.route_gateway, Some(Ipv4Addr::new(10, 8, 0, 1)));
+        assert_eq!(prof("route-gateway dhcp\n").unwrap().route_gateway, None);
+        // Errors name the line (the profile's first extra line is line 10) and the problem.
+        for (line, want) in [
+            ("route vpn.example.com\n", "host names are not supported"),
+            ("route 10.1.0.0 255.0.255.0\n", "not contiguous"),
+            ("route 10.1.0.0 255.255.0\n", "not an IPv4 netmask"),
+            ("route 10.1.2.0 255.255.0.0\n", "host bits set"),
+            ("route 10.1.0.0 255.255.0.0 fd00::1\n", "gateway 'fd00::1'"),
+            ("route 10.1.0.0 255.255.0.0 vpn_gateway x\n", "metric 'x'"),
+            ("route 10.1.0.0 255.255.0.0 vpn_gateway 1 2\n", "too many"),
+            ("route\n", "route"),
+            ("route-ipv6 2001:db8::/129\n", "prefix length"),
+            ("route-ipv6 10.0.0.0/8\n", "not an IPv6"),
+            ("route-ipv6 2001:db8::1/32\n", "host bits set"),
+            ("route-ipv6 2001:db8::/32 10.8.0.1\n", "gateway '10.8.0.1'"),
+            ("route-ipv6 2001:db8::/32 net_gateway -1\n", "metric '-1'"),
+            ("route-gateway nope\n", "not an IPv4 address"),
+        ] {
+            let e = prof(line).expect_err(line).to_string();
+            assert!(
+                e.contains("config line 10") && e.contains(want),
+                "{line:?}: {e}"
+            );
+        }
     }
 
     #[test]

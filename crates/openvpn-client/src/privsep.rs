@@ -34,11 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openvpn_control::client::PullFilterAction;
-use openvpn_tun::route::{HALVES_V4, HALVES_V6, Redirect};
+use openvpn_tun::route::{self, HALVES_V4, HALVES_V6, OutsideRoute, Redirect};
 use openvpn_tun::{LinuxTun, Netlink, PacketDevice, fdpass};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::config::{ProfileRoute, RouteDest, RouteGateway};
 use crate::tun::{LinuxTunBuilder, TunBuilder, TunSettings};
 use crate::{ClientConfig, ConfigError};
 
@@ -104,7 +105,9 @@ pub fn unescape(s: &str) -> Result<String, String> {
 /// Encodes the settings as `key=value` pairs: `ipv4=A/P`, `ipv6=A/P`, `route4=N/P`…,
 /// `route6=N/P`…, `dns=IP`…, `domain=D`…, `mtu=N`, `server=IP`,
 /// `redirect=FLAG,FLAG` (`ipv4`, `ipv6`, `local`, `block-local`; present = redirect),
-/// `block4=1`, `block6=1`, `metric=N`.
+/// `block4=1`, `block6=1`, `metric=N`, `rmetric=N/P,M`… (a route's own metric),
+/// `outside=N/P,GW,M`… (a route around the tunnel; `GW` = an address or `net_gateway`, `M`
+/// empty for none).
 pub fn encode_settings(s: &TunSettings) -> String {
     let mut kv: Vec<(&str, String)> = Vec::new();
     if let Some((a, p)) = s.ipv4 {
@@ -141,6 +144,19 @@ pub fn encode_settings(s: &TunSettings) -> String {
     if let Some(m) = s.route_metric {
         kv.push(("metric", m.to_string()));
     }
+    kv.extend(
+        s.route_details
+            .metrics
+            .iter()
+            .map(|(n, p, m)| ("rmetric", format!("{n}/{p},{m}"))),
+    );
+    kv.extend(s.route_details.outside.iter().map(|r| {
+        let gw = r
+            .gateway
+            .map_or("net_gateway".to_owned(), |g| g.to_string());
+        let m = r.metric.map(|m| m.to_string()).unwrap_or_default();
+        ("outside", format!("{}/{},{gw},{m}", r.dest, r.prefix))
+    }));
     kv.iter()
         .map(|(k, v)| format!("{k}={}", escape(v)))
         .collect::<Vec<_>>()
@@ -174,6 +190,18 @@ fn parse_net<A: std::str::FromStr>(v: &str, max: u8) -> Result<(A, u8), String> 
     Ok((a, p))
 }
 
+/// `A/P` of either family.
+fn parse_any_net(v: &str) -> Result<(IpAddr, u8), String> {
+    let (a, _) = v
+        .split_once('/')
+        .ok_or_else(|| format!("{v:?} is not ADDRESS/PREFIX"))?;
+    if a.contains(':') {
+        parse_net::<Ipv6Addr>(v, 128).map(|(a, p)| (a.into(), p))
+    } else {
+        parse_net::<Ipv4Addr>(v, 32).map(|(a, p)| (a.into(), p))
+    }
+}
+
 /// Decodes [`encode_settings`]. Unknown keys and repeated single-valued keys are errors.
 pub fn decode_settings(line: &str) -> Result<TunSettings, String> {
     let mut s = TunSettings::default();
@@ -184,7 +212,10 @@ pub fn decode_settings(line: &str) -> Result<TunSettings, String> {
             .split_once('=')
             .ok_or_else(|| format!("{pair:?} is not key=value"))?;
         let v = unescape(v)?;
-        let single = !matches!(k, "route4" | "route6" | "dns" | "domain");
+        let single = !matches!(
+            k,
+            "route4" | "route6" | "dns" | "domain" | "rmetric" | "outside"
+        );
         if single && !seen.insert(k.to_owned()) {
             return Err(format!("'{k}' given twice"));
         }
@@ -228,6 +259,47 @@ pub fn decode_settings(line: &str) -> Result<TunSettings, String> {
             "block4" => s.block_ipv4 = v == "1",
             "block6" => s.block_ipv6 = v == "1",
             "metric" => s.route_metric = Some(num("metric")?),
+            "rmetric" => {
+                let (net, m) = v
+                    .split_once(',')
+                    .ok_or_else(|| format!("rmetric {v:?} is not NET/P,METRIC"))?;
+                let (n, p) = parse_any_net(net)?;
+                let m = m
+                    .parse()
+                    .map_err(|_| format!("rmetric {v:?}: {m:?} is not a number"))?;
+                s.route_details.metrics.push((n, p, m));
+            }
+            "outside" => {
+                let mut parts = v.split(',');
+                let (Some(net), Some(gw), Some(m), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(format!("outside {v:?} is not NET/P,GATEWAY,METRIC"));
+                };
+                let (dest, prefix) = parse_any_net(net)?;
+                let gateway = match gw {
+                    "net_gateway" => None,
+                    g => Some(
+                        g.parse::<IpAddr>()
+                            .ok()
+                            .filter(|g| g.is_ipv4() == dest.is_ipv4())
+                            .ok_or_else(|| format!("outside {v:?}: bad gateway {g:?}"))?,
+                    ),
+                };
+                let metric = match m {
+                    "" => None,
+                    m => Some(
+                        m.parse()
+                            .map_err(|_| format!("outside {v:?}: {m:?} is not a number"))?,
+                    ),
+                };
+                s.route_details.outside.push(OutsideRoute {
+                    dest,
+                    prefix,
+                    gateway,
+                    metric,
+                });
+            }
             other => return Err(format!("unknown key {other:?}")),
         }
     }
@@ -351,6 +423,10 @@ pub struct Policy {
     pub dns_servers: Vec<IpAddr>,
     /// `dhcp-option DOMAIN/DOMAIN-SEARCH` of the profile.
     pub dns_domains: Vec<String>,
+    /// `route` / `route-ipv6` lines of the profile.
+    pub routes: Vec<ProfileRoute>,
+    /// `route-gateway` of the profile.
+    pub route_gateway: Option<Ipv4Addr>,
 }
 
 fn v4_mask(prefix: u8) -> Ipv4Addr {
@@ -401,7 +477,37 @@ impl Policy {
             route_metric: cfg.route_metric,
             dns_servers,
             dns_domains,
+            routes: cfg.routes.clone(),
+            route_gateway: cfg.route_gateway,
         }
+    }
+
+    /// The profile routes whose destination is `net/prefix` (`remote_host` = `server`).
+    fn profile_routes_to(
+        &self,
+        net: IpAddr,
+        prefix: u8,
+        server: Option<IpAddr>,
+    ) -> impl Iterator<Item = &ProfileRoute> {
+        let want = (route::mask(net, prefix), prefix);
+        self.routes.iter().filter(move |r| match r.dest {
+            RouteDest::Net(a, p) => (route::mask(a, p), p) == want,
+            RouteDest::RemoteHost(p) => {
+                server.is_some_and(|s| s.is_ipv4() && (route::mask(s, p), p) == want)
+            }
+        })
+    }
+
+    /// Whether the profile lists a route to `net/prefix` around the tunnel via `gateway`
+    /// (`None` = `net_gateway`).
+    fn lists_outside(&self, r: &OutsideRoute, server: Option<IpAddr>) -> bool {
+        self.profile_routes_to(r.dest, r.prefix, server)
+            .any(|p| match (p.gateway, r.gateway) {
+                (RouteGateway::Net, None) => true,
+                (RouteGateway::Addr(a), Some(g)) => a == g,
+                (RouteGateway::Default, Some(g)) => self.route_gateway.map(IpAddr::from) == Some(g),
+                _ => false,
+            })
     }
 
     /// Whether a pushed option rendered as `text` would reach the client: the client's
@@ -506,6 +612,13 @@ impl Policy {
             if self.route_noexec {
                 return Err(self.refuse(what, "route-noexec"));
             }
+            if self
+                .profile_routes_to(n.into(), p, s.server)
+                .next()
+                .is_some()
+            {
+                continue;
+            }
             self.pulled(&format!("route {n} {}", v4_mask(p)))
                 .map_err(|why| self.refuse(what, &why))?;
         }
@@ -517,8 +630,58 @@ impl Policy {
             if self.route_noexec {
                 return Err(self.refuse(what, "route-noexec"));
             }
+            if self
+                .profile_routes_to(n.into(), p, s.server)
+                .next()
+                .is_some()
+            {
+                continue;
+            }
             self.pulled(&what)
                 .map_err(|why| self.refuse(what.clone(), &why))?;
+        }
+        if s.route_details.outside.len() > MAX_ROUTES
+            || s.route_details.metrics.len() > 2 * MAX_ROUTES
+        {
+            return Err(format!("more than {MAX_ROUTES} routes"));
+        }
+        // Around the tunnel: only what the profile itself lists.
+        for r in &s.route_details.outside {
+            let gw = r
+                .gateway
+                .map_or("net_gateway".to_owned(), |g| g.to_string());
+            let what = format!("route {}/{} via {gw} (around the tunnel)", r.dest, r.prefix);
+            if self.route_noexec {
+                return Err(self.refuse(what, "route-noexec"));
+            }
+            if r.gateway.is_some_and(|g| !sane_unicast(g)) {
+                return Err(format!("{what}: the gateway is not unicast"));
+            }
+            if !self.lists_outside(r, s.server) {
+                return Err(self.refuse(
+                    what,
+                    "only the profile's own route lines go around the tunnel",
+                ));
+            }
+        }
+        // A route's own metric: only for a route of this request.
+        for &(n, p, m) in &s.route_details.metrics {
+            let net = route::mask(n, p);
+            let requested = match net {
+                IpAddr::V4(a) => s
+                    .routes_v4
+                    .iter()
+                    .any(|&(r, rp)| rp == p && route::mask(r.into(), p) == IpAddr::V4(a)),
+                IpAddr::V6(a) => s
+                    .routes_v6
+                    .iter()
+                    .any(|&(r, rp)| rp == p && route::mask(r.into(), p) == IpAddr::V6(a)),
+            };
+            if !requested {
+                return Err(format!(
+                    "metric {m} for {n}/{p}, which is not a requested route"
+                ));
+            }
         }
         if s.block_ipv4 {
             if s.ipv4.is_some() {
@@ -1072,6 +1235,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::tun::RouteDetails;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
@@ -1119,6 +1283,23 @@ mod tests {
             block_ipv4: true,
             block_ipv6: true,
             route_metric: Some(50),
+            route_details: Box::new(RouteDetails {
+                metrics: vec![(ip("10.1.0.0"), 16, 7), (ip("2001:db8::"), 32, 8)],
+                outside: vec![
+                    OutsideRoute {
+                        dest: ip("192.168.1.0"),
+                        prefix: 24,
+                        gateway: None,
+                        metric: Some(5),
+                    },
+                    OutsideRoute {
+                        dest: ip("2001:db8:7::"),
+                        prefix: 48,
+                        gateway: Some(ip("fe80::1")),
+                        metric: None,
+                    },
+                ],
+            }),
         };
         let line = encode_settings(&s);
         assert!(!line.contains('\n'));
@@ -1141,6 +1322,12 @@ mod tests {
             "redirect=def2 mtu=1500",
             "ipv4=10.8.0.2/24",
             "mtu=70000",
+            "mtu=1500 rmetric=10.0.0.0/8",
+            "mtu=1500 rmetric=10.0.0.0/8,x",
+            "mtu=1500 outside=10.0.0.0/8,net_gateway",
+            "mtu=1500 outside=10.0.0.0/8,fe80::1,",
+            "mtu=1500 outside=10.0.0.0/33,net_gateway,",
+            "mtu=1500 outside=10.0.0.0/8,net_gateway,1,2",
         ] {
             assert!(decode_settings(bad).is_err(), "{bad}");
         }
@@ -1227,6 +1414,67 @@ mod tests {
                 .check(&with_routes(&[(Ipv4Addr::new(10, 1, 0, 0), 16)]))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn profile_routes_are_allowed_and_only_they_go_around_the_tunnel() {
+        let p = policy(
+            "route-nopull\nroute 10.1.0.0 255.255.0.0 vpn_gateway 9\n\
+             route 192.168.1.0 255.255.255.0 net_gateway\n\
+             route 172.16.0.0 255.240.0.0 192.0.2.254\n\
+             route remote_host 255.255.255.255 net_gateway\n\
+             route-ipv6 2001:db8:7::/48 net_gateway\n",
+        );
+        let outside = |dest: &str, prefix, gateway: Option<&str>| OutsideRoute {
+            dest: ip(dest),
+            prefix,
+            gateway: gateway.map(ip),
+            metric: None,
+        };
+        // The profile's tunnel route despite route-nopull, with its own metric.
+        let mut s = with_routes(&[(Ipv4Addr::new(10, 1, 0, 0), 16)]);
+        s.route_details.metrics = vec![(ip("10.1.0.0"), 16, 9)];
+        s.route_details.outside = vec![
+            outside("192.168.1.0", 24, None),
+            outside("172.16.0.0", 12, Some("192.0.2.254")),
+            outside("192.0.2.1", 32, None), // remote_host = the server
+            outside("2001:db8:7::", 48, None),
+        ];
+        p.check(&s).expect("the profile's routes");
+        // A pushed route is still refused (route-nopull).
+        let e = p
+            .check(&with_routes(&[(Ipv4Addr::new(10, 2, 0, 0), 16)]))
+            .expect_err("pushed");
+        assert!(e.contains("route-nopull"), "{e}");
+        // Around the tunnel: another network, another gateway, or net_gateway for a route
+        // the profile sends via an address — refused.
+        for bad in [
+            outside("10.66.0.0", 16, None),
+            outside("192.168.1.0", 24, Some("192.0.2.99")),
+            outside("172.16.0.0", 12, None),
+            outside("10.1.0.0", 16, None),
+        ] {
+            let mut s = base();
+            s.route_details.outside = vec![bad.clone()];
+            let e = p.check(&s).expect_err("outside");
+            assert!(
+                e.contains("around the tunnel") && e.contains("not allowed"),
+                "{bad:?}: {e}"
+            );
+        }
+        // Even an open profile does not let anything around the tunnel.
+        let mut s = base();
+        s.route_details.outside = vec![outside("10.66.0.0", 16, None)];
+        assert!(policy("").check(&s).is_err());
+        // A metric for a route that is not requested.
+        let mut s = base();
+        s.route_details.metrics = vec![(ip("10.9.0.0"), 16, 1)];
+        assert!(policy("").check(&s).is_err());
+        // route-noexec: none of them.
+        let noexec = policy("route-noexec\nroute 192.168.1.0 255.255.255.0 net_gateway\n");
+        let mut s = base();
+        s.route_details.outside = vec![outside("192.168.1.0", 24, None)];
+        assert!(noexec.check(&s).is_err());
     }
 
     #[test]

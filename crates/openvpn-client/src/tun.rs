@@ -6,13 +6,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use openvpn_control::client::PushedOptions;
-use openvpn_tun::route::{self, Redirect, RoutePlanInput};
+use openvpn_tun::route::{self, OutsideRoute, Redirect, RoutePlanInput};
 use openvpn_tun::{
     DnsBackend, DnsSettings, LinuxTun, MemoryTun, Netlink, PacketDevice, RouteManager, SystemTun,
     TunConfig, icmp,
 };
 
 use crate::ClientConfig;
+use crate::config::{RouteDest, RouteGateway};
 
 /// What the tunnel needs from the operating system.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,6 +46,20 @@ pub struct TunSettings {
     pub block_ipv6: bool,
     /// `route-metric`: default metric of the tunnel routes.
     pub route_metric: Option<u32>,
+    /// Per-route metrics and routes around the tunnel (boxed: the settings travel in
+    /// events).
+    pub route_details: Box<RouteDetails>,
+}
+
+/// The parts of a route set beyond "network into the tunnel".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteDetails {
+    /// Own metrics of tunnel routes (a pushed `route … METRIC`, or a profile route's):
+    /// network, prefix, metric. Routes without one get `route_metric`.
+    pub metrics: Vec<(IpAddr, u8, u32)>,
+    /// Routes around the tunnel: the profile's `route … net_gateway` lines (or with a
+    /// gateway address outside the tunnel). Never from the server.
+    pub outside: Vec<OutsideRoute>,
 }
 
 /// What to do with a packet read from the tun device.
@@ -85,11 +100,22 @@ impl TunSettings {
             }
         }
         if !route_noexec {
+            // Pushed routes go into the tunnel whatever gateway they name (a server cannot
+            // route traffic around it); their metric is kept.
             for r in &p.routes {
-                s.routes_v4.push((r.network, prefix_of(r.netmask)));
+                let prefix = prefix_of(r.netmask);
+                s.routes_v4.push((r.network, prefix));
+                if let Some(m) = r.metric {
+                    s.route_details.metrics.push((r.network.into(), prefix, m));
+                }
             }
             for r in &p.routes_v6 {
                 s.routes_v6.push((r.network, r.prefix));
+                if let Some(m) = r.metric {
+                    s.route_details
+                        .metrics
+                        .push((r.network.into(), r.prefix, m));
+                }
             }
             if let Some(flags) = &p.redirect_gateway {
                 let r = Redirect::from_flags(flags);
@@ -131,9 +157,94 @@ impl TunSettings {
             s.block_ipv6 = (p.block_ipv6 || cfg.block_ipv6) && s.ipv6.is_none();
             s.block_ipv4 = cfg.block_ipv4 && s.ipv4.is_none();
             s.route_metric = cfg.route_metric;
+            s.add_profile_routes(p, cfg, server);
         }
         s.add_dns(&[], &cfg.dhcp_options);
         s
+    }
+
+    /// Adds the profile's `route` / `route-ipv6` lines (after the pushed ones; `route-nopull`
+    /// does not drop them): into the tunnel, or around it for `net_gateway` and gateway
+    /// addresses outside the tunnel.
+    fn add_profile_routes(&mut self, p: &PushedOptions, cfg: &ClientConfig, server: IpAddr) {
+        for r in &cfg.routes {
+            let (dest, prefix) = match r.dest {
+                RouteDest::Net(a, pfx) => (a, pfx),
+                RouteDest::RemoteHost(pfx) if server.is_ipv4() => (server, pfx),
+                RouteDest::RemoteHost(_) => {
+                    tracing::warn!(%server, "route remote_host: the server is not IPv4; route left out");
+                    continue;
+                }
+            };
+            let dest = route::mask(dest, prefix);
+            let gateway = match r.gateway {
+                RouteGateway::Default if dest.is_ipv4() => cfg
+                    .route_gateway
+                    .map_or(RouteGateway::Vpn, |g| RouteGateway::Addr(g.into())),
+                RouteGateway::Default => RouteGateway::Vpn,
+                g => g,
+            };
+            let outside = match gateway {
+                RouteGateway::Net => Some(None),
+                RouteGateway::Addr(g) if !self.in_tunnel(g, p) => Some(Some(g)),
+                _ => None,
+            };
+            if let Some(gateway) = outside {
+                let o = OutsideRoute {
+                    dest,
+                    prefix,
+                    gateway,
+                    metric: r.metric.or(cfg.route_metric),
+                };
+                if !self.route_details.outside.contains(&o) {
+                    self.route_details.outside.push(o);
+                }
+                continue;
+            }
+            match dest {
+                IpAddr::V4(a) if !self.routes_v4.contains(&(a, prefix)) => {
+                    self.routes_v4.push((a, prefix))
+                }
+                IpAddr::V6(a) if !self.routes_v6.contains(&(a, prefix)) => {
+                    self.routes_v6.push((a, prefix))
+                }
+                _ => {}
+            }
+            if let Some(m) = r.metric {
+                self.route_details
+                    .metrics
+                    .retain(|&(n, pf, _)| (route::mask(n, pf), pf) != (dest, prefix));
+                self.route_details.metrics.push((dest, prefix, m));
+            }
+        }
+    }
+
+    /// Whether gateway `g` lies in the tunnel: in the tunnel's subnet, the pushed
+    /// `route-gateway`, the `ifconfig` / `ifconfig-ipv6` peer.
+    fn in_tunnel(&self, g: IpAddr, p: &PushedOptions) -> bool {
+        match g {
+            IpAddr::V4(g4) => {
+                self.ipv4
+                    .is_some_and(|(a, pfx)| route::covers(a.into(), pfx, g))
+                    || p.route_gateway == Some(g4)
+                    || p.ifconfig.is_some_and(|(_, peer)| peer == g4)
+            }
+            IpAddr::V6(g6) => {
+                self.ipv6
+                    .is_some_and(|(a, pfx)| route::covers(a.into(), pfx, g))
+                    || p.ifconfig_ipv6.is_some_and(|(_, _, peer)| peer == Some(g6))
+            }
+        }
+    }
+
+    /// The own metric of tunnel route `net/prefix`, if it has one.
+    pub fn metric_of(&self, net: IpAddr, prefix: u8) -> Option<u32> {
+        let net = route::mask(net, prefix);
+        self.route_details
+            .metrics
+            .iter()
+            .find(|&&(n, p, _)| p == prefix && route::mask(n, p) == net)
+            .map(|&(_, _, m)| m)
     }
 
     /// What to do with one packet read from the tun device.
@@ -166,12 +277,9 @@ impl TunSettings {
         let routes = self
             .routes_v4
             .iter()
-            .map(|&(n, p)| (IpAddr::from(n), p, None))
-            .chain(
-                self.routes_v6
-                    .iter()
-                    .map(|&(n, p)| (IpAddr::from(n), p, None)),
-            )
+            .map(|&(n, p)| (IpAddr::from(n), p))
+            .chain(self.routes_v6.iter().map(|&(n, p)| (IpAddr::from(n), p)))
+            .map(|(n, p)| (n, p, self.metric_of(n, p)))
             .collect();
         RoutePlanInput {
             tun: tun.to_owned(),
@@ -181,6 +289,12 @@ impl TunSettings {
             block_ipv4: self.block_ipv4,
             block_ipv6: self.block_ipv6,
             metric: self.route_metric,
+            outside: self
+                .route_details
+                .outside
+                .iter()
+                .map(|r| (r.clone(), None))
+                .collect(),
             ..Default::default()
         }
     }
@@ -339,6 +453,28 @@ async fn establish_with<D: NewTun>(
     let nl = Netlink::new();
     // Before anything changes: how does the kernel reach the server now?
     let server_route = s.server.and_then(|a| nl.route_get(a).ok());
+    // … and the gateways of the routes around the tunnel.
+    let gateways = if s.route_details.outside.iter().any(|r| r.gateway.is_none()) {
+        nl.default_gateways().unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let outside: Vec<_> = s
+        .route_details
+        .outside
+        .iter()
+        .map(|r| {
+            let via = match r.gateway {
+                Some(g) => nl.route_get(g).ok(),
+                None if r.dest.is_ipv4() => gateways.v4.clone(),
+                None => gateways.v6.clone(),
+            };
+            if via.is_none() {
+                tracing::warn!(route = ?r, "no route to its gateway (no default route?): left out");
+            }
+            (r.clone(), via)
+        })
+        .collect();
     let cfg = TunConfig {
         name,
         mtu: s.mtu,
@@ -355,6 +491,7 @@ async fn establish_with<D: NewTun>(
         }
     }
     input.server_route = server_route;
+    input.outside = outside;
     let plan = route::plan(&input);
     let journal = RouteManager::journal_in(&dir, tun.name());
     let mut manager = RouteManager::new(tun.name(), journal).map_err(|e| e.to_string())?;
@@ -508,6 +645,132 @@ mod tests {
             ip("198.51.100.1"),
         );
         assert!(quiet.routes_v4.is_empty() && !quiet.block_ipv6 && quiet.redirect.is_none());
+    }
+
+    fn plan_texts(s: &TunSettings) -> Vec<String> {
+        let mut input = s.plan_input("tun0");
+        let eth0 = |gw: &str| openvpn_tun::RouteInfo {
+            gateway: Some(ip(gw)),
+            ifindex: 2,
+            ifname: "eth0".into(),
+            source: None,
+            metric: None,
+        };
+        input.server_route = Some(eth0("192.0.2.1"));
+        for (r, via) in &mut input.outside {
+            *via = Some(eth0(if r.dest.is_ipv4() {
+                "192.0.2.1"
+            } else {
+                "fe80::1"
+            }));
+        }
+        route::plan(&input)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn pushed_route_metrics_are_applied_and_route_metric_is_the_default() {
+        use openvpn_control::client::RouteV4;
+        let p = PushedOptions {
+            topology: Some("subnet".into()),
+            ifconfig: Some((Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(255, 255, 255, 0))),
+            routes: vec![
+                RouteV4 {
+                    network: Ipv4Addr::new(10, 9, 0, 0),
+                    netmask: Ipv4Addr::new(255, 255, 0, 0),
+                    gateway: None,
+                    metric: Some(50),
+                },
+                RouteV4 {
+                    network: Ipv4Addr::new(10, 10, 0, 0),
+                    netmask: Ipv4Addr::new(255, 255, 0, 0),
+                    gateway: None,
+                    metric: None,
+                },
+            ],
+            routes_v6: vec![RouteV6 {
+                network: "2001:db8:9::".parse().expect("v6"),
+                prefix: 48,
+                gateway: None,
+                metric: Some(60),
+            }],
+            ..Default::default()
+        };
+        let cfg = ClientConfig {
+            route_metric: Some(20),
+            ..Default::default()
+        };
+        let s = TunSettings::from_profile(&p, &cfg, ip("198.51.100.1"));
+        assert_eq!(
+            plan_texts(&s),
+            [
+                "10.9.0.0/16 dev tun0 metric 50",
+                "10.10.0.0/16 dev tun0 metric 20",
+                "2001:db8:9::/48 dev tun0 metric 60",
+            ]
+        );
+        // Without route-metric the route without a metric gets the kernel's default.
+        let s = TunSettings::from_profile(&p, &ClientConfig::default(), ip("198.51.100.1"));
+        assert_eq!(plan_texts(&s)[1], "10.10.0.0/16 dev tun0");
+        assert_eq!(s.metric_of(ip("10.9.1.2"), 16), Some(50));
+    }
+
+    #[test]
+    fn profile_routes_join_the_pushed_ones_and_net_gateway_goes_around() {
+        let p = PushedOptions {
+            topology: Some("subnet".into()),
+            ifconfig: Some((Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(255, 255, 255, 0))),
+            redirect_gateway: Some(vec!["def1".into()]),
+            ..Default::default()
+        };
+        let cfg = ClientConfig::from_ovpn(
+            "client\nremote 198.51.100.1\n<ca>\nx\n</ca>\n\
+             route-metric 30\n\
+             route 10.1.0.0 255.255.0.0\n\
+             route 10.2.0.0 255.255.0.0 10.8.0.1 5\n\
+             route 192.168.1.0 255.255.255.0 net_gateway\n\
+             route 172.16.0.0 255.240.0.0 192.0.2.254 7\n\
+             route remote_host 255.255.255.255 net_gateway\n\
+             route-ipv6 2001:db8:7::/48 net_gateway\n",
+            std::path::Path::new("/"),
+        )
+        .expect("profile");
+        let s = TunSettings::from_profile(&p, &cfg, ip("198.51.100.1"));
+        assert_eq!(
+            plan_texts(&s),
+            [
+                "192.168.1.0/24 via 192.0.2.1 dev eth0 metric 30",
+                "172.16.0.0/12 via 192.0.2.254 dev eth0 metric 7",
+                // remote_host: the profile's own host route to the server replaces ours.
+                "198.51.100.1/32 via 192.0.2.1 dev eth0 metric 30",
+                "2001:db8:7::/48 via fe80::1 dev eth0 metric 30",
+                "0.0.0.0/1 dev tun0 metric 30",
+                "128.0.0.0/1 dev tun0 metric 30",
+                "10.1.0.0/16 dev tun0 metric 30",
+                "10.2.0.0/16 dev tun0 metric 5",
+            ]
+        );
+        // route-noexec: none of them; route-nopull: the profile's still.
+        let noexec = ClientConfig {
+            route_noexec: true,
+            ..cfg.clone()
+        };
+        let s = TunSettings::from_profile(&p, &noexec, ip("198.51.100.1"));
+        assert!(s.routes_v4.is_empty() && s.route_details.outside.is_empty());
+        let nopull = ClientConfig {
+            route_nopull: true,
+            ..cfg
+        };
+        // (route-nopull dropped the pushed redirect-gateway before this point.)
+        let pushed = PushedOptions {
+            redirect_gateway: None,
+            ..p
+        };
+        let s = TunSettings::from_profile(&pushed, &nopull, ip("198.51.100.1"));
+        assert_eq!(s.routes_v4.len(), 2);
+        assert_eq!(s.route_details.outside.len(), 4);
     }
 
     #[test]

@@ -285,7 +285,10 @@ pub fn plan(input: &RoutePlanInput) -> Vec<RouteSpec> {
         let needed = !redirect.local
             && via.ifname != tun
             && !via.ifname.is_empty()
-            && out[outside_count..].iter().any(|r| r.covers(server));
+            && out[outside_count..].iter().any(|r| r.covers(server))
+            && !out[..outside_count]
+                .iter()
+                .any(|r| r.dest == server && r.prefix == max_prefix(server));
         if needed {
             let host = RouteSpec {
                 dest: server,
