@@ -93,8 +93,8 @@ pub(crate) enum Laptop {
     /// `redirect-gateway def1 ipv6`: outside v4/v6 via the tun, the server via the veth;
     /// SIGTERM restores the tables.
     RedirectSigterm,
-    /// The same, then `kill -9` and a restart: the restarted client recovers the crashed
-    /// run's journal (host route, resolv.conf); its SIGTERM restores the tables.
+    /// The same, then `kill -9`: the client's guardian restores the tables and resolv.conf
+    /// within 3 s (no restart needed); a restart then finds nothing to recover.
     RedirectKill9,
     /// The server at 2001:db8:ffff::1 (via the v6 default route) pushes a `route-ipv6` that
     /// covers it: a /128 host route via the original gateway, no loop.
