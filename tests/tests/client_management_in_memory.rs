@@ -119,6 +119,15 @@ struct Setup {
 }
 
 async fn setup(tag: &str, client_extra: &str) -> Setup {
+    setup_with(tag, client_extra, None).await
+}
+
+/// [`setup`] with an embedder's authenticator on the server (after the auth script).
+async fn setup_with(
+    tag: &str,
+    client_extra: &str,
+    auth: Option<Arc<dyn openvpn_server::auth::Authenticator>>,
+) -> Setup {
     let d = tempdir(tag);
     let script = d.join("auth.sh");
     std::fs::write(
@@ -137,10 +146,21 @@ async fn setup(tag: &str, client_extra: &str) -> Setup {
     let port = udp.local_addr().unwrap().port();
     let (tun, server_tun) = MemoryTun::pair(16);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = openvpn_server::runtime::ServeOptions {
+        authenticator: auth,
+        ..Default::default()
+    };
     let server = tokio::spawn(async move {
-        openvpn_server::runtime::serve(cfg, Arc::new(tun), Some(udp), None, async {
-            let _ = stop_rx.await;
-        })
+        openvpn_server::runtime::serve_with(
+            cfg,
+            Arc::new(tun),
+            Some(udp),
+            None,
+            async {
+                let _ = stop_rx.await;
+            },
+            opts,
+        )
         .await
         .map_err(|e| e.to_string())
     });
@@ -351,6 +371,109 @@ async fn wrong_password_is_reported_and_asked_again_with_auth_retry_interact() {
         .await;
     gui.send("username \"Auth\" alice").await;
     gui.send("password \"Auth\" right").await;
+    gui.expect(">STATE:…,CONNECTED,SUCCESS", |l| {
+        l.contains(",CONNECTED,SUCCESS,10.8.0.2,")
+    })
+    .await;
+    let reason = finish(s, &mut gui).await;
+    assert_eq!(reason, ExitReason::Disconnected);
+}
+
+/// Logs in through the GUI: hold release, username/password; waits for CONNECTED.
+async fn release_and_log_in(gui: &mut Gui) {
+    gui.expect_line(">HOLD:Waiting for hold release:0").await;
+    gui.send("state on").await;
+    gui.expect_line("SUCCESS: real-time state notification set to ON")
+        .await;
+    gui.send("hold release").await;
+    gui.expect_line(">PASSWORD:Need 'Auth' username/password")
+        .await;
+    gui.send("username \"Auth\" alice").await;
+    gui.send("password \"Auth\" right").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_restart_holds_again_with_the_hold_flag() {
+    // ping-restart 3: the server (keepalive 10 60) is silent for 3 s, so the engine restarts.
+    let s = setup("pinghold", "ping-restart 3").await;
+    let mut gui = Gui::connect(&s.socket).await;
+    release_and_log_in(&mut gui).await;
+    gui.expect(">STATE:…,CONNECTED,SUCCESS", |l| {
+        l.contains(",CONNECTED,SUCCESS,")
+    })
+    .await;
+    let r = gui
+        .expect("RECONNECTING", |l| l.contains(",RECONNECTING,"))
+        .await;
+    assert_eq!(r.split(',').nth(2), Some("ping-restart"), "{r}");
+    // connect-retry's default (1 s) is what the client would have waited.
+    gui.expect_line(">HOLD:Waiting for hold release:1").await;
+    // Held: no new connection attempt until the GUI releases.
+    let held_at = gui.seen.len();
+    let quiet = tokio::time::timeout(Duration::from_millis(2500), async {
+        let mut l = String::new();
+        gui.r.read_line(&mut l).await.map(|_| l)
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "output while held: {quiet:?}; seen {:#?}",
+        gui.seen
+    );
+    gui.send("hold release").await;
+    gui.expect_line("SUCCESS: hold release succeeded").await;
+    gui.expect("CONNECTED after the release", |l| {
+        l.contains(",CONNECTED,SUCCESS,")
+    })
+    .await;
+    assert!(
+        !gui.seen[held_at..]
+            .iter()
+            .any(|l| l.starts_with(">PASSWORD:Need")),
+        "the password is remembered across the held restart: {:#?}",
+        gui.seen
+    );
+    let reason = finish(s, &mut gui).await;
+    assert_eq!(reason, ExitReason::Disconnected);
+}
+
+/// Asks every client a CR_TEXT one-time password; 123456 passes.
+struct Otp;
+
+impl openvpn_server::auth::Authenticator for Otp {
+    fn authenticate(
+        &self,
+        _req: openvpn_server::auth::AuthRequest,
+        h: openvpn_server::auth::AuthHandle,
+    ) {
+        h.pending(Duration::from_secs(60), "CR_TEXT:R,E:Enter your OTP");
+    }
+
+    fn challenge_response(
+        &self,
+        r: openvpn_server::auth::ChallengeResponse,
+        h: openvpn_server::auth::AuthHandle,
+    ) {
+        if r.response().as_deref() == Some("123456") {
+            h.accept(Default::default());
+        } else {
+            h.deny("wrong OTP", None);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gui_answers_a_cr_text_challenge_with_cr_response() {
+    let s = setup_with("crtext", "", Some(Arc::new(Otp))).await;
+    let mut gui = Gui::connect(&s.socket).await;
+    release_and_log_in(&mut gui).await;
+    let p = gui
+        .expect("AUTH_PENDING state", |l| l.contains(",AUTH_PENDING,"))
+        .await;
+    assert_eq!(p.split(',').nth(2), Some("timeout 60"), "{p}");
+    gui.expect_line(">INFOMSG:CR_TEXT:R,E:Enter your OTP").await;
+    gui.send("cr-response MTIzNDU2").await;
+    gui.expect_line("SUCCESS: command succeeded").await;
     gui.expect(">STATE:…,CONNECTED,SUCCESS", |l| {
         l.contains(",CONNECTED,SUCCESS,10.8.0.2,")
     })

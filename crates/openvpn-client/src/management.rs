@@ -44,6 +44,9 @@ pub const GREETING: &str =
 pub const UNKNOWN: &str = "ERROR: unknown command, enter 'help' for more options";
 /// The `>HOLD:` notification.
 pub const HOLD: &str = ">HOLD:Waiting for hold release:0";
+/// How the engine reports `AUTH_PENDING` as [`VpnEvent::Info`] (shown as the AUTH_PENDING
+/// state, not as `>INFOMSG:`).
+const AUTH_PENDING_INFO: &str = "authentication pending (timeout ";
 /// The `>PASSWORD:` request for `auth-user-pass`.
 pub const NEED_AUTH: &str = ">PASSWORD:Need 'Auth' username/password";
 /// Longest command line accepted from a management client.
@@ -132,6 +135,9 @@ pub enum MgmtCommand {
     },
     /// `forget-passwords`.
     ForgetPasswords,
+    /// `cr-response BASE64`: the answer to a `>INFOMSG:CR_TEXT:` challenge, sent to the
+    /// server as `CR_RESPONSE,BASE64`.
+    CrResponse(String),
     /// `auth-retry [none|nointeract|interact]`.
     AuthRetry(Option<AuthRetry>),
     /// `status [N]`.
@@ -213,6 +219,10 @@ pub fn parse(line: &str) -> Result<MgmtCommand, String> {
             }
         }
         "forget-passwords" => MgmtCommand::ForgetPasswords,
+        "cr-response" => {
+            need(1)?;
+            MgmtCommand::CrResponse(w[1].clone())
+        }
         "auth-retry" => MgmtCommand::AuthRetry(match w.get(1).map(String::as_str) {
             None => None,
             Some("none") => Some(AuthRetry::None),
@@ -237,6 +247,7 @@ pub fn help_text() -> String {
         "bytecount n            : Report tunnel bytes in/out every n seconds (0 = off).",
         "echo [on|off] [N|all]  : Like log, for echo messages.",
         "exit|quit              : Close this management session.",
+        "cr-response response   : Send a challenge response (base64) to the server (CR_RESPONSE).",
         "forget-passwords       : Forget the username and password entered so far.",
         "help                   : This list.",
         "hold [on|off|release]  : Show or set the hold flag, or release the hold and connect.",
@@ -362,6 +373,15 @@ impl StateTracker {
                         ..StateEntry::new("CONNECTED", "SUCCESS")
                     },
                 ]
+            }
+            VpnEvent::Info(t) if t.starts_with(AUTH_PENDING_INFO) => {
+                let secs: String = t.chars().filter(char::is_ascii_digit).collect();
+                let detail = if secs.is_empty() {
+                    String::new()
+                } else {
+                    format!("timeout {secs}")
+                };
+                vec![StateEntry::new("AUTH_PENDING", &detail)]
             }
             VpnEvent::Reconnecting { reason } => {
                 let detail = match self.pending_signal.take() {
@@ -764,6 +784,9 @@ pub struct ManagementSettings {
     /// Username and password known up front (asked on the terminal), given to the engine
     /// when it asks.
     pub credentials: Option<(String, String)>,
+    /// How long a restart would wait without the hold (`connect-retry`), shown in
+    /// `>HOLD:Waiting for hold release:N` when an engine restart holds.
+    pub restart_wait: Duration,
 }
 
 impl ManagementSettings {
@@ -787,6 +810,7 @@ impl ManagementSettings {
             log_cache: m.log_cache,
             auth_retry: cfg.auth_retry,
             credentials: None,
+            restart_wait: cfg.connect_retry.0,
         })
     }
 }
@@ -860,6 +884,9 @@ struct AuthQuery {
 enum End {
     Exit(Signal),
     Restart(Signal),
+    /// The engine restarted by itself (ping-restart, server RESTART) with the hold flag set:
+    /// stopped, to hold before the next attempt (the RECONNECTING state is already out).
+    Held,
 }
 
 /// The client's management interface. See the module documentation.
@@ -963,8 +990,16 @@ impl ClientManagement {
                 match input {
                     Input::Event(None) => break,
                     Input::Event(Some(ev)) => {
+                        // An engine-initiated restart holds like any restart in OpenVPN.
+                        let hold = end.is_none()
+                            && self.hold_flag
+                            && matches!(ev, VpnEvent::Reconnecting { .. });
                         self.on_vpn_event(&ev, &handle).await;
                         on_event(&ev);
+                        if hold {
+                            end = Some(End::Held);
+                            handle.command(Command::Disconnect);
+                        }
                     }
                     other => match self.handle_input(other, Some(&handle)).await {
                         Flow::Continue | Flow::Release => {}
@@ -998,6 +1033,10 @@ impl ClientManagement {
                 (Some(End::Restart(sig)), _) => {
                     self.push_state(StateEntry::new("RECONNECTING", sig.name()))
                         .await;
+                }
+                (Some(End::Held), _) => {
+                    info!("restart with the hold flag set: holding");
+                    wait_before = self.settings.restart_wait;
                 }
                 (None, ExitReason::AuthFailed(_)) if self.auth_retry != AuthRetry::None => {
                     info!("AUTH: Received control message: AUTH_FAILED; auth-retry: reconnecting");
@@ -1163,6 +1202,11 @@ impl ClientManagement {
             VpnEvent::AuthFailed { reason } => {
                 self.notify(&verification_failed(reason)).await;
             }
+            // INFO / INFO_PRE from the server (e.g. `CR_TEXT:R,E:…`, `OPEN_URL:…`).
+            VpnEvent::Info(text) if !text.starts_with(AUTH_PENDING_INFO) => {
+                let line: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+                self.notify(&format!(">INFOMSG:{line}")).await;
+            }
             _ => {}
         }
     }
@@ -1326,6 +1370,13 @@ impl ClientManagement {
                 self.cached = None;
                 "SUCCESS: Passwords were forgotten\r\n".into()
             }
+            MgmtCommand::CrResponse(b64) => match handle {
+                Some(h) => {
+                    h.command(Command::ChallengeResponse(b64));
+                    "SUCCESS: command succeeded\r\n".into()
+                }
+                None => "ERROR: cr-response command failed\r\n".into(),
+            },
             MgmtCommand::AuthRetry(None) => {
                 let name = match self.auth_retry {
                     AuthRetry::None => "none",
