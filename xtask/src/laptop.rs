@@ -402,8 +402,11 @@ fn unprivileged(env: &Env, cd: &CaseDir, procs: &mut Procs, before: &Tables) -> 
     let allowed = lab.dir.join("profiles/laptop.ovpn");
     let nopull = lab.dir.join("profiles/nopull.ovpn");
     let outside = lab.dir.join("outside/laptop.ovpn");
+    // The allowed profile also sends one network around the tunnel (the helper allows it
+    // because the profile lists it).
+    let around = format!("{profile}route 198.18.7.0 255.255.255.0 net_gateway\n");
     for (path, text) in [
-        (&allowed, profile.clone()),
+        (&allowed, around),
         (&nopull, format!("{profile}route-nopull\n")),
         (&outside, profile.clone()),
     ] {
@@ -485,6 +488,7 @@ fn unprivileged(env: &Env, cd: &CaseDir, procs: &mut Procs, before: &Tables) -> 
         ping_ok(&cd.dir, CLIENT_NS, target, procs)?;
     }
     route_via(false, "10.66.0.1", TUN, procs)?;
+    route_via(false, "198.18.7.1", CLIENT_VETH, procs)?;
     procs.check_logs(&[(helper, &["uid=65534", "helper: tunnel established"])])?;
     procs.kill(client)?;
     wait_restored(before, Duration::from_secs(5), procs)?;
@@ -539,6 +543,48 @@ fn unprivileged(env: &Env, cd: &CaseDir, procs: &mut Procs, before: &Tables) -> 
         fs::read_to_string(&helper_log)?.contains("(route-nopull)"),
         "the helper's refusal does not name route-nopull"
     );
+
+    // kill -9 of the helper while a client is connected: the helper's guardian removes the
+    // routes (the one around the tunnel too) and DNS at once; the device stays until the
+    // client, which holds its descriptor, goes.
+    let client = procs.spawn(
+        "client (uid 65534, second)",
+        nobody(&allowed, &[]),
+        out("client-nobody-2"),
+    )?;
+    match procs.wait_init(client, CLIENT_WAIT)? {
+        Waited::Init => {}
+        other => bail!("the second unprivileged client {other}\n{}", procs.tails()),
+    }
+    route_via(false, "198.18.7.1", CLIENT_VETH, procs)?;
+    procs.kill(helper)?;
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(3);
+    loop {
+        let v4 = ip_cli(&["route"])?;
+        if !v4.contains("198.18.7.0/24") && !v4.contains("10.66.0.0/16") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "3 s after kill -9 of the helper its routes are still there:\n{v4}\n{}",
+            procs.tails()
+        );
+        pause(Duration::from_millis(50))?;
+    }
+    println!(
+        "interop: {:.2}s after kill -9 of the helper its routes are gone ({TUN} exists: {})",
+        killed.elapsed().as_secs_f64(),
+        link_exists(TUN)?
+    );
+    let log = fs::read_to_string(&helper_log)?;
+    let line = log
+        .lines()
+        .find(|l| l.contains("guardian: undid"))
+        .with_context(|| format!("the helper's guardian logged nothing:\n{log}"))?;
+    println!("interop: {}", line.trim());
+    procs.kill(client)?;
+    wait_restored(before, Duration::from_secs(5), procs)?;
     Ok(())
 }
 

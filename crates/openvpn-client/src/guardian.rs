@@ -113,7 +113,7 @@ pub fn serve(input: impl BufRead) -> Vec<String> {
     for (path, owner) in watched.iter().rev() {
         match RouteManager::recover_owned(path, owner, LOCK_WAIT) {
             Ok(Some(r)) => out.push(format!(
-                "guardian: undid {} change(s) of {} left by the client ({} failed{})",
+                "guardian: undid {} change(s) of {} ({} failed{})",
                 r.undone.len(),
                 path.display(),
                 r.failed.len(),
@@ -130,13 +130,14 @@ pub fn serve(input: impl BufRead) -> Vec<String> {
     out
 }
 
-/// `openvpn-client __guardian CLIENT_PID`: the guardian process's main.
+/// `openvpn-client __guardian PID`: the guardian process's main (`PID`: the process it
+/// watches, for the log).
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let client = args.first().map(String::as_str).unwrap_or("?");
+    let watched = args.first().map(String::as_str).unwrap_or("?");
     let lines = serve(std::io::stdin().lock());
     let mut err = std::io::stderr();
     for l in &lines {
-        let _ = writeln!(err, "{l} (client pid {client})");
+        let _ = writeln!(err, "{l}: process {watched} ended without undoing it");
     }
     Ok(())
 }
