@@ -47,6 +47,8 @@ pub(crate) struct Options {
     concurrency: usize,
     /// Seconds the clients are held after ping round 1.
     hold: u32,
+    /// Rounds (ours and real alternate); every row is the median over them.
+    repeat: usize,
     /// Which servers: ours, real.
     only: Vec<Server>,
     /// Do not run `cargo build --release` first.
@@ -61,6 +63,7 @@ impl Default for Options {
             clients: 1000,
             concurrency: 50,
             hold: 15,
+            repeat: 3,
             only: vec![Server::Ours, Server::Real],
             no_build: false,
             verb: 3,
@@ -69,7 +72,7 @@ impl Default for Options {
 }
 
 const USAGE: &str = "usage: cargo xtask load [--clients N] [--quick] [--concurrency C] [--hold S] \
-                     [--only ours|real] [--verb N] [--no-build]";
+                     [--repeat R] [--only ours|real] [--verb N] [--no-build]";
 
 impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Options> {
@@ -85,10 +88,12 @@ impl Options {
                 "--clients" => opts.clients = num("--clients", args.next())?,
                 "--concurrency" => opts.concurrency = num("--concurrency", args.next())?,
                 "--hold" => opts.hold = num("--hold", args.next())? as u32,
+                "--repeat" => opts.repeat = num("--repeat", args.next())?,
                 "--verb" => opts.verb = num("--verb", args.next())? as u32,
                 "--quick" => {
                     opts.clients = 100;
-                    opts.hold = 3;
+                    opts.hold = 12;
+                    opts.repeat = 1;
                 }
                 "--only" => {
                     let v = args.next().context("--only needs ours or real")?;
@@ -105,8 +110,8 @@ impl Options {
                 other => bail!("load: unknown argument '{other}'\n{USAGE}"),
             }
         }
-        if opts.clients == 0 || opts.concurrency == 0 {
-            bail!("--clients and --concurrency must be at least 1");
+        if opts.clients == 0 || opts.concurrency == 0 || opts.repeat == 0 {
+            bail!("--clients, --concurrency and --repeat must be at least 1");
         }
         // A /20 pool has 4093 client addresses, a /16 65533.
         if opts.clients > 60_000 {
@@ -184,24 +189,31 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     let versions = versions();
     println!(
-        "load: {} clients, {} handshakes in flight, hold {} s; {versions}",
-        opts.clients, opts.concurrency, opts.hold
+        "load: {} clients, {} handshakes in flight, hold {} s, {} round(s); {versions}",
+        opts.clients, opts.concurrency, opts.hold, opts.repeat
     );
 
     let netns = Netns::up()?;
     let mut results: Vec<(Server, Result<String>)> = Vec::new();
-    for (i, server) in servers.iter().enumerate() {
-        if i > 0 {
-            sleep(Duration::from_secs(2));
+    for round in 1..=opts.repeat {
+        for server in &servers {
+            if !results.is_empty() {
+                sleep(Duration::from_secs(2));
+            }
+            println!(
+                "== round {round}/{}: {} server, {} clients",
+                opts.repeat,
+                server.key(),
+                opts.clients
+            );
+            let r = measure(&env, *server);
+            if let Err(e) = &r {
+                let note = format!("round {round}, {} server: {e:#}", server.key());
+                println!("load: FAILED {note}");
+                notes.push(note);
+            }
+            results.push((*server, r));
         }
-        println!("== {} server, {} clients", server.key(), opts.clients);
-        let r = measure(&env, *server);
-        if let Err(e) = &r {
-            let note = format!("{} server: {e:#}", server.key());
-            println!("load: FAILED {note}");
-            notes.push(note);
-        }
-        results.push((*server, r));
     }
     drop(netns);
 
@@ -223,12 +235,28 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-fn find(results: &[(Server, Result<String>)], s: Server) -> Option<&str> {
+/// The generator results of one server, one per round that worked.
+fn find(results: &[(Server, Result<String>)], s: Server) -> Vec<&str> {
     results
         .iter()
-        .find(|(k, _)| *k == s)
-        .and_then(|(_, r)| r.as_ref().ok())
+        .filter(|(k, _)| *k == s)
+        .filter_map(|(_, r)| r.as_ref().ok())
         .map(String::as_str)
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 /// One server under the load; returns the load generator's JSON.
@@ -731,8 +759,8 @@ struct Report<'a> {
     opts: &'a Options,
     versions: &'a str,
     notes: &'a [String],
-    ours: Option<&'a str>,
-    real: Option<&'a str>,
+    ours: Vec<&'a str>,
+    real: Vec<&'a str>,
 }
 
 fn fmt_num(v: f64) -> String {
@@ -750,8 +778,9 @@ fn fmt_num(v: f64) -> String {
 
 impl Report<'_> {
     fn values(&self, r: &Row) -> (Option<f64>, Option<f64>, Option<f64>) {
-        let ours = self.ours.and_then(r.value);
-        let real = self.real.and_then(r.value);
+        let med = |runs: &[&str]| median(runs.iter().filter_map(|j| (r.value)(j)).collect());
+        let ours = med(&self.ours);
+        let real = med(&self.real);
         let ratio = match (ours, real) {
             (Some(o), Some(x)) if r.ratio && x > 0.0 => Some(o / x),
             _ => None,
@@ -764,10 +793,16 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "`cargo xtask load --clients {}` ({} handshakes in flight at most, hold {} s, \
-             verb {}): one server process in a namespace, the clients in one `ovrs-loadgen` \
-             process (our client library) in another. UDP, tls-crypt, AES-256-GCM, EC P-256 \
-             PKI, keepalive 10 60, duplicate-cn. Ratio = ours / real.",
-            self.opts.clients, self.opts.concurrency, self.opts.hold, self.opts.verb
+             verb {}, median of {} round(s) for ours and {} for real): one server process in a \
+             namespace, the clients in one `ovrs-loadgen` process (our client library) in \
+             another. UDP, tls-crypt, AES-256-GCM, EC P-256 PKI, keepalive 10 60, \
+             duplicate-cn. Ratio = ours / real.",
+            self.opts.clients,
+            self.opts.concurrency,
+            self.opts.hold,
+            self.opts.verb,
+            self.ours.len(),
+            self.real.len()
         );
         let _ = writeln!(s, "{}\n", self.versions);
         s.push_str(
@@ -795,10 +830,11 @@ impl Report<'_> {
         let mut s = String::from("{\n");
         let _ = writeln!(
             s,
-            "  \"clients\": {}, \"concurrency\": {}, \"hold_s\": {}, \"verb\": {}, \"versions\": \"{}\",",
+            "  \"clients\": {}, \"concurrency\": {}, \"hold_s\": {}, \"repeat\": {}, \"verb\": {}, \"versions\": \"{}\",",
             self.opts.clients,
             self.opts.concurrency,
             self.opts.hold,
+            self.opts.repeat,
             self.opts.verb,
             self.versions.replace('"', "'")
         );
@@ -815,20 +851,29 @@ impl Report<'_> {
         s.push_str("  \"metrics\": {\n");
         for (i, r) in ROWS.iter().enumerate() {
             let (o, x, ratio) = self.values(r);
+            let samples = |runs: &[&str]| {
+                let v: Vec<String> = runs.iter().map(|j| num((r.value)(j))).collect();
+                v.join(", ")
+            };
             let _ = writeln!(
                 s,
-                "    \"{}\": {{\"ours\": {}, \"real\": {}, \"ratio\": {}}}{}",
+                "    \"{}\": {{\"ours\": {}, \"real\": {}, \"ratio\": {}, \"ours_samples\": [{}], \"real_samples\": [{}]}}{}",
                 r.key,
                 num(o),
                 num(x),
                 num(ratio),
+                samples(&self.ours),
+                samples(&self.real),
                 if i + 1 < ROWS.len() { "," } else { "" }
             );
         }
         s.push_str("  },\n");
-        let raw = |j: Option<&str>| j.map_or_else(|| "null".to_owned(), |j| j.trim().to_owned());
-        let _ = writeln!(s, "  \"raw_ours\": {},", raw(self.ours));
-        let _ = writeln!(s, "  \"raw_real\": {}\n}}", raw(self.real));
+        let raw = |runs: &[&str]| {
+            let v: Vec<&str> = runs.iter().map(|j| j.trim()).collect();
+            format!("[{}]", v.join(", "))
+        };
+        let _ = writeln!(s, "  \"raw_ours\": {},", raw(&self.ours));
+        let _ = writeln!(s, "  \"raw_real\": {}\n}}", raw(&self.real));
         s
     }
 }
@@ -866,8 +911,8 @@ mod tests {
             opts: &opts,
             versions: "v",
             notes: &[],
-            ours: Some(j),
-            real: Some(j),
+            ours: vec![j, j],
+            real: vec![j],
         };
         assert!(r.markdown().contains("| 40.0 | 40.0 | x1.00 |"));
         assert!(
