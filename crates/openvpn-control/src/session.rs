@@ -1197,6 +1197,12 @@ impl Session {
         self.close(CloseReason::Local);
     }
 
+    /// Whether every reliable control message we sent has been acknowledged (e.g. a
+    /// `RESTART` before the server drops a killed client).
+    pub fn all_acked(&self) -> bool {
+        self.keys.iter().all(|k| k.send.all_acked())
+    }
+
     // ----- output ---------------------------------------------------------------------------
 
     /// The next datagram to send, if any. Call until it returns `None` after every input.

@@ -34,6 +34,9 @@ use crate::management::{Decision, Notify};
 use crate::pool::{AddressPool, Lease};
 use crate::scripts::{JobKind, JobResult, ScriptJob};
 
+/// How long a killed client is kept for its `RESTART`/`HALT` to be retransmitted.
+pub const KILL_LINGER: Duration = Duration::from_secs(10);
+
 /// Where a client's packets come from: its address, plus the TCP connection it uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerAddr {
@@ -142,6 +145,9 @@ pub struct ClientConn {
     auth_deadline: Option<Instant>,
     /// `>CLIENT:CONNECT` went out (so `>CLIENT:DISCONNECT` follows).
     announced: bool,
+    /// Killed (`kill`, `client-kill`, SIGUSR1): its `RESTART`/`HALT` is retransmitted until
+    /// acknowledged (then, or at `close_at`, it is removed); no data passes meanwhile.
+    killed: bool,
     /// auth-gen-token session (kept across renewals).
     token: Option<TokenInfo>,
     /// `external-auth`: the state of the token the client sent (`session_state`).
@@ -595,12 +601,23 @@ impl ServerCore {
             return;
         }
         if let Some(&pid) = self.by_addr.get(&from) {
-            if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
-                c.control.handle_datagram(now, pkt);
-                c.keepalive.on_received(now);
+            let killed = self
+                .clients
+                .get(pid as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.killed);
+            let hard_reset = op == Opcode::HardResetClientV2 as u8
+                || op == Opcode::HardResetClientV3 as u8;
+            if !(killed && hard_reset) {
+                if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
+                    c.control.handle_datagram(now, pkt);
+                    c.keepalive.on_received(now);
+                }
+                self.after_control(now, pid, out);
+                return;
             }
-            self.after_control(now, pid, out);
-            return;
+            // A killed client reconnecting from the same address: a new session.
+            self.remove_client(pid, out);
         }
         self.on_new_peer(now, from, pkt, out);
     }
@@ -707,6 +724,7 @@ impl ServerCore {
                     mgmt_config: None,
                     auth_deadline: None,
                     announced: false,
+                    killed: false,
                     token: None,
                     token_state: None,
                     token_push: Vec::new(),
@@ -775,6 +793,9 @@ impl ServerCore {
         // TCP packets must come on the client's own connection.
         if from.conn.is_some() && from != c.addr {
             self.stats.unknown_peer += 1;
+            return;
+        }
+        if c.killed {
             return;
         }
         let payload = match c.data.open(now, unix, pkt) {
@@ -914,7 +935,7 @@ impl ServerCore {
             .clients
             .get_mut(pid as usize)
             .and_then(Option::as_mut)?;
-        if !c.data.can_send() {
+        if c.killed || !c.data.can_send() {
             return None;
         }
         buf.clear(PacketBuf::DEFAULT_HEADROOM);
@@ -931,7 +952,7 @@ impl ServerCore {
         let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) else {
             return;
         };
-        if !c.data.can_send() {
+        if c.killed || !c.data.can_send() {
             return;
         }
         let mut buf = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, payload);
@@ -1115,6 +1136,9 @@ impl ServerCore {
         while let Some(p) = c.control.poll_transmit(now) {
             c.keepalive.on_sent(now);
             out.link.push((c.addr, p));
+        }
+        if c.killed && close.is_none() && c.control.session().all_acked() {
+            close = Some("killed; the client acknowledged".into());
         }
         self.clients[pid as usize] = Some(c);
         if let Some(reason) = close {
@@ -1508,19 +1532,42 @@ impl ServerCore {
         let Some(pid) = self.pid_of_cid(cid) else {
             return false;
         };
+        if self
+            .clients
+            .get(pid as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.killed)
+        {
+            return false;
+        }
         self.kill_pid(now, pid, msg, out);
         true
     }
 
+    /// Sends `msg` on the control channel and keeps the client (without data) until the
+    /// message is acknowledged or [`KILL_LINGER`] passes, so a lost datagram is retransmitted.
+    /// A client without an active control channel is removed at once.
     fn kill_pid(&mut self, now: Instant, pid: u32, msg: &str, out: &mut Outputs) {
-        if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
-            info!("peer {pid} ({}): killed, sending {msg}", c.addr);
-            c.control.send_text(now, msg);
-            while let Some(p) = c.control.poll_transmit(now) {
-                out.link.push((c.addr, p));
-            }
+        let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.killed {
+            return;
         }
-        self.remove_client(pid, out);
+        if !c.control.session().is_active() {
+            info!("peer {pid} ({}): killed", c.addr);
+            self.remove_client(pid, out);
+            return;
+        }
+        info!("peer {pid} ({}): killed, sending {msg}", c.addr);
+        c.control.send_text(now, msg);
+        c.killed = true;
+        c.close_at = Some(now + KILL_LINGER);
+        // A sending thread stops sealing for it.
+        self.send_gen += 1;
+        while let Some(p) = c.control.poll_transmit(now) {
+            out.link.push((c.addr, p));
+        }
     }
 
     /// `kill CN` / `kill IP:port`: kills matching clients, returns how many.
@@ -1534,7 +1581,7 @@ impl ServerCore {
             .clients
             .iter()
             .flatten()
-            .filter(|c| pred(c))
+            .filter(|c| !c.killed && pred(c))
             .map(|c| c.peer_id)
             .collect();
         for &p in &pids {
@@ -1789,6 +1836,9 @@ impl ServerCore {
     pub fn send_routes(&self) -> Vec<SendRoute> {
         let entry = |net: IpAddr, bits: u8, pid: u32| {
             let c = self.clients.get(pid as usize)?.as_ref()?;
+            if c.killed {
+                return None;
+            }
             Some(SendRoute {
                 net,
                 bits,
