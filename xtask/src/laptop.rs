@@ -58,13 +58,26 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir, check: Laptop) -> Result
         Laptop::RedirectSigterm => {
             // Routes of the profile (not pushed): two outside the tunnel, one into it with
             // its own metric.
+            // A second remote: the same server at OUT4 (reached via the default route, so
+            // covered by the redirect), for the failover check; a short connect-timeout.
             let mut conf = fs::read_to_string(&cd.client_conf)?;
-            conf.push_str(
+            conf.push_str(&format!(
                 "route 198.18.7.0 255.255.255.0 net_gateway\n\
                  route 10.99.0.0 255.255.0.0 vpn_gateway 77\n\
-                 route-ipv6 2001:db8:7::/48 net_gateway\n",
-            );
+                 route-ipv6 2001:db8:7::/48 net_gateway\n\
+                 remote {OUT4} 1194\n\
+                 connect-timeout 3\n"
+            ));
             fs::write(&cd.client_conf, conf)?;
+            // multihome: the server answers from the address the client sent to (OUT4).
+            write_conf(
+                env,
+                case,
+                Role::Server,
+                &cd.server_conf,
+                &ConfArgs::default(),
+                &["multihome".to_owned()],
+            )?;
         }
         Laptop::BlockIpv6 => {
             let args = ConfArgs {
@@ -149,6 +162,7 @@ fn redirect(
     procs.check_logs(&[(client, case.client_log_has)])?;
     if !kill9 {
         profile_routes(procs)?;
+        failover(cd, procs, client)?;
         return terminate(procs, client);
     }
     procs.kill(client)?;
@@ -189,6 +203,71 @@ fn redirect(
     ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
     redirect_routes(procs)?;
     terminate(procs, again)
+}
+
+/// Failover to the second remote, an address the tunnel's routes cover: ovrs-srv drops
+/// what comes to the first (10.77.0.1:1194), SIGUSR1 makes the client reconnect; it must
+/// give up the kept device to reach OUT4 (else its packets would go into the dead tunnel),
+/// connect there, and route OUT4 via the veth (a host route to the new server) and the rest
+/// into the new tunnel.
+fn failover(cd: &CaseDir, procs: &mut Procs, client: usize) -> Result<()> {
+    let _block = NftDrop::add("ip daddr 10.77.0.1 udp dport 1194 drop")?;
+    let pid = procs.pid(client)?.to_string();
+    let _ = Command::new("kill").args(["-USR1", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while procs.count(client, INIT_DONE)? < 2 {
+        ensure!(
+            procs.alive(client)?,
+            "the client exited during failover\n{}",
+            procs.tails()
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "no connection to the second remote {OUT4} within 30 s\n{}",
+            procs.tails()
+        );
+        pause(Duration::from_millis(100))?;
+    }
+    route_via(false, OUT4, CLIENT_VETH, procs)?;
+    route_via(true, OUT6, TUN, procs)?;
+    ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
+    println!("interop: failover to {OUT4} (covered by the tunnel's routes) connected");
+    Ok(())
+}
+
+/// An nftables rule in ovrs-srv's input path, removed (with its table) when dropped.
+struct NftDrop;
+
+impl NftDrop {
+    const TABLE: &'static str = "ovrs_laptop_failover";
+
+    fn add(rule: &str) -> Result<NftDrop> {
+        which("nft").context("nft is needed (apt-get install nftables)")?;
+        let nft = |cmd: &str| {
+            output(
+                Command::new("ip")
+                    .args(["netns", "exec", SERVER_NS, "nft"])
+                    .arg(cmd),
+            )
+        };
+        nft(&format!("add table inet {}", Self::TABLE))?;
+        let guard = NftDrop;
+        nft(&format!(
+            "add chain inet {} input {{ type filter hook input priority 0 ; }}",
+            Self::TABLE
+        ))?;
+        nft(&format!("add rule inet {} input {rule}", Self::TABLE))?;
+        Ok(guard)
+    }
+}
+
+impl Drop for NftDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", SERVER_NS, "nft"])
+            .arg(format!("delete table inet {}", Self::TABLE))
+            .status();
+    }
 }
 
 /// Profile `route` / `route-ipv6` lines (added to the SIGTERM case's client.conf by

@@ -465,6 +465,17 @@ async fn connect_once<T: TunBuilder>(
     remote: &Remote,
     addr: SocketAddr,
 ) -> Outcome {
+    // The device kept from the last connection (routes, blocks and DNS stay while we
+    // reconnect) would swallow the packets to another server that its routes cover, which
+    // has no host route around it: give the device up first.
+    if s.device_settings
+        .as_ref()
+        .is_some_and(|d| d.server != Some(addr.ip()) && d.routes_cover(addr.ip()))
+    {
+        tracing::warn!(server = %addr, "the tunnel's routes cover the next server: removing the device to reach it");
+        s.device = None;
+        s.device_settings = None;
+    }
     let mut link = match open_link(remote, addr, s.cfg.connect_timeout).await {
         Ok(l) => l,
         Err(e) => return Outcome::Unreachable(e),

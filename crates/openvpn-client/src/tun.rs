@@ -237,6 +237,20 @@ impl TunSettings {
         }
     }
 
+    /// Whether the tunnel's routes (pushed, profile, redirect and block halves) would take
+    /// traffic to `addr` into the tunnel.
+    pub fn routes_cover(&self, addr: IpAddr) -> bool {
+        const TUN: &str = "(tun)";
+        let input = RoutePlanInput {
+            server: None,
+            outside: Vec::new(),
+            ..self.plan_input(TUN)
+        };
+        route::plan(&input)
+            .iter()
+            .any(|r| r.dev == TUN && r.covers(addr))
+    }
+
     /// The own metric of tunnel route `net/prefix`, if it has one.
     pub fn metric_of(&self, net: IpAddr, prefix: u8) -> Option<u32> {
         let net = route::mask(net, prefix);
@@ -771,6 +785,34 @@ mod tests {
         let s = TunSettings::from_profile(&pushed, &nopull, ip("198.51.100.1"));
         assert_eq!(s.routes_v4.len(), 2);
         assert_eq!(s.route_details.outside.len(), 4);
+    }
+
+    #[test]
+    fn routes_cover_says_whether_a_server_would_go_into_the_tunnel() {
+        let s = TunSettings {
+            routes_v4: vec![(Ipv4Addr::new(10, 9, 0, 0), 16)],
+            block_ipv6: true,
+            ..Default::default()
+        };
+        assert!(s.routes_cover(ip("10.9.3.4")));
+        assert!(!s.routes_cover(ip("198.51.100.1")));
+        assert!(s.routes_cover(ip("2001:db8::1")), "block-ipv6 halves");
+        let mut r = TunSettings {
+            redirect: Some(Redirect::from_flags(&["def1"])),
+            routes_v4: route::HALVES_V4.to_vec(),
+            ..Default::default()
+        };
+        assert!(r.routes_cover(ip("198.51.100.1")));
+        assert!(!r.routes_cover(ip("2001:db8::1")));
+        // Routes around the tunnel do not count.
+        r.routes_v4.clear();
+        r.route_details.outside.push(OutsideRoute {
+            dest: ip("198.51.100.0"),
+            prefix: 24,
+            gateway: None,
+            metric: None,
+        });
+        assert!(!r.routes_cover(ip("198.51.100.1")));
     }
 
     #[test]
