@@ -138,6 +138,11 @@ pub(crate) enum Ops {
     /// own management socket sees `>INFOMSG:CR_TEXT:…` and answers `cr-response`; the server
     /// announces `>CLIENT:CR_RESPONSE,CID,KID,base64` and the agent approves.
     CrText,
+    /// An openvpn-monitor-style poll (`version`, `state`, `load-stats`, `status 3`, parsed the
+    /// way that tool parses them: semver from the version line, tab-separated CLIENT_LIST /
+    /// ROUTING_TABLE columns, CRLF framing) over the server's management socket; run against
+    /// our server and, to validate the script, the real 2.6 server.
+    Monitor,
     /// crl-verify + reneg-sec 10 with two clients: client2 is revoked (`openssl ca -revoke`,
     /// `-gencrl`) and the server gets SIGHUP; client2's next renegotiation fails while
     /// client1 pings on without loss.
@@ -637,6 +642,16 @@ pub(crate) const CASES: &[Case] = &[
         scenario: Scenario::ServerOps(Ops::CrText),
         server_log_has: &["CR response was sent by the client"],
         ..OURS_SERVER
+    },
+    Case {
+        name: "ops-management-monitor-style-poll",
+        scenario: Scenario::ServerOps(Ops::Monitor),
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-management-monitor-style-poll-real-server",
+        scenario: Scenario::ServerOps(Ops::Monitor),
+        ..BASE
     },
     Case {
         name: "ops-sighup-crl-revokes-on-renegotiation",

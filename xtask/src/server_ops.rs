@@ -146,6 +146,7 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
             format!("management {d}/mgmt.sock unix"),
             "management-client-auth".into(),
         ],
+        Ops::Monitor => vec![format!("management {d}/mgmt.sock unix")],
         Ops::CrlHup => {
             openssl_ca(dir, &["-gencrl", "-out", &format!("{d}/crl.pem")])?;
             vec![format!("crl-verify {d}/crl.pem"), "reneg-sec 10".into()]
@@ -321,6 +322,125 @@ for line in f:
     log.write(line + "\n")
     if line.startswith(">INFOMSG:CR_TEXT:"):
         send("cr-response " + base64.b64encode(b"123456").decode())
+"#;
+
+/// Polls a server's management interface the way openvpn-monitor does and checks every
+/// line it parses; prints a JSON summary, exits 1 with the reason on the first mismatch.
+const MONITOR: &str = r#"
+import ipaddress, json, re, socket, sys
+
+def fail(msg):
+    print("MONITOR-FAIL: " + msg)
+    sys.exit(1)
+
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+buf = b""
+
+def recv_until(done):
+    global buf
+    while not done(buf):
+        chunk = s.recv(4096)
+        if not chunk:
+            fail("connection closed; got %r" % buf)
+        buf += chunk
+    data, buf = buf, b""
+    return data.decode()
+
+def command(cmd, done):
+    s.sendall((cmd + "\n").encode())
+    data = recv_until(done)
+    # The tool drops real-time >INFO lines, then works on CRLF lines.
+    data = re.sub(">INFO.*\r\n", "", data)
+    body = data[:-2] if data.endswith("\r\n") else fail("%s: reply not CRLF-terminated: %r" % (cmd, data))
+    for line in body.split("\r\n"):
+        if "\r" in line or "\n" in line:
+            fail("%s: bare CR/LF in %r" % (cmd, line))
+    return body.split("\r\n")
+
+greeting = recv_until(lambda b: b"\r\n" in b)
+if not greeting.startswith(">INFO:OpenVPN Management Interface Version "):
+    fail("greeting %r" % greeting)
+end = lambda b: b.endswith(b"\nEND\r\n")
+out = {}
+
+lines = command("version", end)
+rel = [l for l in lines if l.startswith("OpenVPN")]
+if not rel:
+    fail("no 'OpenVPN Version:' line: %r" % lines)
+release = rel[0].replace("OpenVPN Version: ", "")
+ver = release.split(" ")[1]
+if not re.fullmatch(r"\d+\.\d+\.\d+", ver):
+    fail("version word %r is not semver (%r)" % (ver, release))
+out["version"] = ver
+if not any(re.fullmatch(r"Management Version: \d+", l) for l in lines):
+    fail("no Management Version line: %r" % lines)
+
+lines = command("state", end)
+st = [l.split(",") for l in lines if not (l.startswith(">") or l.startswith("END"))]
+if len(st) != 1:
+    fail("state: %r" % lines)
+p = st[0]
+int(p[0])
+if p[1] != "CONNECTED" or p[2] != "SUCCESS":
+    fail("state fields %r" % p)
+ipaddress.ip_address(p[3])
+if p[4]:
+    fail("server state has a remote address: %r" % p)
+if len(p) > 8 and p[8]:
+    ipaddress.ip_address(p[8])
+out["state"] = p[1:4]
+
+lines = command("load-stats", lambda b: b.endswith(b"\r\n"))
+m = re.fullmatch(r"SUCCESS: nclients=(\d+),bytesin=(\d+),bytesout=(\d+)", lines[-1])
+if not m:
+    fail("load-stats %r" % lines)
+nclients, bytesin, bytesout = map(int, m.groups())
+out["load_stats"] = [nclients, bytesin, bytesout]
+
+lines = command("status 3", end)
+section, clients, routes = None, [], []
+for line in lines:
+    f = line.split("\t")
+    if f[0] == "END":
+        break
+    if f[0] in ("TITLE", "TIME") or f[0].startswith("GLOBAL"):
+        continue
+    if f[0] == "HEADER":
+        section = f[1]
+        if section == "CLIENT_LIST" and f[2:14] != ["Common Name", "Real Address", "Virtual Address", "Virtual IPv6 Address", "Bytes Received", "Bytes Sent", "Connected Since", "Connected Since (time_t)", "Username", "Client ID", "Peer ID", "Data Channel Cipher"]:
+            fail("CLIENT_LIST header %r" % f)
+        if section == "ROUTING_TABLE" and f[2:] != ["Virtual Address", "Common Name", "Real Address", "Last Ref", "Last Ref (time_t)"]:
+            fail("ROUTING_TABLE header %r" % f)
+        continue
+    if section == "CLIENT_LIST" and f[0] == "CLIENT_LIST":
+        if len(f) < 13:
+            fail("short CLIENT_LIST %r" % f)
+        remote = f[2]
+        host, port = (remote.rsplit(":", 1) if remote.count(":") == 1 else (remote, ""))
+        ipaddress.ip_address(host)
+        if port:
+            int(port)
+        ipaddress.ip_address(f[3])
+        if f[4]:
+            ipaddress.ip_address(f[4])
+        int(f[5]); int(f[6]); int(f[8]); int(f[10]); int(f[11])
+        clients.append({"cn": f[1], "remote": remote, "v4": f[3], "v6": f[4], "rx": int(f[5]), "tx": int(f[6]), "user": f[9], "cid": int(f[10]), "peer_id": int(f[11]), "cipher": f[12] if len(f) > 12 else ""})
+    elif section == "ROUTING_TABLE" and f[0] == "ROUTING_TABLE":
+        ipaddress.ip_address(f[1])
+        int(f[5])
+        routes.append(f[1])
+    else:
+        fail("unexpected status line %r" % line)
+if len(clients) != nclients or nclients < 1:
+    fail("load-stats nclients=%d, status 3 lists %d" % (nclients, len(clients)))
+if not all(c["v4"] in routes for c in clients):
+    fail("a client's address is not in ROUTING_TABLE: %r %r" % (clients, routes))
+out["clients"] = clients
+out["routes"] = routes
+s.sendall(b"quit\n")
+print("MONITOR-OK " + json.dumps(out))
 "#;
 
 fn python(script: &Path, args: &[&Path]) -> Result<Child> {
@@ -566,6 +686,23 @@ pub(super) fn run(
             ensure!(a == "10.8.0.3", "after the restart the client got {a}");
         }
         Ops::CrlHup => crl_hup(env, case, cd, procs, server)?,
+        Ops::Monitor => {
+            let py = cd.dir.join("monitor.py");
+            fs::write(&py, MONITOR)?;
+            let out = Command::new("python3")
+                .arg(&py)
+                .arg(cd.dir.join("mgmt.sock"))
+                .output()
+                .context("cannot run python3 (the monitor-style poll)")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            println!("interop: {}", text.trim());
+            ensure!(
+                out.status.success() && text.contains("MONITOR-OK"),
+                "monitor-style poll failed: {text}{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                procs.tails()
+            );
+        }
         Ops::CrText => {
             let agent = read(&cd.dir.join("agent.log"));
             let gui = read(&cd.dir.join("gui.log"));

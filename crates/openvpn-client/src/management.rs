@@ -37,6 +37,10 @@ use crate::{ClientHandle, Command, ExitReason, VpnEvent};
 
 /// Management protocol version we speak.
 pub const MANAGEMENT_VERSION: u32 = 5;
+/// The OpenVPN release whose behaviour we follow, as the second word of the `version` reply
+/// (`OpenVPN Version: OpenVPN 2.6.0 openvpn-rs …`): tools such as openvpn-monitor parse that
+/// word as a semantic version and pick the `status 3` layout from it.
+pub const OPENVPN_RELEASE: &str = "2.6.0";
 /// The greeting line.
 pub const GREETING: &str =
     ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info";
@@ -1297,7 +1301,7 @@ impl ClientManagement {
             MgmtCommand::Nothing => String::new(),
             MgmtCommand::Help => help_text(),
             MgmtCommand::Version(None) => format!(
-                "OpenVPN Version: OpenVPN 2.6 compatible openvpn-rs {} (openvpn-client)\r\nManagement Version: {MANAGEMENT_VERSION}\r\nEND\r\n",
+                "OpenVPN Version: OpenVPN {OPENVPN_RELEASE} openvpn-rs {} (openvpn-client, OpenVPN 2.6 compatible)\r\nManagement Version: {MANAGEMENT_VERSION}\r\nEND\r\n",
                 env!("CARGO_PKG_VERSION")
             ),
             MgmtCommand::Version(Some(v)) => {

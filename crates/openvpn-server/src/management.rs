@@ -28,6 +28,10 @@ use crate::core::{Outputs, ServerCore};
 
 /// Management protocol version we speak.
 pub const MANAGEMENT_VERSION: u32 = 5;
+/// The OpenVPN release whose behaviour we follow, as the second word of the `version` reply
+/// (`OpenVPN Version: OpenVPN 2.6.0 openvpn-rs …`): tools such as openvpn-monitor parse that
+/// word as a semantic version and pick the `status 3` layout from it.
+pub const OPENVPN_RELEASE: &str = "2.6.0";
 /// The greeting line.
 pub const GREETING: &str =
     ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info";
@@ -989,7 +993,7 @@ async fn local_or_core(sh: &mut Shared, c: Command) -> String {
     match c {
         Command::Help => help_text(),
         Command::Version(_) => format!(
-            "OpenVPN Version: OpenVPN 2.6 compatible openvpn-rs {} (openvpn-server)\r\nManagement Version: {MANAGEMENT_VERSION}\r\nEND\r\n",
+            "OpenVPN Version: OpenVPN {OPENVPN_RELEASE} openvpn-rs {} (openvpn-server, OpenVPN 2.6 compatible)\r\nManagement Version: {MANAGEMENT_VERSION}\r\nEND\r\n",
             env!("CARGO_PKG_VERSION")
         ),
         Command::Pid => format!("SUCCESS: pid={}\r\n", std::process::id()),
