@@ -606,8 +606,8 @@ impl ServerCore {
                 .get(pid as usize)
                 .and_then(Option::as_ref)
                 .is_some_and(|c| c.killed);
-            let hard_reset = op == Opcode::HardResetClientV2 as u8
-                || op == Opcode::HardResetClientV3 as u8;
+            let hard_reset =
+                op == Opcode::HardResetClientV2 as u8 || op == Opcode::HardResetClientV3 as u8;
             if !(killed && hard_reset) {
                 if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
                     c.control.handle_datagram(now, pkt);
