@@ -1,7 +1,8 @@
 //! The management interface with `management-client-auth`, in memory: our client connects,
 //! a test management client (unix socket) approves it with `client-auth` pushing a route,
 //! reads `status 3`, kills it with `client-kill` (the client reconnects), denies the
-//! reconnection with `client-deny`; plus a Prometheus `/metrics` scrape.
+//! reconnection with `client-deny`; plus a Prometheus `/metrics` scrape; and a CR_TEXT challenge
+//! (`client-pending-auth`) answered by the client (`>CLIENT:CR_RESPONSE`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
@@ -422,6 +423,109 @@ async fn tcp_management_password_and_hold() {
     );
     client.command(openvpn_client::Command::Disconnect);
     let _ = client.wait().await;
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_cr_text_challenge_and_cr_response() {
+    use openvpn_client::Command;
+    let (ca, (sc, sk), (cc, ck)) = pki();
+    let dir = std::env::temp_dir().join(format!("ovrs-mgmt-cr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("mgmt.sock");
+    let text = format!(
+        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nmanagement {} unix\nmanagement-client-auth\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
+        sock.display()
+    );
+    let cfg = openvpn_server::config::load(
+        &options::parse_config(&text).unwrap(),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let (tun, _keep) = MemoryTun::pair(16);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(openvpn_server::runtime::serve(
+        cfg,
+        Arc::new(tun),
+        Some(udp),
+        None,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::UnixStream::connect(&sock).await {
+            stream = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (rd, wr) = stream.expect("management socket").into_split();
+    let mut m = Mgmt {
+        rd: BufReader::new(rd),
+        wr,
+        seen: Vec::new(),
+    };
+
+    let profile = format!(
+        "client\nremote 127.0.0.1 {port} udp\nsetenv IV_SSO crtext\n<ca>\n{ca}</ca>\n<cert>\n{cc}</cert>\n<key>\n{ck}</key>\n"
+    );
+    let ccfg = ClientConfig::from_ovpn(&profile, std::path::Path::new("/")).unwrap();
+    let (ctun, _h) = MemoryTun::pair(16);
+    let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(ctun));
+
+    let connect = m.until(">CLIENT:CONNECT,").await;
+    let ids: Vec<String> = connect
+        .trim_start_matches(">CLIENT:CONNECT,")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let (cid, kid) = (ids[0].clone(), ids[1].clone());
+    let env = m.env().await;
+    assert!(
+        env.iter().any(|(k, v)| k == "IV_SSO" && v == "crtext"),
+        "{env:?}"
+    );
+    m.send(&format!(
+        "client-pending-auth {cid} {kid} \"CR_TEXT:R,E:Enter your OTP\" 30\n"
+    ))
+    .await;
+    assert_eq!(
+        m.until("SUCCESS: client-pending-auth").await,
+        "SUCCESS: client-pending-auth command succeeded"
+    );
+    // The client hears the challenge while its authentication is pending.
+    let (seen, info) = until_event(
+        &mut client,
+        |e| matches!(e, VpnEvent::Info(t) if t.starts_with("CR_TEXT:")),
+    )
+    .await;
+    match info {
+        Some(VpnEvent::Info(t)) => assert_eq!(t, "CR_TEXT:R,E:Enter your OTP"),
+        _ => panic!("no CR_TEXT: {seen:#?}"),
+    }
+    client.command(Command::ChallengeResponse("MTIzNDU2".into()));
+    assert_eq!(
+        m.until(">CLIENT:CR_RESPONSE,").await,
+        format!(">CLIENT:CR_RESPONSE,{cid},{kid},MTIzNDU2")
+    );
+    let env = m.env().await;
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "common_name" && v == "client1"),
+        "{env:?}"
+    );
+    m.send(&format!("client-auth-nt {cid} {kid}\n")).await;
+    let (seen, up) = until_event(&mut client, |e| matches!(e, VpnEvent::Connected { .. })).await;
+    assert!(up.is_some(), "{seen:#?}");
+    client.command(Command::Disconnect);
+    let _ = tokio::time::timeout(Duration::from_secs(10), client.wait()).await;
+    m.send("quit\n").await;
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);

@@ -585,6 +585,17 @@ pub(super) fn run(
                 "auth script calls: {:?}",
                 auth_calls(cd)
             );
+            // The client heard AUTH_PENDING and the OPEN_URL while the decision was pending.
+            for want in [
+                "AUTH_PENDING received",
+                "Info command was pushed by server ('OPEN_URL:https://example.invalid/login')",
+            ] {
+                ensure!(
+                    procs.count(client, want)? >= 1,
+                    "client log lacks {want:?}\n{}",
+                    procs.tails()
+                );
+            }
         }
         Ops::TokenReneg => {
             let r = ping_run(&cd.dir, CLIENT_NS, PING_TARGETS[0], 24, "0.5")?;
