@@ -207,10 +207,19 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
                 opts.clients
             );
             let r = measure(&env, *server);
-            if let Err(e) = &r {
-                let note = format!("round {round}, {} server: {e:#}", server.key());
-                println!("load: FAILED {note}");
-                notes.push(note);
+            match &r {
+                Err(e) => {
+                    let note = format!("round {round}, {} server: {e:#}", server.key());
+                    println!("load: FAILED {note}");
+                    notes.push(note);
+                }
+                Ok(j) => {
+                    if let Some(note) = shortfall(j) {
+                        let note = format!("round {round}, {} server: {note}", server.key());
+                        println!("load: {note}");
+                        notes.push(note);
+                    }
+                }
             }
             results.push((*server, r));
         }
@@ -233,6 +242,36 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         bail!("no server could be measured");
     }
     Ok(())
+}
+
+/// What went short in one generator result: clients not connected, pings not answered,
+/// reconnects.
+fn shortfall(j: &str) -> Option<String> {
+    let get = |k| json_number(j, k).unwrap_or(0.0);
+    let (n, c) = (get("clients"), get("connected"));
+    let mut parts = Vec::new();
+    if c < n {
+        parts.push(format!("only {c} of {n} clients connected"));
+    }
+    for (k, when) in [
+        ("ping1_ok", "after connect"),
+        ("ping2_ok", "after the hold"),
+    ] {
+        if get(k) < c {
+            parts.push(format!("{} of {c} pings answered {when}", get(k)));
+        }
+    }
+    if get("reconnects") > 0.0 {
+        parts.push(format!("{} client reconnects", get("reconnects")));
+    }
+    let first_error = j
+        .find("\"errors\": [\"")
+        .map(|i| &j[i + 12..])
+        .and_then(|t| t.split('"').next());
+    if let (false, Some(e)) = (parts.is_empty(), first_error) {
+        parts.push(format!("first error: {e}"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The generator results of one server, one per round that worked.
@@ -919,5 +958,27 @@ mod tests {
             r.json()
                 .contains("\"kib_per_client\": {\"ours\": 40.000000")
         );
+        assert!(
+            r.json()
+                .contains("\"ours_samples\": [40.000000, 40.000000]")
+        );
+        assert_eq!(median(vec![3.0, 1.0, f64::NAN, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        assert_eq!(
+            shortfall(j).as_deref(),
+            Some("9 of 10 pings answered after connect; 0 of 10 pings answered after the hold")
+        );
+        let bad = r#"{ "clients": 10, "connected": 8, "ping1_ok": 8, "ping2_ok": 7,
+            "reconnects": 0, "errors": ["client 3: not connected after 120 s", "x"] }"#;
+        assert_eq!(
+            shortfall(bad).as_deref(),
+            Some(
+                "only 8 of 10 clients connected; 7 of 8 pings answered after the hold; \
+                 first error: client 3: not connected after 120 s"
+            )
+        );
+        let good = r#"{ "clients": 2, "connected": 2, "ping1_ok": 2, "ping2_ok": 2,
+            "reconnects": 0, "errors": [] }"#;
+        assert_eq!(shortfall(good), None);
     }
 }

@@ -471,7 +471,14 @@ async fn run(args: Args, cfg: ClientConfig) -> Result<()> {
         }
         results[c.index] = Some(c.result);
     };
+    let mut started = 0usize;
     for index in 0..n {
+        // A server that answers nobody: stop after one full window of failures instead of
+        // timing out every client in turn.
+        if connected == 0 && reported >= args.concurrency.min(n) {
+            eprintln!("loadgen: the first {reported} clients all failed; not starting the rest");
+            break;
+        }
         // Start the next client once a handshake slot is free; collect finished ones meanwhile.
         let permit = loop {
             tokio::select! {
@@ -484,6 +491,7 @@ async fn run(args: Args, cfg: ClientConfig) -> Result<()> {
         let (tx, rx) = mpsc::channel(1);
         senders.push(Some(tx));
         tokio::spawn(client(index, common.clone(), permit, rx));
+        started += 1;
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
             eprintln!(
@@ -494,7 +502,7 @@ async fn run(args: Args, cfg: ClientConfig) -> Result<()> {
             );
         }
     }
-    while reported < n {
+    while reported < started {
         let Some(c) = done_rx.recv().await else { break };
         record(c, &mut reported, &mut connected, &mut last_connected);
     }
@@ -506,7 +514,7 @@ async fn run(args: Args, cfg: ClientConfig) -> Result<()> {
         .enumerate()
         .filter_map(|(i, r)| match r {
             Some(Err(e)) => Some(format!("client {i}: {e}")),
-            None => Some(format!("client {i}: no result")),
+            None => Some(format!("client {i}: not started")),
             Some(Ok(_)) => None,
         })
         .collect();
