@@ -1,6 +1,7 @@
-//! `kill` / `client-kill` on the server's management interface: the `RESTART` goes out on the
-//! reliable control channel and is retransmitted when the datagram is lost (a proxy between
-//! our client and our server drops it); the client reconnects.
+//! `kill` / `client-kill` on the server's management interface, and a server shutdown with
+//! `explicit-exit-notify`: the `RESTART` goes out on the reliable control channel and is
+//! retransmitted when the datagram is lost (a proxy between our client and our server drops
+//! it); the client reconnects.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::net::SocketAddr;
@@ -103,20 +104,19 @@ async fn until(
     .flatten()
 }
 
-async fn lost_restart_is_retransmitted(kill: &str) {
+/// `kill`: a management command, or `None` for a server shutdown (explicit-exit-notify 1);
+/// `lose`: the proxy drops the first RESTART datagram.
+async fn lost_restart_is_retransmitted(kill: Option<&str>, lose: bool) {
+    let name = kill.map_or("shutdown", |k| k.split(' ').next().unwrap());
     let pki = openvpn_tests::pki();
     let (sc, sk) = &pki.server;
     let ca = &pki.ca;
-    let d = std::env::temp_dir().join(format!(
-        "ovrs-kill-{}-{}",
-        kill.split(' ').next().unwrap(),
-        std::process::id()
-    ));
+    let d = std::env::temp_dir().join(format!("ovrs-kill-{name}-{lose}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("mgmt.sock");
     let text = format!(
-        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nmanagement {} unix\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
+        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nexplicit-exit-notify 1\nmanagement {} unix\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
         sock.display()
     );
     let cfg = openvpn_server::config::load(&options::parse_config(&text).unwrap(), Path::new("/"))
@@ -147,36 +147,75 @@ async fn lost_restart_is_retransmitted(kill: &str) {
         .await
         .expect("connected");
 
-    p.drop_control.store(true, Ordering::SeqCst);
+    p.drop_control.store(lose, Ordering::SeqCst);
     let t = Instant::now();
-    let reply = mgmt(&sock, kill).await;
-    assert!(reply.starts_with("SUCCESS:"), "{kill}: {reply}");
+    let mut stop = Some(stop);
+    match kill {
+        Some(kill) => {
+            let reply = mgmt(&sock, kill).await;
+            assert!(reply.starts_with("SUCCESS:"), "{kill}: {reply}");
+        }
+        None => {
+            let _ = stop.take().unwrap().send(());
+        }
+    }
     let seen = until(
         &mut c,
         15,
         |e| matches!(e, VpnEvent::Reconnecting { reason } if reason.contains("RESTART")),
     )
     .await
-    .unwrap_or_else(|| panic!("{kill}: no RESTART reached the client"));
+    .unwrap_or_else(|| panic!("{name}: no RESTART reached the client"));
     let took = t.elapsed();
-    assert_eq!(p.dropped.load(Ordering::SeqCst), 1, "{seen:#?}");
-    println!("{kill}: RESTART lost once, retransmitted, reached the client after {took:?}");
-    until(&mut c, 20, |e| matches!(e, VpnEvent::Connected { .. }))
-        .await
-        .expect("reconnected after RESTART");
+    assert_eq!(
+        p.dropped.load(Ordering::SeqCst),
+        u32::from(lose),
+        "{seen:#?}"
+    );
+    println!("{name} (lost once: {lose}): RESTART reached the client after {took:?}");
+    match stop {
+        Some(stop) => {
+            until(&mut c, 20, |e| matches!(e, VpnEvent::Connected { .. }))
+                .await
+                .expect("reconnected after RESTART");
+            let _ = stop.send(());
+            server.await.unwrap().unwrap();
+        }
+        None => {
+            // The server waits for the acknowledgement, not longer (EXIT_DRAIN is 3 s).
+            tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .expect("the server stops after the acknowledgement")
+                .unwrap()
+                .unwrap();
+            let stopped = t.elapsed();
+            println!("{name} (lost once: {lose}): server stopped after {stopped:?}");
+            if !lose {
+                assert!(stopped < Duration::from_secs(2), "{stopped:?}");
+            }
+        }
+    }
     c.command(openvpn_client::Command::Disconnect);
     let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_by_common_name_retransmits_a_lost_restart() {
-    lost_restart_is_retransmitted("kill client1").await;
+    lost_restart_is_retransmitted(Some("kill client1"), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_kill_retransmits_a_lost_restart() {
     // Without management-client-auth the first client's CID is 1.
-    lost_restart_is_retransmitted("client-kill 1").await;
+    lost_restart_is_retransmitted(Some("client-kill 1"), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_exit_notify_retransmits_a_lost_restart() {
+    lost_restart_is_retransmitted(None, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_only_for_the_acknowledgement() {
+    lost_restart_is_retransmitted(None, false).await;
 }

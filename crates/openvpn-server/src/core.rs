@@ -1958,18 +1958,26 @@ impl ServerCore {
         }
     }
 
-    /// Tells every client that the server goes away (`RESTART` with explicit-exit-notify).
-    pub fn shutdown(&mut self, now: Instant, out: &mut Outputs) {
-        let notify = self.cfg.explicit_exit_notify;
+    /// Tells every client that the server goes away (`RESTART` with explicit-exit-notify, on
+    /// the reliable control channel, like a kill) and stops taking new clients; returns how
+    /// many clients wait for the message to be acknowledged ([`ServerCore::exit_pending`]).
+    pub fn shutdown(&mut self, now: Instant, out: &mut Outputs) -> usize {
+        self.hold = true;
+        let Some(n) = self.cfg.explicit_exit_notify else {
+            return 0;
+        };
+        let msg = if n >= 2 { "RESTART,[N]" } else { "RESTART" };
         for pid in 0..self.clients.len() as u32 {
-            if let (Some(n), Some(c)) = (notify, self.clients[pid as usize].as_mut()) {
-                let msg = if n >= 2 { "RESTART,[N]" } else { "RESTART" };
-                c.control.send_text(now, msg);
-                while let Some(p) = c.control.poll_transmit(now) {
-                    out.link.push((c.addr, p));
-                }
+            if self.clients[pid as usize].is_some() {
+                self.kill_pid(now, pid, msg, out);
             }
         }
+        self.exit_pending()
+    }
+
+    /// Clients whose `RESTART`/`HALT` is not acknowledged yet (killed, still lingering).
+    pub fn exit_pending(&self) -> usize {
+        self.clients.iter().flatten().filter(|c| c.killed).count()
     }
 
     /// A TCP connection closed: drop its client.

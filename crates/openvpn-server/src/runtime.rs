@@ -358,10 +358,19 @@ pub async fn serve_with<D: PacketDevice + 'static>(
     }
     drop(req_tx);
     tokio::pin!(shutdown);
+    // Shutting down: until this instant, the loop runs on so that exit notifications
+    // (explicit-exit-notify) are retransmitted until the clients acknowledge them.
+    let mut draining: Option<Instant> = None;
     loop {
+        if let Some(d) = draining {
+            if Instant::now() >= d || core.exit_pending() == 0 {
+                break;
+            }
+        }
         let deadline = core
             .next_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let deadline = draining.map_or(deadline, |d| d.min(deadline));
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::select! {
             r = async {
@@ -458,7 +467,7 @@ pub async fn serve_with<D: PacketDevice + 'static>(
                             info!("{l}");
                         }
                     }
-                    CoreRequest::Signal(Signal::Term) => {
+                    CoreRequest::Signal(Signal::Term) if draining.is_none() => {
                         info!("SIGTERM (management) received, shutting down");
                         stop = true;
                     }
@@ -467,10 +476,12 @@ pub async fn serve_with<D: PacketDevice + 'static>(
                 let text = management::execute(&mut core, now, req, &mut out);
                 let _ = reply.send(text);
                 if stop {
-                    break;
+                    draining = begin_exit(&mut core, &mut out);
                 }
             }
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if draining.is_none() => {
+                draining = begin_exit(&mut core, &mut out);
+            }
         }
         match &notify_tx {
             Some(tx) => {
@@ -505,14 +516,26 @@ pub async fn serve_with<D: PacketDevice + 'static>(
         }
     }
     drop(sender);
-    core.shutdown(Instant::now(), &mut out);
     write_pool_persist(&core);
-    match (fast.as_mut(), udp.as_deref()) {
-        (Some(f), Some(u)) => f.flush(&mut out, u, tun.as_ref(), &mut tcp_writers).await,
-        _ => flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await,
-    }
+    // Writer tasks (TCP connections) get a moment to send what is queued.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// Longest a shutdown waits for clients to acknowledge their exit notification (covers one
+/// retransmission of a lost datagram).
+const EXIT_DRAIN: Duration = Duration::from_secs(3);
+
+/// Starts shutting down: exit notifications go out; returns when the loop has to stop
+/// (now, when there is nobody to wait for).
+fn begin_exit(core: &mut ServerCore, out: &mut Outputs) -> Option<Instant> {
+    let now = Instant::now();
+    let waiting = core.shutdown(now, out);
+    if waiting > 0 {
+        info!("exit notification sent to {waiting} client(s); waiting for their acknowledgements");
+    }
+    // One more turn flushes the notifications; then the loop stops when all are acknowledged.
+    Some(if waiting > 0 { now + EXIT_DRAIN } else { now })
 }
 
 /// Writes the `ifconfig-pool-persist` file (atomically: temporary file, then rename).
