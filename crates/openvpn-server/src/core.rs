@@ -1499,17 +1499,7 @@ impl ServerCore {
                 }
             }
             Decision::Pending { extra, timeout } => {
-                let kw = c.control.peer_info().proto_bits()
-                    & openvpn_control::peer_info::IV_PROTO_AUTH_PENDING_KW
-                    != 0;
-                let pending = if kw {
-                    format!("AUTH_PENDING,timeout {timeout}")
-                } else {
-                    "AUTH_PENDING".to_owned()
-                };
-                c.control.send_pending_text(now, key_id, &pending);
-                c.control
-                    .send_pending_text(now, key_id, &format!("INFO_PRE,{extra}"));
+                send_auth_pending(now, &mut c, key_id, timeout, &extra);
                 info!("{}: authentication pending ({timeout} s): {extra}", c.addr);
                 c.auth_deadline = Some(now + Duration::from_secs(u64::from(timeout.max(1))));
             }
@@ -1759,19 +1749,8 @@ impl ServerCore {
                 "{}: auth-user-pass-verify deferred the decision (auth_control_file)",
                 c.addr
             );
-            let kw = c.control.peer_info().proto_bits()
-                & openvpn_control::peer_info::IV_PROTO_AUTH_PENDING_KW
-                != 0;
-            if let (Some((timeout, _method, extra)), true) = (&d.pending, kw) {
-                c.control.send_pending_text(
-                    now,
-                    key_id,
-                    &format!("AUTH_PENDING,timeout {timeout}"),
-                );
-                if !extra.is_empty() {
-                    c.control
-                        .send_pending_text(now, key_id, &format!("INFO_PRE,{extra}"));
-                }
+            if let Some((timeout, _method, extra)) = &d.pending {
+                send_auth_pending(now, &mut c, key_id, *timeout, extra);
             }
             self.clients[pid as usize] = Some(c);
             self.after_control(now, pid, out);
@@ -1997,6 +1976,26 @@ impl ServerCore {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.cfg
+    }
+}
+
+/// Tells client `c` that the authentication of `key_id` is pending (the same for a deferred
+/// auth script's `auth_pending_file`, `client-pending-auth` and the authenticator):
+/// `AUTH_PENDING,timeout N` (plain `AUTH_PENDING` to a client without IV_PROTO bit 4), then
+/// `INFO_PRE,{extra}` if there is any.
+fn send_auth_pending(now: Instant, c: &mut ClientConn, key_id: KeyId, timeout: u32, extra: &str) {
+    let kw = c.control.peer_info().proto_bits()
+        & openvpn_control::peer_info::IV_PROTO_AUTH_PENDING_KW
+        != 0;
+    let pending = if kw {
+        format!("AUTH_PENDING,timeout {timeout}")
+    } else {
+        "AUTH_PENDING".to_owned()
+    };
+    c.control.send_pending_text(now, key_id, &pending);
+    if !extra.is_empty() {
+        c.control
+            .send_pending_text(now, key_id, &format!("INFO_PRE,{extra}"));
     }
 }
 
