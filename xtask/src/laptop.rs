@@ -463,7 +463,63 @@ fn dns(env: &Env, case: &Case, cd: &CaseDir, procs: &mut Procs) -> Result<()> {
         "the original nameserver is still in resolv.conf:\n{seen}"
     );
     procs.check_logs(&[(client, case.client_log_has)])?;
-    terminate(procs, client)
+    terminate(procs, client)?;
+    dns_updown(env, cd, procs)
+}
+
+/// `dns-updown CMD`: the command gets the pushed DNS (resolv.conf is left alone), and is run
+/// with `dns-down` by the guardian after kill -9 of the client.
+fn dns_updown(env: &Env, cd: &CaseDir, procs: &mut Procs) -> Result<()> {
+    let calls = cd.dir.join("dns-updown.calls");
+    let script = cd.dir.join("dns-updown.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$script_type $dev ${{dns_server_0_address_1:-}} ${{dns_search_domain_1:-}}\" >> '{}'\n",
+            calls.display()
+        ),
+    )?;
+    set_mode(&script, 0o755)?;
+    let mut conf = fs::read_to_string(&cd.client_conf)?;
+    conf.push_str(&format!(
+        "script-security 2\ndns-updown {}\n",
+        script.display()
+    ));
+    fs::write(&cd.client_conf, conf)?;
+    // The first run's log (its "Initialization Sequence Completed" must not count).
+    let log = cd.client_conf.with_extension("log");
+    if log.exists() {
+        fs::rename(&log, cd.dir.join("client1-resolv-conf.log"))?;
+    }
+    let client = start_client(env, cd, procs, "client (dns-updown)")?;
+    let text = fs::read_to_string(&calls).unwrap_or_default();
+    ensure!(
+        text == format!("dns-up {TUN} 10.8.0.1 vpn.test\n"),
+        "the dns-updown command was not run with the pushed DNS: {text:?}"
+    );
+    let resolv = fs::read(RESOLV)?;
+    ensure!(
+        resolv == RESOLV_ORIGINAL.as_bytes(),
+        "with dns-updown, resolv.conf must be left alone:\n{}",
+        String::from_utf8_lossy(&resolv)
+    );
+    procs.kill(client)?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = fs::read_to_string(&calls).unwrap_or_default();
+        if text.lines().nth(1) == Some(&format!("dns-down {TUN}  ")) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "3 s after kill -9 the dns-updown command did not run with dns-down: {text:?}"
+        );
+        pause(Duration::from_millis(50))?;
+    }
+    println!(
+        "interop: dns-updown: dns-up with the pushed DNS, and dns-down after kill -9 (guardian)"
+    );
+    Ok(())
 }
 
 /// Item 6: our client as uid 65534 with the root helper (both in ovrs-cli): it connects and
@@ -718,6 +774,14 @@ fn terminate(procs: &mut Procs, index: usize) -> Result<()> {
     ensure!(
         status.success(),
         "SIGTERM: the client exited with {status}\n{}",
+        procs.tails()
+    );
+    // A clean exit undoes its own changes; the guardian (which would log into the same
+    // file) must find nothing left.
+    pause(Duration::from_millis(200))?;
+    ensure!(
+        procs.count(index, "guardian: undid")? == 0,
+        "after SIGTERM the guardian had to undo what the client left\n{}",
         procs.tails()
     );
     Ok(())

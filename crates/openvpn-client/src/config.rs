@@ -131,6 +131,17 @@ pub enum AuthRetry {
     Interact,
 }
 
+/// `dns-updown`: who applies the tunnel's DNS settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsUpdown {
+    /// `dns-updown disable`: nobody; DNS is left alone.
+    Disable,
+    /// `dns-updown CMD`: this command, run with `/bin/sh -c` with `script_type=dns-up` /
+    /// `dns-down` and the settings in its environment (`openvpn_tun::dns::updown_env`);
+    /// needs `script-security 2`.
+    Command(String),
+}
+
 /// Where a profile `route` / `route-ipv6` sends its traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteGateway {
@@ -376,6 +387,8 @@ pub struct ClientConfig {
     pub routes: Vec<ProfileRoute>,
     /// `route-gateway ADDR`: the gateway of profile `route` lines that name none.
     pub route_gateway: Option<Ipv4Addr>,
+    /// `dns-updown CMD|disable` (default: systemd-resolved or resolv.conf).
+    pub dns_updown: Option<DnsUpdown>,
     /// `dhcp-option TYPE VALUE` in the profile (added to pushed ones).
     pub dhcp_options: Vec<(String, String)>,
     /// `compress …` / `comp-lzo …` from the profile (framing only; a push overrides it).
@@ -443,6 +456,7 @@ impl Default for ClientConfig {
             route_metric: None,
             routes: Vec::new(),
             route_gateway: None,
+            dns_updown: None,
             dhcp_options: Vec::new(),
             compression: None,
             management: None,
@@ -537,6 +551,16 @@ impl ClientConfig {
         }
         if let AuthUserPass::Given { password, .. } = &mut self.auth_user_pass {
             *password = static_challenge_password(password, response);
+        }
+    }
+
+    /// The DNS backend `dns-updown` asks for (`None`: detect systemd-resolved or
+    /// resolv.conf).
+    pub fn dns_backend(&self) -> Option<openvpn_tun::DnsBackend> {
+        match &self.dns_updown {
+            None => None,
+            Some(DnsUpdown::Disable) => Some(openvpn_tun::DnsBackend::None),
+            Some(DnsUpdown::Command(c)) => Some(openvpn_tun::DnsBackend::Script(c.clone())),
         }
     }
 
@@ -780,6 +804,24 @@ impl ClientConfig {
                 }
                 "route" => c.routes.push(parse_route_v4(o)?),
                 "route-ipv6" => c.routes.push(parse_route_v6(o)?),
+                "dns-updown" => {
+                    c.dns_updown = Some(match arg(o, 0)? {
+                        "disable" => DnsUpdown::Disable,
+                        "force" => {
+                            return Err(err(
+                                o,
+                                "'dns-updown force' is not supported: give a command or 'disable'",
+                            ));
+                        }
+                        _ => {
+                            let cmd = o.args.join(" ");
+                            if cmd.contains(['\n', '\r']) {
+                                return Err(err(o, "the command must be one line"));
+                            }
+                            DnsUpdown::Command(cmd)
+                        }
+                    })
+                }
                 "route-gateway" => {
                     c.route_gateway = match arg(o, 0)? {
                         "dhcp" => None,
@@ -857,6 +899,12 @@ impl ClientConfig {
         if c.ca.is_empty() {
             return Err(ConfigError::Invalid(
                 "no 'ca' given: the server certificate cannot be verified".into(),
+            ));
+        }
+        if let (Some(DnsUpdown::Command(_)), true) = (&c.dns_updown, c.script_security < 2) {
+            return Err(ConfigError::Invalid(
+                "'dns-updown COMMAND' runs an external command: it needs 'script-security 2'"
+                    .into(),
             ));
         }
         if let (TlsWrap::Auth { direction, .. }, Some(k)) = (&mut c.tls_wrap, key_direction) {
@@ -984,6 +1032,29 @@ mod tests {
         assert!(e.contains("config line 10") && e.contains("nope"), "{e}");
         let e = prof("route-metric x\n").unwrap_err().to_string();
         assert!(e.contains("route-metric"), "{e}");
+    }
+
+    #[test]
+    fn dns_updown() {
+        let c = prof("script-security 2\ndns-updown \"/etc/vpn/dns.sh --verbose\"\n").unwrap();
+        assert_eq!(
+            c.dns_updown,
+            Some(DnsUpdown::Command("/etc/vpn/dns.sh --verbose".into()))
+        );
+        assert_eq!(
+            c.dns_backend(),
+            Some(openvpn_tun::DnsBackend::Script(
+                "/etc/vpn/dns.sh --verbose".into()
+            ))
+        );
+        let c = prof("dns-updown disable\n").unwrap();
+        assert_eq!(c.dns_backend(), Some(openvpn_tun::DnsBackend::None));
+        assert_eq!(prof("").unwrap().dns_backend(), None);
+        let e = prof("dns-updown /x.sh\n").unwrap_err().to_string();
+        assert!(e.contains("script-security 2"), "{e}");
+        let e = prof("dns-updown force\n").unwrap_err().to_string();
+        assert!(e.contains("config line 10") && e.contains("force"), "{e}");
+        assert!(prof("dns-updown\n").is_err());
     }
 
     #[test]

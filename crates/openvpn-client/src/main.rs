@@ -331,7 +331,10 @@ fn main() -> anyhow::Result<()> {
                         None => openvpn_client::connect(
                             cfg.clone(),
                             CountingTunBuilder::new(
-                                OffloadTunBuilder { name: name.clone() },
+                                OffloadTunBuilder {
+                                    name: name.clone(),
+                                    dns: cfg.dns_backend(),
+                                },
                                 counters.clone(),
                             ),
                         ),
@@ -342,7 +345,10 @@ fn main() -> anyhow::Result<()> {
             None => {
                 let mut handle = match helper {
                     Some(b) => openvpn_client::connect(cfg, b),
-                    None => openvpn_client::connect(cfg, OffloadTunBuilder { name }),
+                    None => {
+                        let dns = cfg.dns_backend();
+                        openvpn_client::connect(cfg, OffloadTunBuilder { name, dns })
+                    }
                 };
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 forward_signals(tx);
@@ -383,5 +389,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
     });
+    // Tasks that still hold the device (the data path's send task) are dropped with the
+    // runtime, and the device with them: routes and DNS are undone here, before exit (which
+    // runs no destructors), not by the guardian afterwards.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     std::process::exit(code);
 }

@@ -1094,7 +1094,9 @@ async fn handle_establish(
             return Err(format!("device {n} already exists"));
         }
     }
-    let tun = LinuxTunBuilder { name }.establish(&s).await?;
+    // DNS as the (root-owned) profile says: its dns-updown command, never one from the request.
+    let dns = cfg.dns_backend();
+    let tun = LinuxTunBuilder { name, dns }.establish(&s).await?;
     tracing::info!(
         uid,
         pid,

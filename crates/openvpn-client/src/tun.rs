@@ -378,6 +378,9 @@ pub trait TunBuilder: Send + 'static {
 pub struct LinuxTunBuilder {
     /// Interface name (`None` = kernel chooses `tunN`).
     pub name: Option<String>,
+    /// How DNS is applied (`None`: systemd-resolved if it serves our namespace, else
+    /// `/etc/resolv.conf`); see [`ClientConfig::dns_backend`].
+    pub dns: Option<DnsBackend>,
 }
 
 pub(crate) fn journal_dir() -> PathBuf {
@@ -394,6 +397,8 @@ pub(crate) fn journal_dir() -> PathBuf {
 pub struct OffloadTunBuilder {
     /// Interface name (`None` = kernel chooses `tunN`).
     pub name: Option<String>,
+    /// How DNS is applied (as [`LinuxTunBuilder::dns`]).
+    pub dns: Option<DnsBackend>,
 }
 
 impl TunBuilder for OffloadTunBuilder {
@@ -401,7 +406,10 @@ impl TunBuilder for OffloadTunBuilder {
     async fn establish(&mut self, s: &TunSettings) -> Result<SystemTun, String> {
         let offload = crate::fast::enabled();
         let name = self.name.clone();
-        let tun = establish_with(s, name, |cfg| SystemTun::create(cfg, offload)).await?;
+        let tun = establish_with(s, name, self.dns.clone(), |cfg| {
+            SystemTun::create(cfg, offload)
+        })
+        .await?;
         tracing::info!(
             dev = tun.name(),
             offload = tun.offload_enabled(),
@@ -445,7 +453,7 @@ impl NewTun for SystemTun {
 impl TunBuilder for LinuxTunBuilder {
     type Device = LinuxTun;
     async fn establish(&mut self, s: &TunSettings) -> Result<LinuxTun, String> {
-        establish_with(s, self.name.clone(), LinuxTun::create).await
+        establish_with(s, self.name.clone(), self.dns.clone(), LinuxTun::create).await
     }
 }
 
@@ -453,6 +461,7 @@ impl TunBuilder for LinuxTunBuilder {
 async fn establish_with<D: NewTun>(
     s: &TunSettings,
     name: Option<String>,
+    dns_backend: Option<DnsBackend>,
     create: impl FnOnce(&TunConfig) -> Result<D, openvpn_tun::TunError>,
 ) -> Result<D, String> {
     let dir = journal_dir();
@@ -515,7 +524,7 @@ async fn establish_with<D: NewTun>(
     manager.install_all(&plan).map_err(|e| e.to_string())?;
     let dns = s.dns();
     if !dns.is_empty() {
-        let backend = DnsBackend::detect();
+        let backend = dns_backend.unwrap_or_else(DnsBackend::detect);
         manager
             .apply_dns(tun.ifindex(), &dns, &backend)
             .map_err(|e| e.to_string())?;

@@ -9,6 +9,8 @@
 //! [`DnsBackend::detect`] picks systemd-resolved when `/run/systemd/resolve/` exists and the
 //! bus name answers a ping, else `resolv.conf`. The resolved calls are made with `busctl`
 //! (shipped with systemd wherever resolved runs); the call plan itself is pure and tested.
+//! [`DnsBackend::Script`] hands DNS to a `dns-updown`-style command instead
+//! ([`updown_env`]: what it is told).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,61 @@ pub enum DnsBackend {
     ResolvConf(PathBuf),
     /// Leave DNS alone.
     None,
+    /// Run this command (`/bin/sh -c`) with `script_type=dns-up` and the settings in its
+    /// environment ([`updown_env`]), and with `script_type=dns-down` to undo it.
+    Script(String),
+}
+
+/// The environment of a `dns-updown` command: `script_type` (`dns-up` / `dns-down`), `dev`,
+/// `dev_idx`, and for `dns-up` the settings in OpenVPN's `dns` option style:
+/// `dns_server_0_address_N` (N from 1), `dns_search_domain_N` (N from 1), and
+/// `dns_default_route` (`1` when the tunnel takes the default route, else `0`).
+pub fn updown_env(up: bool, dev: &str, ifindex: u32, s: &DnsSettings) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "script_type".to_owned(),
+            if up { "dns-up" } else { "dns-down" }.to_owned(),
+        ),
+        ("dev".to_owned(), dev.to_owned()),
+        ("dev_idx".to_owned(), ifindex.to_string()),
+    ];
+    if up {
+        for (i, a) in s.servers.iter().enumerate() {
+            env.push((format!("dns_server_0_address_{}", i + 1), a.to_string()));
+        }
+        for (i, d) in s.search_domains.iter().enumerate() {
+            env.push((format!("dns_search_domain_{}", i + 1), d.clone()));
+        }
+        env.push((
+            "dns_default_route".to_owned(),
+            if s.default_route { "1" } else { "0" }.to_owned(),
+        ));
+    }
+    env
+}
+
+/// Runs a `dns-updown` command with `env`; a non-zero exit is an error.
+pub fn run_updown(command: &str, env: &[(String, String)]) -> Result<(), TunError> {
+    let shown = format!("/bin/sh -c {command:?}");
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| TunError::Spawn {
+            command: shown.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(TunError::Command {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
 }
 
 impl DnsBackend {
@@ -338,6 +395,30 @@ mod tests {
             ResolvedCall::RevertLink { ifindex: 7 }.busctl_args()[4..].join(" "),
             "org.freedesktop.resolve1.Manager RevertLink i 7"
         );
+    }
+
+    #[test]
+    fn updown_env_names_the_settings() {
+        let s = DnsSettings {
+            servers: vec![ip("10.8.0.1"), ip("fd00::53")],
+            search_domains: vec!["corp.example".into()],
+            default_route: true,
+        };
+        let env = updown_env(true, "tun0", 7, &s);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("script_type"), Some("dns-up"));
+        assert_eq!(get("dev"), Some("tun0"));
+        assert_eq!(get("dev_idx"), Some("7"));
+        assert_eq!(get("dns_server_0_address_1"), Some("10.8.0.1"));
+        assert_eq!(get("dns_server_0_address_2"), Some("fd00::53"));
+        assert_eq!(get("dns_search_domain_1"), Some("corp.example"));
+        assert_eq!(get("dns_default_route"), Some("1"));
+        let down = updown_env(false, "tun0", 7, &s);
+        assert_eq!(down.len(), 3, "{down:?}");
+        assert!(down.contains(&("script_type".into(), "dns-down".into())));
+        assert!(run_updown("exit 0", &down).is_ok());
+        let e = run_updown("echo oops >&2; exit 3", &down).expect_err("exit 3");
+        assert!(e.to_string().contains("oops"), "{e}");
     }
 
     #[test]

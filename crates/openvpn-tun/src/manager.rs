@@ -66,6 +66,15 @@ pub enum JournalEntry {
         /// Interface index.
         ifindex: u32,
     },
+    /// A `dns-updown` command ran with `dns-up` (undone by running it with `dns-down`).
+    DnsScript {
+        /// Interface index.
+        ifindex: u32,
+        /// Interface name.
+        dev: String,
+        /// The command (`/bin/sh -c`); one line.
+        command: String,
+    },
 }
 
 impl fmt::Display for JournalEntry {
@@ -76,6 +85,11 @@ impl fmt::Display for JournalEntry {
                 write!(f, "resolv-conf {} {}", path.display(), backup.display())
             }
             JournalEntry::Resolved { ifindex } => write!(f, "resolved {ifindex}"),
+            JournalEntry::DnsScript {
+                ifindex,
+                dev,
+                command,
+            } => write!(f, "dns-script {ifindex} {dev} {command}"),
         }
     }
 }
@@ -98,6 +112,19 @@ impl JournalEntry {
                 .parse()
                 .ok()
                 .map(|ifindex| JournalEntry::Resolved { ifindex }),
+            "dns-script" => {
+                let (ifindex, rest) = rest.trim_start().split_once(' ')?;
+                let (dev, command) = rest.split_once(' ')?;
+                let command = command.trim();
+                if dev.is_empty() || command.is_empty() {
+                    return None;
+                }
+                Some(JournalEntry::DnsScript {
+                    ifindex: ifindex.parse().ok()?,
+                    dev: dev.to_owned(),
+                    command: command.to_owned(),
+                })
+            }
             _ => None,
         }
     }
@@ -422,6 +449,26 @@ impl RouteManager {
                 tracing::info!(ifindex, "DNS set through systemd-resolved");
                 Ok(())
             }
+            DnsBackend::Script(command) => {
+                if command.contains(['\n', '\r']) || command.trim().is_empty() {
+                    return Err(TunError::Command {
+                        command: command.clone(),
+                        status: "not run".into(),
+                        stderr: "a dns-updown command must be one non-empty line".into(),
+                    });
+                }
+                self.record(JournalEntry::DnsScript {
+                    ifindex,
+                    dev: self.dev.clone(),
+                    command: command.trim().to_owned(),
+                })?;
+                dns::run_updown(
+                    command,
+                    &dns::updown_env(true, &self.dev, ifindex, settings),
+                )?;
+                tracing::info!(command = %command, "DNS handed to the dns-updown command");
+                Ok(())
+            }
             DnsBackend::ResolvConf(path) => {
                 let jerr = |source: io::Error| TunError::Journal {
                     path: path.clone(),
@@ -625,6 +672,16 @@ fn undo(nl: &Netlink, e: &JournalEntry) -> Result<(), TunError> {
                 return Ok(()); // resolved forgets a link that vanished
             }
             ResolvedCall::RevertLink { ifindex: *ifindex }.call()
+        }
+        JournalEntry::DnsScript {
+            ifindex,
+            dev,
+            command,
+        } => {
+            let env = dns::updown_env(false, dev, *ifindex, &DnsSettings::default());
+            dns::run_updown(command, &env)?;
+            tracing::info!(command = %command, "dns-updown command ran with dns-down");
+            Ok(())
         }
     }
 }
@@ -833,6 +890,59 @@ mod tests {
             .filter(|n| n.to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dns_script_runs_up_then_down_on_cleanup_and_after_a_crash() {
+        let dir = temp_dir("dnsscript");
+        let log = dir.join("calls");
+        let command = format!(
+            "echo \"$script_type $dev $dev_idx ${{dns_server_0_address_1:-}} ${{dns_search_domain_1:-}}\" >> '{}'",
+            log.display()
+        );
+        let settings = DnsSettings {
+            servers: vec!["10.8.0.1".parse().expect("ip")],
+            search_domains: vec!["corp.example".into()],
+            default_route: false,
+        };
+        let journal = dir.join("t1.journal");
+        let backend = DnsBackend::Script(command.clone());
+        let mut m = RouteManager::new("t1", &journal).expect("manager");
+        m.apply_dns(9, &settings, &backend).expect("dns-up");
+        let line = std::fs::read_to_string(&journal).expect("journal");
+        let entry = Journal::parse(&line).entries.pop().expect("entry");
+        assert_eq!(
+            entry,
+            JournalEntry::DnsScript {
+                ifindex: 9,
+                dev: "t1".into(),
+                command: command.clone()
+            }
+        );
+        assert_eq!(JournalEntry::parse(&entry.to_string()), Some(entry));
+        drop(m);
+        // Crash: recover runs dns-down.
+        let m = RouteManager::new("t1", &journal).expect("manager");
+        let mut m = m;
+        m.apply_dns(9, &settings, &backend).expect("dns-up");
+        std::mem::forget(m);
+        RouteManager::recover(&journal).expect("recover");
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "dns-up t1 9 10.8.0.1 corp.example\n\
+             dns-down t1 9  \n\
+             dns-up t1 9 10.8.0.1 corp.example\n\
+             dns-down t1 9  \n"
+        );
+        // A multi-line command is refused before anything runs.
+        let mut m = RouteManager::new("t2", dir.join("t2.journal")).expect("manager");
+        assert!(
+            m.apply_dns(9, &settings, &DnsBackend::Script("true\ntrue".into()))
+                .is_err()
+        );
+        assert!(m.entries().is_empty());
+        drop(m);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
