@@ -145,6 +145,8 @@ pub struct ClientConn {
     auth_deadline: Option<Instant>,
     /// `>CLIENT:CONNECT` went out (so `>CLIENT:DISCONNECT` follows).
     announced: bool,
+    /// Control-channel bytes received / sent on the link (for [`ClientConn::link_bytes`]).
+    ctl_bytes: (u64, u64),
     /// Killed (`kill`, `client-kill`, SIGUSR1): its `RESTART`/`HALT` is retransmitted until
     /// acknowledged (then, or at `close_at`, it is removed); no data passes meanwhile.
     killed: bool,
@@ -160,6 +162,26 @@ impl ClientConn {
     /// Data-channel counters.
     pub fn data_stats(&self) -> openvpn_control::dataplane::DataStats {
         self.data.stats()
+    }
+
+    /// Bytes received from / sent to the client on the link, as OpenVPN counts them for the
+    /// status, `load-stats`, `>BYTECOUNT_CLI:` and `bytes_received`/`bytes_sent`: every
+    /// control-channel datagram plus each data packet with its header, packet ID and tag
+    /// (exact for AEAD ciphers; CBC padding is estimated).
+    pub fn link_bytes(&self) -> (u64, u64) {
+        let st = self.data.stats();
+        let header = if self.control.uses_data_v2() { 4 } else { 1 };
+        let framing = u64::from(self.data_framing_len());
+        let per_packet = self.control.cipher().map_or(0, |c| c.overhead(header)) as u64 + framing;
+        (
+            st.rx_bytes + st.rx_packets * per_packet + self.ctl_bytes.0,
+            st.tx_bytes + st.tx_packets * per_packet + self.ctl_bytes.1,
+        )
+    }
+
+    /// Bytes of compression framing in each data packet (stub framings: 1).
+    fn data_framing_len(&self) -> u8 {
+        u8::from(self.established && self.control.framing() != CompressionFraming::None)
     }
 
     /// Connection generation: the management interface's client ID (CID).
@@ -610,6 +632,7 @@ impl ServerCore {
                 op == Opcode::HardResetClientV2 as u8 || op == Opcode::HardResetClientV3 as u8;
             if !(killed && hard_reset) {
                 if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
+                    c.ctl_bytes.0 += pkt.len() as u64;
                     c.control.handle_datagram(now, pkt);
                     c.keepalive.on_received(now);
                 }
@@ -725,6 +748,7 @@ impl ServerCore {
                     auth_deadline: None,
                     announced: false,
                     killed: false,
+                    ctl_bytes: (0, 0),
                     token: None,
                     token_state: None,
                     token_push: Vec::new(),
@@ -734,6 +758,7 @@ impl ServerCore {
                 self.clients[peer_id] = Some(conn);
                 self.by_addr.insert(from, peer_id as u32);
                 if let Some(c) = self.clients[peer_id].as_mut() {
+                    c.ctl_bytes.0 += pkt.len() as u64;
                     c.control.handle_datagram(now, pkt);
                 }
                 self.after_control(now, peer_id as u32, out);
@@ -1135,6 +1160,7 @@ impl ServerCore {
         }
         while let Some(p) = c.control.poll_transmit(now) {
             c.keepalive.on_sent(now);
+            c.ctl_bytes.1 += p.len() as u64;
             out.link.push((c.addr, p));
         }
         if c.killed && close.is_none() && c.control.session().all_acked() {
@@ -1299,9 +1325,9 @@ impl ServerCore {
             }
         }
         if kind == JobKind::ClientDisconnect {
-            let st = c.data.stats();
-            env.push(("bytes_received".into(), st.rx_bytes.to_string()));
-            env.push(("bytes_sent".into(), st.tx_bytes.to_string()));
+            let (rx, tx) = c.link_bytes();
+            env.push(("bytes_received".into(), rx.to_string()));
+            env.push(("bytes_sent".into(), tx.to_string()));
             let secs = c.since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
             env.push(("time_duration".into(), secs.to_string()));
         }
@@ -1556,6 +1582,7 @@ impl ServerCore {
         // A sending thread stops sealing for it.
         self.send_gen += 1;
         while let Some(p) = c.control.poll_transmit(now) {
+            c.ctl_bytes.1 += p.len() as u64;
             out.link.push((c.addr, p));
         }
     }

@@ -499,9 +499,9 @@ pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut 
         CoreRequest::LoadStats => {
             let (mut rx, mut tx, mut n) = (0u64, 0u64, 0usize);
             for c in core.clients().filter(|c| c.established) {
-                let st = c.data_stats();
-                rx += st.rx_bytes;
-                tx += st.tx_bytes;
+                let (r, t) = c.link_bytes();
+                rx += r;
+                tx += t;
                 n += 1;
             }
             format!("SUCCESS: nclients={n},bytesin={rx},bytesout={tx}\r\n")
@@ -509,14 +509,8 @@ pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut 
         CoreRequest::ByteCounts => {
             let mut s = String::new();
             for c in core.clients().filter(|c| c.established) {
-                let st = c.data_stats();
-                let _ = write!(
-                    s,
-                    ">BYTECOUNT_CLI:{},{},{}\r\n",
-                    c.cid(),
-                    st.rx_bytes,
-                    st.tx_bytes
-                );
+                let (rx, tx) = c.link_bytes();
+                let _ = write!(s, ">BYTECOUNT_CLI:{},{rx},{tx}\r\n", c.cid());
             }
             s
         }

@@ -50,14 +50,14 @@ pub fn render(version: u8, core: &ServerCore) -> String {
             "Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since"
         );
         for c in core.clients().filter(|c| c.established) {
-            let st = c.data_stats();
+            let (rx_bytes, tx_bytes) = c.link_bytes();
             let _ = writeln!(
                 s,
                 "{},{},{},{},{}",
                 c.common_name.as_deref().unwrap_or("UNDEF"),
                 c.addr,
-                st.rx_bytes,
-                st.tx_bytes,
+                rx_bytes,
+                tx_bytes,
                 format_time(c.since)
             );
         }
@@ -114,7 +114,7 @@ pub fn render(version: u8, core: &ServerCore) -> String {
         .map(String::from),
     );
     for c in core.clients().filter(|c| c.established) {
-        let st = c.data_stats();
+        let (rx_bytes, tx_bytes) = c.link_bytes();
         line(
             &mut s,
             &[
@@ -126,8 +126,8 @@ pub fn render(version: u8, core: &ServerCore) -> String {
                     .and_then(|l| l.v6)
                     .map(|a| a.to_string())
                     .unwrap_or_default(),
-                st.rx_bytes.to_string(),
-                st.tx_bytes.to_string(),
+                rx_bytes.to_string(),
+                tx_bytes.to_string(),
                 format_time(c.since),
                 unix(c.since).to_string(),
                 c.username.clone().unwrap_or_else(|| "UNDEF".into()),
