@@ -9,7 +9,8 @@
 //!
 //! Every client is a full `openvpn_client::connect` on the shared tokio runtime: its own UDP
 //! socket, TLS handshake, data-channel keys and keepalive, with an in-memory tun
-//! (`openvpn_tun::MemoryTun`) instead of a kernel device. At most `--concurrency` handshakes are in flight.
+//! (`openvpn_tun::MemoryTun`) instead of a kernel device. At most `--concurrency` handshakes
+//! are in flight. The work itself is the library's `openvpn_loadgen::run`.
 //!
 //! 1. Samples the server's `VmRSS` and CPU (`/proc/PID/status`, `/proc/PID/stat`), and ours.
 //! 2. Connect phase: starts the clients, waits until every one is connected (or failed or
