@@ -59,9 +59,11 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
     if role == Role::Client {
         return match ops {
             Ops::DeferredAuth | Ops::TokenReneg | Ops::TokenSecondServer => user_pass(dir),
-            // The real client's own management interface, for the GUI script.
+            // The real client's own management interface, for the GUI script; held until the
+            // GUI is there (as openvpn-gui does), so it cannot miss the challenge.
             Ops::CrText => Ok(vec![
                 format!("management {d}/cli-mgmt.sock unix"),
+                "management-hold".into(),
                 "setenv IV_SSO crtext".into(),
             ]),
             _ => Ok(Vec::new()),
@@ -317,6 +319,7 @@ def send(cmd):
     f.write(cmd + "\n")
     f.flush()
 send("state on")
+send("hold release")
 for line in f:
     line = line.rstrip("\r\n")
     log.write(line + "\n")
