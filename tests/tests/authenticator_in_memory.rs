@@ -41,7 +41,7 @@ impl Authenticator for TestAuth {
                 h.deny("bad password", Some("go away bob".into()));
             }
             // Decided later by the test, through the parked handle.
-            ("carol", _) => {
+            ("carol", _) | ("hank", _) => {
                 h.pending(Duration::from_secs(60), "OPEN_URL:https://sso.example/x");
                 self.parked.lock().unwrap().push(h);
             }
@@ -82,10 +82,14 @@ struct Server {
 }
 
 async fn server(pki: &Pki, auth: Arc<TestAuth>) -> Server {
+    server_with(pki, auth, "").await
+}
+
+async fn server_with(pki: &Pki, auth: Arc<TestAuth>, extra: &str) -> Server {
     let (sc, sk) = &pki.server;
     let ca = &pki.ca;
     let text = format!(
-        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nduplicate-cn\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n"
+        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nduplicate-cn\n{extra}\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n"
     );
     let cfg = openvpn_server::config::load(
         &options::parse_config(&text).unwrap(),
@@ -334,6 +338,36 @@ async fn authenticator_cr_text_round_trip_and_pending_timeout() {
     assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
     disconnect(gina).await;
 
+    let _ = srv.stop.send(());
+    srv.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_authentication_outlives_the_hand_window() {
+    let pki = openvpn_tests::pki();
+    let auth = Arc::new(TestAuth::default());
+    let srv = server_with(&pki, auth.clone(), "hand-window 3").await;
+    let (mut hank, _ht) = start(&pki, srv.port, "hank", "x");
+    let events = tokio::spawn(async move {
+        let ev = until_done(&mut hank, 30, |_| {}).await;
+        (hank, ev)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while auth.parked.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "hank never reached the authenticator"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Twice the hand-window: a pending key waits for its decision, not for the window.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!events.is_finished(), "hank gave up while pending");
+    let h = auth.parked.lock().unwrap().pop().unwrap();
+    h.accept(ClientOptions::default());
+    let (hank, ev) = events.await.unwrap();
+    assert!(connected(&ev).is_some(), "hank: {ev:#?}");
+    disconnect(hank).await;
     let _ = srv.stop.send(());
     srv.task.await.unwrap().unwrap();
 }

@@ -1329,7 +1329,12 @@ impl Session {
         let mut idx = 0;
         while idx < self.keys.len() {
             let ks = &self.keys[idx];
-            if !ks.is_active() && now >= ks.started + hand {
+            // A server key whose authentication is pending after both key-method-2 messages
+            // (`send_pending_message`) waits for the decision, not for the hand-window.
+            let deferred = ks.auth == AuthState::Pending
+                && ks.local_km2.is_some()
+                && ks.remote_km2.is_some();
+            if !ks.is_active() && !deferred && now >= ks.started + hand {
                 let reason = format!(
                     "TLS key negotiation failed to occur within {} seconds",
                     hand.as_secs()

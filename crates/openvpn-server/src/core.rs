@@ -1525,6 +1525,9 @@ impl ServerCore {
                 }
             }
             Decision::Pending { extra, timeout } => {
+                // As OpenVPN: at most half the renegotiation period or the hand-window.
+                let most = (self.cfg.reneg_sec / 2).max(self.cfg.hand_window).max(1);
+                let timeout = timeout.clamp(1, most);
                 send_auth_pending(now, &mut c, key_id, timeout, &extra);
                 info!("{}: authentication pending ({timeout} s): {extra}", c.addr);
                 c.auth_deadline = Some(now + Duration::from_secs(u64::from(timeout.max(1))));
