@@ -235,6 +235,8 @@ async fn management_client_auth_status_kill_deny_and_metrics() {
     loop {
         let l = m.line().await;
         if l.starts_with("CLIENT_LIST\tclient1\t127.0.0.1:") {
+            // Client ID is the CID of >CLIENT:CONNECT (openvpn-monitor kills by it).
+            assert_eq!(l.split('\t').nth(10), Some(cid.as_str()), "{l}");
             listed = true;
         }
         if l == "END" {

@@ -140,8 +140,9 @@ pub(crate) enum Ops {
     CrText,
     /// An openvpn-monitor-style poll (`version`, `state`, `load-stats`, `status 3`, parsed the
     /// way that tool parses them: semver from the version line, tab-separated CLIENT_LIST /
-    /// ROUTING_TABLE columns, CRLF framing) over the server's management socket; run against
-    /// our server and, to validate the script, the real 2.6 server.
+    /// ROUTING_TABLE columns, CRLF framing) over the server's management socket, then its
+    /// disconnect (`client-kill` with status 3's Client ID; the client reconnects); run
+    /// against our server and, to validate the script, the real 2.6 server.
     Monitor,
     /// crl-verify + reneg-sec 10 with two clients: client2 is revoked (`openssl ca -revoke`,
     /// `-gencrl`) and the server gets SIGHUP; client2's next renegotiation fails while

@@ -442,6 +442,11 @@ if not all(c["v4"] in routes for c in clients):
     fail("a client's address is not in ROUTING_TABLE: %r %r" % (clients, routes))
 out["clients"] = clients
 out["routes"] = routes
+# Its "disconnect" button: client-kill with the Client ID from status 3 (2.4 and later).
+lines = command("client-kill %d" % clients[0]["cid"], lambda b: b.endswith(b"\r\n"))
+if lines[-1] != "SUCCESS: client-kill command succeeded":
+    fail("client-kill %d: %r" % (clients[0]["cid"], lines))
+out["client_kill"] = lines[-1]
 s.sendall(b"quit\n")
 print("MONITOR-OK " + json.dumps(out))
 "#;
@@ -716,6 +721,9 @@ pub(super) fn run(
                 String::from_utf8_lossy(&out.stderr),
                 procs.tails()
             );
+            // The poll ended with client-kill: the client restarts and comes back.
+            wait_inits(procs, client, 2, 40)?;
+            ping_until_ok(cd, procs, 20)?;
         }
         Ops::CrText => {
             let agent = read(&cd.dir.join("agent.log"));

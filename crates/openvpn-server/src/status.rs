@@ -131,7 +131,8 @@ pub fn render(version: u8, core: &ServerCore) -> String {
                 format_time(c.since),
                 unix(c.since).to_string(),
                 c.username.clone().unwrap_or_else(|| "UNDEF".into()),
-                c.peer_id.to_string(),
+                // The CID that client-kill / client-auth take (tools read it from here).
+                c.cid().to_string(),
                 c.peer_id.to_string(),
                 c.cipher_name().to_string(),
             ],
