@@ -1,6 +1,8 @@
 //! Our client driven through its management interface like a GUI (openvpn-gui,
 //! NetworkManager-openvpn) drives `openvpn`: a unix socket in a temporary directory,
-//! `management-hold`, `management-query-passwords`, `>STATE:` notifications, `signal SIGTERM`.
+//! `management-hold` (also for restarts the engine starts: ping-restart, a server RESTART),
+//! `management-query-passwords`, `>STATE:` notifications, `signal SIGTERM`, a CR_TEXT challenge
+//! answered with `cr-response`.
 //! The server runs an auth-user-pass-verify script; everything else is in memory.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -137,8 +139,9 @@ async fn setup_with(
     .unwrap();
     let (ca, (sc, sk), (cc, ck)) = pki();
     let text = format!(
-        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nscript-security 2\nauth-user-pass-verify \"/bin/sh {}\" via-file\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
-        script.display()
+        "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nscript-security 2\nauth-user-pass-verify \"/bin/sh {}\" via-file\nmanagement {} unix\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
+        script.display(),
+        d.join("server-mgmt.sock").display()
     );
     let cfg = openvpn_server::config::load(&options::parse_config(&text).unwrap(), Path::new("/"))
         .unwrap();
@@ -476,6 +479,45 @@ async fn gui_answers_a_cr_text_challenge_with_cr_response() {
     gui.expect_line("SUCCESS: command succeeded").await;
     gui.expect(">STATE:…,CONNECTED,SUCCESS", |l| {
         l.contains(",CONNECTED,SUCCESS,10.8.0.2,")
+    })
+    .await;
+    let reason = finish(s, &mut gui).await;
+    assert_eq!(reason, ExitReason::Disconnected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_holds_again_with_the_hold_flag() {
+    let s = setup("restarthold", "").await;
+    let mut gui = Gui::connect(&s.socket).await;
+    release_and_log_in(&mut gui).await;
+    gui.expect(">STATE:…,CONNECTED,SUCCESS", |l| {
+        l.contains(",CONNECTED,SUCCESS,")
+    })
+    .await;
+    // The server's operator kills the client: it is told RESTART.
+    let server_mgmt = s.socket.with_file_name("server-mgmt.sock");
+    let stream = UnixStream::connect(&server_mgmt).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.unwrap();
+    w.write_all(b"kill client1\r\n").await.unwrap();
+    let mut reply = String::new();
+    r.read_line(&mut reply).await.unwrap();
+    assert!(reply.starts_with("SUCCESS:"), "{reply}");
+    let re = gui
+        .expect("RECONNECTING", |l| l.contains(",RECONNECTING,"))
+        .await;
+    assert_eq!(
+        re.split(',').nth(2),
+        Some("server-pushed-connection-reset"),
+        "{re}"
+    );
+    gui.expect_line(">HOLD:Waiting for hold release:1").await;
+    gui.send("hold release").await;
+    gui.expect_line("SUCCESS: hold release succeeded").await;
+    gui.expect("CONNECTED after the release", |l| {
+        l.contains(",CONNECTED,SUCCESS,")
     })
     .await;
     let reason = finish(s, &mut gui).await;
