@@ -118,6 +118,14 @@ pub struct PushedOptions {
     pub compression: Option<Vec<String>>,
     /// Options accepted but without a dedicated field (echo, setenv-safe, …).
     pub other: Vec<OptionLine>,
+    /// Pushed options deliberately not applied (logged), e.g. routes via `net_gateway`.
+    pub ignored: Vec<OptionLine>,
+}
+
+/// Whether a pushed `route`/`route-ipv6` names `net_gateway` as its gateway.
+fn is_net_gateway_route(o: &OptionLine) -> bool {
+    let gateway_arg = if o.name == "route" { 2 } else { 1 };
+    o.arg(gateway_arg) == Some("net_gateway")
 }
 
 fn bad(o: &OptionLine) -> String {
@@ -166,6 +174,16 @@ impl PushedOptions {
                     if o.arg(0) != Some("dhcp") {
                         self.route_gateway = Some(num(o, 0)?);
                     }
+                }
+                "route" | "route-ipv6" if is_net_gateway_route(o) => {
+                    // A route around the tunnel (the client's own gateway) is taken from the
+                    // profile only: a server must not be able to steer the client's traffic
+                    // outside the tunnel. Skipped, not fatal, so the push still applies.
+                    tracing::warn!(
+                        option = %o.render(),
+                        "ignoring a pushed route via net_gateway (allowed in the profile only)"
+                    );
+                    self.ignored.push(o.clone());
                 }
                 "route" => {
                     let network = num(o, 0)?;
@@ -602,5 +620,42 @@ impl ClientSession {
     fn push_failed(&mut self, reason: String) {
         self.next_push_request = None;
         self.events.push_back(ClientEvent::PushFailed(reason));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::parse_push_reply;
+
+    fn pushed(reply: &str) -> Result<PushedOptions, String> {
+        let reply = parse_push_reply(reply).map_err(|e| e.to_string())?;
+        let mut p = PushedOptions::default();
+        p.apply(&reply.options, false)?;
+        Ok(p)
+    }
+
+    #[test]
+    fn pushed_net_gateway_routes_are_skipped_not_fatal() {
+        let p = pushed(
+            "PUSH_REPLY,route 10.9.0.0 255.255.0.0 vpn_gateway 50,\
+             route 198.51.100.0 255.255.255.0 net_gateway,\
+             route-ipv6 2001:db8:1::/48 net_gateway,ifconfig 10.8.0.2 255.255.255.0",
+        )
+        .expect("the push applies");
+        assert_eq!(p.routes.len(), 1, "only the tunnel route is applied");
+        assert_eq!(p.routes[0].metric, Some(50));
+        assert!(p.routes_v6.is_empty());
+        assert_eq!(p.ignored.len(), 2);
+        assert!(
+            p.ifconfig.is_some(),
+            "options after the skipped ones still apply"
+        );
+    }
+
+    #[test]
+    fn malformed_pushed_route_still_fails() {
+        let e = pushed("PUSH_REPLY,route 10.9.0.0 255.255.0.0 nonsense").unwrap_err();
+        assert!(e.contains("malformed"), "{e}");
     }
 }
