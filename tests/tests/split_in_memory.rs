@@ -1,8 +1,8 @@
 //! Our client against our server over UDP loopback with in-memory tun devices, with the send
-//! direction on its own task on both sides (the default; `OPENVPN_RS_THREADS=1` turns it
-//! off): packets flow both ways without a gap across several renegotiations (`reneg-sec 2`),
-//! i.e. the sending tasks follow every key switch and never reuse a packet id (the peer
-//! would drop a reused one as a replay).
+//! direction on its own task on both sides (`OPENVPN_RS_THREADS=2`; the test runs itself
+//! again in a child process with that variable set): packets flow both ways without a gap
+//! across several renegotiations (`reneg-sec 2`), i.e. the sending tasks follow every key
+//! switch and never reuse a packet id (the peer would drop a reused one as a replay).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
@@ -30,8 +30,34 @@ fn number(p: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn packets_flow_both_ways_across_renegotiations_with_split_send_tasks() {
+const TEST: &str = "packets_flow_both_ways_across_renegotiations_with_split_send_tasks";
+
+#[test]
+fn packets_flow_both_ways_across_renegotiations_with_split_send_tasks() {
+    if std::env::var("OPENVPN_RS_THREADS").as_deref() != Ok("2") {
+        // The variable is process-wide and read at start-up: run this test in a child.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads", "1"])
+            .env("OPENVPN_RS_THREADS", "2")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child run failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(flow_across_renegotiations());
+}
+
+async fn flow_across_renegotiations() {
     let pki = pki();
     let tc = StaticKey::generate(&mut ChaCha20Rng::seed_from_u64(4)).to_pem();
     let server_text = format!(

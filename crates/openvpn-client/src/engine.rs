@@ -542,7 +542,7 @@ async fn connect_once<T: TunBuilder>(
         _ => None,
     };
     let mut tun_in = TunBatch::new();
-    // The sending direction on its own task (fast.rs), unless OPENVPN_RS_THREADS=1.
+    // The sending direction on its own task (fast.rs) with OPENVPN_RS_THREADS=2.
     let split = fast.is_some() && crate::fast::split_enabled();
     let mut sealer: Option<crate::fast::SealTask> = None;
     let connect_deadline = now + s.cfg.connect_timeout;

@@ -10,8 +10,8 @@
 //! On by default; `OPENVPN_RS_FAST_IO=0` in the environment selects the one-packet-per-call
 //! path (and a plain tun device).
 //!
-//! **Both directions in parallel** (the default; `OPENVPN_RS_THREADS=1` keeps them on one
-//! task): the tun → seal → GSO send direction runs as its own task ([`SealTask`], on another
+//! **Both directions in parallel** (`OPENVPN_RS_THREADS=2`; off by default, see
+//! [`split_enabled`]): the tun → seal → GSO send direction runs as its own task ([`SealTask`], on another
 //! worker of the multi-threaded runtime) with a [`DataSender`] of the engine's
 //! [`DataChannel`] and its own descriptor of the UDP socket; receiving, opening, control
 //! and timers stay in the engine. Key installs, the send-key switch, retirements and peer-id
@@ -43,10 +43,12 @@ pub(crate) fn enabled() -> bool {
     std::env::var("OPENVPN_RS_FAST_IO").map_or(true, |v| v.trim() != "0")
 }
 
-/// Whether the sending direction runs on its own task (`OPENVPN_RS_THREADS` unset or
-/// anything but `1`).
+/// Whether the sending direction runs on its own task: `OPENVPN_RS_THREADS=2` (or more).
+/// Off by default: on this project's 2-core bench it gained no throughput and added latency
+/// under load (`docs/performance.md`, "Multi-core").
 pub(crate) fn split_enabled() -> bool {
-    std::env::var("OPENVPN_RS_THREADS").map_or(true, |v| v.trim() != "1")
+    std::env::var("OPENVPN_RS_THREADS")
+        .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|n| n >= 2))
 }
 
 /// What one received link batch asks of the engine.
@@ -77,7 +79,7 @@ impl FastUdp {
             send_task = if split_enabled() {
                 "own task (seal+send parallel to recv+open)"
             } else {
-                "off: OPENVPN_RS_THREADS=1"
+                "off (OPENVPN_RS_THREADS=2 turns it on)"
             },
             "fast I/O: batched UDP"
         );

@@ -301,7 +301,7 @@ pub async fn serve_with<D: PacketDevice + 'static>(
         _ => None,
     };
     let mut tun_in = TunBatch::new();
-    // The sending direction (tun -> seal -> GSO) on its own task unless OPENVPN_RS_THREADS=1.
+    // The sending direction (tun -> seal -> GSO) on its own task with OPENVPN_RS_THREADS=2.
     let mut sender = match (&udp, fast.is_some() && udpio::split_enabled()) {
         (Some(u), true) => udpio::SendTask::spawn(Arc::clone(u), Arc::clone(&tun), &core)
             .inspect_err(|e| warn!("send task: {e}; one task for both directions"))
@@ -312,7 +312,7 @@ pub async fn serve_with<D: PacketDevice + 'static>(
         "data path: {}",
         match (&sender, fast.is_some()) {
             (Some(_), _) => "send direction on its own task (parallel to receive)",
-            (None, true) => "one task for both directions (OPENVPN_RS_THREADS=1)",
+            (None, true) => "one task for both directions (OPENVPN_RS_THREADS=2: a send task)",
             (None, false) => "one task for both directions",
         }
     );

@@ -10,8 +10,8 @@
 //! On by default for UDP servers; `OPENVPN_RS_FAST_IO=0` in the environment selects the
 //! one-packet-per-call path (and a plain tun device).
 //!
-//! **Both directions in parallel** (the default; `OPENVPN_RS_THREADS=1` keeps them on one
-//! task): [`SendTask`] runs tun → route → seal → GSO send on its own task (another worker of
+//! **Both directions in parallel** (`OPENVPN_RS_THREADS=2`; off by default, see
+//! [`split_enabled`]): [`SendTask`] runs tun → route → seal → GSO send on its own task (another worker of
 //! the multi-threaded runtime) while the main loop keeps UDP receive, opening, control,
 //! timers and tun writes.
 //!
@@ -53,10 +53,12 @@ pub fn enabled() -> bool {
     std::env::var("OPENVPN_RS_FAST_IO").map_or(true, |v| v.trim() != "0")
 }
 
-/// Whether the sending direction runs on its own task (`OPENVPN_RS_THREADS` unset or
-/// anything but `1`).
+/// Whether the sending direction runs on its own task: `OPENVPN_RS_THREADS=2` (or more).
+/// Off by default: on this project's 2-core bench it gained no throughput and added latency
+/// under load (`docs/performance.md`, "Multi-core").
 pub fn split_enabled() -> bool {
-    std::env::var("OPENVPN_RS_THREADS").map_or(true, |v| v.trim() != "1")
+    std::env::var("OPENVPN_RS_THREADS")
+        .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|n| n >= 2))
 }
 
 /// Batched UDP state of the server socket (used by [`crate::runtime`]).
