@@ -47,8 +47,7 @@ pub(crate) fn enabled() -> bool {
 /// Off by default: on this project's 2-core bench it gained no throughput and added latency
 /// under load (`docs/performance.md`, "Multi-core").
 pub(crate) fn split_enabled() -> bool {
-    std::env::var("OPENVPN_RS_THREADS")
-        .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|n| n >= 2))
+    std::env::var("OPENVPN_RS_THREADS").is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|n| n >= 2))
 }
 
 /// What one received link batch asks of the engine.

@@ -57,8 +57,7 @@ pub fn enabled() -> bool {
 /// Off by default: on this project's 2-core bench it gained no throughput and added latency
 /// under load (`docs/performance.md`, "Multi-core").
 pub fn split_enabled() -> bool {
-    std::env::var("OPENVPN_RS_THREADS")
-        .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|n| n >= 2))
+    std::env::var("OPENVPN_RS_THREADS").is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|n| n >= 2))
 }
 
 /// Batched UDP state of the server socket (used by [`crate::runtime`]).
