@@ -1331,9 +1331,8 @@ impl Session {
             let ks = &self.keys[idx];
             // A server key whose authentication is pending after both key-method-2 messages
             // (`send_pending_message`) waits for the decision, not for the hand-window.
-            let deferred = ks.auth == AuthState::Pending
-                && ks.local_km2.is_some()
-                && ks.remote_km2.is_some();
+            let deferred =
+                ks.auth == AuthState::Pending && ks.local_km2.is_some() && ks.remote_km2.is_some();
             if !ks.is_active() && !deferred && now >= ks.started + hand {
                 let reason = format!(
                     "TLS key negotiation failed to occur within {} seconds",
