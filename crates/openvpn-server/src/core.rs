@@ -156,9 +156,31 @@ pub struct ClientConn {
     token_state: Option<&'static str>,
     /// `auth-token …` / `auth-token-user …` for the first PUSH_REPLY.
     token_push: Vec<String>,
+    /// The instant of this client's live entry in [`ServerCore`]'s timer heap (see
+    /// [`ClientConn::deadline`]); heap entries with another instant are stale.
+    timer_at: Option<Instant>,
 }
 
 impl ClientConn {
+    /// The earliest instant at which this client has something to do: control-channel
+    /// retransmits and handshake timers, keepalive, a pending close or auth deadline.
+    fn deadline(&self) -> Option<Instant> {
+        let keepalive = if self.established {
+            self.keepalive.poll_timeout()
+        } else {
+            None
+        };
+        [
+            self.control.poll_timeout(),
+            keepalive,
+            self.close_at,
+            self.auth_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     /// Data-channel counters.
     pub fn data_stats(&self) -> openvpn_control::dataplane::DataStats {
         self.data.stats()
@@ -245,7 +267,29 @@ pub struct ServerCore {
     token_key: Option<TokenKey>,
     /// ifconfig-pool-persist: common name → addresses.
     persist: std::collections::BTreeMap<String, (Option<Ipv4Addr>, Option<Ipv6Addr>)>,
+    /// Client deadlines, earliest first, so that neither [`ServerCore::next_timeout`] nor
+    /// [`ServerCore::on_timeout`] walks every client (see [`TimerHeap`]).
+    timers: TimerHeap,
 }
+
+/// The server's timer heap: `(deadline, peer-id)` entries, earliest first.
+///
+/// An entry is live while its client exists and the client's `timer_at` equals its instant;
+/// others are stale and skipped. A client's entry may be *earlier* than its real deadline
+/// (keepalive and retransmit deadlines move later with traffic; the early wake-up finds
+/// nothing due and re-arms it), never later: every path that can make a deadline earlier
+/// re-arms the client (`arm`), and the rare ones (management, hooks, reload, shutdown) ask
+/// for a full rebuild. As a safety net the heap is rebuilt from all clients at least once a
+/// second (O(clients), a few microseconds per thousand).
+#[derive(Debug, Default)]
+struct TimerHeap {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32)>>,
+    rebuild: bool,
+    last_rebuild: Option<Instant>,
+}
+
+/// How often the timer heap is rebuilt from every client regardless (safety net).
+const TIMER_REBUILD_EVERY: Duration = Duration::from_secs(1);
 
 /// Parses an `ifconfig-pool-persist` file (`common_name,ipv4[,ipv6]` lines, OpenVPN's format).
 pub fn parse_pool_persist(
@@ -437,6 +481,7 @@ impl ServerCore {
             authenticator: false,
             token_key,
             persist,
+            timers: TimerHeap::default(),
         })
     }
 
@@ -538,6 +583,8 @@ impl ServerCore {
     /// client-to-client, duplicate-cn, timers for new sessions. Transport, port, device and
     /// pools cannot change live; a change there is reported and ignored.
     pub fn reload(&mut self, new: ServerConfig) -> Result<Vec<String>, String> {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         let tls = build_tls(&new)?;
         let mut ignored = Vec::new();
         if new.transport != self.cfg.transport
@@ -752,6 +799,7 @@ impl ServerCore {
                     token: None,
                     token_state: None,
                     token_push: Vec::new(),
+                    timer_at: None,
                 };
                 self.next_generation += 1;
                 debug!("{from}: new session, peer-id {peer_id}");
@@ -862,6 +910,7 @@ impl ServerCore {
                     if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
                         c.close_at.get_or_insert(now + Duration::from_secs(1));
                     }
+                    self.arm(pid);
                 }
                 return;
             }
@@ -1171,6 +1220,42 @@ impl ServerCore {
             info!("peer {pid}: session closed: {reason}");
             self.remove_client(pid, out);
         }
+        self.arm(pid);
+    }
+
+    /// Puts client `pid`'s deadline into the timer heap if it is earlier than its live entry
+    /// (a later deadline keeps the earlier entry: it fires early and re-arms).
+    fn arm(&mut self, pid: u32) {
+        let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(at) = c.deadline() else { return };
+        if c.timer_at.is_none_or(|live| at < live) {
+            c.timer_at = Some(at);
+            self.timers.heap.push(std::cmp::Reverse((at, pid)));
+        }
+    }
+
+    /// Rebuilds the timer heap from every client (rare paths, and the periodic safety net).
+    fn rebuild_timers(&mut self, now: Instant) {
+        self.timers.heap.clear();
+        for (pid, slot) in self.clients.iter_mut().enumerate() {
+            let Some(c) = slot.as_mut() else { continue };
+            c.timer_at = c.deadline();
+            if let Some(at) = c.timer_at {
+                self.timers.heap.push(std::cmp::Reverse((at, pid as u32)));
+            }
+        }
+        self.timers.rebuild = false;
+        self.timers.last_rebuild = Some(now);
+    }
+
+    /// Whether heap entry `(at, pid)` is its client's live entry.
+    fn timer_live(&self, at: Instant, pid: u32) -> bool {
+        self.clients
+            .get(pid as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.timer_at == Some(at))
     }
 
     fn remove_client(&mut self, pid: u32, out: &mut Outputs) {
@@ -1441,6 +1526,8 @@ impl ServerCore {
         decision: Decision,
         out: &mut Outputs,
     ) -> bool {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         self.decide(now, cid, kid, AuthStage::Management, decision, out)
     }
 
@@ -1454,6 +1541,8 @@ impl ServerCore {
         decision: AuthDecision,
         out: &mut Outputs,
     ) -> bool {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         self.decide(
             now,
             cid,
@@ -1548,6 +1637,8 @@ impl ServerCore {
 
     /// Sends `msg` (e.g. `RESTART`, `HALT`) to client `cid` and closes it (`client-kill`).
     pub fn kill_client(&mut self, now: Instant, cid: u64, msg: &str, out: &mut Outputs) -> bool {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         let Some(pid) = self.pid_of_cid(cid) else {
             return false;
         };
@@ -1597,6 +1688,8 @@ impl ServerCore {
         pred: impl Fn(&ClientConn) -> bool,
         out: &mut Outputs,
     ) -> usize {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         let pids: Vec<u32> = self
             .clients
             .iter()
@@ -1612,6 +1705,8 @@ impl ServerCore {
 
     /// Sends `RESTART` to every client and drops them (SIGUSR1).
     pub fn restart_all(&mut self, now: Instant, out: &mut Outputs) {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         for pid in 0..self.clients.len() as u32 {
             if self.clients[pid as usize].is_some() {
                 self.kill_pid(now, pid, "RESTART", out);
@@ -1621,6 +1716,8 @@ impl ServerCore {
 
     /// `management-hold`: while held, new clients are dropped at the gate.
     pub fn set_hold(&mut self, hold: bool) {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         self.hold = hold;
     }
 
@@ -1765,6 +1862,8 @@ impl ServerCore {
 
     /// A hook finished.
     pub fn on_job_result(&mut self, now: Instant, r: JobResult, out: &mut Outputs) {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         let pid = r.pid;
         let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
             return;
@@ -1882,95 +1981,121 @@ impl ServerCore {
         }
     }
 
-    /// The earliest deadline of any client.
-    pub fn next_timeout(&self) -> Option<Instant> {
-        self.clients
-            .iter()
-            .flatten()
-            .filter_map(|c| {
-                let a = c.control.poll_timeout();
-                let b = if c.established {
-                    c.keepalive.poll_timeout()
-                } else {
-                    None
-                };
-                [a, b, c.close_at, c.auth_deadline]
-                    .into_iter()
-                    .flatten()
-                    .min()
-            })
-            .min()
+    /// The earliest deadline of any client (from the timer heap: no walk over the clients,
+    /// but for the rebuild [`TimerHeap`] describes).
+    pub fn next_timeout(&mut self, now: Instant) -> Option<Instant> {
+        if self.timers.rebuild
+            || self
+                .timers
+                .last_rebuild
+                .is_none_or(|t| now.saturating_duration_since(t) >= TIMER_REBUILD_EVERY)
+        {
+            self.rebuild_timers(now);
+        }
+        while let Some(&std::cmp::Reverse((at, pid))) = self.timers.heap.peek() {
+            if self.timer_live(at, pid) {
+                // Wake up for the periodic rebuild too.
+                let rebuild = self
+                    .timers
+                    .last_rebuild
+                    .map_or(now, |t| t + TIMER_REBUILD_EVERY);
+                return Some(at.min(rebuild));
+            }
+            self.timers.heap.pop();
+        }
+        self.timers.last_rebuild.map(|t| t + TIMER_REBUILD_EVERY)
     }
 
-    /// Runs due timers.
+    /// Runs the due timers of the clients whose heap entries are due.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Outputs) {
-        for pid in 0..self.clients.len() as u32 {
-            let Some(c) = self.clients[pid as usize].as_mut() else {
-                continue;
-            };
-            if c.close_at.is_some_and(|t| now >= t) {
-                info!("peer {pid}: closing");
-                self.remove_client(pid, out);
-                continue;
+        let mut due = Vec::new();
+        while let Some(&std::cmp::Reverse((at, pid))) = self.timers.heap.peek() {
+            if at > now {
+                break;
             }
-            if c.auth_deadline.is_some_and(|t| now >= t) {
-                c.auth_deadline = None;
-                if !c.mgmt_pending.is_empty() || !c.auth_pending.is_empty() {
-                    warn!(
-                        "peer {pid} ({}): no authentication decision in time, rejecting",
-                        c.addr
-                    );
-                    self.stats.auth_failures += 1;
-                    let mut kids = std::mem::take(&mut c.mgmt_pending);
-                    kids.append(&mut c.auth_pending);
-                    kids.sort_unstable();
-                    kids.dedup();
-                    for kid in kids {
-                        let key_id = KeyId::new(kid).unwrap_or(KeyId::ZERO);
-                        c.control.reject(now, key_id, None);
-                        if kid == 0 {
-                            c.close_at = Some(now + Duration::from_secs(5));
-                        }
-                    }
+            self.timers.heap.pop();
+            if self.timer_live(at, pid) {
+                if let Some(c) = self.clients.get_mut(pid as usize).and_then(Option::as_mut) {
+                    c.timer_at = None;
                 }
+                due.push(pid);
             }
-            if c.control.poll_timeout().is_some_and(|t| now >= t) {
-                c.control.handle_timeout(now);
-            }
-            c.data.tick(now);
-            let mut ping = false;
-            if c.established {
-                match c.keepalive.handle_timeout(now) {
-                    Some(KeepaliveAction::SendPing) => ping = true,
-                    Some(KeepaliveAction::Restart) => {
-                        info!(
-                            "peer {pid} ({}): Inactivity timeout (--ping-restart), closing",
-                            c.addr
-                        );
-                        self.remove_client(pid, out);
-                        continue;
-                    }
-                    None => {}
-                }
-            } else if c.keepalive.handle_timeout(now) == Some(KeepaliveAction::Restart) {
-                info!(
-                    "peer {pid} ({}): handshake did not complete, closing",
+        }
+        for pid in due {
+            self.on_client_timeout(now, pid, out);
+            self.arm(pid);
+        }
+    }
+
+    /// Runs client `pid`'s due timers.
+    fn on_client_timeout(&mut self, now: Instant, pid: u32, out: &mut Outputs) {
+        let Some(c) = self.clients[pid as usize].as_mut() else {
+            return;
+        };
+        if c.close_at.is_some_and(|t| now >= t) {
+            info!("peer {pid}: closing");
+            self.remove_client(pid, out);
+            return;
+        }
+        if c.auth_deadline.is_some_and(|t| now >= t) {
+            c.auth_deadline = None;
+            if !c.mgmt_pending.is_empty() || !c.auth_pending.is_empty() {
+                warn!(
+                    "peer {pid} ({}): no authentication decision in time, rejecting",
                     c.addr
                 );
-                self.remove_client(pid, out);
-                continue;
+                self.stats.auth_failures += 1;
+                let mut kids = std::mem::take(&mut c.mgmt_pending);
+                kids.append(&mut c.auth_pending);
+                kids.sort_unstable();
+                kids.dedup();
+                for kid in kids {
+                    let key_id = KeyId::new(kid).unwrap_or(KeyId::ZERO);
+                    c.control.reject(now, key_id, None);
+                    if kid == 0 {
+                        c.close_at = Some(now + Duration::from_secs(5));
+                    }
+                }
             }
-            if ping {
-                self.send_to_client(now, pid, &openvpn_wire::PING_MAGIC, out);
-            }
-            self.after_control(now, pid, out);
         }
+        if c.control.poll_timeout().is_some_and(|t| now >= t) {
+            c.control.handle_timeout(now);
+        }
+        c.data.tick(now);
+        let mut ping = false;
+        if c.established {
+            match c.keepalive.handle_timeout(now) {
+                Some(KeepaliveAction::SendPing) => ping = true,
+                Some(KeepaliveAction::Restart) => {
+                    info!(
+                        "peer {pid} ({}): Inactivity timeout (--ping-restart), closing",
+                        c.addr
+                    );
+                    self.remove_client(pid, out);
+                    return;
+                }
+                None => {}
+            }
+        } else if c.keepalive.handle_timeout(now) == Some(KeepaliveAction::Restart) {
+            info!(
+                "peer {pid} ({}): handshake did not complete, closing",
+                c.addr
+            );
+            self.remove_client(pid, out);
+            return;
+        }
+        if ping {
+            self.send_to_client(now, pid, &openvpn_wire::PING_MAGIC, out);
+        }
+        self.after_control(now, pid, out);
     }
 
     /// Tells every client that the server goes away (`RESTART` with explicit-exit-notify, on
     /// the reliable control channel, like a kill) and stops taking new clients; returns how
     /// many clients wait for the message to be acknowledged ([`ServerCore::exit_pending`]).
     pub fn shutdown(&mut self, now: Instant, out: &mut Outputs) -> usize {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         self.hold = true;
         let Some(n) = self.cfg.explicit_exit_notify else {
             return 0;
@@ -1991,6 +2116,8 @@ impl ServerCore {
 
     /// A TCP connection closed: drop its client.
     pub fn on_conn_closed(&mut self, conn: u64, out: &mut Outputs) {
+        // Rare: may move any client's deadline earlier.
+        self.timers.rebuild = true;
         let pids: Vec<u32> = self
             .clients
             .iter()

@@ -368,7 +368,7 @@ pub async fn serve_with<D: PacketDevice + 'static>(
             }
         }
         let deadline = core
-            .next_timeout()
+            .next_timeout(Instant::now())
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let deadline = draining.map_or(deadline, |d| d.min(deadline));
         let sleep = tokio::time::sleep_until(deadline.into());
