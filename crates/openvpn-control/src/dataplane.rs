@@ -244,6 +244,9 @@ pub struct DataChannel {
     peer_id: Option<u32>,
     slots: Vec<Slot>,
     send_idx: Option<usize>,
+    /// When a newer, not yet confirmed key becomes old enough to send with (re-checked by
+    /// `seal` and `open`, so the switch does not wait for the driver's next `tick`).
+    switch_at: Option<Instant>,
     switch_delay: Duration,
     reneg_bytes: Option<u64>,
     reneg_pkts: Option<u64>,
@@ -295,6 +298,7 @@ impl DataChannel {
             peer_id,
             slots: Vec::new(),
             send_idx: None,
+            switch_at: None,
             switch_delay: SEND_SWITCH_DELAY,
             reneg_bytes: None,
             reneg_pkts: None,
@@ -453,6 +457,14 @@ impl DataChannel {
         self.send_idx = (0..n).rev().find(|&i| {
             self.slots[i].confirmed || now >= self.slots[i].installed + self.switch_delay || i == 0
         });
+        let newer = self.send_idx.map_or(0, |i| i + 1);
+        self.switch_at = self
+            .slots
+            .get(newer..)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.installed + self.switch_delay)
+            .min();
         self.publish();
     }
 
@@ -468,7 +480,9 @@ impl DataChannel {
         buf: &mut PacketBuf,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<(), DataError> {
-        let _ = now;
+        if self.switch_at.is_some_and(|t| now >= t) {
+            self.pick_send_key(now);
+        }
         let r = self.own.seal(buf, rng);
         self.own.flush_counters();
         r
@@ -482,6 +496,9 @@ impl DataChannel {
         now_secs: u64,
         packet: &mut [u8],
     ) -> Result<Payload, DataError> {
+        if self.switch_at.is_some_and(|t| now >= t) {
+            self.pick_send_key(now);
+        }
         let Ok(header) = DataHeader::parse(packet) else {
             return Err(DataError::TooShort);
         };
@@ -828,7 +845,9 @@ mod sender_tests {
             .unwrap();
         c.tick(t + Duration::from_secs(4));
         assert_eq!(tx.key_id(), Some(KeyId::ZERO), "lame duck keeps sending");
-        c.tick(t + Duration::from_secs(5));
+        // Without a tick: any received packet after the delay moves the send key.
+        let mut junk = vec![0x49u8, 0, 0, 5, 1, 2, 3];
+        assert!(c.open(t + Duration::from_secs(5), 0, &mut junk).is_err());
         assert_eq!(tx.key_id(), KeyId::new(1), "switched after the delay");
         c.retire(t, KeyId::new(1).unwrap());
         assert_eq!(tx.key_id(), Some(KeyId::ZERO), "back to the remaining key");
