@@ -52,6 +52,11 @@ impl Keepalive {
         self.last_received = now;
     }
 
+    /// When `ping-restart` fires if nothing more is received (`None` without `ping-restart`).
+    pub fn restart_deadline(&self) -> Option<Instant> {
+        self.ping_restart.map(|r| self.last_received + r)
+    }
+
     /// The next deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let a = self.ping.map(|p| self.last_sent + p);
@@ -98,7 +103,9 @@ mod tests {
             Some(KeepaliveAction::SendPing)
         );
         assert_eq!(k.poll_timeout(), Some(t + Duration::from_secs(20)));
+        assert_eq!(k.restart_deadline(), Some(t + Duration::from_secs(60)));
         k.on_received(t + Duration::from_secs(30));
+        assert_eq!(k.restart_deadline(), Some(t + Duration::from_secs(90)));
         assert_eq!(
             k.handle_timeout(t + Duration::from_secs(89)),
             Some(KeepaliveAction::SendPing)

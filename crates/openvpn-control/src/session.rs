@@ -303,6 +303,14 @@ impl KeyState {
     fn is_active(&self) -> bool {
         self.active_since.is_some()
     }
+
+    /// A server key whose authentication is pending after both key-method-2 messages
+    /// (`send_pending_message`): it waits for the decision (the server bounds that wait),
+    /// not for the hand-window — neither in `handle_timeout` nor as a `poll_timeout`
+    /// deadline (a past deadline that fails nothing would wake the driver in a busy loop).
+    fn is_deferred(&self) -> bool {
+        self.auth == AuthState::Pending && self.local_km2.is_some() && self.remote_km2.is_some()
+    }
 }
 
 /// The control session. See the module documentation for the data flow.
@@ -1304,7 +1312,7 @@ impl Session {
             if let Some(x) = ks.send.next_timeout() {
                 consider(x);
             }
-            if !ks.is_active() {
+            if !ks.is_active() && !ks.is_deferred() {
                 consider(ks.started + timers.hand_window);
             }
             if let Some(x) = ks.lame_duck_until {
@@ -1331,9 +1339,7 @@ impl Session {
             let ks = &self.keys[idx];
             // A server key whose authentication is pending after both key-method-2 messages
             // (`send_pending_message`) waits for the decision, not for the hand-window.
-            let deferred =
-                ks.auth == AuthState::Pending && ks.local_km2.is_some() && ks.remote_km2.is_some();
-            if !ks.is_active() && !deferred && now >= ks.started + hand {
+            if !ks.is_active() && !ks.is_deferred() && now >= ks.started + hand {
                 let reason = format!(
                     "TLS key negotiation failed to occur within {} seconds",
                     hand.as_secs()

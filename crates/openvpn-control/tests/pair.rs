@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{Link, Options, Pair, Wrap};
 use openvpn_control::client::ClientEvent;
+use openvpn_control::Timers;
 use openvpn_control::server::ServerEvent;
 
 fn connect(wrap: Wrap, iv_proto: u32) -> Pair {
@@ -195,5 +196,51 @@ fn debug_print_events() {
         "stats {:?} / {:?}",
         p.client.session().stats(),
         p.server.as_ref().unwrap().session().stats()
+    );
+}
+
+/// A key whose authentication is pending past the hand-window must neither fail nor leave a
+/// deadline in the past (a driver would wake up for it again and again: a busy loop).
+#[test]
+fn deferred_auth_past_the_hand_window_sets_no_past_deadline() {
+    // A short hand-window keeps the simulated run small: a broken build loops once per
+    // simulated millisecond after the deadline.
+    let timers = Timers {
+        hand_window: Duration::from_secs(3),
+        ..Timers::default()
+    };
+    let mut p = Pair::new(
+        Options {
+            credentials: Some(("carol".into(), "pw".into())),
+            timers: timers.clone(),
+            server_timers: Some(timers),
+            ..Default::default()
+        },
+        Link::default(),
+    );
+    p.defer_user = Some("carol".into());
+    // Just before the hand-window ends: everything is acknowledged, so the only deadline a
+    // server could still report soon is the hand-window of the pending key — which must not
+    // be one (once passed, it would stay in the past).
+    p.run_for(Duration::from_millis(2500));
+    let now = p.now;
+    let server = p.server.as_ref().expect("server session");
+    let deadline = server.poll_timeout();
+    assert!(
+        deadline.is_none_or(|t| t > now + Duration::from_secs(1)),
+        "the server reports a deadline {:?} s ahead: the pending key's hand-window",
+        deadline.map(|t| t.saturating_duration_since(now).as_secs_f64())
+    );
+    // And past the hand-window the pending key is still there, not failed.
+    p.run_for(Duration::from_secs(2));
+    assert!(
+        p.server_keys().is_empty(),
+        "no data keys while the decision is pending"
+    );
+    assert!(
+        !p.client_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::AuthFailed(_))),
+        "the pending key must not fail at the hand-window"
     );
 }

@@ -165,10 +165,12 @@ impl ClientConn {
     /// The earliest instant at which this client has something to do: control-channel
     /// retransmits and handshake timers, keepalive, a pending close or auth deadline.
     fn deadline(&self) -> Option<Instant> {
+        // Before PUSH_REPLY only the restart half of keepalive applies (a client that never
+        // completes its set-up is closed at `ping-restart` / the handshake limit).
         let keepalive = if self.established {
             self.keepalive.poll_timeout()
         } else {
-            None
+            self.keepalive.restart_deadline()
         };
         [
             self.control.poll_timeout(),
@@ -1487,12 +1489,15 @@ impl ServerCore {
     /// (`>CLIENT:CR_RESPONSE,{CID},{KID},{base64}`) and the authenticator, for the key whose
     /// authentication is pending (else the first key).
     fn on_cr_response(&self, c: &ClientConn, response: String, out: &mut Outputs) {
-        let kid = c
-            .auth_pending
-            .last()
-            .or(c.mgmt_pending.last())
-            .copied()
-            .unwrap_or(0);
+        // Only while a decision is pending: an unsolicited CR_RESPONSE would otherwise be one
+        // more authenticator call and management notification per control message.
+        let Some(kid) = c.auth_pending.last().or(c.mgmt_pending.last()).copied() else {
+            debug!(
+                "{}: CR_RESPONSE while no decision is pending, ignored",
+                c.addr
+            );
+            return;
+        };
         info!("{}: CR response was sent by the client (key {kid})", c.addr);
         if self.cfg.management_client_auth {
             out.mgmt.push(Notify::CrResponse {
@@ -1526,8 +1531,6 @@ impl ServerCore {
         decision: Decision,
         out: &mut Outputs,
     ) -> bool {
-        // Rare: may move any client's deadline earlier.
-        self.timers.rebuild = true;
         self.decide(now, cid, kid, AuthStage::Management, decision, out)
     }
 
@@ -1541,8 +1544,6 @@ impl ServerCore {
         decision: AuthDecision,
         out: &mut Outputs,
     ) -> bool {
-        // Rare: may move any client's deadline earlier.
-        self.timers.rebuild = true;
         self.decide(
             now,
             cid,
@@ -1862,8 +1863,6 @@ impl ServerCore {
 
     /// A hook finished.
     pub fn on_job_result(&mut self, now: Instant, r: JobResult, out: &mut Outputs) {
-        // Rare: may move any client's deadline earlier.
-        self.timers.rebuild = true;
         let pid = r.pid;
         let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
             return;

@@ -138,6 +138,8 @@ pub struct Pair {
     pub client_events: Vec<ClientEvent>,
     pub server_events: Vec<ServerEvent>,
     pub reject_user: Option<String>,
+    /// The server leaves this user's authentication pending (AUTH_PENDING sent, no decision).
+    pub defer_user: Option<String>,
     pub gate_replies: usize,
     pub client_timers: Timers,
     /// Data-channel traffic on both sides, once [`Pair::enable_data`] was called.
@@ -449,6 +451,7 @@ impl Pair {
             client_events: vec![],
             server_events: vec![],
             reject_user: None,
+            defer_user: None,
             gate_replies: 0,
             client_timers: opts.timers.clone(),
             data: None,
@@ -678,6 +681,8 @@ impl Pair {
                 if let ServerEvent::Authenticate { key_id, auth, .. } = &ev {
                     if self.reject_user.as_deref() == Some(auth.username.as_str()) {
                         s.reject(now, *key_id, Some("bad user"));
+                    } else if self.defer_user.as_deref() == Some(auth.username.as_str()) {
+                        s.send_pending_text(now, *key_id, "AUTH_PENDING,timeout 600");
                     } else {
                         s.accept(now, *key_id, vec!["ifconfig 10.8.0.2 255.255.255.0".into()]);
                     }
