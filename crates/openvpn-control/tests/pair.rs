@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Link, Options, Pair, Wrap};
-use openvpn_control::client::ClientEvent;
 use openvpn_control::Timers;
+use openvpn_control::client::ClientEvent;
 use openvpn_control::server::ServerEvent;
 
 fn connect(wrap: Wrap, iv_proto: u32) -> Pair {
