@@ -25,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::netpair::{NetPair, NetPairSpec, quiet, which};
 use anyhow::{Context, Result, bail};
 
 const SRV_NS: &str = "ovrsb-srv";
@@ -50,7 +51,8 @@ pub(crate) struct Options {
     repeat: u32,
     /// iperf3 -b for the UDP test.
     udp_rate: String,
-    /// Only the pairs whose key (a..f) or name contains one of these.
+    /// Only the pairs whose key (a..f) is one of these, or whose name contains one of more
+    /// than one letter (a one-letter name filter would match nearly every pair).
     only: Vec<String>,
     /// Do not run `cargo build --release` first.
     no_build: bool,
@@ -364,7 +366,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
                 || opts
                     .only
                     .iter()
-                    .any(|o| o == p.key || p.name.contains(o.as_str()))
+                    .any(|o| o == p.key || (o.len() > 1 && p.name.contains(o.as_str())))
         })
         .collect();
     if pairs.is_empty() {
@@ -406,7 +408,15 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         opts.time, opts.repeat, opts.udp_rate, versions
     );
 
-    let netns = Netns::up()?;
+    let netns = NetPair::up(NetPairSpec {
+        tool: "bench",
+        srv: SRV_NS,
+        cli: CLI_NS,
+        veth_s: VETH_S,
+        veth_c: VETH_C,
+        srv_addr: "10.77.0.1",
+        cli_addr: "10.77.0.2",
+    })?;
     let mut samples = Samples::default();
     for round in 1..=opts.repeat {
         for pair in &pairs {
@@ -1097,98 +1107,6 @@ impl Drop for Procs {
     }
 }
 
-/// The two namespaces and the veth pair; deleted when dropped.
-struct Netns;
-
-impl Netns {
-    fn up() -> Result<Netns> {
-        Netns::delete(); // leftovers of an interrupted bench run (only our own names)
-        let netns = Netns;
-        let cmds: &[&[&str]] = &[
-            &["ip", "netns", "add", SRV_NS],
-            &["ip", "netns", "add", CLI_NS],
-            &[
-                "ip", "-n", SRV_NS, "link", "add", VETH_S, "type", "veth", "peer", "name", VETH_C,
-            ],
-            &["ip", "-n", SRV_NS, "link", "set", VETH_C, "netns", CLI_NS],
-            &["ip", "-n", SRV_NS, "link", "set", "lo", "up"],
-            &["ip", "-n", CLI_NS, "link", "set", "lo", "up"],
-            &[
-                "ip",
-                "-n",
-                SRV_NS,
-                "addr",
-                "add",
-                "10.77.0.1/24",
-                "dev",
-                VETH_S,
-            ],
-            &[
-                "ip",
-                "-n",
-                CLI_NS,
-                "addr",
-                "add",
-                "10.77.0.2/24",
-                "dev",
-                VETH_C,
-            ],
-            &["ip", "-n", SRV_NS, "link", "set", VETH_S, "up"],
-            &["ip", "-n", CLI_NS, "link", "set", VETH_C, "up"],
-        ];
-        for c in cmds {
-            println!("+ {}", c.join(" "));
-            quiet(Command::new(c[0]).args(&c[1..]))?;
-        }
-        Ok(netns)
-    }
-
-    fn delete() {
-        let list = Command::new("ip").args(["netns", "list"]).output();
-        let list = list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        for ns in [CLI_NS, SRV_NS] {
-            let present = list
-                .as_ref()
-                .is_ok_and(|l| l.lines().any(|x| x.split_whitespace().next() == Some(ns)));
-            if !present {
-                continue;
-            }
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            if let Ok(p) = pids {
-                let p = String::from_utf8_lossy(&p.stdout).replace('\n', " ");
-                if !p.trim().is_empty() {
-                    println!("bench: warning: {ns} still has processes ({p}); not ours to kill");
-                }
-            }
-            println!("+ ip netns del {ns}");
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        Netns::delete();
-    }
-}
-
-/// Runs a command, failing with its output if it fails.
-fn quiet(cmd: &mut Command) -> Result<()> {
-    let shown = crate::show(cmd);
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run `{shown}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{shown}` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 fn capture(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().context("cannot run command")?;
     if !out.status.success() {
@@ -1211,15 +1129,6 @@ fn capture_stdin(cmd: &mut Command, input: &str) -> Result<String> {
         .write_all(format!("{input}\n").as_bytes())?;
     let out = child.wait_with_output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn which(program: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .with_context(|| format!("'{program}' not found on PATH"))
 }
 
 fn versions() -> String {

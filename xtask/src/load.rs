@@ -26,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::netpair::{NetPair, NetPairSpec, quiet, which};
 use anyhow::{Context, Result, bail};
 
 const SRV_NS: &str = "ovrsl-srv";
@@ -193,7 +194,15 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         opts.clients, opts.concurrency, opts.hold, opts.repeat
     );
 
-    let netns = Netns::up()?;
+    let netns = NetPair::up(NetPairSpec {
+        tool: "load",
+        srv: SRV_NS,
+        cli: CLI_NS,
+        veth_s: VETH_S,
+        veth_c: VETH_C,
+        srv_addr: SRV_ADDR,
+        cli_addr: CLI_ADDR,
+    })?;
     let mut results: Vec<(Server, Result<String>)> = Vec::new();
     for round in 1..=opts.repeat {
         for server in &servers {
@@ -533,91 +542,6 @@ impl Drop for Proc {
         let _ = self.child.wait();
         println!("  killed server pid {pid} (SIGKILL)");
     }
-}
-
-/// The two namespaces and the veth pair; deleted when dropped.
-struct Netns;
-
-impl Netns {
-    fn up() -> Result<Netns> {
-        Netns::delete(); // leftovers of an interrupted run (only our own names)
-        let netns = Netns;
-        let s_addr = format!("{SRV_ADDR}/24");
-        let c_addr = format!("{CLI_ADDR}/24");
-        let cmds: &[&[&str]] = &[
-            &["ip", "netns", "add", SRV_NS],
-            &["ip", "netns", "add", CLI_NS],
-            &[
-                "ip", "-n", SRV_NS, "link", "add", VETH_S, "type", "veth", "peer", "name", VETH_C,
-            ],
-            &["ip", "-n", SRV_NS, "link", "set", VETH_C, "netns", CLI_NS],
-            &["ip", "-n", SRV_NS, "link", "set", "lo", "up"],
-            &["ip", "-n", CLI_NS, "link", "set", "lo", "up"],
-            &["ip", "-n", SRV_NS, "addr", "add", &s_addr, "dev", VETH_S],
-            &["ip", "-n", CLI_NS, "addr", "add", &c_addr, "dev", VETH_C],
-            &["ip", "-n", SRV_NS, "link", "set", VETH_S, "up"],
-            &["ip", "-n", CLI_NS, "link", "set", VETH_C, "up"],
-        ];
-        for c in cmds {
-            println!("+ {}", c.join(" "));
-            quiet(Command::new(c[0]).args(&c[1..]))?;
-        }
-        Ok(netns)
-    }
-
-    fn delete() {
-        let list = Command::new("ip").args(["netns", "list"]).output();
-        let list = list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        for ns in [CLI_NS, SRV_NS] {
-            let present = list
-                .as_ref()
-                .is_ok_and(|l| l.lines().any(|x| x.split_whitespace().next() == Some(ns)));
-            if !present {
-                continue;
-            }
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            if let Ok(p) = pids {
-                let p = String::from_utf8_lossy(&p.stdout).replace('\n', " ");
-                if !p.trim().is_empty() {
-                    println!("load: warning: {ns} still has processes ({p}); not ours to kill");
-                }
-            }
-            println!("+ ip netns del {ns}");
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        Netns::delete();
-    }
-}
-
-/// Runs a command, failing with its output if it fails.
-fn quiet(cmd: &mut Command) -> Result<()> {
-    let shown = crate::show(cmd);
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run `{shown}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{shown}` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-fn which(program: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .with_context(|| format!("'{program}' not found on PATH"))
 }
 
 fn versions() -> String {

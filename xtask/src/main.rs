@@ -18,6 +18,7 @@ mod flood;
 mod fuzz;
 mod interop;
 mod load;
+mod netpair;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
