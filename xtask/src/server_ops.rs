@@ -198,12 +198,20 @@ impl Drop for Agent {
     }
 }
 
-const AGENT: &str = r#"
-import re, socket, sys, time
-path, out = sys.argv[1], sys.argv[2]
-log = open(out, "a", buffering=1)
+/// A Python management-socket client: `imports`, then the shared prelude (connect to the
+/// Unix socket `argv[1]`, retrying every 0.1 s up to `tries` times; log every line to
+/// `argv[2]`; `send(cmd)` writes and logs a command), then `body`.
+macro_rules! mgmt_script {
+    ($imports:literal, $tries:literal, $body:literal) => {
+        concat!(
+            "\nimport ",
+            $imports,
+            "\npath, out = sys.argv[1], sys.argv[2]
+log = open(out, \"a\", buffering=1)
 s = None
-for _ in range(150):
+for _ in range(",
+            $tries,
+            "):
     try:
         s = socket.socket(socket.AF_UNIX)
         s.connect(path)
@@ -212,14 +220,23 @@ for _ in range(150):
         s = None
         time.sleep(0.1)
 if s is None:
-    log.write("cannot connect\n")
+    log.write(\"cannot connect\\n\")
     sys.exit(1)
-f = s.makefile("rw", buffering=1, newline="\n")
+f = s.makefile(\"rw\", buffering=1, newline=\"\\n\")
 def send(cmd):
-    log.write("> " + cmd + "\n")
-    f.write(cmd + "\n")
+    log.write(\"> \" + cmd + \"\\n\")
+    f.write(cmd + \"\\n\")
     f.flush()
-connects = 0
+",
+            $body
+        )
+    };
+}
+
+const AGENT: &str = mgmt_script!(
+    "re, socket, sys, time",
+    150,
+    r#"connects = 0
 established = 0
 for line in f:
     line = line.rstrip("\r\n")
@@ -245,32 +262,15 @@ for line in f:
             send("status 3")
             time.sleep(3)
             send("client-kill %s" % m.group(1))
-"#;
+"#
+);
 
 /// The server-side agent of the CR_TEXT case: every CONNECT gets a CR_TEXT challenge; a
 /// CR_RESPONSE whose base64 decodes to 123456 is approved, any other denied.
-const AGENT_CR: &str = r#"
-import base64, re, socket, sys, time
-path, out = sys.argv[1], sys.argv[2]
-log = open(out, "a", buffering=1)
-s = None
-for _ in range(150):
-    try:
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(path)
-        break
-    except OSError:
-        s = None
-        time.sleep(0.1)
-if s is None:
-    log.write("cannot connect\n")
-    sys.exit(1)
-f = s.makefile("rw", buffering=1, newline="\n")
-def send(cmd):
-    log.write("> " + cmd + "\n")
-    f.write(cmd + "\n")
-    f.flush()
-for line in f:
+const AGENT_CR: &str = mgmt_script!(
+    "base64, re, socket, sys, time",
+    150,
+    r#"for line in f:
     line = line.rstrip("\r\n")
     log.write(line + "\n")
     m = re.match(r">CLIENT:CONNECT,(\d+),(\d+)$", line)
@@ -293,39 +293,23 @@ for line in f:
             send("client-auth-nt %s %s" % (cid, kid))
         else:
             send('client-deny %s %s "wrong OTP" "wrong one-time password"' % (cid, kid))
-"#;
+"#
+);
 
 /// A GUI on the real client's management socket: answers `>INFOMSG:CR_TEXT:` with
 /// `cr-response base64("123456")`.
-const GUI_CR: &str = r#"
-import base64, socket, sys, time
-path, out = sys.argv[1], sys.argv[2]
-log = open(out, "a", buffering=1)
-s = None
-for _ in range(300):
-    try:
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(path)
-        break
-    except OSError:
-        s = None
-        time.sleep(0.1)
-if s is None:
-    log.write("cannot connect\n")
-    sys.exit(1)
-f = s.makefile("rw", buffering=1, newline="\n")
-def send(cmd):
-    log.write("> " + cmd + "\n")
-    f.write(cmd + "\n")
-    f.flush()
-send("state on")
+const GUI_CR: &str = mgmt_script!(
+    "base64, socket, sys, time",
+    300,
+    r#"send("state on")
 send("hold release")
 for line in f:
     line = line.rstrip("\r\n")
     log.write(line + "\n")
     if line.startswith(">INFOMSG:CR_TEXT:"):
         send("cr-response " + base64.b64encode(b"123456").decode())
-"#;
+"#
+);
 
 /// Polls a server's management interface the way openvpn-monitor does and checks every
 /// line it parses; prints a JSON summary, exits 1 with the reason on the first mismatch.
