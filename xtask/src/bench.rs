@@ -26,6 +26,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::netpair::{NetPair, NetPairSpec, quiet, which};
+use crate::stats::{fmt_num, json_notes, median};
 use anyhow::{Context, Result, bail};
 
 const SRV_NS: &str = "ovrsb-srv";
@@ -296,19 +297,6 @@ impl Samples {
     fn median(&self, pair: &str, metric: &str) -> Option<f64> {
         median(self.values(pair, metric))
     }
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 struct Env {
@@ -1165,18 +1153,6 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), fmt_num)
 }
 
-fn fmt_num(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 struct Report<'a> {
     opts: &'a Options,
     pairs: &'a [Pair],
@@ -1251,12 +1227,7 @@ impl Report<'_> {
             self.opts.udp_rate,
             self.versions.replace('"', "'")
         );
-        let notes: Vec<String> = self
-            .notes
-            .iter()
-            .map(|n| format!("\"{}\"", n.replace(['"', '\\'], "'").replace('\n', " ")))
-            .collect();
-        let _ = writeln!(s, "  \"notes\": [{}],", notes.join(", "));
+        let _ = writeln!(s, "  \"notes\": [{}],", json_notes(self.notes));
         s.push_str("  \"pairs\": {\n");
         let reference = self.reference();
         for (i, p) in self.pairs.iter().enumerate() {

@@ -27,6 +27,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::netpair::{NetPair, NetPairSpec, quiet, which};
+use crate::stats::{fmt_num, json_notes, median_finite};
 use anyhow::{Context, Result, bail};
 
 const SRV_NS: &str = "ovrsl-srv";
@@ -291,20 +292,6 @@ fn find(results: &[(Server, Result<String>)], s: Server) -> Vec<&str> {
         .filter_map(|(_, r)| r.as_ref().ok())
         .map(String::as_str)
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 /// One server under the load; returns the load generator's JSON.
@@ -726,22 +713,9 @@ struct Report<'a> {
     real: Vec<&'a str>,
 }
 
-fn fmt_num(v: f64) -> String {
-    let a = v.abs();
-    if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 10.0 {
-        format!("{v:.1}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 impl Report<'_> {
     fn values(&self, r: &Row) -> (Option<f64>, Option<f64>, Option<f64>) {
-        let med = |runs: &[&str]| median(runs.iter().filter_map(|j| (r.value)(j)).collect());
+        let med = |runs: &[&str]| median_finite(runs.iter().filter_map(|j| (r.value)(j)).collect());
         let ours = med(&self.ours);
         let real = med(&self.real);
         let ratio = match (ours, real) {
@@ -801,12 +775,7 @@ impl Report<'_> {
             self.opts.verb,
             self.versions.replace('"', "'")
         );
-        let notes: Vec<String> = self
-            .notes
-            .iter()
-            .map(|n| format!("\"{}\"", n.replace(['"', '\\'], "'").replace('\n', " ")))
-            .collect();
-        let _ = writeln!(s, "  \"notes\": [{}],", notes.join(", "));
+        let _ = writeln!(s, "  \"notes\": [{}],", json_notes(self.notes));
         let num = |v: Option<f64>| {
             v.filter(|v| v.is_finite())
                 .map_or_else(|| "null".to_owned(), |v| format!("{v:.6}"))
@@ -886,8 +855,8 @@ mod tests {
             r.json()
                 .contains("\"ours_samples\": [40.000000, 40.000000]")
         );
-        assert_eq!(median(vec![3.0, 1.0, f64::NAN, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        assert_eq!(median_finite(vec![3.0, 1.0, f64::NAN, 2.0]), Some(2.0));
+        assert_eq!(median_finite(vec![4.0, 1.0]), Some(2.5));
         assert_eq!(
             shortfall(j).as_deref(),
             Some("9 of 10 pings answered after connect; 0 of 10 pings answered after the hold")

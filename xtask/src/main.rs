@@ -19,6 +19,7 @@ mod fuzz;
 mod interop;
 mod load;
 mod netpair;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
