@@ -1991,18 +1991,18 @@ impl ServerCore {
         {
             self.rebuild_timers(now);
         }
+        // Wake up for the periodic rebuild too.
+        let rebuild_at = self
+            .timers
+            .last_rebuild
+            .map_or(now, |t| t + TIMER_REBUILD_EVERY);
         while let Some(&std::cmp::Reverse((at, pid))) = self.timers.heap.peek() {
             if self.timer_live(at, pid) {
-                // Wake up for the periodic rebuild too.
-                let rebuild = self
-                    .timers
-                    .last_rebuild
-                    .map_or(now, |t| t + TIMER_REBUILD_EVERY);
-                return Some(at.min(rebuild));
+                return Some(at.min(rebuild_at));
             }
             self.timers.heap.pop();
         }
-        self.timers.last_rebuild.map(|t| t + TIMER_REBUILD_EVERY)
+        Some(rebuild_at)
     }
 
     /// Runs the due timers of the clients whose heap entries are due.
