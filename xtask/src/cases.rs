@@ -105,6 +105,14 @@ pub(crate) enum Laptop {
     Dns,
     /// The client as uid 65534 with the root helper; refusals.
     Unprivileged,
+    /// `redirect-gateway def1 block-local bypass-dhcp` pushed: the laptop's LAN goes into the
+    /// tunnel except the server; then `redirect-gateway def1 local` from the profile (the
+    /// pushed one filtered): no host route to the on-link server.
+    RedirectFlags,
+    /// The server restarts under `redirect-gateway def1 ipv6` + pushed DNS: while our client
+    /// reconnects, its routes, rules and resolv.conf never change and no packet leaves the
+    /// veth outside the tunnel (the leak guard that `persist-tun` asks for).
+    ReconnectLeakGuard,
 }
 
 /// What a [`Scenario::ServerOps`] case does (our server, the real client; see `server_ops.rs`).
@@ -568,6 +576,26 @@ pub(crate) const CASES: &[Case] = &[
             "push \"dhcp-option DOMAIN vpn.test\"",
         ],
         scenario: Scenario::Resolved,
+        ..OURS_CLIENT
+    },
+    // 15b. redirect-gateway flags block-local, bypass-dhcp, then local.
+    Case {
+        name: "laptop-redirect-block-local-then-local",
+        server_extra: &["push \"redirect-gateway def1 block-local bypass-dhcp\""],
+        scenario: Scenario::Laptop(Laptop::RedirectFlags),
+        ..OURS_CLIENT
+    },
+    // 18c. the server restarts: routes, blocks and DNS stay while the client reconnects.
+    Case {
+        name: "laptop-reconnect-keeps-routes-no-leak",
+        server_extra: &[
+            "push \"redirect-gateway def1 ipv6\"",
+            "push \"dhcp-option DNS 10.8.0.1\"",
+            // On SIGTERM the server tells its clients to reconnect (RESTART).
+            "explicit-exit-notify 1",
+        ],
+        client_log_has: &["Restart: server"],
+        scenario: Scenario::Laptop(Laptop::ReconnectLeakGuard),
         ..OURS_CLIENT
     },
     // 19. the client as an ordinary user with the privileged helper.

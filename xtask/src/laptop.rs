@@ -92,7 +92,7 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir, check: Laptop) -> Result
     // Guards: the topology (dropped last), then the processes.
     let mut net = LaptopNet::up()?;
     let mut procs = Procs(Vec::new());
-    let server = procs.start_server(env, case, cd)?;
+    let mut server = procs.start_server(env, case, cd)?;
     let before = Tables::capture()?;
     net.snapshot = Some(before.clone());
     fs::write(cd.dir.join("tables-before.txt"), before.to_string())?;
@@ -110,6 +110,8 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir, check: Laptop) -> Result
         Laptop::BlockIpv6 => block_ipv6(env, case, cd, &mut procs)?,
         Laptop::Dns => dns(env, case, cd, &mut procs)?,
         Laptop::Unprivileged => unprivileged(env, cd, &mut procs, &before)?,
+        Laptop::RedirectFlags => redirect_flags(env, cd, &mut procs)?,
+        Laptop::ReconnectLeakGuard => reconnect_leak_guard(env, case, cd, &mut procs, server)?,
     }
 
     wait_restored(&before, Duration::from_secs(3), &procs)?;
@@ -120,6 +122,14 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir, check: Laptop) -> Result
         String::from_utf8_lossy(&resolv)
     );
     println!("interop: routes, rules and resolv.conf of {CLIENT_NS} equal the snapshot");
+    if check == Laptop::ReconnectLeakGuard {
+        // The restarted server is the last process started.
+        server = procs.0.len() - 1;
+        ensure!(
+            procs.get(server)?.label == "server",
+            "the last process is not the server"
+        );
+    }
     procs.check_logs(&[(server, case.server_log_has)])
 }
 
@@ -522,6 +532,174 @@ fn dns_updown(env: &Env, cd: &CaseDir, procs: &mut Procs) -> Result<()> {
     Ok(())
 }
 
+/// `redirect-gateway def1 block-local bypass-dhcp` (pushed): another host on the laptop's
+/// LAN (10.77.0.5) is routed into the tunnel, the server (10.77.0.1, on that LAN) is not,
+/// outside addresses go into the tunnel. Then the same profile with `pull-filter ignore
+/// redirect-gateway` and its own `redirect-gateway def1 local`: the server is on-link, so
+/// no host route to it is added, and the tunnel still works.
+fn redirect_flags(env: &Env, cd: &CaseDir, procs: &mut Procs) -> Result<()> {
+    let client = start_client(env, cd, procs, "client (block-local)")?;
+    ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
+    route_via(false, "10.77.0.5", TUN, procs)?;
+    route_via(true, "fd77::5", TUN, procs)?;
+    route_via(false, "10.77.0.1", CLIENT_VETH, procs)?;
+    route_via(false, OUT4, TUN, procs)?;
+    ping_ok(&cd.dir, CLIENT_NS, OUT4, procs)?;
+    terminate(procs, client)?;
+    println!("interop: block-local: the LAN goes into the tunnel, the server does not");
+
+    let log = cd.client_conf.with_extension("log");
+    if log.exists() {
+        fs::rename(&log, cd.dir.join("client1-block-local.log"))?;
+    }
+    let mut conf = fs::read_to_string(&cd.client_conf)?;
+    conf.push_str("pull-filter ignore \"redirect-gateway\"\nredirect-gateway def1 local\n");
+    fs::write(&cd.client_conf, conf)?;
+    let client = start_client(env, cd, procs, "client (local)")?;
+    ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
+    let v4 = ip_cli(&["route"])?;
+    ensure!(
+        !v4.lines().any(|l| l.starts_with("10.77.0.1 ")),
+        "redirect-gateway local: a host route to the server was added:\n{v4}"
+    );
+    route_via(false, "10.77.0.1", CLIENT_VETH, procs)?;
+    route_via(false, "10.77.0.5", CLIENT_VETH, procs)?;
+    route_via(false, OUT4, TUN, procs)?;
+    ping_ok(&cd.dir, CLIENT_NS, OUT4, procs)?;
+    println!(
+        "interop: redirect-gateway local: no host route to the on-link server, outside via the tunnel"
+    );
+    terminate(procs, client)
+}
+
+/// What leaves the laptop outside the tunnel: every outgoing packet except the client's own
+/// datagrams to the server (10.77.0.1:1194), ARP, and on-link IPv6 (multicast, link-local,
+/// neighbour discovery).
+const OUTSIDE_TUNNEL: [&str; 3] = [
+    "-Q",
+    "out",
+    "not arp and not (dst host 10.77.0.1 and udp dst port 1194) \
+     and not (ip6 and (dst net ff00::/8 or dst net fe80::/10)) \
+     and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)",
+];
+
+/// Item "leak guard while reconnecting": connected under `redirect-gateway def1 ipv6` with
+/// pushed DNS, pings to outside v4 and v6 addresses run all along; the real server is
+/// stopped (`explicit-exit-notify 1`: it tells the client to restart), stays down 3 s and comes
+/// back. From the stop until the client is connected again and pings through the new
+/// tunnel, `ip route`/`ip -6 route`/`ip rule` must equal the connected snapshot at every
+/// poll, resolv.conf must keep the pushed server, and the capture on the veth must see no
+/// packet outside the tunnel.
+fn reconnect_leak_guard(
+    env: &Env,
+    case: &Case,
+    cd: &CaseDir,
+    procs: &mut Procs,
+    server: usize,
+) -> Result<()> {
+    which("tcpdump").context("tcpdump is needed (apt-get install tcpdump)")?;
+    let client = start_client(env, cd, procs, "client")?;
+    ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
+    redirect_routes(procs)?;
+    let connected = Tables::capture()?;
+    let dns_line = |text: &str| {
+        text.lines()
+            .any(|l| l.split_whitespace().eq(["nameserver", "10.8.0.1"]))
+    };
+    ensure!(
+        dns_line(&fs::read_to_string(RESOLV)?),
+        "the pushed DNS 10.8.0.1 is not in {RESOLV} while connected"
+    );
+    let capture = Capture::start_with(cd, "capture-reconnect.txt", &OUTSIDE_TUNNEL)?;
+    // Applications keep sending while the tunnel is down (ping's deadline ends them).
+    let mut pingers = Vec::new();
+    for (flag, target, name) in [("-4", OUT4, "ping-out4.txt"), ("-6", OUT6, "ping-out6.txt")] {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns", "exec", CLIENT_NS, "ping", flag, "-n", "-i", "0.2", "-w", "30",
+        ])
+        .arg(target);
+        pingers.push(Bg::start(&mut cmd, &cd.dir.join(name))?);
+    }
+    pause(Duration::from_millis(600))?;
+
+    let restarts_before = procs.count(client, "Restart:")?;
+    let pid = procs.pid(server)?;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    wait_exit(procs, server, Duration::from_secs(5))?;
+    let stopped = Instant::now();
+    println!("interop: server pid {pid} stopped (SIGTERM); the client must keep its routes");
+    let mut polls = 0u32;
+    let mut poll = |procs: &Procs| -> Result<()> {
+        polls += 1;
+        let now = Tables::capture()?;
+        ensure!(
+            now == connected,
+            "{:.2}s after the server stopped the routing tables changed while reconnecting:\n{}\n{}",
+            stopped.elapsed().as_secs_f64(),
+            Tables::diff_text(&connected.to_string(), &now.to_string()),
+            procs.tails()
+        );
+        ensure!(
+            dns_line(&fs::read_to_string(RESOLV)?),
+            "the pushed DNS left {RESOLV} while reconnecting"
+        );
+        Ok(())
+    };
+    while stopped.elapsed() < Duration::from_secs(3) {
+        poll(procs)?;
+        pause(Duration::from_millis(50))?;
+    }
+    ensure!(
+        procs.count(client, "Restart:")? > restarts_before,
+        "the client did not act on the server's exit notification (RESTART) within 3 s\n{}",
+        procs.tails()
+    );
+    let again = procs.start_server(env, case, cd)?;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while procs.count(client, INIT_DONE)? < 2 {
+        poll(procs)?;
+        ensure!(
+            procs.alive(client)?,
+            "the client exited while reconnecting\n{}",
+            procs.tails()
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "the client did not reconnect within 40 s of the server's restart\n{}",
+            procs.tails()
+        );
+        pause(Duration::from_millis(50))?;
+    }
+    let down = stopped.elapsed();
+    ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
+    poll(procs)?;
+    for target in [OUT4, OUT6] {
+        ping_ok(&cd.dir, CLIENT_NS, target, procs)?;
+    }
+    for p in pingers {
+        let pid = p.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let (_, text) = p.finish(Duration::from_secs(5))?;
+        if let Some(line) = text.lines().find(|l| l.contains("packets transmitted")) {
+            println!("interop: background {line}");
+        }
+    }
+    let leaked = capture.finish()?;
+    ensure!(
+        leaked == 0,
+        "{leaked} packet(s) left {CLIENT_VETH} outside the tunnel while reconnecting (see capture-reconnect.txt)"
+    );
+    println!(
+        "interop: {polls} polls over {:.1}s (server down, client reconnecting): routes, rules and resolv.conf unchanged, no packet left {CLIENT_VETH} outside the tunnel",
+        down.as_secs_f64()
+    );
+    procs.check_logs(&[(again, case.server_log_has), (client, case.client_log_has)])?;
+    terminate(procs, client)
+}
+
 /// Item 6: our client as uid 65534 with the root helper (both in ovrs-cli): it connects and
 /// pings; kill -9 leaves nothing behind (the helper undoes it, no restart needed); the helper
 /// refuses a profile outside its directory and a route the profile does not allow.
@@ -854,6 +1032,11 @@ struct Capture {
 
 impl Capture {
     fn start(cd: &CaseDir, name: &str) -> Result<Capture> {
+        Self::start_with(cd, name, &[LEAK_FILTER])
+    }
+
+    /// tcpdump on the client's veth with these extra arguments (options, then the filter).
+    fn start_with(cd: &CaseDir, name: &str, filter: &[&str]) -> Result<Capture> {
         let path = cd.dir.join(name);
         let mut cmd = Command::new("ip");
         cmd.args([
@@ -868,8 +1051,8 @@ impl Capture {
             "-n",
             "-i",
             CLIENT_VETH,
-            LEAK_FILTER,
         ]);
+        cmd.args(filter);
         let bg = Bg::start(&mut cmd, &path)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -7,7 +7,7 @@
 //!        └─▶ plan() ─▶ [ SERVER/32 via old-gw dev eth0 ]   only if a tunnel route covers SERVER
 //!                      [ outside routes via old-gw / GW ]  profile `route … net_gateway`
 //!                      [ pushed + profile routes dev tun ] (own metric, else route-metric)
-//!                      [ block-local subnets  dev tun ]
+//!                      [ block-local subnets, as halves, dev tun ]
 //!                      [ block-ipv4/6 halves  dev tun ]
 //! ```
 
@@ -108,7 +108,8 @@ pub struct Redirect {
     pub ipv6: bool,
     /// `local`: the server is on the local network: no host route to it.
     pub local: bool,
-    /// `block-local`: route the local subnets into the tunnel too.
+    /// `block-local`: route the local subnets into the tunnel too (as two halves each, so
+    /// they beat the connected route; the server keeps its host route).
     pub block_local: bool,
 }
 
@@ -229,10 +230,15 @@ pub fn plan(input: &RoutePlanInput) -> Vec<RouteSpec> {
     }
     let redirect = input.redirect.unwrap_or_default();
     if redirect.block_local {
+        // Each subnet as its two halves: more specific than the interface's connected
+        // route, which would otherwise win (it has the lower metric).
         for &(net, prefix) in &input.local_subnets {
-            if !net.is_loopback() && !is_link_local(net) {
+            if net.is_loopback() || is_link_local(net) {
+                continue;
+            }
+            for (half, half_prefix) in halves(net, prefix).into_iter().flatten() {
                 push(
-                    RouteSpec::dev_route(net, prefix, tun, input.metric),
+                    RouteSpec::dev_route(half, half_prefix, tun, input.metric),
                     &mut out,
                 );
             }
@@ -308,6 +314,20 @@ fn is_link_local(a: IpAddr) -> bool {
         IpAddr::V4(a) => a.is_link_local(),
         IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
     }
+}
+
+/// The two halves of `net/prefix` (one bit longer each), or `None` for a host route.
+fn halves(net: IpAddr, prefix: u8) -> Option<[(IpAddr, u8); 2]> {
+    if prefix >= max_prefix(net) {
+        return None;
+    }
+    let low = mask(net, prefix);
+    let bit = max_prefix(net) - prefix - 1;
+    let high = match low {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) | (1u32 << bit))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) | (1u128 << bit))),
+    };
+    Some([(low, prefix + 1), (high, prefix + 1)])
 }
 
 /// 32 for IPv4, 128 for IPv6.
@@ -444,17 +464,26 @@ mod tests {
             }),
             redirect: Some(Redirect::from_flags(&["def1", "block-local"])),
             routes: vec![(ip("0.0.0.0"), 1, None), (ip("128.0.0.0"), 1, None)],
-            local_subnets: vec![(ip("192.0.2.2"), 24), (ip("fe80::1"), 64)],
+            local_subnets: vec![
+                (ip("192.0.2.2"), 24),
+                (ip("fe80::1"), 64),
+                (ip("fd77::2"), 64),
+                (ip("192.0.2.9"), 32),
+            ],
             block_ipv6: true,
             ..Default::default()
         };
+        // The halves beat the interface's own connected /24 and /64; a /32 has none.
         assert_eq!(
             texts(&plan(&input)),
             [
                 "192.0.2.77/32 dev eth0",
                 "0.0.0.0/1 dev tun1",
                 "128.0.0.0/1 dev tun1",
-                "192.0.2.0/24 dev tun1",
+                "192.0.2.0/25 dev tun1",
+                "192.0.2.128/25 dev tun1",
+                "fd77::/65 dev tun1",
+                "fd77::8000:0:0:0/65 dev tun1",
                 "::/1 dev tun1",
                 "8000::/1 dev tun1",
             ]
