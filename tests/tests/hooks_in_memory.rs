@@ -167,3 +167,58 @@ async fn client_connect_pushes_client_specific_route_and_ccd_fixes_address() {
         "{events:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccd_push_reset_and_client_connect_push_remove_shape_the_push_and_bad_lines_refuse() {
+    let d = tempdir("pushrm");
+    let ccd = d.join("ccd");
+    std::fs::create_dir_all(&ccd).unwrap();
+    // ccd first: the server's list is dropped, two routes added; then the client-connect
+    // output removes one of them again.
+    std::fs::write(
+        ccd.join("client1"),
+        "push-reset\npush \"topology subnet\"\npush \"route 10.56.0.0 255.255.0.0\"\n\
+         push \"route 10.58.0.0 255.255.0.0\"\nifconfig-ipv6-push fd08::77/64 fd08::1\n",
+    )
+    .unwrap();
+    let script = d.join("connect.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'push-remove \"route 10.58.\"' > \"$1\"\n",
+    )
+    .unwrap();
+    let server = format!(
+        "push \"route 10.55.0.0 255.255.0.0\"\npush \"dhcp-option DNS 10.8.0.1\"\n\
+         script-security 2\nclient-connect \"/bin/sh {}\"\nclient-config-dir {}",
+        script.display(),
+        ccd.display()
+    );
+    let (events, _) = session(&server, "").await;
+    let p = pushed(&events).unwrap_or_else(|| panic!("{events:#?}"));
+    let routes: Vec<String> = p.routes.iter().map(|r| r.network.to_string()).collect();
+    assert_eq!(routes, ["10.56.0.0"], "{p:?}");
+    assert!(p.dhcp_options.is_empty(), "push-reset kept DNS: {p:?}");
+    assert_eq!(
+        p.ifconfig_ipv6
+            .map(|(a, bits, _)| format!("{a}/{bits}"))
+            .as_deref(),
+        Some("fd08::77/64"),
+        "{p:?}"
+    );
+
+    // A malformed line refuses the client instead of guessing (was: a silent /128).
+    for bad in [
+        "iroute-ipv6 fd99::/129\n",
+        "ifconfig-push 10.8.0\n",
+        "iroute 10.9.0.0 255.0.255.0\n",
+    ] {
+        std::fs::write(ccd.join("client1"), bad).unwrap();
+        let (events, _) = session(&format!("client-config-dir {}", ccd.display()), "").await;
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, VpnEvent::AuthFailed { .. })),
+            "{bad}: {events:#?}"
+        );
+    }
+}

@@ -131,7 +131,8 @@ pub(crate) enum Ops {
     /// A client-connect script reads IV_GUI_VER and IV_PLAT and pushes route 10.99.0.0/16,
     /// which must show in `ip -n ovrs-cli route`.
     ClientConnect,
-    /// client-config-dir gives client1 10.8.0.50.
+    /// client-config-dir gives client1 10.8.0.50 and fd08::50, removes one pushed route
+    /// (`push-remove`) and adds another.
     CcdFixedAddress,
     /// ifconfig-pool-persist: "other" keeps 10.8.0.2, so client1 gets 10.8.0.3; after a
     /// server restart (with "other" gone from the file) client1 gets 10.8.0.3 again.

@@ -127,11 +127,18 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
         Ops::CcdFixedAddress => {
             let ccd = dir.join("ccd");
             fs::create_dir_all(&ccd)?;
+            // A fixed v4 and v6 address; one of the server's pushed routes removed, another
+            // kept, one added.
             fs::write(
                 ccd.join("client1"),
-                "ifconfig-push 10.8.0.50 255.255.255.0\n",
+                "ifconfig-push 10.8.0.50 255.255.255.0\n\
+                 ifconfig-ipv6-push fd08::50/64\n\
+                 push-remove \"route 10.55.\"\n\
+                 push \"route 10.56.0.0 255.255.0.0\"\n",
             )?;
             vec![
+                "push \"route 10.55.0.0 255.255.0.0\"".into(),
+                "push \"route 10.57.0.0 255.255.0.0\"".into(),
                 format!("client-config-dir {}", ccd.display()),
                 format!("status {d}/status.txt 1"),
                 "status-version 2".into(),
@@ -644,6 +651,28 @@ pub(super) fn run(
         Ops::CcdFixedAddress => {
             let a = client_v4(procs)?;
             ensure!(a == "10.8.0.50", "client address {a}, wanted 10.8.0.50");
+            let v6 = output(Command::new("ip").args(["-n", CLIENT_NS, "-6", "-o", "addr"]))?;
+            ensure!(
+                v6.contains("fd08::50/64"),
+                "ifconfig-ipv6-push: no fd08::50/64 in ovrs-cli:\n{v6}\n{}",
+                procs.tails()
+            );
+            ping_ok(&cd.dir, CLIENT_NS, "fd08::1", procs)?;
+            let routes = output(Command::new("ip").args(["-n", CLIENT_NS, "route"]))?;
+            for (net, wanted) in [
+                ("10.55.0.0/16", false),
+                ("10.56.0.0/16", true),
+                ("10.57.0.0/16", true),
+            ] {
+                ensure!(
+                    routes.contains(net) == wanted,
+                    "route {net} should {}be there (push-remove / push in ccd):\n{routes}",
+                    if wanted { "" } else { "not " }
+                );
+            }
+            println!(
+                "interop: ccd: 10.8.0.50 and fd08::50/64 (pinging fd08::1), push-remove dropped 10.55/16, push added 10.56/16, 10.57/16 kept"
+            );
             // The status file (rewritten every second) shows the fixed address too.
             let status = cd.dir.join("status.txt");
             let deadline = Instant::now() + Duration::from_secs(5);

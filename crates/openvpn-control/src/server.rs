@@ -161,6 +161,9 @@ pub struct ServerSession {
     cipher: Option<CipherKind>,
     derivation: KeyDerivation,
     client_push: Vec<String>,
+    /// This client's replacement for the policy's push list (client-config-dir
+    /// `push-reset` / `push-remove` / `push`).
+    push_list: Option<Vec<String>>,
     last_push: Option<Instant>,
     pushed_once: bool,
     compression: CompressionConfig,
@@ -180,6 +183,7 @@ impl ServerSession {
             cipher: None,
             derivation: KeyDerivation::Prf,
             client_push: Vec::new(),
+            push_list: None,
             last_push: None,
             pushed_once: false,
             compression: CompressionConfig::None,
@@ -305,6 +309,13 @@ impl ServerSession {
             self.send_push_reply(now);
         }
         self.process(now);
+    }
+
+    /// Replaces the server's push list for this client (its per-client config changed it
+    /// with `push`, `push-reset` or `push-remove`); call before [`Self::accept`]. The
+    /// generated options (`ifconfig…`, `peer-id`, `cipher`, …) are still added.
+    pub fn set_push_list(&mut self, list: Vec<String>) {
+        self.push_list = Some(list);
     }
 
     /// Rejects the client: it is told `AUTH_FAILED[,reason]`.
@@ -464,7 +475,10 @@ impl ServerSession {
     }
 
     fn send_push_reply(&mut self, now: Instant) {
-        let mut all = self.policy.push.clone();
+        let mut all = self
+            .push_list
+            .clone()
+            .unwrap_or_else(|| self.policy.push.clone());
         all.extend(self.generated_options());
         let messages = match options::build_push_reply(&all, PUSH_BUNDLE_SIZE) {
             Ok(m) => m,

@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{AuthCall, AuthDecision, AuthRequest, ChallengeResponse, TokenState};
 use crate::auth_token::{TokenError, TokenInfo, TokenKey};
+use crate::ccd::{self, Directive};
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::management::{Decision, Notify};
 use crate::pool::{AddressPool, Lease};
@@ -125,10 +126,13 @@ pub struct ClientConn {
     peer_info: Vec<(String, String)>,
     /// Credentials, kept only until the auth hook has run.
     pending_credentials: Option<(String, String)>,
-    /// Per-client options from client-config-dir and client-connect.
-    extra_push: Vec<String>,
+    /// This client's push list when client-config-dir or client-connect changed it
+    /// (`push`, `push-reset`, `push-remove`); `None`: the server's.
+    push_list: Option<Vec<String>>,
     /// `ifconfig-push` override.
     fixed_v4: Option<Ipv4Addr>,
+    /// `ifconfig-ipv6-push` override: address, prefix length, server side (if given).
+    fixed_v6: Option<(Ipv6Addr, u8, Option<Ipv6Addr>)>,
     /// `iroute` / `iroute-ipv6` networks behind this client.
     iroutes: Vec<(IpAddr, u8)>,
     /// Key IDs waiting for a management `client-auth` / `client-deny`.
@@ -217,6 +221,11 @@ impl ClientConn {
     /// pool lease.
     pub fn v4(&self) -> Option<Ipv4Addr> {
         self.fixed_v4.or(self.lease.and_then(|l| l.v4))
+    }
+
+    /// Tunnel IPv6 address: `ifconfig-ipv6-push`, else the pool lease.
+    pub fn v6(&self) -> Option<Ipv6Addr> {
+        self.fixed_v6.map(|f| f.0).or(self.lease.and_then(|l| l.v6))
     }
 
     /// Negotiated cipher name.
@@ -786,8 +795,9 @@ impl ServerCore {
                     generation: self.next_generation,
                     peer_info: Vec::new(),
                     pending_credentials: None,
-                    extra_push: Vec::new(),
+                    push_list: None,
                     fixed_v4: None,
+                    fixed_v6: None,
                     iroutes: Vec::new(),
                     mgmt_pending: Vec::new(),
                     auth_pending: Vec::new(),
@@ -1163,7 +1173,7 @@ impl ServerCore {
                             cid: c.generation,
                             env,
                         });
-                        if let Some(a) = c.lease.and_then(|l| c.fixed_v4.or(l.v4)) {
+                        if let Some(a) = c.lease.and(c.v4()) {
                             out.mgmt.push(Notify::Address {
                                 cid: c.generation,
                                 addr: a.to_string(),
@@ -1171,11 +1181,11 @@ impl ServerCore {
                         }
                     }
                     self.learn_address(&mut c, "add", out);
-                    if let Some(l) = c.lease {
-                        if let Some(a) = c.fixed_v4.or(l.v4) {
+                    if c.lease.is_some() {
+                        if let Some(a) = c.v4() {
                             self.by_v4.insert(a, pid);
                         }
-                        if let Some(a) = l.v6 {
+                        if let Some(a) = c.v6() {
                             self.by_v6.insert(a, pid);
                         }
                     }
@@ -1184,14 +1194,8 @@ impl ServerCore {
                         "{}/{}: connected, addresses {} {}",
                         c.common_name.as_deref().unwrap_or("?"),
                         c.addr,
-                        c.lease
-                            .and_then(|l| l.v4)
-                            .map(|a| a.to_string())
-                            .unwrap_or_default(),
-                        c.lease
-                            .and_then(|l| l.v6)
-                            .map(|a| a.to_string())
-                            .unwrap_or_default()
+                        c.v4().map(|a| a.to_string()).unwrap_or_default(),
+                        c.v6().map(|a| a.to_string()).unwrap_or_default()
                     );
                 }
                 ServerEvent::KeyRetired { key_id } => c.data.retire(now, key_id),
@@ -1284,12 +1288,12 @@ impl ServerCore {
             self.by_addr.remove(&c.addr);
         }
         if let Some(l) = c.lease {
-            if let Some(a) = c.fixed_v4.or(l.v4) {
+            if let Some(a) = c.v4() {
                 if self.by_v4.get(&a) == Some(&pid) {
                     self.by_v4.remove(&a);
                 }
             }
-            if let Some(a) = l.v6 {
+            if let Some(a) = c.v6() {
                 if self.by_v6.get(&a) == Some(&pid) {
                     self.by_v6.remove(&a);
                 }
@@ -1343,14 +1347,13 @@ impl ServerCore {
         if self.cfg.learn_address.is_none() {
             return;
         }
-        let Some(l) = c.lease else { return };
-        let addrs: Vec<String> = [
-            c.fixed_v4.or(l.v4).map(|a| a.to_string()),
-            l.v6.map(|a| a.to_string()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        if c.lease.is_none() {
+            return;
+        }
+        let addrs: Vec<String> = [c.v4().map(|a| a.to_string()), c.v6().map(|a| a.to_string())]
+            .into_iter()
+            .flatten()
+            .collect();
         for a in addrs {
             let mut job = self.job(c, 0, JobKind::LearnAddress);
             job.args = vec![op.to_owned(), a];
@@ -1400,14 +1403,14 @@ impl ServerCore {
                 openvpn_control::peer_info::PeerInfo::sanitized(v),
             ));
         }
-        if let Some(l) = c.lease {
-            if let Some(a) = c.fixed_v4.or(l.v4) {
+        if c.lease.is_some() {
+            if let Some(a) = c.v4() {
                 env.push(("ifconfig_pool_remote_ip".into(), a.to_string()));
             }
             if let Some(m) = self.pool.netmask_v4() {
                 env.push(("ifconfig_pool_netmask".into(), m.to_string()));
             }
-            if let Some(a) = l.v6 {
+            if let Some(a) = c.v6() {
                 env.push(("ifconfig_pool_remote_ip6".into(), a.to_string()));
             }
         }
@@ -1806,39 +1809,44 @@ impl ServerCore {
     fn apply_dynamic_config(&self, c: &mut ClientConn, text: &str) -> Result<(), String> {
         let lines = openvpn_control::options::parse_config(text)
             .map_err(|e| format!("client config: {e}"))?;
-        for l in lines {
-            match l.name.as_str() {
-                "disable" => return Err("client disabled by client-config-dir".into()),
-                "push" => c.extra_push.extend(l.arg(0).map(str::to_owned)),
-                "push-reset" => c.extra_push.clear(),
-                "ifconfig-push" => {
-                    c.fixed_v4 = l.arg(0).and_then(|a| a.parse().ok());
-                    if c.fixed_v4.is_none() {
-                        return Err(format!("bad ifconfig-push '{}'", l.render()));
-                    }
-                }
-                "iroute" => {
-                    let net: Option<Ipv4Addr> = l.arg(0).and_then(|a| a.parse().ok());
-                    let mask: Ipv4Addr = l
-                        .arg(1)
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(Ipv4Addr::BROADCAST);
-                    let net = net.ok_or_else(|| format!("bad iroute '{}'", l.render()))?;
-                    c.iroutes
-                        .push((IpAddr::V4(net), u32::from(mask).leading_ones() as u8));
-                }
-                "iroute-ipv6" => {
-                    let a = l.arg(0).unwrap_or_default();
-                    let (net, bits) = a.split_once('/').unwrap_or((a, "128"));
-                    let net: Ipv6Addr =
-                        net.parse().map_err(|_| format!("bad iroute-ipv6 '{a}'"))?;
-                    c.iroutes
-                        .push((IpAddr::V6(net), bits.parse().unwrap_or(128)));
-                }
-                other => debug!("client config: '{other}' ignored"),
+        let mut push = c
+            .push_list
+            .take()
+            .unwrap_or_else(|| self.policy.push.clone());
+        let result = lines.iter().try_for_each(|l| {
+            let at = |e: String| format!("client config line {}: {e}", l.line);
+            let d = ccd::parse_directive(l).map_err(at)?;
+            if ccd::apply_push(&d, &mut push) {
+                return Ok(());
             }
-        }
-        Ok(())
+            match d {
+                Directive::Disable => Err(at("client disabled (disable)".into())),
+                Directive::IfconfigPush(a) => {
+                    c.fixed_v4 = Some(a);
+                    Ok(())
+                }
+                Directive::IfconfigIpv6Push(a, bits, remote) => {
+                    if remote.is_none() && self.pool.server_addresses().1.is_none() {
+                        return Err(at(format!(
+                            "ifconfig-ipv6-push {a}/{bits} names no server address and the server has no server-ipv6"
+                        )));
+                    }
+                    c.fixed_v6 = Some((a, bits, remote));
+                    Ok(())
+                }
+                Directive::Iroute(net, bits) => {
+                    c.iroutes.push((net, bits));
+                    Ok(())
+                }
+                Directive::Unsupported(why) => {
+                    warn!("{}: client config line {}: {why}", c.addr, l.line);
+                    Ok(())
+                }
+                Directive::Push(_) | Directive::PushReset | Directive::PushRemove(_) => Ok(()),
+            }
+        });
+        c.push_list = Some(push);
+        result
     }
 
     /// Sends our key-method-2 and (for key 0) the PUSH_REPLY.
@@ -1846,14 +1854,22 @@ impl ServerCore {
         let Some(lease) = c.lease else { return };
         let mut push = Vec::new();
         let (_, s6) = self.pool.server_addresses();
-        if let (Some(a), Some((s, p))) = (lease.v6, s6) {
-            push.push(format!("ifconfig-ipv6 {a}/{p} {s}"));
+        match (c.fixed_v6, lease.v6, s6) {
+            (Some((a, p, Some(remote))), _, _) => {
+                push.push(format!("ifconfig-ipv6 {a}/{p} {remote}"));
+            }
+            (Some((a, p, None)), _, Some((s, _))) | (None, Some(a), Some((s, p))) => {
+                push.push(format!("ifconfig-ipv6 {a}/{p} {s}"));
+            }
+            _ => {}
         }
         if let (Some(a), Some(m)) = (c.fixed_v4.or(lease.v4), self.pool.netmask_v4()) {
             push.push(format!("ifconfig {a} {m}"));
         }
-        push.extend(c.extra_push.iter().cloned());
         push.append(&mut c.token_push);
+        if let Some(list) = &c.push_list {
+            c.control.set_push_list(list.clone());
+        }
         for (net, bits) in &c.iroutes {
             self.iroutes.push((*net, *bits, c.peer_id));
         }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod auth_token;
+pub mod ccd;
 pub mod config;
 pub mod core;
 pub mod layered;

@@ -67,7 +67,7 @@ pub fn render(version: u8, core: &ServerCore) -> String {
             for a in c
                 .lease
                 .iter()
-                .flat_map(|l| [c.v4().map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
+                .flat_map(|_| [c.v4().map(|x| x.to_string()), c.v6().map(|x| x.to_string())])
                 .flatten()
             {
                 let _ = writeln!(
@@ -122,10 +122,7 @@ pub fn render(version: u8, core: &ServerCore) -> String {
                 c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
                 c.addr.to_string(),
                 c.v4().map(|a| a.to_string()).unwrap_or_default(),
-                c.lease
-                    .and_then(|l| l.v6)
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
+                c.v6().map(|a| a.to_string()).unwrap_or_default(),
                 rx_bytes.to_string(),
                 tx_bytes.to_string(),
                 format_time(c.since),
@@ -155,7 +152,7 @@ pub fn render(version: u8, core: &ServerCore) -> String {
         for a in c
             .lease
             .iter()
-            .flat_map(|l| [c.v4().map(|x| x.to_string()), l.v6.map(|x| x.to_string())])
+            .flat_map(|_| [c.v4().map(|x| x.to_string()), c.v6().map(|x| x.to_string())])
             .flatten()
         {
             line(
