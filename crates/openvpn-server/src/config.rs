@@ -134,6 +134,9 @@ pub struct ServerConfig {
     pub duplicate_cn: bool,
     /// `max-clients`.
     pub max_clients: u32,
+    /// `workers N` (ours, not OpenVPN's): clients are spread over N worker tasks, each with
+    /// its own UDP socket (SO_REUSEPORT) and core; 1 (the default) is one core for all.
+    pub workers: u32,
     /// `explicit-exit-notify` (server: send RESTART to clients on shutdown).
     pub explicit_exit_notify: Option<u32>,
     /// `tun-mtu`.
@@ -267,6 +270,7 @@ impl Default for ServerConfig {
             client_to_client: false,
             duplicate_cn: false,
             max_clients: 1024,
+            workers: 1,
             explicit_exit_notify: None,
             tun_mtu: 1500,
             mssfix: 1492,
@@ -548,6 +552,12 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "client-to-client" => c.client_to_client = true,
             "duplicate-cn" => c.duplicate_cn = true,
             "max-clients" => c.max_clients = parse_num(o, 0)?,
+            "workers" => {
+                c.workers = parse_num(o, 0)?;
+                if !(1..=64).contains(&c.workers) {
+                    return Err(err(o, "workers must be between 1 and 64"));
+                }
+            }
             "explicit-exit-notify" => {
                 c.explicit_exit_notify =
                     Some(o.arg(0).map(|_| parse_num(o, 0)).transpose()?.unwrap_or(1))

@@ -34,6 +34,7 @@ use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::management::{Decision, Notify};
 use crate::pool::{AddressPool, Lease};
 use crate::scripts::{JobKind, JobResult, ScriptJob};
+use crate::shard::{Forward, ShardInfo};
 
 /// How long a killed client is kept for its `RESTART`/`HALT` to be retransmitted.
 pub const KILL_LINGER: Duration = Duration::from_secs(10);
@@ -96,12 +97,16 @@ pub struct Outputs {
     /// When set (by a batching runtime), packets for the tun device are appended here
     /// instead of to [`Outputs::tun`] (no allocation per packet).
     pub tun_batch: Option<openvpn_tun::TunBatch>,
+    /// Packets for other workers (`workers N`): (worker index, packet).
+    pub forward: Vec<(u32, Forward)>,
 }
 
 /// One connected (or connecting) client.
 pub struct ClientConn {
-    /// Peer-id (index into the table).
+    /// Index into this core's client table (the peer-id, unless the server has workers).
     pub peer_id: u32,
+    /// The peer-id on the wire (`workers N`: encodes the worker; else equals `peer_id`).
+    pub wire_peer_id: u32,
     /// Current address.
     pub addr: PeerAddr,
     control: ServerSession,
@@ -281,6 +286,8 @@ pub struct ServerCore {
     /// Client deadlines, earliest first, so that neither [`ServerCore::next_timeout`] nor
     /// [`ServerCore::on_timeout`] walks every client (see [`TimerHeap`]).
     timers: TimerHeap,
+    /// Set when this core is one of several workers (`workers N`).
+    shard: Option<ShardInfo>,
 }
 
 /// The server's timer heap: `(deadline, peer-id)` entries, earliest first.
@@ -493,7 +500,54 @@ impl ServerCore {
             token_key,
             persist,
             timers: TimerHeap::default(),
+            shard: None,
         })
+    }
+
+    /// Makes this core worker `shard.index` of `shard.count` (`workers N`): its peer-ids,
+    /// client IDs and pool addresses are the ones `≡ index (mod count)`, it keeps the shared
+    /// tables up to date and hands packets of other workers' clients to
+    /// [`Outputs::forward`]. `max-clients` is split between the workers. Call before any
+    /// client arrives.
+    pub fn set_shard(&mut self, shard: ShardInfo) {
+        let per_worker = (self.cfg.max_clients as usize).div_ceil(shard.count.max(1) as usize);
+        self.clients.truncate(per_worker.max(1));
+        self.pool
+            .set_partition(shard.index as usize, shard.count as usize);
+        self.next_generation = u64::from(shard.count) + u64::from(shard.index);
+        self.shard = Some(shard);
+    }
+
+    /// The peer-id on the wire for table slot `slot`.
+    fn wire_id(&self, slot: u32) -> u32 {
+        self.shard.as_ref().map_or(slot, |s| s.wire_id(slot))
+    }
+
+    /// A packet from the link or another worker's tun read, for a destination this worker
+    /// does not route: the worker that does, if it is another one.
+    fn foreign_owner(&self, dst: IpAddr) -> Option<u32> {
+        let s = self.shard.as_ref()?;
+        s.tables.route(dst).filter(|o| *o != s.index)
+    }
+
+    /// Publishes (`add`) or withdraws the tunnel addresses and iroutes of client `slot`
+    /// in the workers' shared table.
+    fn share_routes(&self, addrs: &[IpAddr], iroutes: &[(IpAddr, u8)], add: bool) {
+        let Some(s) = &self.shard else { return };
+        for a in addrs {
+            if add {
+                s.tables.insert_host(*a, s.index);
+            } else {
+                s.tables.remove_host(*a, s.index);
+            }
+        }
+        for (net, bits) in iroutes {
+            if add {
+                s.tables.add_prefix(*net, *bits, s.index);
+            } else {
+                s.tables.remove_prefix(*net, *bits, s.index);
+            }
+        }
     }
 
     /// The `ifconfig-pool-persist` file text: `common_name,ipv4[,ipv6]` per line.
@@ -699,6 +753,12 @@ impl ServerCore {
             }
             // A killed client reconnecting from the same address: a new session.
             self.remove_client(pid, out);
+        } else if let Some(s) = &self.shard {
+            // A control packet from an address another worker's client floated to.
+            if let Some(owner) = s.tables.floated_owner(&from).filter(|o| *o != s.index) {
+                out.forward.push((owner, Forward::Link(from, pkt.to_vec())));
+                return;
+            }
         }
         self.on_new_peer(now, from, pkt, out);
     }
@@ -753,7 +813,8 @@ impl ServerCore {
                         return;
                     }
                 };
-                let mut control = ServerSession::new(session, self.policy.clone(), peer_id as u32);
+                let wire_id = self.wire_id(peer_id as u32);
+                let mut control = ServerSession::new(session, self.policy.clone(), wire_id);
                 control.set_compression(self.cfg.compression);
                 let ping = self.cfg.ping.map(|s| Duration::from_secs(u64::from(s)));
                 let restart = self
@@ -762,6 +823,7 @@ impl ServerCore {
                     .map(|s| Duration::from_secs(u64::from(s)));
                 let conn = ClientConn {
                     peer_id: peer_id as u32,
+                    wire_peer_id: wire_id,
                     addr: from,
                     control,
                     data: {
@@ -813,7 +875,7 @@ impl ServerCore {
                     token_push: Vec::new(),
                     timer_at: None,
                 };
-                self.next_generation += 1;
+                self.next_generation += self.shard.as_ref().map_or(1, |s| u64::from(s.count));
                 debug!("{from}: new session, peer-id {peer_id}");
                 self.clients[peer_id] = Some(conn);
                 self.by_addr.insert(from, peer_id as u32);
@@ -861,7 +923,15 @@ impl ServerCore {
 
     fn on_data(&mut self, now: Instant, from: PeerAddr, pkt: &mut [u8], out: &mut Outputs) {
         let pid = match openvpn_wire::peek_peer_id(pkt) {
-            Some(p) if p != PEER_ID_NONE => p,
+            Some(p) if p != PEER_ID_NONE => match self.shard.as_ref().map(|s| s.slot_of(p)) {
+                None => p,
+                Some(Ok(slot)) => slot,
+                Some(Err(owner)) => {
+                    // Another worker's client (it floated to an address hashed to us).
+                    out.forward.push((owner, Forward::Link(from, pkt.to_vec())));
+                    return;
+                }
+            },
             _ => match self.by_addr.get(&from) {
                 Some(&p) => p,
                 None => {
@@ -909,6 +979,10 @@ impl ServerCore {
                 from
             );
             self.by_addr.remove(&c.addr);
+            if let Some(s) = &self.shard {
+                s.tables.forget_float(&c.addr, s.index);
+                s.tables.floated_to(from, s.index);
+            }
             c.addr = from;
             self.by_addr.insert(from, pid);
             self.send_gen += 1;
@@ -951,6 +1025,9 @@ impl ServerCore {
                     self.send_to_client(now, to, &bytes, out);
                     return;
                 }
+            } else if let Some(owner) = self.foreign_owner(dst) {
+                out.forward.push((owner, Forward::Tun(ip.to_vec())));
+                return;
             }
         }
         let mss = self
@@ -996,7 +1073,10 @@ impl ServerCore {
         };
         match self.route(dst) {
             Some(pid) => self.send_to_client(now, pid, ip, out),
-            None => self.stats.no_route += 1,
+            None => match self.foreign_owner(dst) {
+                Some(owner) => out.forward.push((owner, Forward::Tun(ip.to_vec()))),
+                None => self.stats.no_route += 1,
+            },
         }
     }
 
@@ -1008,13 +1088,17 @@ impl ServerCore {
         now: Instant,
         ip: &[u8],
         buf: &mut PacketBuf,
+        out: &mut Outputs,
     ) -> Option<PeerAddr> {
         let Some((_, dst)) = ip_addrs(ip) else {
             self.stats.no_route += 1;
             return None;
         };
         let Some(pid) = self.route(dst) else {
-            self.stats.no_route += 1;
+            match self.foreign_owner(dst) {
+                Some(owner) => out.forward.push((owner, Forward::Tun(ip.to_vec()))),
+                None => self.stats.no_route += 1,
+            }
             return None;
         };
         let c = self
@@ -1188,6 +1272,13 @@ impl ServerCore {
                         if let Some(a) = c.v6() {
                             self.by_v6.insert(a, pid);
                         }
+                        let addrs: Vec<IpAddr> = c
+                            .v4()
+                            .map(IpAddr::V4)
+                            .into_iter()
+                            .chain(c.v6().map(IpAddr::V6))
+                            .collect();
+                        self.share_routes(&addrs, &c.iroutes, true);
                     }
                     self.send_gen += 1;
                     info!(
@@ -1286,6 +1377,18 @@ impl ServerCore {
         self.send_gen += 1;
         if self.by_addr.get(&c.addr) == Some(&pid) {
             self.by_addr.remove(&c.addr);
+        }
+        if let Some(s) = &self.shard {
+            s.tables.forget_float(&c.addr, s.index);
+        }
+        if c.established && c.lease.is_some() {
+            let addrs: Vec<IpAddr> = c
+                .v4()
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(c.v6().map(IpAddr::V6))
+                .collect();
+            self.share_routes(&addrs, &c.iroutes, false);
         }
         if let Some(l) = c.lease {
             if let Some(a) = c.v4() {
@@ -1774,7 +1877,7 @@ impl ServerCore {
         };
         c.lease = Some(lease);
         if c.control.uses_data_v2() {
-            c.data.set_peer_id(Some(pid));
+            c.data.set_peer_id(Some(self.wire_id(pid)));
         }
         if self.cfg.client_connect.is_some() {
             out.jobs.push(self.job(c, 0, JobKind::ClientConnect));
@@ -2214,7 +2317,8 @@ fn mss_limit(mssfix: u16, control: &ServerSession) -> Option<u16> {
 }
 
 /// Whether `a` lies in `net/bits`.
-fn in_prefix(a: IpAddr, net: IpAddr, bits: u8) -> bool {
+/// Whether `a` lies in `net/bits` (false across address families).
+pub(crate) fn in_prefix(a: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (a, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let m = if bits == 0 {

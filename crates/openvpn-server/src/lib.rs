@@ -19,5 +19,7 @@ pub mod pool;
 pub mod process;
 pub mod runtime;
 pub mod scripts;
+pub mod shard;
 pub mod status;
 pub mod udpio;
+pub mod workers;

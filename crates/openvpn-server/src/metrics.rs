@@ -134,7 +134,7 @@ pub fn render(core: &ServerCore) -> String {
         format!(
             "common_name=\"{}\",peer_id=\"{}\"",
             escape_label(c.common_name.as_deref().unwrap_or("UNDEF")),
-            c.peer_id
+            c.wire_peer_id
         )
     };
     for (name, kind, help, get) in per_client {

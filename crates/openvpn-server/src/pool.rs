@@ -13,6 +13,9 @@ pub struct AddressPool {
     v4: Option<(Ipv4Addr, u8)>,
     v6: Option<(Ipv6Addr, u8)>,
     used: Vec<bool>,
+    /// `(index, count)`: this pool hands out only entries `≡ index (mod count)` (one
+    /// worker's share, `workers N`).
+    partition: (usize, usize),
 }
 
 /// One client's tunnel addresses.
@@ -48,7 +51,18 @@ impl AddressPool {
             v4,
             v6,
             used: vec![false; size_v4.min(size_v6).min(65536)],
+            partition: (0, 1),
         }
+    }
+
+    /// Restricts this pool to entries `≡ index (mod count)`: each of `count` workers gets
+    /// its own share of one address range.
+    pub fn set_partition(&mut self, index: usize, count: usize) {
+        self.partition = (index % count.max(1), count.max(1));
+    }
+
+    fn mine(&self, i: usize) -> bool {
+        i % self.partition.1 == self.partition.0
     }
 
     /// The server's own addresses (network + 1).
@@ -78,9 +92,11 @@ impl AddressPool {
     /// Leases the lowest free address pair whose index `avoid` does not flag (addresses kept
     /// for other clients by `ifconfig-pool-persist`), or else the lowest free one.
     pub fn lease_preferring(&mut self, avoid: impl Fn(usize) -> bool) -> Option<Lease> {
+        let free = |i: &usize| !self.used[*i] && self.mine(*i);
         let index = (0..self.used.len())
-            .find(|&i| !self.used[i] && !avoid(i))
-            .or_else(|| self.used.iter().position(|u| !u))?;
+            .filter(free)
+            .find(|&i| !avoid(i))
+            .or_else(|| (0..self.used.len()).find(free))?;
         self.lease_index(index)
     }
 
@@ -98,7 +114,7 @@ impl AddressPool {
 
     /// Leases pool entry `index` if it is free.
     pub fn lease_index(&mut self, index: usize) -> Option<Lease> {
-        if *self.used.get(index)? {
+        if *self.used.get(index)? || !self.mine(index) {
             return None;
         }
         self.used[index] = true;
@@ -138,6 +154,27 @@ impl AddressPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_hand_out_disjoint_addresses() {
+        let net = Some((
+            "10.8.0.0".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+        ));
+        let mut a = AddressPool::new(net, None);
+        let mut b = AddressPool::new(net, None);
+        a.set_partition(0, 2);
+        b.set_partition(1, 2);
+        let la: Vec<_> = (0..3)
+            .map(|_| a.lease().unwrap().v4.unwrap().to_string())
+            .collect();
+        let lb: Vec<_> = (0..3)
+            .map(|_| b.lease().unwrap().v4.unwrap().to_string())
+            .collect();
+        assert_eq!(la, ["10.8.0.2", "10.8.0.4", "10.8.0.6"]);
+        assert_eq!(lb, ["10.8.0.3", "10.8.0.5", "10.8.0.7"]);
+        assert!(a.lease_index(1).is_none(), "entry 1 is the other worker's");
+    }
 
     #[test]
     fn leases_like_openvpn() {

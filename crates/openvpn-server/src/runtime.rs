@@ -173,6 +173,20 @@ pub async fn run_with(
         if tun.offload_enabled() { "on" } else { "off" }
     );
     let addr = listen_addr(&cfg)?;
+    let workers = crate::workers::count(&cfg);
+    if workers > 1 {
+        crate::workers::check_config(&cfg)?;
+        if opts.authenticator.is_some() {
+            bail!("workers > 1 does not support an authenticator yet; use workers 1");
+        }
+        let sockets = crate::workers::bind_udp_sockets(addr, cfg.family, workers)?;
+        info!("UDPv6/UDPv4 link local (bound): {addr} ({workers} sockets, SO_REUSEPORT)");
+        crate::process::after_setup(&cfg)?;
+        info!("Initialization Sequence Completed");
+        let (shutdown, hup_rx) = signals()?;
+        let reload = reloader.map(|r| (r, hup_rx));
+        return crate::workers::serve_workers(cfg, tun, sockets, shutdown, reload).await;
+    }
     let (udp, tcp) = match cfg.transport {
         Transport::Udp => (Some(bind_udp(addr, cfg.family)?), None),
         Transport::Tcp => (None, Some(bind_tcp(addr, cfg.family)?)),
@@ -187,6 +201,18 @@ pub async fn run_with(
     );
     crate::process::after_setup(&cfg)?;
     info!("Initialization Sequence Completed");
+    let (shutdown, hup_rx) = signals()?;
+    if let Some(r) = reloader {
+        opts.reload = Some((r, hup_rx));
+    }
+    serve_with(cfg, tun, udp, tcp, shutdown, opts).await
+}
+
+/// SIGTERM/SIGINT as a future (logs "SIGTERM received"), and SIGHUP as a channel.
+fn signals() -> anyhow::Result<(
+    impl std::future::Future<Output = ()>,
+    mpsc::UnboundedReceiver<()>,
+)> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let shutdown = async move {
@@ -205,10 +231,7 @@ pub async fn run_with(
             }
         }
     });
-    if let Some(r) = reloader {
-        opts.reload = Some((r, hup_rx));
-    }
-    serve_with(cfg, tun, udp, tcp, shutdown, opts).await
+    Ok((shutdown, hup_rx))
 }
 
 /// Serves clients on an already bound socket and an existing packet device until
@@ -528,7 +551,7 @@ const EXIT_DRAIN: Duration = Duration::from_secs(3);
 
 /// Starts shutting down: exit notifications go out; returns when the loop has to stop
 /// (now, when there is nobody to wait for).
-fn begin_exit(core: &mut ServerCore, out: &mut Outputs) -> Option<Instant> {
+pub(crate) fn begin_exit(core: &mut ServerCore, out: &mut Outputs) -> Option<Instant> {
     let now = Instant::now();
     let waiting = core.shutdown(now, out);
     if waiting > 0 {
@@ -554,7 +577,15 @@ fn write_pool_persist(core: &ServerCore) {
 /// Re-reads and applies the configuration (SIGHUP), keeping connected clients.
 fn apply_reload(core: &mut ServerCore, reloader: Option<&Reloader>) {
     match reloader.map(|r| r()) {
-        Some(Ok(new)) => match core.reload(new) {
+        Some(r) => apply_config(core, r),
+        None => warn!("SIGHUP: no way to re-read the configuration here; ignored"),
+    }
+}
+
+/// Applies a re-read configuration (or logs why there is none) without dropping clients.
+pub(crate) fn apply_config(core: &mut ServerCore, reread: Result<ServerConfig, String>) {
+    match reread {
+        Ok(new) => match core.reload(new) {
             Ok(ignored) => {
                 info!("SIGHUP: configuration reloaded; connected clients kept");
                 for i in ignored {
@@ -563,10 +594,7 @@ fn apply_reload(core: &mut ServerCore, reloader: Option<&Reloader>) {
             }
             Err(e) => warn!("SIGHUP: reload failed, keeping the old configuration: {e}"),
         },
-        Some(Err(e)) => {
-            warn!("SIGHUP: cannot read the configuration, keeping the old one: {e}")
-        }
-        None => warn!("SIGHUP: no way to re-read the configuration here; ignored"),
+        Err(e) => warn!("SIGHUP: cannot read the configuration, keeping the old one: {e}"),
     }
 }
 

@@ -37,8 +37,56 @@ pub fn format_time(t: SystemTime) -> String {
     )
 }
 
-/// Renders the status text.
+/// One connected client as the status file shows it (owned, so that workers can hand
+/// their rows to the one writing the file).
+#[derive(Clone, Debug)]
+pub struct ClientRow {
+    common_name: String,
+    real_address: String,
+    v4: Option<String>,
+    v6: Option<String>,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    since: SystemTime,
+    username: String,
+    cid: u64,
+    peer_id: u32,
+    cipher: &'static str,
+    last_ref: SystemTime,
+}
+
+/// The rows of `core`'s connected clients.
+pub fn rows(core: &ServerCore) -> Vec<ClientRow> {
+    core.clients()
+        .filter(|c| c.established)
+        .map(|c| {
+            let (rx_bytes, tx_bytes) = c.link_bytes();
+            let leased = c.lease.is_some();
+            ClientRow {
+                common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                real_address: c.addr.to_string(),
+                v4: c.v4().filter(|_| leased).map(|a| a.to_string()),
+                v6: c.v6().filter(|_| leased).map(|a| a.to_string()),
+                rx_bytes,
+                tx_bytes,
+                since: c.since,
+                username: c.username.clone().unwrap_or_else(|| "UNDEF".into()),
+                cid: c.cid(),
+                peer_id: c.wire_peer_id,
+                cipher: c.cipher_name(),
+                last_ref: c.last_ref,
+            }
+        })
+        .collect()
+}
+
+/// Renders the status text for one core.
 pub fn render(version: u8, core: &ServerCore) -> String {
+    render_rows(version, &rows(core))
+}
+
+/// Renders the status text from client rows (of one core or of every worker).
+pub fn render_rows(version: u8, rows: &[ClientRow]) -> String {
     let now = SystemTime::now();
     let mut s = String::new();
     let title = format!("openvpn-rs {} (openvpn-server)", env!("CARGO_PKG_VERSION"));
@@ -49,32 +97,26 @@ pub fn render(version: u8, core: &ServerCore) -> String {
             s,
             "Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since"
         );
-        for c in core.clients().filter(|c| c.established) {
-            let (rx_bytes, tx_bytes) = c.link_bytes();
+        for c in rows {
             let _ = writeln!(
                 s,
                 "{},{},{},{},{}",
-                c.common_name.as_deref().unwrap_or("UNDEF"),
-                c.addr,
-                rx_bytes,
-                tx_bytes,
+                c.common_name,
+                c.real_address,
+                c.rx_bytes,
+                c.tx_bytes,
                 format_time(c.since)
             );
         }
         let _ = writeln!(s, "ROUTING TABLE");
         let _ = writeln!(s, "Virtual Address,Common Name,Real Address,Last Ref");
-        for c in core.clients().filter(|c| c.established) {
-            for a in c
-                .lease
-                .iter()
-                .flat_map(|_| [c.v4().map(|x| x.to_string()), c.v6().map(|x| x.to_string())])
-                .flatten()
-            {
+        for c in rows {
+            for a in c.v4.iter().chain(&c.v6) {
                 let _ = writeln!(
                     s,
                     "{a},{},{},{}",
-                    c.common_name.as_deref().unwrap_or("UNDEF"),
-                    c.addr,
+                    c.common_name,
+                    c.real_address,
                     format_time(c.last_ref)
                 );
             }
@@ -113,25 +155,24 @@ pub fn render(version: u8, core: &ServerCore) -> String {
         ]
         .map(String::from),
     );
-    for c in core.clients().filter(|c| c.established) {
-        let (rx_bytes, tx_bytes) = c.link_bytes();
+    for c in rows {
         line(
             &mut s,
             &[
                 "CLIENT_LIST".into(),
-                c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
-                c.addr.to_string(),
-                c.v4().map(|a| a.to_string()).unwrap_or_default(),
-                c.v6().map(|a| a.to_string()).unwrap_or_default(),
-                rx_bytes.to_string(),
-                tx_bytes.to_string(),
+                c.common_name.clone(),
+                c.real_address.clone(),
+                c.v4.clone().unwrap_or_default(),
+                c.v6.clone().unwrap_or_default(),
+                c.rx_bytes.to_string(),
+                c.tx_bytes.to_string(),
                 format_time(c.since),
                 unix(c.since).to_string(),
-                c.username.clone().unwrap_or_else(|| "UNDEF".into()),
+                c.username.clone(),
                 // The CID that client-kill / client-auth take (tools read it from here).
-                c.cid().to_string(),
+                c.cid.to_string(),
                 c.peer_id.to_string(),
-                c.cipher_name().to_string(),
+                c.cipher.to_string(),
             ],
         );
     }
@@ -148,20 +189,15 @@ pub fn render(version: u8, core: &ServerCore) -> String {
         ]
         .map(String::from),
     );
-    for c in core.clients().filter(|c| c.established) {
-        for a in c
-            .lease
-            .iter()
-            .flat_map(|_| [c.v4().map(|x| x.to_string()), c.v6().map(|x| x.to_string())])
-            .flatten()
-        {
+    for c in rows {
+        for a in c.v4.iter().chain(&c.v6) {
             line(
                 &mut s,
                 &[
                     "ROUTING_TABLE".into(),
-                    a,
-                    c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
-                    c.addr.to_string(),
+                    a.clone(),
+                    c.common_name.clone(),
+                    c.real_address.clone(),
                     format_time(c.last_ref),
                     unix(c.last_ref).to_string(),
                 ],
@@ -186,8 +222,13 @@ pub fn render(version: u8, core: &ServerCore) -> String {
 
 /// Writes the status file (atomically, through a temporary file).
 pub fn write(path: &Path, version: u8, core: &ServerCore) -> std::io::Result<()> {
+    write_text(path, &render(version, core))
+}
+
+/// Writes status text atomically (through a temporary file).
+pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp-ovrs");
-    std::fs::write(&tmp, render(version, core))?;
+    std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
 

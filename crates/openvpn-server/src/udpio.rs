@@ -121,7 +121,7 @@ impl FastUdp {
         out: &mut Outputs,
     ) {
         for pkt in batch.iter() {
-            match core.seal_tun_packet(now, pkt, &mut self.sbuf) {
+            match core.seal_tun_packet(now, pkt, &mut self.sbuf, out) {
                 Some(peer) if peer.conn.is_none() => {
                     self.sendq.push(peer.addr, self.sbuf.as_slice())
                 }

@@ -1,0 +1,191 @@
+//! Sharding the server over worker tasks (`workers N`): each worker runs its own
+//! [`crate::core::ServerCore`] for the clients that reached it, and the workers share only
+//! what they need to hand each other packets.
+//!
+//! ```text
+//!  UDP (SO_REUSEPORT, one socket per worker: the kernel keeps a client's 4-tuple on one)
+//!    worker i ── data packet, peer-id of worker j ──▶ Forward::Link ──▶ worker j (float)
+//!             ── control packet from an address worker j floated to ──▶ worker j
+//!  tun (one device, every worker reads it)
+//!    worker i ── destination owned by worker j (ShardTables::route) ──▶ Forward::Tun ──▶ j
+//! ```
+//!
+//! Peer-ids on the wire are `slot * count + index` (the owner is `peer_id % count`, O(1)),
+//! management client IDs likewise, and pool addresses are split the same way, so workers
+//! never hand out the same address. A float is still accepted only by the owner, after the
+//! packet authenticated with the client's key.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::core::PeerAddr;
+
+/// A packet one worker hands to another.
+#[derive(Debug)]
+pub enum Forward {
+    /// A datagram from the link, for the client the target worker owns.
+    Link(PeerAddr, Vec<u8>),
+    /// An IP packet (from the tun device or another client) for one of the target's clients.
+    Tun(Vec<u8>),
+}
+
+/// Which worker this core is and the tables all workers share.
+#[derive(Clone, Debug)]
+pub struct ShardInfo {
+    /// This worker's index (`0..count`).
+    pub index: u32,
+    /// Number of workers.
+    pub count: u32,
+    /// The shared tables.
+    pub tables: Arc<ShardTables>,
+}
+
+impl ShardInfo {
+    /// The peer-id on the wire for table slot `slot`.
+    pub fn wire_id(&self, slot: u32) -> u32 {
+        slot.saturating_mul(self.count).saturating_add(self.index)
+    }
+
+    /// The slot of wire peer-id `wire` if this worker owns it, else `Err(owner)`.
+    pub fn slot_of(&self, wire: u32) -> Result<u32, u32> {
+        let owner = wire % self.count;
+        if owner == self.index {
+            Ok(wire / self.count)
+        } else {
+            Err(owner)
+        }
+    }
+}
+
+/// Tunnel addresses and iroutes → owning worker, and addresses clients floated to.
+#[derive(Debug, Default)]
+pub struct ShardTables {
+    routes: RwLock<Routes>,
+    floated: Mutex<HashMap<PeerAddr, u32>>,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    v4: HashMap<Ipv4Addr, u32>,
+    v6: HashMap<Ipv6Addr, u32>,
+    prefixes: Vec<(IpAddr, u8, u32)>,
+}
+
+impl ShardTables {
+    /// A client of `shard` has tunnel address `a`.
+    pub fn insert_host(&self, a: IpAddr, shard: u32) {
+        let mut r = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        match a {
+            IpAddr::V4(a) => r.v4.insert(a, shard),
+            IpAddr::V6(a) => r.v6.insert(a, shard),
+        };
+    }
+
+    /// Forgets `a` if `shard` still owns it.
+    pub fn remove_host(&self, a: IpAddr, shard: u32) {
+        let mut r = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        match a {
+            IpAddr::V4(a) if r.v4.get(&a) == Some(&shard) => {
+                r.v4.remove(&a);
+            }
+            IpAddr::V6(a) if r.v6.get(&a) == Some(&shard) => {
+                r.v6.remove(&a);
+            }
+            _ => {}
+        }
+    }
+
+    /// An iroute `net/bits` behind a client of `shard`.
+    pub fn add_prefix(&self, net: IpAddr, bits: u8, shard: u32) {
+        let mut r = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        r.prefixes.push((net, bits, shard));
+    }
+
+    /// Removes one iroute entry added with [`Self::add_prefix`].
+    pub fn remove_prefix(&self, net: IpAddr, bits: u8, shard: u32) {
+        let mut r = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = r.prefixes.iter().position(|p| *p == (net, bits, shard)) {
+            r.prefixes.swap_remove(i);
+        }
+    }
+
+    /// The worker owning destination `dst` (host address first, then the longest iroute).
+    pub fn route(&self, dst: IpAddr) -> Option<u32> {
+        let r = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let host = match dst {
+            IpAddr::V4(a) => r.v4.get(&a),
+            IpAddr::V6(a) => r.v6.get(&a),
+        };
+        host.copied().or_else(|| {
+            r.prefixes
+                .iter()
+                .filter(|(net, bits, _)| crate::core::in_prefix(dst, *net, *bits))
+                .max_by_key(|p| p.1)
+                .map(|p| p.2)
+        })
+    }
+
+    /// A client of `shard` floated to `addr` (its datagrams may now reach another worker).
+    pub fn floated_to(&self, addr: PeerAddr, shard: u32) {
+        let mut f = self.floated.lock().unwrap_or_else(|e| e.into_inner());
+        f.insert(addr, shard);
+    }
+
+    /// Forgets a floated address of `shard` (client gone or floated again).
+    pub fn forget_float(&self, addr: &PeerAddr, shard: u32) {
+        let mut f = self.floated.lock().unwrap_or_else(|e| e.into_inner());
+        if f.get(addr) == Some(&shard) {
+            f.remove(addr);
+        }
+    }
+
+    /// The worker a client floated to `addr` belongs to.
+    pub fn floated_owner(&self, addr: &PeerAddr) -> Option<u32> {
+        let f = self.floated.lock().unwrap_or_else(|e| e.into_inner());
+        f.get(addr).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(index: u32, count: u32) -> ShardInfo {
+        ShardInfo {
+            index,
+            count,
+            tables: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn peer_ids_encode_the_owner() {
+        let s1 = shard(1, 3);
+        for slot in [0, 1, 7, 4000] {
+            let wire = s1.wire_id(slot);
+            assert_eq!(wire % 3, 1);
+            assert_eq!(s1.slot_of(wire), Ok(slot));
+            assert_eq!(shard(2, 3).slot_of(wire), Err(1));
+        }
+    }
+
+    #[test]
+    fn routes_prefer_hosts_then_longest_prefix_and_removal_checks_the_owner() {
+        let t = ShardTables::default();
+        let a: IpAddr = "10.8.0.5".parse().unwrap();
+        t.insert_host(a, 1);
+        t.add_prefix("192.168.0.0".parse().unwrap(), 16, 0);
+        t.add_prefix("192.168.7.0".parse().unwrap(), 24, 1);
+        assert_eq!(t.route(a), Some(1));
+        assert_eq!(t.route("192.168.7.9".parse().unwrap()), Some(1));
+        assert_eq!(t.route("192.168.8.9".parse().unwrap()), Some(0));
+        assert_eq!(t.route("10.9.0.1".parse().unwrap()), None);
+        t.remove_host(a, 0); // not the owner: kept
+        assert_eq!(t.route(a), Some(1));
+        t.remove_host(a, 1);
+        assert_eq!(t.route(a), None);
+        t.remove_prefix("192.168.7.0".parse().unwrap(), 24, 1);
+        assert_eq!(t.route("192.168.7.9".parse().unwrap()), Some(0));
+    }
+}

@@ -1,0 +1,340 @@
+//! `workers N`: the server as N worker tasks, each a full [`ServerCore`] for the clients
+//! that reach its UDP socket (SO_REUSEPORT: the kernel keeps each client's 4-tuple on one
+//! socket), all reading and writing the same tun device. Workers hand each other what is not
+//! theirs through bounded channels ([`crate::shard`]): data of a client that floated to an
+//! address hashed to another socket, and tun packets for another worker's client.
+//!
+//! ```text
+//!            ┌─ worker 0: UDP socket 0 ─ ServerCore (peer-ids ≡ 0 mod N) ─┐
+//!  clients ──┤                         ▲  Forward  ▼                      ├── tun (shared)
+//!            └─ worker 1: UDP socket 1 ─ ServerCore (peer-ids ≡ 1 mod N) ─┘
+//!  main task: SIGHUP → every worker re-applies the config; shutdown → every worker drains
+//! ```
+//!
+//! Not (yet) with workers, refused at start-up with a clear error: TCP, the management
+//! interface, `metrics-listen`, `ifconfig-pool-persist`, an embedder's authenticator.
+//! `duplicate-cn` off is enforced per worker only. The status file is written by worker 0
+//! from every worker's latest rows.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use openvpn_tun::{PacketDevice, TunBatch};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::config::{Family, ServerConfig, Transport};
+use crate::core::{Outputs, ServerCore};
+use crate::runtime::{Reloader, apply_config, begin_exit};
+use crate::shard::{Forward, ShardInfo, ShardTables};
+use crate::status::{self, ClientRow};
+use crate::udpio::FastUdp;
+
+/// Packets queued from one worker to another before more are dropped (and counted).
+const FORWARD_QUEUE: usize = 4096;
+
+/// The number of workers: `OPENVPN_RS_WORKERS` if set, else the config's `workers`.
+pub fn count(cfg: &ServerConfig) -> u32 {
+    std::env::var("OPENVPN_RS_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(cfg.workers)
+}
+
+/// Refuses configurations that workers do not support yet.
+pub fn check_config(cfg: &ServerConfig) -> anyhow::Result<()> {
+    let refuse = |what: &str| -> anyhow::Result<()> {
+        bail!("workers > 1 does not support {what} yet; remove it or use workers 1")
+    };
+    if cfg.transport != Transport::Udp {
+        refuse("TCP (proto tcp-server)")?;
+    }
+    if cfg.management.is_some() {
+        refuse("the management interface")?;
+    }
+    if cfg.metrics_listen.is_some() {
+        refuse("metrics-listen")?;
+    }
+    if cfg.ifconfig_pool_persist.is_some() {
+        refuse("ifconfig-pool-persist")?;
+    }
+    Ok(())
+}
+
+/// Binds `n` UDP sockets to `addr` with SO_REUSEPORT (dual-stack like
+/// [`crate::runtime::bind_udp`]); with port 0 the first socket picks the port.
+pub fn bind_udp_sockets(
+    addr: SocketAddr,
+    family: Family,
+    n: u32,
+) -> anyhow::Result<Vec<UdpSocket>> {
+    let mut out = Vec::new();
+    let mut addr = addr;
+    for _ in 0..n {
+        let domain = if addr.is_ipv6() {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(family == Family::V6)?;
+        }
+        s.set_reuse_port(true)?;
+        let _ = s.set_recv_buffer_size(4 << 20);
+        let _ = s.set_send_buffer_size(4 << 20);
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())
+            .with_context(|| format!("cannot bind UDP {addr} (SO_REUSEPORT)"))?;
+        let sock = UdpSocket::from_std(s.into())?;
+        addr = sock.local_addr()?;
+        out.push(sock);
+    }
+    Ok(out)
+}
+
+/// What every worker shares with the one writing the status file.
+struct StatusShare {
+    path: PathBuf,
+    version: u8,
+    rows: Mutex<Vec<Vec<ClientRow>>>,
+}
+
+/// One worker's channels and handles.
+struct Worker<D> {
+    index: u32,
+    core: ServerCore,
+    tun: Arc<D>,
+    udp: UdpSocket,
+    inbox: mpsc::Receiver<Forward>,
+    peers: Arc<Vec<mpsc::Sender<Forward>>>,
+    stop: watch::Receiver<bool>,
+    reloads: mpsc::UnboundedReceiver<Result<ServerConfig, String>>,
+    status: Option<Arc<StatusShare>>,
+}
+
+/// Serves clients with one worker per socket in `sockets` (bound with
+/// [`bind_udp_sockets`]) on the shared device `tun`, until `shutdown` completes. Each
+/// message on the reload channel re-reads the configuration once and applies it in every
+/// worker.
+pub async fn serve_workers<D: PacketDevice + 'static>(
+    cfg: ServerConfig,
+    tun: Arc<D>,
+    sockets: Vec<UdpSocket>,
+    shutdown: impl std::future::Future<Output = ()>,
+    reload: Option<(Reloader, mpsc::UnboundedReceiver<()>)>,
+) -> anyhow::Result<()> {
+    check_config(&cfg)?;
+    let n = u32::try_from(sockets.len()).context("too many sockets")?;
+    if n == 0 {
+        bail!("workers: no socket");
+    }
+    let tables = Arc::new(ShardTables::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut inboxes = Vec::new();
+    let mut senders = Vec::new();
+    for _ in 0..n {
+        let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+        senders.push(tx);
+        inboxes.push(rx);
+    }
+    let peers = Arc::new(senders);
+    let status = cfg.status.as_ref().map(|(path, _)| {
+        Arc::new(StatusShare {
+            path: path.clone(),
+            version: cfg.status_version,
+            rows: Mutex::new(vec![Vec::new(); n as usize]),
+        })
+    });
+    let now = Instant::now();
+    let mut reload_txs = Vec::new();
+    let mut handles = Vec::new();
+    for (index, (udp, inbox)) in (0..n).zip(sockets.into_iter().zip(inboxes)) {
+        let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
+        core.set_shard(ShardInfo {
+            index,
+            count: n,
+            tables: Arc::clone(&tables),
+        });
+        let (rtx, rrx) = mpsc::unbounded_channel();
+        reload_txs.push(rtx);
+        let worker = Worker {
+            index,
+            core,
+            tun: Arc::clone(&tun),
+            udp,
+            inbox,
+            peers: Arc::clone(&peers),
+            stop: stop_rx.clone(),
+            reloads: rrx,
+            status: status.clone(),
+        };
+        handles.push(tokio::spawn(worker.run()));
+    }
+    info!("data path: {n} workers (SO_REUSEPORT sockets, one core each, shared tun)");
+    let (reloader, mut reload_rx) = match reload {
+        Some((r, rx)) => (Some(r), Some(rx)),
+        None => (None, None),
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = async { match reload_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                let reread = match &reloader {
+                    Some(r) => r(),
+                    None => Err("no way to re-read the configuration here".into()),
+                };
+                for tx in &reload_txs {
+                    let _ = tx.send(reread.clone());
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let mut first_error = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("worker task: {e}"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl<D: PacketDevice + 'static> Worker<D> {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut fast = FastUdp::new(&self.udp)
+            .with_context(|| format!("worker {}: cannot batch its UDP socket", self.index))?;
+        let mut out = Outputs {
+            tun_batch: Some(TunBatch::new()),
+            ..Outputs::default()
+        };
+        let mut tun_in = TunBatch::new();
+        let mut no_tcp = std::collections::HashMap::new();
+        let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
+        let mut status_every = tokio::time::interval(Duration::from_secs(
+            self.core
+                .config()
+                .status
+                .as_ref()
+                .map_or(60, |s| u64::from(s.1.max(1))),
+        ));
+        let mut draining: Option<Instant> = None;
+        let mut forward_drops = 0u64;
+        loop {
+            if let Some(d) = draining {
+                if Instant::now() >= d || self.core.exit_pending() == 0 {
+                    break;
+                }
+            }
+            let deadline = self
+                .core
+                .next_timeout(Instant::now())
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let deadline = draining.map_or(deadline, |d| d.min(deadline));
+            let sleep = tokio::time::sleep_until(deadline.into());
+            tokio::select! {
+                r = fast.recv(&self.udp) => match r {
+                    Ok(n) => fast.on_link_batch(n, &mut self.core, Instant::now(), &mut out),
+                    Err(e) => warn!("worker {}: UDP receive: {e}", self.index),
+                },
+                r = self.tun.recv_batch(&mut tun_in) => match r {
+                    Ok(()) => fast.on_tun_batch(&tun_in, &mut self.core, Instant::now(), &mut out),
+                    Err(e) => {
+                        warn!("worker {}: tun read: {e}", self.index);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(f) = self.inbox.recv() => {
+                    let now = Instant::now();
+                    self.forwarded(now, f, &mut out);
+                    // What else is queued, in one turn (bounded, so the socket gets its turn).
+                    for _ in 0..256 {
+                        match self.inbox.try_recv() {
+                            Ok(f) => self.forwarded(now, f, &mut out),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(r) = job_rx.recv() => self.core.on_job_result(Instant::now(), r, &mut out),
+                _ = sleep => self.core.on_timeout(Instant::now(), &mut out),
+                _ = status_every.tick() => self.share_status(),
+                Some(reread) = self.reloads.recv() => apply_config(&mut self.core, reread),
+                _ = self.stop.changed(), if draining.is_none() => {
+                    draining = begin_exit(&mut self.core, &mut out);
+                }
+            }
+            out.mgmt.clear();
+            out.auth.clear();
+            for job in out.jobs.drain(..) {
+                let tx = job_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::scripts::run_to_end(&job, |r| match r {
+                        Some(r) => tx.send(r).is_ok(),
+                        None => !tx.is_closed(),
+                    });
+                });
+            }
+            fast.flush(&mut out, &self.udp, self.tun.as_ref(), &mut no_tcp)
+                .await;
+            for (owner, f) in out.forward.drain(..) {
+                let sent = self
+                    .peers
+                    .get(owner as usize)
+                    .is_some_and(|tx| tx.try_send(f).is_ok());
+                if !sent {
+                    forward_drops += 1;
+                    if forward_drops.is_power_of_two() {
+                        warn!(
+                            "worker {}: {forward_drops} packet(s) for worker {owner} dropped (its queue is full)",
+                            self.index
+                        );
+                    }
+                }
+            }
+        }
+        self.share_status();
+        Ok(())
+    }
+
+    /// A packet another worker handed us.
+    fn forwarded(&mut self, now: Instant, f: Forward, out: &mut Outputs) {
+        match f {
+            Forward::Link(from, mut pkt) => self.core.on_link_packet(now, from, &mut pkt, out),
+            Forward::Tun(ip) => self.core.on_tun_packet(now, &ip, out),
+        }
+    }
+
+    /// Publishes this worker's status rows; worker 0 writes the file from everyone's.
+    fn share_status(&self) {
+        let Some(share) = &self.status else { return };
+        let text = {
+            let mut rows = share.rows.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = rows.get_mut(self.index as usize) {
+                *slot = status::rows(&self.core);
+            }
+            if self.index != 0 {
+                return;
+            }
+            let all: Vec<ClientRow> = rows.iter().flatten().cloned().collect();
+            status::render_rows(share.version, &all)
+        };
+        if let Err(e) = status::write_text(&share.path, &text) {
+            warn!("status file {}: {e}", share.path.display());
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `workers 2`: our server as two worker cores on two SO_REUSEPORT sockets sharing one
+//! in-memory tun, with twelve of our clients over UDP loopback. The clients land on both
+//! workers (peer-ids of both parities), get distinct addresses from the split pool, and
+//! packets flow both ways for every client — including tun packets read by the worker that
+//! does not own the client (forwarded) — and the status file lists all twelve.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
+use openvpn_control::options;
+use openvpn_server::config::Family;
+use openvpn_tests::{icmp_echo_v4, pki};
+use openvpn_tun::MemoryTun;
+
+const CLIENTS: usize = 12;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways() {
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("ovrs-workers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = dir.join("status.txt");
+    let server_text = format!(
+        "mode server\ntls-server\ntopology subnet\nproto udp\nserver 10.8.0.0 255.255.255.0\n\
+         keepalive 10 60\nduplicate-cn\nworkers 2\nstatus {} 1\nstatus-version 2\n\
+         <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
+        status.display(),
+        ca = pki.ca,
+        c = pki.server.0,
+        k = pki.server.1
+    );
+    let scfg = openvpn_server::config::load(
+        &options::parse_config(&server_text).unwrap(),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(scfg.workers, 2);
+    let sockets =
+        openvpn_server::workers::bind_udp_sockets("127.0.0.1:0".parse().unwrap(), Family::V4, 2)
+            .unwrap();
+    let port = sockets[0].local_addr().unwrap().port();
+    assert_eq!(sockets[1].local_addr().unwrap().port(), port);
+    let (srv_tun, mut srv_handle) = MemoryTun::pair(1024);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(openvpn_server::workers::serve_workers(
+        scfg,
+        Arc::new(srv_tun),
+        sockets,
+        async {
+            let _ = stop_rx.await;
+        },
+        None,
+    ));
+
+    let client_text = format!(
+        "client\nproto udp\nremote 127.0.0.1 {port}\nremote-cert-tls server\n\
+         <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
+        ca = pki.ca,
+        c = pki.client.0,
+        k = pki.client.1
+    );
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let ccfg = ClientConfig::from_ovpn(&client_text, std::path::Path::new("/")).unwrap();
+        let (tun, handle) = MemoryTun::pair(256);
+        let client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun));
+        clients.push((client, handle));
+    }
+    // Each client's tunnel address and peer-id.
+    let mut addrs: Vec<Ipv4Addr> = Vec::new();
+    let mut peer_ids = Vec::new();
+    for (client, _) in &mut clients {
+        let (addr, pid) = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut pid = None;
+            loop {
+                match client.events.recv().await.expect("client stopped") {
+                    VpnEvent::PushedOptions(p) => pid = p.peer_id,
+                    VpnEvent::Connected { settings, .. } => {
+                        return (settings.ipv4.expect("no IPv4 address").0, pid);
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("a client did not connect");
+        addrs.push(addr);
+        peer_ids.push(pid.expect("no peer-id pushed"));
+    }
+    let distinct: BTreeSet<_> = addrs.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        CLIENTS,
+        "addresses handed out twice: {addrs:?}"
+    );
+    let parities: BTreeSet<u32> = peer_ids.iter().map(|p| p % 2).collect();
+    assert_eq!(
+        parities.len(),
+        2,
+        "all {CLIENTS} clients landed on one worker (peer-ids {peer_ids:?}); the kernel's \
+         SO_REUSEPORT hash should spread them"
+    );
+
+    // Client → tun and tun → client for every client, several rounds.
+    let by_addr: HashMap<Ipv4Addr, usize> =
+        addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+    let rounds = 5u8;
+    let mut up = vec![0u8; CLIENTS];
+    let mut down = vec![0u8; CLIENTS];
+    for seq in 0..rounds {
+        for (i, (_, handle)) in clients.iter().enumerate() {
+            handle
+                .inject(icmp_echo_v4(addrs[i].octets(), [10, 8, 0, 1], seq))
+                .await
+                .unwrap();
+            srv_handle
+                .inject(icmp_echo_v4([10, 8, 0, 1], addrs[i].octets(), seq))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (up.iter().chain(&down).any(|n| *n < rounds)) && Instant::now() < deadline {
+        while let Some(p) = srv_handle.try_written() {
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            if let Some(i) = by_addr.get(&src) {
+                up[*i] += 1;
+            }
+        }
+        for (i, (_, handle)) in clients.iter_mut().enumerate() {
+            while handle.try_written().is_some() {
+                down[i] += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        up.iter().all(|n| *n == rounds),
+        "client → server packets per client (of {rounds}): {up:?}"
+    );
+    assert!(
+        down.iter().all(|n| *n == rounds),
+        "server → client packets per client (of {rounds}): {down:?}"
+    );
+
+    // The status file (worker 0 writes everyone's rows) lists all of them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let listed = text
+            .lines()
+            .filter(|l| l.starts_with("CLIENT_LIST,"))
+            .count();
+        if listed == CLIENTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status file lists {listed} of {CLIENTS} clients:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    for (client, _) in &mut clients {
+        client.command(openvpn_client::Command::Disconnect);
+    }
+    for (client, _) in clients {
+        let _ = client.wait().await;
+    }
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
