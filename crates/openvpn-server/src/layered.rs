@@ -23,14 +23,14 @@ use openvpn_control::options::{self, OptionLine, OptionSource};
 
 use crate::config::ConfigError;
 
-/// Environment variables that are not configuration (also our own `OPENVPN_RS_*` settings).
-const ENV_IGNORED: &[&str] = &[
-    "log",
-    "config_toml",
-    "rs_fast_io",
-    "rs_run_dir",
-    "rs_threads",
-];
+/// Environment variables that are not configuration; every `OPENVPN_RS_*` (our own
+/// run-time settings, e.g. `OPENVPN_RS_THREADS`) is not either ([`is_ignored`]).
+const ENV_IGNORED: &[&str] = &["log", "config_toml"];
+
+/// Whether `OPENVPN_<name>` (lower-case) is not a configuration option.
+fn is_ignored(name: &str) -> bool {
+    ENV_IGNORED.contains(&name) || name.starts_with("rs_")
+}
 
 /// A figment provider for OpenVPN option lines.
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ pub fn layer(
         .iter()
         .filter_map(|(k, _)| k.strip_prefix("OPENVPN_"))
         .map(str::to_ascii_lowercase)
-        .filter(|k| !ENV_IGNORED.contains(&k.as_str()))
+        .filter(|k| !is_ignored(k))
         .collect();
     if toml.is_none() && env_keys.is_empty() {
         return Ok(base);
@@ -175,7 +175,7 @@ pub fn layer(
     for (k, v) in env {
         if let Some(name) = k.strip_prefix("OPENVPN_") {
             let name = name.to_ascii_lowercase();
-            if !ENV_IGNORED.contains(&name.as_str()) {
+            if !is_ignored(&name) {
                 env_dict.insert(name, Value::from(v.clone()));
             }
         }

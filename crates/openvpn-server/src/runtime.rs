@@ -173,7 +173,7 @@ pub async fn run_with(
         if tun.offload_enabled() { "on" } else { "off" }
     );
     let addr = listen_addr(&cfg)?;
-    let workers = crate::workers::count(&cfg);
+    let workers = cfg.workers;
     if workers > 1 {
         crate::workers::check_config(&cfg)?;
         if opts.authenticator.is_some() {

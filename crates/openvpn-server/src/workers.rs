@@ -37,15 +37,6 @@ use crate::udpio::FastUdp;
 /// Packets queued from one worker to another before more are dropped (and counted).
 const FORWARD_QUEUE: usize = 4096;
 
-/// The number of workers: `OPENVPN_RS_WORKERS` if set, else the config's `workers`.
-pub fn count(cfg: &ServerConfig) -> u32 {
-    std::env::var("OPENVPN_RS_WORKERS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|n| (1..=64).contains(n))
-        .unwrap_or(cfg.workers)
-}
-
 /// Refuses configurations that workers do not support yet.
 pub fn check_config(cfg: &ServerConfig) -> anyhow::Result<()> {
     let refuse = |what: &str| -> anyhow::Result<()> {
