@@ -366,11 +366,31 @@ pub(crate) const CASES: &[Case] = &[
         },
         ..OURS_SERVER
     },
+    // 3b. the same with our server as two workers (`workers 2`: SO_REUSEPORT sockets, one
+    // core each; the two clients may land on different workers, c2c then crosses them).
+    Case {
+        name: "ours-server-workers-2-two-real-clients-c2c",
+        client_ciphers: "AES-256-GCM",
+        server_ciphers: "AES-256-GCM:CHACHA20-POLY1305",
+        server_extra: &["workers 2"],
+        server_log_has: &["2 workers"],
+        scenario: Scenario::TwoClients {
+            second_ciphers: "CHACHA20-POLY1305",
+        },
+        ..OURS_SERVER
+    },
     // 4. float: the real client's source address changes mid-session.
     Case {
         name: "ours-server-real-client-float",
         scenario: Scenario::Float,
         server_log_has: &["floated from"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ours-server-workers-2-real-client-float",
+        server_extra: &["workers 2"],
+        scenario: Scenario::Float,
+        server_log_has: &["floated from", "2 workers"],
         ..OURS_SERVER
     },
     // 5. server-initiated renegotiation every 10 s under a continuous ping.

@@ -527,7 +527,7 @@ impl ServerCore {
     /// does not route: the worker that does, if it is another one.
     fn foreign_owner(&self, dst: IpAddr) -> Option<u32> {
         let s = self.shard.as_ref()?;
-        s.tables.route(dst).filter(|o| *o != s.index)
+        s.tables.route(s.index, dst).filter(|o| *o != s.index)
     }
 
     /// Publishes (`add`) or withdraws the tunnel addresses and iroutes of client `slot`

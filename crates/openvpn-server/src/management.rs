@@ -184,7 +184,8 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn name(self) -> &'static str {
+    /// The signal's name (`SIGHUP`, …).
+    pub fn name(self) -> &'static str {
         match self {
             Signal::Hup => "SIGHUP",
             Signal::Term => "SIGTERM",
@@ -456,26 +457,9 @@ pub type Request = (CoreRequest, oneshot::Sender<String>);
 pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut Outputs) -> String {
     match req {
         CoreRequest::Status(v) => crlf(&crate::status::render(v, core)),
-        CoreRequest::Kill(KillTarget::CommonName(cn)) => {
-            let n = core.kill_matching(now, |c| c.common_name.as_deref() == Some(&cn), out);
-            if n > 0 {
-                format!("SUCCESS: common name '{cn}' found, {n} client(s) killed\r\n")
-            } else {
-                format!("ERROR: common name '{cn}' not found\r\n")
-            }
-        }
-        CoreRequest::Kill(KillTarget::Address(a)) => {
-            let bare = a
-                .strip_prefix("udp:")
-                .or_else(|| a.strip_prefix("tcp:"))
-                .unwrap_or(&a)
-                .to_owned();
-            let n = core.kill_matching(now, |c| c.addr.to_string() == bare, out);
-            if n > 0 {
-                format!("SUCCESS: {n} client(s) at address {bare} killed\r\n")
-            } else {
-                format!("ERROR: client at address {bare} not found\r\n")
-            }
+        CoreRequest::Kill(target) => {
+            let n = kill_count(core, now, &target, out);
+            kill_reply(&target, n)
         }
         CoreRequest::ClientKill(cid, msg) => {
             if core.kill_client(now, cid, &msg, out) {
@@ -496,16 +480,7 @@ pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut 
                 format!("ERROR: {name} command failed\r\n")
             }
         }
-        CoreRequest::LoadStats => {
-            let (mut rx, mut tx, mut n) = (0u64, 0u64, 0usize);
-            for c in core.clients().filter(|c| c.established) {
-                let (r, t) = c.link_bytes();
-                rx += r;
-                tx += t;
-                n += 1;
-            }
-            format!("SUCCESS: nclients={n},bytesin={rx},bytesout={tx}\r\n")
-        }
+        CoreRequest::LoadStats => load_stats_reply(load_stats(core)),
         CoreRequest::ByteCounts => {
             let mut s = String::new();
             for c in core.clients().filter(|c| c.established) {
@@ -521,6 +496,66 @@ pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut 
         }
         CoreRequest::Metrics => crate::metrics::render(core),
     }
+}
+
+/// `kill`: closes the clients `target` names; how many.
+pub fn kill_count(
+    core: &mut ServerCore,
+    now: Instant,
+    target: &KillTarget,
+    out: &mut Outputs,
+) -> usize {
+    match target {
+        KillTarget::CommonName(cn) => {
+            core.kill_matching(now, |c| c.common_name.as_deref() == Some(cn), out)
+        }
+        KillTarget::Address(a) => {
+            let bare = kill_address(a);
+            core.kill_matching(now, |c| c.addr.to_string() == bare, out)
+        }
+    }
+}
+
+fn kill_address(a: &str) -> &str {
+    a.strip_prefix("udp:")
+        .or_else(|| a.strip_prefix("tcp:"))
+        .unwrap_or(a)
+}
+
+/// The answer to `kill` after `n` clients were closed (by one core or all workers).
+pub fn kill_reply(target: &KillTarget, n: usize) -> String {
+    match target {
+        KillTarget::CommonName(cn) if n > 0 => {
+            format!("SUCCESS: common name '{cn}' found, {n} client(s) killed\r\n")
+        }
+        KillTarget::CommonName(cn) => format!("ERROR: common name '{cn}' not found\r\n"),
+        KillTarget::Address(a) if n > 0 => {
+            format!(
+                "SUCCESS: {n} client(s) at address {} killed\r\n",
+                kill_address(a)
+            )
+        }
+        KillTarget::Address(a) => {
+            format!("ERROR: client at address {} not found\r\n", kill_address(a))
+        }
+    }
+}
+
+/// `load-stats` figures: connected clients, bytes in, bytes out.
+pub fn load_stats(core: &ServerCore) -> (usize, u64, u64) {
+    let (mut n, mut rx, mut tx) = (0usize, 0u64, 0u64);
+    for c in core.clients().filter(|c| c.established) {
+        let (r, t) = c.link_bytes();
+        rx += r;
+        tx += t;
+        n += 1;
+    }
+    (n, rx, tx)
+}
+
+/// The answer to `load-stats`.
+pub fn load_stats_reply((n, rx, tx): (usize, u64, u64)) -> String {
+    format!("SUCCESS: nclients={n},bytesin={rx},bytesout={tx}\r\n")
 }
 
 // ---------------------------------------------------------------------------------------------

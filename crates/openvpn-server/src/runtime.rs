@@ -341,36 +341,10 @@ pub async fn serve_with<D: PacketDevice + 'static>(
     );
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
     let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
-    let mut notify_tx = None;
-    if let Some(m) = &cfg.management {
-        let listener = bind_management(&m.listen).await?;
-        let password = match &m.password_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("management password file {}", p.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        let (v4, v6) = core.pool().server_addresses();
-        let settings = management::Settings {
-            password,
-            client_auth: cfg.management_client_auth,
-            hold: cfg.management_hold,
-            local_v4: v4.map(|(a, _)| a.to_string()),
-            local_v6: v6.map(|(a, _)| a.to_string()),
-            log_cache: cfg.management_log_cache,
-        };
-        let (ntx, nrx) = mpsc::unbounded_channel();
-        notify_tx = Some(ntx);
-        if cfg.management_hold {
-            core.set_hold(true);
-            info!("management-hold: new clients wait for 'hold release'");
-        }
-        tokio::spawn(management::serve(listener, settings, req_tx.clone(), nrx));
+    let notify_tx = start_management(&cfg, &req_tx).await?;
+    if notify_tx.is_some() && cfg.management_hold {
+        core.set_hold(true);
+        info!("management-hold: new clients wait for 'hold release'");
     }
     if let Some(addr) = cfg.metrics_listen {
         let l = TcpListener::bind(addr)
@@ -596,6 +570,41 @@ pub(crate) fn apply_config(core: &mut ServerCore, reread: Result<ServerConfig, S
         },
         Err(e) => warn!("SIGHUP: cannot read the configuration, keeping the old one: {e}"),
     }
+}
+
+/// Starts the management interface if the config has one: requests go to `req_tx`; returns
+/// the sender for `>CLIENT:` notifications.
+pub(crate) async fn start_management(
+    cfg: &ServerConfig,
+    req_tx: &mpsc::Sender<management::Request>,
+) -> anyhow::Result<Option<mpsc::UnboundedSender<management::Notify>>> {
+    let Some(m) = &cfg.management else {
+        return Ok(None);
+    };
+    let listener = bind_management(&m.listen).await?;
+    let password = match &m.password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("management password file {}", p.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let (v4, v6) = crate::pool::AddressPool::new(cfg.server_v4, cfg.server_v6).server_addresses();
+    let settings = management::Settings {
+        password,
+        client_auth: cfg.management_client_auth,
+        hold: cfg.management_hold,
+        local_v4: v4.map(|(a, _)| a.to_string()),
+        local_v6: v6.map(|(a, _)| a.to_string()),
+        log_cache: cfg.management_log_cache,
+    };
+    let (ntx, nrx) = mpsc::unbounded_channel();
+    tokio::spawn(management::serve(listener, settings, req_tx.clone(), nrx));
+    Ok(Some(ntx))
 }
 
 /// Binds the management listener (a stale unix socket file is replaced).

@@ -11,10 +11,13 @@
 //!  main task: SIGHUP → every worker re-applies the config; shutdown → every worker drains
 //! ```
 //!
-//! Not (yet) with workers, refused at start-up with a clear error: TCP, the management
-//! interface, `metrics-listen`, `ifconfig-pool-persist`, an embedder's authenticator.
-//! `duplicate-cn` off is enforced per worker only. The status file is written by worker 0
-//! from every worker's latest rows.
+//! The management interface is served by the main task: `status` and `load-stats` gather
+//! every worker's figures, `kill` asks all, `client-kill` / `client-auth` / `client-deny`
+//! go to the worker that owns the client ID (`CID mod N`), signals reach every worker, and
+//! `>CLIENT:` notifications come from all. The status file is written by worker 0 from every
+//! worker's latest rows. Not (yet) with workers, refused at start-up with a clear error:
+//! TCP, `metrics-listen`, `ifconfig-pool-persist`, an embedder's authenticator.
+//! `duplicate-cn` off is enforced per worker only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,12 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use openvpn_tun::{PacketDevice, TunBatch};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, ServerCore};
-use crate::runtime::{Reloader, apply_config, begin_exit};
+use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
+use crate::runtime::{Reloader, apply_config, begin_exit, start_management};
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
 use crate::udpio::FastUdp;
@@ -44,9 +48,6 @@ pub fn check_config(cfg: &ServerConfig) -> anyhow::Result<()> {
     };
     if cfg.transport != Transport::Udp {
         refuse("TCP (proto tcp-server)")?;
-    }
-    if cfg.management.is_some() {
-        refuse("the management interface")?;
     }
     if cfg.metrics_listen.is_some() {
         refuse("metrics-listen")?;
@@ -96,6 +97,22 @@ struct StatusShare {
     rows: Mutex<Vec<Vec<ClientRow>>>,
 }
 
+/// What the main task asks a worker.
+enum WorkerMsg {
+    /// A management request for this worker's core; the answer text.
+    Execute(CoreRequest, oneshot::Sender<String>),
+    /// This worker's status rows.
+    Rows(oneshot::Sender<Vec<ClientRow>>),
+    /// `kill`: how many of this worker's clients matched.
+    Kill(KillTarget, oneshot::Sender<usize>),
+    /// `load-stats` figures.
+    LoadStats(oneshot::Sender<(usize, u64, u64)>),
+    /// SIGUSR1: every client reconnects.
+    RestartAll,
+    /// SIGHUP: the re-read configuration.
+    Reload(Box<Result<ServerConfig, String>>),
+}
+
 /// One worker's channels and handles.
 struct Worker<D> {
     index: u32,
@@ -105,7 +122,8 @@ struct Worker<D> {
     inbox: mpsc::Receiver<Forward>,
     peers: Arc<Vec<mpsc::Sender<Forward>>>,
     stop: watch::Receiver<bool>,
-    reloads: mpsc::UnboundedReceiver<Result<ServerConfig, String>>,
+    msgs: mpsc::UnboundedReceiver<WorkerMsg>,
+    notify: Option<mpsc::UnboundedSender<Notify>>,
     status: Option<Arc<StatusShare>>,
 }
 
@@ -125,7 +143,7 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     if n == 0 {
         bail!("workers: no socket");
     }
-    let tables = Arc::new(ShardTables::default());
+    let tables = Arc::new(ShardTables::new(n));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut inboxes = Vec::new();
     let mut senders = Vec::new();
@@ -142,8 +160,11 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             rows: Mutex::new(vec![Vec::new(); n as usize]),
         })
     });
+    let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
+    let notify = start_management(&cfg, &req_tx).await?;
+    drop(req_tx);
     let now = Instant::now();
-    let mut reload_txs = Vec::new();
+    let mut worker_txs = Vec::new();
     let mut handles = Vec::new();
     for (index, (udp, inbox)) in (0..n).zip(sockets.into_iter().zip(inboxes)) {
         let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
@@ -152,8 +173,11 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             count: n,
             tables: Arc::clone(&tables),
         });
-        let (rtx, rrx) = mpsc::unbounded_channel();
-        reload_txs.push(rtx);
+        if notify.is_some() && cfg.management_hold {
+            core.set_hold(true);
+        }
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        worker_txs.push(wtx);
         let worker = Worker {
             index,
             core,
@@ -162,7 +186,8 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             inbox,
             peers: Arc::clone(&peers),
             stop: stop_rx.clone(),
-            reloads: rrx,
+            msgs: wrx,
+            notify: notify.clone(),
             status: status.clone(),
         };
         handles.push(tokio::spawn(worker.run()));
@@ -172,17 +197,41 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
         Some((r, rx)) => (Some(r), Some(rx)),
         None => (None, None),
     };
+    if notify.is_some() && cfg.management_hold {
+        info!("management-hold: new clients wait for 'hold release'");
+    }
+    let workers = Workers(worker_txs);
+    let reload_all = || {
+        let reread = match &reloader {
+            Some(r) => r(),
+            None => Err("no way to re-read the configuration here".into()),
+        };
+        workers.broadcast(|| WorkerMsg::Reload(Box::new(reread.clone())));
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(()) = async { match reload_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                let reread = match &reloader {
-                    Some(r) => r(),
-                    None => Err("no way to re-read the configuration here".into()),
-                };
-                for tx in &reload_txs {
-                    let _ = tx.send(reread.clone());
+            Some(()) = async { match reload_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => reload_all(),
+            Some((req, reply)) = req_rx.recv() => {
+                let mut stop = false;
+                match &req {
+                    CoreRequest::Signal(Signal::Hup) => reload_all(),
+                    CoreRequest::Signal(Signal::Usr1) => {
+                        info!("SIGUSR1 (management): restarting every client");
+                        workers.broadcast(|| WorkerMsg::RestartAll);
+                        reload_all();
+                    }
+                    CoreRequest::Signal(Signal::Term) => {
+                        info!("SIGTERM (management) received, shutting down");
+                        stop = true;
+                    }
+                    _ => {}
+                }
+                let text = workers.answer(req).await;
+                let _ = reply.send(text);
+                if stop {
+                    break;
                 }
             }
         }
@@ -206,6 +255,90 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     }
 }
 
+/// The main task's handles to the workers.
+struct Workers(Vec<mpsc::UnboundedSender<WorkerMsg>>);
+
+impl Workers {
+    fn broadcast(&self, msg: impl Fn() -> WorkerMsg) {
+        for tx in &self.0 {
+            let _ = tx.send(msg());
+        }
+    }
+
+    /// Asks every worker with `make` and collects the answers (a worker that has stopped
+    /// gives none).
+    async fn ask_all<T>(&self, make: impl Fn(oneshot::Sender<T>) -> WorkerMsg) -> Vec<T> {
+        let mut waiting = Vec::new();
+        for tx in &self.0 {
+            let (otx, orx) = oneshot::channel();
+            if tx.send(make(otx)).is_ok() {
+                waiting.push(orx);
+            }
+        }
+        let mut out = Vec::new();
+        for rx in waiting {
+            if let Ok(v) = rx.await {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Answers a management request from the workers' cores.
+    async fn answer(&self, req: CoreRequest) -> String {
+        let n = self.0.len() as u64;
+        match req {
+            CoreRequest::Status(v) => {
+                let rows: Vec<ClientRow> = self
+                    .ask_all(WorkerMsg::Rows)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                management::crlf(&status::render_rows(v, &rows))
+            }
+            CoreRequest::Kill(target) => {
+                let killed = self
+                    .ask_all(|tx| WorkerMsg::Kill(target.clone(), tx))
+                    .await
+                    .into_iter()
+                    .sum();
+                management::kill_reply(&target, killed)
+            }
+            CoreRequest::LoadStats => {
+                let all = self.ask_all(WorkerMsg::LoadStats).await;
+                let sum = all
+                    .into_iter()
+                    .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+                management::load_stats_reply(sum)
+            }
+            // The worker that owns the client ID.
+            CoreRequest::ClientKill(cid, _) | CoreRequest::Decide(cid, _, _) => {
+                let owner = (cid % n) as usize;
+                let (otx, orx) = oneshot::channel();
+                match self.0.get(owner) {
+                    Some(tx) if tx.send(WorkerMsg::Execute(req, otx)).is_ok() => {
+                        orx.await.unwrap_or_default()
+                    }
+                    _ => "ERROR: worker stopped\r\n".into(),
+                }
+            }
+            CoreRequest::ByteCounts => self
+                .ask_all(|tx| WorkerMsg::Execute(CoreRequest::ByteCounts, tx))
+                .await
+                .concat(),
+            CoreRequest::HoldRelease => self
+                .ask_all(|tx| WorkerMsg::Execute(CoreRequest::HoldRelease, tx))
+                .await
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+            CoreRequest::Signal(sig) => format!("SUCCESS: signal {} thrown\r\n", sig.name()),
+            CoreRequest::Metrics => "ERROR: metrics are not served with workers > 1\r\n".into(),
+        }
+    }
+}
+
 impl<D: PacketDevice + 'static> Worker<D> {
     async fn run(mut self) -> anyhow::Result<()> {
         let mut fast = FastUdp::new(&self.udp)
@@ -225,7 +358,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 .map_or(60, |s| u64::from(s.1.max(1))),
         ));
         let mut draining: Option<Instant> = None;
-        let mut forward_drops = 0u64;
+        let (mut forwarded, mut forward_drops) = (0u64, 0u64);
         loop {
             if let Some(d) = draining {
                 if Instant::now() >= d || self.core.exit_pending() == 0 {
@@ -264,12 +397,19 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 Some(r) = job_rx.recv() => self.core.on_job_result(Instant::now(), r, &mut out),
                 _ = sleep => self.core.on_timeout(Instant::now(), &mut out),
                 _ = status_every.tick() => self.share_status(),
-                Some(reread) = self.reloads.recv() => apply_config(&mut self.core, reread),
+                Some(msg) = self.msgs.recv() => self.message(Instant::now(), msg, &mut out),
                 _ = self.stop.changed(), if draining.is_none() => {
                     draining = begin_exit(&mut self.core, &mut out);
                 }
             }
-            out.mgmt.clear();
+            match &self.notify {
+                Some(tx) => {
+                    for n in out.mgmt.drain(..) {
+                        let _ = tx.send(n);
+                    }
+                }
+                None => out.mgmt.clear(),
+            }
             out.auth.clear();
             for job in out.jobs.drain(..) {
                 let tx = job_tx.clone();
@@ -287,6 +427,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
                     .peers
                     .get(owner as usize)
                     .is_some_and(|tx| tx.try_send(f).is_ok());
+                forwarded += u64::from(sent);
                 if !sent {
                     forward_drops += 1;
                     if forward_drops.is_power_of_two() {
@@ -299,7 +440,32 @@ impl<D: PacketDevice + 'static> Worker<D> {
             }
         }
         self.share_status();
+        info!(
+            "worker {}: {} handshakes, {forwarded} packets handed to other workers, {forward_drops} dropped (queue full)",
+            self.index,
+            self.core.stats().handshakes
+        );
         Ok(())
+    }
+
+    /// A message from the main task.
+    fn message(&mut self, now: Instant, msg: WorkerMsg, out: &mut Outputs) {
+        match msg {
+            WorkerMsg::Execute(req, reply) => {
+                let _ = reply.send(management::execute(&mut self.core, now, req, out));
+            }
+            WorkerMsg::Rows(reply) => {
+                let _ = reply.send(status::rows(&self.core));
+            }
+            WorkerMsg::Kill(target, reply) => {
+                let _ = reply.send(management::kill_count(&mut self.core, now, &target, out));
+            }
+            WorkerMsg::LoadStats(reply) => {
+                let _ = reply.send(management::load_stats(&self.core));
+            }
+            WorkerMsg::RestartAll => self.core.restart_all(now, out),
+            WorkerMsg::Reload(reread) => apply_config(&mut self.core, *reread),
+        }
     }
 
     /// A packet another worker handed us.
