@@ -1,6 +1,6 @@
 //! `workers 2`: our server as two worker cores on two SO_REUSEPORT sockets sharing one
 //! in-memory tun, with twelve of our clients over UDP loopback. The clients land on both
-//! workers (peer-ids of both parities), get distinct addresses from the split pool, and
+//! workers (peer-ids of both parities), get distinct addresses from the shared pool, and
 //! packets flow both ways for every client — including tun packets read by the worker that
 //! does not own the client (forwarded) — and the status file lists all twelve.
 #![allow(clippy::unwrap_used, missing_docs)]

@@ -32,7 +32,7 @@ use crate::auth_token::{TokenError, TokenInfo, TokenKey};
 use crate::ccd::{self, Directive};
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::management::{Decision, Notify};
-use crate::pool::{AddressPool, Lease};
+use crate::pool::{AddressPool, Lease, Leases, SharedLeases};
 use crate::scripts::{JobKind, JobResult, ScriptJob};
 use crate::shard::{Forward, ShardInfo};
 
@@ -281,8 +281,8 @@ pub struct ServerCore {
     authenticator: bool,
     /// auth-gen-token secret (`None` = no tokens).
     token_key: Option<TokenKey>,
-    /// ifconfig-pool-persist: common name → addresses.
-    persist: std::collections::BTreeMap<String, (Option<Ipv4Addr>, Option<Ipv6Addr>)>,
+    /// The pool's leases and the `ifconfig-pool-persist` memory (shared by the workers).
+    leases: SharedLeases,
     /// Client deadlines, earliest first, so that neither [`ServerCore::next_timeout`] nor
     /// [`ServerCore::on_timeout`] walks every client (see [`TimerHeap`]).
     timers: TimerHeap,
@@ -468,12 +468,7 @@ impl ServerCore {
                 .clone()
                 .unwrap_or_else(TokenKey::random)
         });
-        let persist = cfg
-            .ifconfig_pool_persist
-            .as_ref()
-            .and_then(|(p, _)| std::fs::read_to_string(p).ok())
-            .map(|t| parse_pool_persist(&t))
-            .unwrap_or_default();
+        let leases = Self::new_leases(&cfg);
         let max = cfg.max_clients.clamp(1, PEER_ID_NONE - 1) as usize;
         let mut clients = Vec::new();
         clients.resize_with(max.min(4096), || None);
@@ -498,22 +493,35 @@ impl ServerCore {
             hold: false,
             authenticator: false,
             token_key,
-            persist,
+            leases,
             timers: TimerHeap::default(),
             shard: None,
         })
     }
 
-    /// Makes this core worker `shard.index` of `shard.count` (`workers N`): its peer-ids,
-    /// client IDs and pool addresses are the ones `≡ index (mod count)`, it keeps the shared
+    /// The address pool of `cfg` with what its `ifconfig-pool-persist` file remembers (for
+    /// one core, or shared by a server's workers).
+    pub fn new_leases(cfg: &ServerConfig) -> SharedLeases {
+        let persist = cfg
+            .ifconfig_pool_persist
+            .as_ref()
+            .and_then(|(p, _)| std::fs::read_to_string(p).ok())
+            .map(|t| parse_pool_persist(&t))
+            .unwrap_or_default();
+        let pool = AddressPool::new(cfg.server_v4, cfg.server_v6);
+        Arc::new(std::sync::Mutex::new(Leases::new(pool, persist)))
+    }
+
+    /// Makes this core worker `shard.index` of `shard.count` (`workers N`): its peer-ids and
+    /// client IDs are the ones `≡ index (mod count)`, it leases addresses from the workers'
+    /// shared pool (so `ifconfig-pool-persist` holds across workers), it keeps the shared
     /// tables up to date and hands packets of other workers' clients to
     /// [`Outputs::forward`]. `max-clients` is split between the workers. Call before any
     /// client arrives.
     pub fn set_shard(&mut self, shard: ShardInfo) {
         let per_worker = (self.cfg.max_clients as usize).div_ceil(shard.count.max(1) as usize);
         self.clients.truncate(per_worker.max(1));
-        self.pool
-            .set_partition(shard.index as usize, shard.count as usize);
+        self.leases = Arc::clone(&shard.leases);
         self.next_generation = u64::from(shard.count) + u64::from(shard.index);
         self.shard = Some(shard);
     }
@@ -550,47 +558,22 @@ impl ServerCore {
         }
     }
 
-    /// The `ifconfig-pool-persist` file text: `common_name,ipv4[,ipv6]` per line.
+    /// The `ifconfig-pool-persist` file text: `common_name,ipv4[,ipv6]` per line (every
+    /// worker's clients when the server has workers: they share the leases).
     pub fn pool_persist_text(&self) -> String {
-        let mut s = String::new();
-        for (cn, (v4, v6)) in &self.persist {
-            s.push_str(cn);
-            s.push(',');
-            if let Some(a) = v4 {
-                s.push_str(&a.to_string());
-            }
-            if let Some(a) = v6 {
-                s.push_str(&format!(",{a}"));
-            }
-            s.push('\n');
-        }
-        s
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .persist_text()
     }
 
     /// Leases an address for `cn`: its persisted one if free, else one nobody else keeps.
     fn lease_for(&mut self, cn: Option<&str>) -> Option<Lease> {
-        if self.cfg.ifconfig_pool_persist.is_none() {
-            return self.pool.lease();
-        }
-        let own = cn
-            .and_then(|cn| self.persist.get(cn))
-            .and_then(|(a, a6)| self.pool.index_of(*a, *a6));
-        let lease = match own.and_then(|i| self.pool.lease_index(i)) {
-            Some(l) => Some(l),
-            None => {
-                let reserved: Vec<usize> = self
-                    .persist
-                    .iter()
-                    .filter(|(k, _)| Some(k.as_str()) != cn)
-                    .filter_map(|(_, (a, a6))| self.pool.index_of(*a, *a6))
-                    .collect();
-                self.pool.lease_preferring(|i| reserved.contains(&i))
-            }
-        }?;
-        if let Some(cn) = cn.filter(|c| !c.is_empty()) {
-            self.persist.insert(cn.to_owned(), (lease.v4, lease.v6));
-        }
-        Some(lease)
+        let persist = self.cfg.ifconfig_pool_persist.is_some();
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lease_for(cn, persist)
     }
 
     fn token_renewal(&self) -> u64 {
@@ -1401,7 +1384,10 @@ impl ServerCore {
                     self.by_v6.remove(&a);
                 }
             }
-            self.pool.release(&l);
+            self.leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .release(&l);
         }
         if let Some(conn) = c.addr.conn {
             out.close_conns.push(conn);

@@ -1,6 +1,79 @@
 //! The IPv4/IPv6 address pool of `server` / `server-ipv6` (topology subnet).
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+
+/// `ifconfig-pool-persist` memory: common name → addresses.
+pub type PersistMap = BTreeMap<String, (Option<Ipv4Addr>, Option<Ipv6Addr>)>;
+
+/// The pool's leases and what `ifconfig-pool-persist` remembers, behind one lock that the
+/// workers of a server share (`workers N`); a lease is taken once per connecting client.
+#[derive(Debug)]
+pub struct Leases {
+    pool: AddressPool,
+    persist: PersistMap,
+}
+
+/// [`Leases`] shared by the cores of one server.
+pub type SharedLeases = Arc<Mutex<Leases>>;
+
+impl Leases {
+    /// Leases from `pool`, remembering `persist` (read from the persist file).
+    pub fn new(pool: AddressPool, persist: PersistMap) -> Self {
+        Leases { pool, persist }
+    }
+
+    /// A lease for a client with common name `cn`: with `persist`, the address it had
+    /// before if still free, else one no other remembered client had, else any; the choice
+    /// is remembered.
+    pub fn lease_for(&mut self, cn: Option<&str>, persist: bool) -> Option<Lease> {
+        if !persist {
+            return self.pool.lease();
+        }
+        let own = cn
+            .and_then(|cn| self.persist.get(cn))
+            .and_then(|(a, a6)| self.pool.index_of(*a, *a6));
+        let lease = match own.and_then(|i| self.pool.lease_index(i)) {
+            Some(l) => Some(l),
+            None => {
+                let reserved: Vec<usize> = self
+                    .persist
+                    .iter()
+                    .filter(|(k, _)| Some(k.as_str()) != cn)
+                    .filter_map(|(_, (a, a6))| self.pool.index_of(*a, *a6))
+                    .collect();
+                self.pool.lease_preferring(|i| reserved.contains(&i))
+            }
+        }?;
+        if let Some(cn) = cn.filter(|c| !c.is_empty()) {
+            self.persist.insert(cn.to_owned(), (lease.v4, lease.v6));
+        }
+        Some(lease)
+    }
+
+    /// Returns a lease (its persisted entry stays).
+    pub fn release(&mut self, lease: &Lease) {
+        self.pool.release(lease);
+    }
+
+    /// The `ifconfig-pool-persist` file text: `common_name,ipv4[,ipv6]` per line.
+    pub fn persist_text(&self) -> String {
+        let mut s = String::new();
+        for (cn, (v4, v6)) in &self.persist {
+            s.push_str(cn);
+            s.push(',');
+            if let Some(a) = v4 {
+                s.push_str(&a.to_string());
+            }
+            if let Some(a) = v6 {
+                s.push_str(&format!(",{a}"));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
 
 /// An address with its prefix length.
 pub type V4Net = (Ipv4Addr, u8);
@@ -13,9 +86,6 @@ pub struct AddressPool {
     v4: Option<(Ipv4Addr, u8)>,
     v6: Option<(Ipv6Addr, u8)>,
     used: Vec<bool>,
-    /// `(index, count)`: this pool hands out only entries `≡ index (mod count)` (one
-    /// worker's share, `workers N`).
-    partition: (usize, usize),
 }
 
 /// One client's tunnel addresses.
@@ -51,18 +121,7 @@ impl AddressPool {
             v4,
             v6,
             used: vec![false; size_v4.min(size_v6).min(65536)],
-            partition: (0, 1),
         }
-    }
-
-    /// Restricts this pool to entries `≡ index (mod count)`: each of `count` workers gets
-    /// its own share of one address range.
-    pub fn set_partition(&mut self, index: usize, count: usize) {
-        self.partition = (index % count.max(1), count.max(1));
-    }
-
-    fn mine(&self, i: usize) -> bool {
-        i % self.partition.1 == self.partition.0
     }
 
     /// The server's own addresses (network + 1).
@@ -92,11 +151,9 @@ impl AddressPool {
     /// Leases the lowest free address pair whose index `avoid` does not flag (addresses kept
     /// for other clients by `ifconfig-pool-persist`), or else the lowest free one.
     pub fn lease_preferring(&mut self, avoid: impl Fn(usize) -> bool) -> Option<Lease> {
-        let free = |i: &usize| !self.used[*i] && self.mine(*i);
         let index = (0..self.used.len())
-            .filter(free)
-            .find(|&i| !avoid(i))
-            .or_else(|| (0..self.used.len()).find(free))?;
+            .find(|&i| !self.used[i] && !avoid(i))
+            .or_else(|| self.used.iter().position(|u| !u))?;
         self.lease_index(index)
     }
 
@@ -114,7 +171,7 @@ impl AddressPool {
 
     /// Leases pool entry `index` if it is free.
     pub fn lease_index(&mut self, index: usize) -> Option<Lease> {
-        if *self.used.get(index)? || !self.mine(index) {
+        if *self.used.get(index)? {
             return None;
         }
         self.used[index] = true;
@@ -156,24 +213,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_hand_out_disjoint_addresses() {
+    fn persisted_addresses_come_back_and_are_kept_from_others() {
         let net = Some((
             "10.8.0.0".parse().unwrap(),
             "255.255.255.0".parse().unwrap(),
         ));
-        let mut a = AddressPool::new(net, None);
-        let mut b = AddressPool::new(net, None);
-        a.set_partition(0, 2);
-        b.set_partition(1, 2);
-        let la: Vec<_> = (0..3)
-            .map(|_| a.lease().unwrap().v4.unwrap().to_string())
-            .collect();
-        let lb: Vec<_> = (0..3)
-            .map(|_| b.lease().unwrap().v4.unwrap().to_string())
-            .collect();
-        assert_eq!(la, ["10.8.0.2", "10.8.0.4", "10.8.0.6"]);
-        assert_eq!(lb, ["10.8.0.3", "10.8.0.5", "10.8.0.7"]);
-        assert!(a.lease_index(1).is_none(), "entry 1 is the other worker's");
+        let persist = crate::core::parse_pool_persist("alice,10.8.0.5\n");
+        let mut l = Leases::new(AddressPool::new(net, None), persist);
+        let bob = l.lease_for(Some("bob"), true).unwrap();
+        assert_eq!(bob.v4, Some("10.8.0.2".parse().unwrap()));
+        let alice = l.lease_for(Some("alice"), true).unwrap();
+        assert_eq!(alice.v4, Some("10.8.0.5".parse().unwrap()));
+        // Without persistence the lowest free entry, and nothing is remembered.
+        let carol = l.lease_for(Some("carol"), false).unwrap();
+        assert_eq!(carol.v4, Some("10.8.0.3".parse().unwrap()));
+        l.release(&alice);
+        let text = l.persist_text();
+        assert!(
+            text.contains("alice,10.8.0.5") && text.contains("bob,10.8.0.2"),
+            "{text}"
+        );
+        assert!(!text.contains("carol"), "{text}");
     }
 
     #[test]

@@ -536,7 +536,7 @@ pub(crate) fn begin_exit(core: &mut ServerCore, out: &mut Outputs) -> Option<Ins
 }
 
 /// Writes the `ifconfig-pool-persist` file (atomically: temporary file, then rename).
-fn write_pool_persist(core: &ServerCore) {
+pub(crate) fn write_pool_persist(core: &ServerCore) {
     let Some((path, _)) = &core.config().ifconfig_pool_persist else {
         return;
     };

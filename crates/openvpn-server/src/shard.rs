@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Peer-ids on the wire are `slot * count + index` (the owner is `peer_id % count`, O(1)),
-//! management client IDs likewise, and pool addresses are split the same way, so workers
-//! never hand out the same address. A float is still accepted only by the owner, after the
+//! management client IDs likewise; the address pool is one, behind a lock taken once per
+//! connecting client, so workers never hand out the same address. A float is still accepted only by the owner, after the
 //! packet authenticated with the client's key.
 
 use std::collections::HashMap;
@@ -39,6 +39,8 @@ pub struct ShardInfo {
     pub count: u32,
     /// The shared tables.
     pub tables: Arc<ShardTables>,
+    /// The shared address pool and `ifconfig-pool-persist` memory.
+    pub leases: crate::pool::SharedLeases,
 }
 
 impl ShardInfo {
@@ -181,6 +183,10 @@ mod tests {
             index,
             count,
             tables: Arc::new(ShardTables::new(count)),
+            leases: Arc::new(Mutex::new(crate::pool::Leases::new(
+                crate::pool::AddressPool::new(None, None),
+                Default::default(),
+            ))),
         }
     }
 

@@ -16,7 +16,8 @@
 //! go to the worker that owns the client ID (`CID mod N`), signals reach every worker, and
 //! `>CLIENT:` notifications come from all. The status file is written by worker 0 from every
 //! worker's latest rows. Not (yet) with workers, refused at start-up with a clear error:
-//! TCP, `metrics-listen`, `ifconfig-pool-persist`, an embedder's authenticator.
+//! TCP, `metrics-listen`, an embedder's authenticator. The address pool (and its
+//! `ifconfig-pool-persist` memory) is one, shared; worker 0 writes the persist file.
 //! `duplicate-cn` off is enforced per worker only.
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use tracing::{info, warn};
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, ServerCore};
 use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
-use crate::runtime::{Reloader, apply_config, begin_exit, start_management};
+use crate::runtime::{Reloader, apply_config, begin_exit, start_management, write_pool_persist};
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
 use crate::udpio::FastUdp;
@@ -51,9 +52,6 @@ pub fn check_config(cfg: &ServerConfig) -> anyhow::Result<()> {
     }
     if cfg.metrics_listen.is_some() {
         refuse("metrics-listen")?;
-    }
-    if cfg.ifconfig_pool_persist.is_some() {
-        refuse("ifconfig-pool-persist")?;
     }
     Ok(())
 }
@@ -144,6 +142,7 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
         bail!("workers: no socket");
     }
     let tables = Arc::new(ShardTables::new(n));
+    let leases = ServerCore::new_leases(&cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut inboxes = Vec::new();
     let mut senders = Vec::new();
@@ -172,6 +171,7 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             index,
             count: n,
             tables: Arc::clone(&tables),
+            leases: Arc::clone(&leases),
         });
         if notify.is_some() && cfg.management_hold {
             core.set_hold(true);
@@ -357,6 +357,18 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 .as_ref()
                 .map_or(60, |s| u64::from(s.1.max(1))),
         ));
+        let persist_secs = self
+            .core
+            .config()
+            .ifconfig_pool_persist
+            .as_ref()
+            .map_or(0, |p| u64::from(p.1));
+        let mut persist_every = tokio::time::interval(Duration::from_secs(if persist_secs == 0 {
+            86_400 * 365
+        } else {
+            persist_secs
+        }));
+        persist_every.tick().await;
         let mut draining: Option<Instant> = None;
         let (mut forwarded, mut forward_drops) = (0u64, 0u64);
         loop {
@@ -397,6 +409,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 Some(r) = job_rx.recv() => self.core.on_job_result(Instant::now(), r, &mut out),
                 _ = sleep => self.core.on_timeout(Instant::now(), &mut out),
                 _ = status_every.tick() => self.share_status(),
+                _ = persist_every.tick(), if self.index == 0 => write_pool_persist(&self.core),
                 Some(msg) = self.msgs.recv() => self.message(Instant::now(), msg, &mut out),
                 _ = self.stop.changed(), if draining.is_none() => {
                     draining = begin_exit(&mut self.core, &mut out);
@@ -440,6 +453,9 @@ impl<D: PacketDevice + 'static> Worker<D> {
             }
         }
         self.share_status();
+        if self.index == 0 {
+            write_pool_persist(&self.core);
+        }
         info!(
             "worker {}: {} handshakes, {forwarded} packets handed to other workers, {forward_drops} dropped (queue full)",
             self.index,
