@@ -2,7 +2,8 @@
 //! in-memory tun, with twelve of our clients over UDP loopback. The clients land on both
 //! workers (peer-ids of both parities), get distinct addresses from the shared pool, and
 //! packets flow both ways for every client — including tun packets read by the worker that
-//! does not own the client (forwarded) — and the status file lists all twelve.
+//! does not own the client (forwarded) — and the status file, the management interface
+//! (`status 2`, `load-stats`, `kill`) and `/metrics` see all twelve across both workers.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,11 +25,19 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     let dir = std::env::temp_dir().join(format!("ovrs-workers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let status = dir.join("status.txt");
+    let mgmt = dir.join("mgmt.sock");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server_text = format!(
         "mode server\ntls-server\ntopology subnet\nproto udp\nserver 10.8.0.0 255.255.255.0\n\
          keepalive 10 60\nduplicate-cn\nworkers 2\nstatus {} 1\nstatus-version 2\n\
+         management {} unix\nmetrics-listen 127.0.0.1:{metrics_port}\n\
          <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
         status.display(),
+        mgmt.display(),
         ca = pki.ca,
         c = pki.server.0,
         k = pki.server.1
@@ -166,6 +175,33 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The management interface answers from both workers.
+    let status2 = management(&mgmt, "status 2\n", "END").await;
+    let listed = status2
+        .lines()
+        .filter(|l| l.starts_with("CLIENT_LIST,"))
+        .count();
+    assert_eq!(listed, CLIENTS, "management status 2:\n{status2}");
+    let load = management(&mgmt, "load-stats\n", "SUCCESS").await;
+    assert!(load.contains(&format!("nclients={CLIENTS},")), "{load}");
+    let metrics = scrape(metrics_port).await;
+    assert!(
+        metrics.contains(&format!("\nopenvpn_server_clients_connected {CLIENTS}\n"))
+            && metrics.contains(&format!("\nopenvpn_server_handshakes_total {CLIENTS}\n")),
+        "{metrics}"
+    );
+    let peers = metrics
+        .lines()
+        .filter(|l| l.starts_with("openvpn_client_sent_packets_total{"))
+        .count();
+    assert_eq!(peers, CLIENTS, "{metrics}");
+    // `kill` by common name reaches every worker's clients.
+    let killed = management(&mgmt, "kill client1\n", "\n").await;
+    assert!(
+        killed.contains(&format!("{CLIENTS} client(s) killed")),
+        "{killed}"
+    );
+
     for (client, _) in &mut clients {
         client.command(openvpn_client::Command::Disconnect);
     }
@@ -175,6 +211,47 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends `cmd` on the management socket and returns what came back up to the first line
+/// containing `until` (after the greeting).
+async fn management(sock: &std::path::Path, cmd: &str, until: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(r).lines();
+    let greeting = lines.next_line().await.unwrap().unwrap_or_default();
+    assert!(greeting.starts_with(">INFO:"), "{greeting}");
+    w.write_all(cmd.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            text.push_str(&l);
+            text.push('\n');
+            if until == "\n" || l.contains(until) {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no answer to {cmd:?}: {text}"));
+    text
+}
+
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    body
 }
 
 /// A NAT between the client and the server whose outside port changes on request.

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::ServerCore;
+use crate::core::{ServerCore, ServerStats};
 use crate::management::{CoreRequest, Request};
 
 /// Escapes a label value.
@@ -42,9 +42,65 @@ fn family(s: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(s, "# TYPE {name} {kind}");
 }
 
-/// Renders the metrics text.
+/// One connected client's figures (owned, so that workers can hand them over).
+#[derive(Clone, Debug)]
+pub struct ClientSample {
+    common_name: String,
+    peer_id: u32,
+    since: std::time::SystemTime,
+    data: openvpn_control::dataplane::DataStats,
+}
+
+/// A core's counters and connected clients.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    stats: ServerStats,
+    clients: Vec<ClientSample>,
+}
+
+impl Sample {
+    /// What `core` has to show.
+    pub fn of(core: &ServerCore) -> Sample {
+        Sample {
+            stats: core.stats(),
+            clients: core
+                .clients()
+                .filter(|c| c.established)
+                .map(|c| ClientSample {
+                    common_name: c.common_name.clone().unwrap_or_else(|| "UNDEF".into()),
+                    peer_id: c.wire_peer_id,
+                    since: c.since,
+                    data: c.data_stats(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds another worker's sample (counters summed, clients appended).
+    pub fn merge(mut self, other: Sample) -> Sample {
+        let (a, b) = (&mut self.stats, other.stats);
+        a.unknown_peer += b.unknown_peer;
+        a.bad_data += b.bad_data;
+        a.no_route += b.no_route;
+        a.spoofed_source += b.spoofed_source;
+        a.gate_drops += b.gate_drops;
+        a.gate_replies += b.gate_replies;
+        a.handshakes += b.handshakes;
+        a.floats += b.floats;
+        a.auth_failures += b.auth_failures;
+        self.clients.extend(other.clients);
+        self
+    }
+}
+
+/// Renders the metrics text of one core.
 pub fn render(core: &ServerCore) -> String {
-    let st = core.stats();
+    render_sample(&Sample::of(core))
+}
+
+/// Renders the metrics text of a sample (one core's or every worker's, merged).
+pub fn render_sample(sample: &Sample) -> String {
+    let st = sample.stats;
     let mut s = String::new();
     for (name, help, v) in [
         (
@@ -96,7 +152,7 @@ pub fn render(core: &ServerCore) -> String {
         family(&mut s, name, "counter", help);
         let _ = writeln!(s, "{name} {v}");
     }
-    let clients: Vec<_> = core.clients().filter(|c| c.established).collect();
+    let clients = &sample.clients;
     family(
         &mut s,
         "openvpn_server_clients_connected",
@@ -130,17 +186,17 @@ pub fn render(core: &ServerCore) -> String {
             |d| d.tx_packets,
         ),
     ];
-    let labels = |c: &crate::core::ClientConn| {
+    let labels = |c: &ClientSample| {
         format!(
             "common_name=\"{}\",peer_id=\"{}\"",
-            escape_label(c.common_name.as_deref().unwrap_or("UNDEF")),
-            c.wire_peer_id
+            escape_label(&c.common_name),
+            c.peer_id
         )
     };
     for (name, kind, help, get) in per_client {
         family(&mut s, name, kind, help);
-        for c in &clients {
-            let _ = writeln!(s, "{name}{{{}}} {}", labels(c), get(&c.data_stats()));
+        for c in clients {
+            let _ = writeln!(s, "{name}{{{}}} {}", labels(c), get(&c.data));
         }
     }
     family(
@@ -149,8 +205,8 @@ pub fn render(core: &ServerCore) -> String {
         "counter",
         "Data packets from the client dropped, by reason.",
     );
-    for c in &clients {
-        let d = c.data_stats();
+    for c in clients {
+        let d = c.data;
         for (reason, v) in [
             ("no_key", d.no_key),
             ("bad_auth", d.bad_auth),
@@ -170,7 +226,7 @@ pub fn render(core: &ServerCore) -> String {
         "gauge",
         "Unix time the client connected.",
     );
-    for c in &clients {
+    for c in clients {
         let t = c
             .since
             .duration_since(std::time::UNIX_EPOCH)

@@ -346,13 +346,7 @@ pub async fn serve_with<D: PacketDevice + 'static>(
         core.set_hold(true);
         info!("management-hold: new clients wait for 'hold release'");
     }
-    if let Some(addr) = cfg.metrics_listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("metrics-listen {addr}"))?;
-        info!("metrics on http://{addr}/metrics");
-        tokio::spawn(crate::metrics::serve(l, req_tx.clone()));
-    }
+    start_metrics(&cfg, &req_tx).await?;
     drop(req_tx);
     tokio::pin!(shutdown);
     // Shutting down: until this instant, the loop runs on so that exit notifications
@@ -605,6 +599,21 @@ pub(crate) async fn start_management(
     let (ntx, nrx) = mpsc::unbounded_channel();
     tokio::spawn(management::serve(listener, settings, req_tx.clone(), nrx));
     Ok(Some(ntx))
+}
+
+/// Serves `/metrics` if the config has `metrics-listen`; requests go to `req_tx`.
+pub(crate) async fn start_metrics(
+    cfg: &ServerConfig,
+    req_tx: &mpsc::Sender<management::Request>,
+) -> anyhow::Result<()> {
+    if let Some(addr) = cfg.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics-listen {addr}"))?;
+        info!("metrics on http://{addr}/metrics");
+        tokio::spawn(crate::metrics::serve(l, req_tx.clone()));
+    }
+    Ok(())
 }
 
 /// Binds the management listener (a stale unix socket file is replaced).

@@ -16,7 +16,8 @@
 //! go to the worker that owns the client ID (`CID mod N`), signals reach every worker, and
 //! `>CLIENT:` notifications come from all. The status file is written by worker 0 from every
 //! worker's latest rows. Not (yet) with workers, refused at start-up with a clear error:
-//! TCP, `metrics-listen`, an embedder's authenticator. The address pool (and its
+//! TCP and an embedder's authenticator. `/metrics` sums the workers' counters and lists
+//! every worker's clients. The address pool (and its
 //! `ifconfig-pool-persist` memory) is one, shared; worker 0 writes the persist file.
 //! `duplicate-cn` off is enforced per worker only.
 
@@ -34,7 +35,9 @@ use tracing::{info, warn};
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, ServerCore};
 use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
-use crate::runtime::{Reloader, apply_config, begin_exit, start_management, write_pool_persist};
+use crate::runtime::{
+    Reloader, apply_config, begin_exit, start_management, start_metrics, write_pool_persist,
+};
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
 use crate::udpio::FastUdp;
@@ -49,9 +52,6 @@ pub fn check_config(cfg: &ServerConfig) -> anyhow::Result<()> {
     };
     if cfg.transport != Transport::Udp {
         refuse("TCP (proto tcp-server)")?;
-    }
-    if cfg.metrics_listen.is_some() {
-        refuse("metrics-listen")?;
     }
     Ok(())
 }
@@ -105,6 +105,8 @@ enum WorkerMsg {
     Kill(KillTarget, oneshot::Sender<usize>),
     /// `load-stats` figures.
     LoadStats(oneshot::Sender<(usize, u64, u64)>),
+    /// Metrics figures.
+    Metrics(oneshot::Sender<crate::metrics::Sample>),
     /// SIGUSR1: every client reconnects.
     RestartAll,
     /// SIGHUP: the re-read configuration.
@@ -161,6 +163,7 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     });
     let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
     let notify = start_management(&cfg, &req_tx).await?;
+    start_metrics(&cfg, &req_tx).await?;
     drop(req_tx);
     let now = Instant::now();
     let mut worker_txs = Vec::new();
@@ -334,7 +337,14 @@ impl Workers {
                 .next()
                 .unwrap_or_default(),
             CoreRequest::Signal(sig) => format!("SUCCESS: signal {} thrown\r\n", sig.name()),
-            CoreRequest::Metrics => "ERROR: metrics are not served with workers > 1\r\n".into(),
+            CoreRequest::Metrics => {
+                let all = self.ask_all(WorkerMsg::Metrics).await;
+                let merged = all.into_iter().fold(
+                    crate::metrics::Sample::default(),
+                    crate::metrics::Sample::merge,
+                );
+                crate::metrics::render_sample(&merged)
+            }
         }
     }
 }
@@ -478,6 +488,9 @@ impl<D: PacketDevice + 'static> Worker<D> {
             }
             WorkerMsg::LoadStats(reply) => {
                 let _ = reply.send(management::load_stats(&self.core));
+            }
+            WorkerMsg::Metrics(reply) => {
+                let _ = reply.send(crate::metrics::Sample::of(&self.core));
             }
             WorkerMsg::RestartAll => self.core.restart_all(now, out),
             WorkerMsg::Reload(reread) => apply_config(&mut self.core, *reread),
