@@ -21,57 +21,14 @@ const CLIENTS: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways() {
-    let pki = pki();
-    let dir = std::env::temp_dir().join(format!("ovrs-workers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = dir.join("status.txt");
-    let mgmt = dir.join("mgmt.sock");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server_text = format!(
-        "mode server\ntls-server\ntopology subnet\nproto udp\nserver 10.8.0.0 255.255.255.0\n\
-         keepalive 10 60\nduplicate-cn\nworkers 2\nstatus {} 1\nstatus-version 2\n\
-         management {} unix\nmetrics-listen 127.0.0.1:{metrics_port}\n\
-         <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
-        status.display(),
-        mgmt.display(),
-        ca = pki.ca,
-        c = pki.server.0,
-        k = pki.server.1
+    let server = Server::start("duplicate-cn\n").await;
+    let (status, mgmt, metrics_port) = (
+        server.dir.join("status.txt"),
+        server.dir.join("mgmt.sock"),
+        server.metrics_port,
     );
-    let scfg = openvpn_server::config::load(
-        &options::parse_config(&server_text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
-    assert_eq!(scfg.workers, 2);
-    let sockets =
-        openvpn_server::workers::bind_udp_sockets("127.0.0.1:0".parse().unwrap(), Family::V4, 2)
-            .unwrap();
-    let port = sockets[0].local_addr().unwrap().port();
-    assert_eq!(sockets[1].local_addr().unwrap().port(), port);
-    let (srv_tun, mut srv_handle) = MemoryTun::pair(1024);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(openvpn_server::workers::serve_workers(
-        scfg,
-        Arc::new(srv_tun),
-        sockets,
-        async {
-            let _ = stop_rx.await;
-        },
-        None,
-    ));
-
-    let client_text = format!(
-        "client\nproto udp\nremote 127.0.0.1 {port}\nremote-cert-tls server\n\
-         <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
-        ca = pki.ca,
-        c = pki.client.0,
-        k = pki.client.1
-    );
+    let mut srv_handle = server.tun;
+    let client_text = server.client_profile;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let ccfg = ClientConfig::from_ovpn(&client_text, std::path::Path::new("/")).unwrap();
@@ -208,9 +165,140 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     for (client, _) in clients {
         let _ = client.wait().await;
     }
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = server.stop.send(());
+    server.task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&server.dir);
+}
+
+/// Our server with `workers 2` on two SO_REUSEPORT sockets and an in-memory tun, with a
+/// status file, a management socket and `/metrics`; `extra` config lines.
+struct Server {
+    dir: std::path::PathBuf,
+    metrics_port: u16,
+    tun: openvpn_tun::MemoryTunHandle,
+    /// A client profile for it (client1's certificate).
+    client_profile: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(extra: &str) -> Server {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pki = pki();
+        let dir = std::env::temp_dir().join(format!(
+            "ovrs-workers-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server_text = format!(
+            "mode server\ntls-server\ntopology subnet\nproto udp\nserver 10.8.0.0 255.255.255.0\n\
+             keepalive 10 60\nworkers 2\nstatus {} 1\nstatus-version 2\n\
+             management {} unix\nmetrics-listen 127.0.0.1:{metrics_port}\n{extra}\n\
+             <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
+            dir.join("status.txt").display(),
+            dir.join("mgmt.sock").display(),
+            ca = pki.ca,
+            c = pki.server.0,
+            k = pki.server.1
+        );
+        let scfg = openvpn_server::config::load(
+            &options::parse_config(&server_text).unwrap(),
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(scfg.workers, 2);
+        let sockets = openvpn_server::workers::bind_udp_sockets(
+            "127.0.0.1:0".parse().unwrap(),
+            Family::V4,
+            2,
+        )
+        .unwrap();
+        let port = sockets[0].local_addr().unwrap().port();
+        assert_eq!(sockets[1].local_addr().unwrap().port(), port);
+        let (srv_tun, tun) = MemoryTun::pair(1024);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            openvpn_server::workers::serve_workers(
+                scfg,
+                Arc::new(srv_tun),
+                sockets,
+                async {
+                    let _ = stop_rx.await;
+                },
+                None,
+            )
+            .await
+            .expect("the server failed");
+        });
+        let client_profile = format!(
+            "client\nproto udp\nremote 127.0.0.1 {port}\nremote-cert-tls server\n\
+             <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
+            ca = pki.ca,
+            c = pki.client.0,
+            k = pki.client.1
+        );
+        Server {
+            dir,
+            metrics_port,
+            tun,
+            client_profile,
+            stop,
+            task,
+        }
+    }
+}
+
+/// Without `duplicate-cn`, six connections with the same certificate one after the other
+/// (from six sockets: both workers get some): each closes the earlier ones on *every*
+/// worker, so one client is left (two if the other worker's were not told).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_duplicate_cn_a_new_connection_closes_the_old_one_on_every_worker() {
+    let server = Server::start("").await;
+    let mgmt = server.dir.join("mgmt.sock");
+    let mut clients = Vec::new();
+    let mut peer_ids = Vec::new();
+    for _ in 0..6 {
+        let ccfg =
+            ClientConfig::from_ovpn(&server.client_profile, std::path::Path::new("/")).unwrap();
+        let (tun, handle) = MemoryTun::pair(16);
+        let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun));
+        let pid = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut pid = None;
+            loop {
+                match client.events.recv().await.expect("client stopped") {
+                    VpnEvent::PushedOptions(p) => pid = p.peer_id,
+                    VpnEvent::Connected { .. } => return pid,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("no connection");
+        peer_ids.push(pid.expect("no peer-id"));
+        clients.push((client, handle));
+    }
+    let parities: BTreeSet<u32> = peer_ids.iter().map(|p| p % 2).collect();
+    let load = management(&mgmt, "load-stats\n", "SUCCESS").await;
+    assert!(
+        load.contains("nclients=1,"),
+        "after 6 connections with one name (peer-ids {peer_ids:?}, workers {parities:?}): {load}"
+    );
+    for (client, _) in &mut clients {
+        client.command(openvpn_client::Command::Disconnect);
+    }
+    for (client, _) in clients {
+        let _ = client.wait().await;
+    }
+    let _ = server.stop.send(());
+    server.task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&server.dir);
 }
 
 /// Sends `cmd` on the management socket and returns what came back up to the first line

@@ -499,6 +499,24 @@ impl ServerCore {
         })
     }
 
+    /// Closes every client of this core with common name `cn` (a new connection with that
+    /// name arrived and `duplicate-cn` is not set); the new one is not in the table yet.
+    pub fn close_common_name(&mut self, cn: &str, out: &mut Outputs) {
+        let dup: Vec<u32> = self
+            .clients
+            .iter()
+            .flatten()
+            .filter(|o| o.common_name.as_deref() == Some(cn))
+            .map(|o| o.peer_id)
+            .collect();
+        for d in dup {
+            info!(
+                "peer {d}: closed, new connection with the same common name (duplicate-cn not set)"
+            );
+            self.remove_client(d, out);
+        }
+    }
+
     /// The address pool of `cfg` with what its `ifconfig-pool-persist` file remembers (for
     /// one core, or shared by a server's workers).
     pub fn new_leases(cfg: &ServerConfig) -> SharedLeases {
@@ -1829,18 +1847,14 @@ impl ServerCore {
         self.issue_token(now, c, key_id);
         let pid = c.peer_id;
         if !self.cfg.duplicate_cn {
-            let dup: Vec<u32> = self
-                .clients
-                .iter()
-                .flatten()
-                .filter(|o| o.common_name.is_some() && o.common_name == c.common_name)
-                .map(|o| o.peer_id)
-                .collect();
-            for d in dup {
-                info!(
-                    "peer {d}: closed, new connection with the same common name (duplicate-cn not set)"
-                );
-                self.remove_client(d, out);
+            if let Some(cn) = c.common_name.clone() {
+                self.close_common_name(&cn, out);
+                // The same name on another worker's socket.
+                if let Some(s) = &self.shard {
+                    for w in (0..s.count).filter(|w| *w != s.index) {
+                        out.forward.push((w, Forward::CloseCommonName(cn.clone())));
+                    }
+                }
             }
         }
         let mgmt = c.mgmt_config.take();

@@ -15,11 +15,13 @@
 //! every worker's figures, `kill` asks all, `client-kill` / `client-auth` / `client-deny`
 //! go to the worker that owns the client ID (`CID mod N`), signals reach every worker, and
 //! `>CLIENT:` notifications come from all. The status file is written by worker 0 from every
-//! worker's latest rows. Not (yet) with workers, refused at start-up with a clear error:
-//! TCP and an embedder's authenticator. `/metrics` sums the workers' counters and lists
-//! every worker's clients. The address pool (and its
-//! `ifconfig-pool-persist` memory) is one, shared; worker 0 writes the persist file.
-//! `duplicate-cn` off is enforced per worker only.
+//! worker's latest rows; `/metrics` sums the workers' counters and lists every worker's
+//! clients. The address pool (and its `ifconfig-pool-persist` memory) is one, shared;
+//! worker 0 writes the persist file. Without `duplicate-cn`, a new connection closes the
+//! clients with the same common name on every worker.
+//!
+//! Not (yet) with workers, refused at start-up with a clear error: TCP and an embedder's
+//! authenticator.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -502,6 +504,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
         match f {
             Forward::Link(from, mut pkt) => self.core.on_link_packet(now, from, &mut pkt, out),
             Forward::Tun(ip) => self.core.on_tun_packet(now, &ip, out),
+            Forward::CloseCommonName(cn) => self.core.close_common_name(&cn, out),
         }
     }
 
