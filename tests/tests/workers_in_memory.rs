@@ -184,6 +184,11 @@ struct Server {
 
 impl Server {
     async fn start(extra: &str) -> Server {
+        Self::start_on(extra, false).await
+    }
+
+    /// [`Server::start`] over UDP, or over TCP (one listener, connections dealt in turn).
+    async fn start_on(extra: &str, tcp: bool) -> Server {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let pki = pki();
         let dir = std::env::temp_dir().join(format!(
@@ -198,10 +203,11 @@ impl Server {
             .unwrap()
             .port();
         let server_text = format!(
-            "mode server\ntls-server\ntopology subnet\nproto udp\nserver 10.8.0.0 255.255.255.0\n\
+            "mode server\ntls-server\ntopology subnet\nproto {}\nserver 10.8.0.0 255.255.255.0\n\
              keepalive 10 60\nworkers 2\nstatus {} 1\nstatus-version 2\n\
              management {} unix\nmetrics-listen 127.0.0.1:{metrics_port}\n{extra}\n\
              <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
+            if tcp { "tcp-server" } else { "udp" },
             dir.join("status.txt").display(),
             dir.join("mgmt.sock").display(),
             ca = pki.ca,
@@ -214,21 +220,32 @@ impl Server {
         )
         .unwrap();
         assert_eq!(scfg.workers, 2);
-        let sockets = openvpn_server::workers::bind_udp_sockets(
-            "127.0.0.1:0".parse().unwrap(),
-            Family::V4,
-            2,
-        )
-        .unwrap();
-        let port = sockets[0].local_addr().unwrap().port();
-        assert_eq!(sockets[1].local_addr().unwrap().port(), port);
+        let (listeners, port) = if tcp {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let l = openvpn_server::workers::Listeners::Tcp {
+                listener,
+                workers: 2,
+            };
+            (l, port)
+        } else {
+            let sockets = openvpn_server::workers::bind_udp_sockets(
+                "127.0.0.1:0".parse().unwrap(),
+                Family::V4,
+                2,
+            )
+            .unwrap();
+            let port = sockets[0].local_addr().unwrap().port();
+            assert_eq!(sockets[1].local_addr().unwrap().port(), port);
+            (openvpn_server::workers::Listeners::Udp(sockets), port)
+        };
         let (srv_tun, tun) = MemoryTun::pair(1024);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             openvpn_server::workers::serve_workers(
                 scfg,
                 Arc::new(srv_tun),
-                sockets,
+                listeners,
                 async {
                     let _ = stop_rx.await;
                 },
@@ -238,8 +255,9 @@ impl Server {
             .expect("the server failed");
         });
         let client_profile = format!(
-            "client\nproto udp\nremote 127.0.0.1 {port}\nremote-cert-tls server\n\
+            "client\nproto {}\nremote 127.0.0.1 {port}\nremote-cert-tls server\n\
              <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
+            if tcp { "tcp-client" } else { "udp" },
             ca = pki.ca,
             c = pki.client.0,
             k = pki.client.1
@@ -418,7 +436,7 @@ async fn a_client_floating_across_workers_keeps_its_session_and_renegotiates() {
     let server = tokio::spawn(openvpn_server::workers::serve_workers(
         scfg,
         Arc::new(srv_tun),
-        sockets,
+        openvpn_server::workers::Listeners::Udp(sockets),
         async {
             let _ = stop_rx.await;
         },
@@ -504,4 +522,90 @@ async fn a_client_floating_across_workers_keeps_its_session_and_renegotiates() {
     nat.task.abort();
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
+}
+
+/// Over TCP (`proto tcp-server`, `workers 2`): one listener, connections dealt to the
+/// workers in turn; four clients all connect and pass packets both ways (the tun reads of
+/// the worker that does not own a client are handed over), and management sees all four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_clients_are_dealt_to_both_workers_and_pass_packets() {
+    let mut server = Server::start_on("duplicate-cn\n", true).await;
+    let mut clients = Vec::new();
+    let mut addrs = Vec::new();
+    let mut peer_ids = Vec::new();
+    for _ in 0..4 {
+        let ccfg =
+            ClientConfig::from_ovpn(&server.client_profile, std::path::Path::new("/")).unwrap();
+        let (tun, handle) = MemoryTun::pair(64);
+        let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun));
+        let (addr, pid) = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut pid = None;
+            loop {
+                match client.events.recv().await.expect("client stopped") {
+                    VpnEvent::PushedOptions(p) => pid = p.peer_id,
+                    VpnEvent::Connected { settings, .. } => {
+                        return (settings.ipv4.expect("no IPv4").0, pid);
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("a TCP client did not connect");
+        addrs.push(addr);
+        peer_ids.push(pid.expect("no peer-id"));
+        clients.push((client, handle));
+    }
+    let parities: BTreeSet<u32> = peer_ids.iter().map(|p| p % 2).collect();
+    assert_eq!(
+        parities.len(),
+        2,
+        "connections were not dealt to both workers: {peer_ids:?}"
+    );
+    for seq in 0..3u8 {
+        for (i, (_, handle)) in clients.iter().enumerate() {
+            handle
+                .inject(icmp_echo_v4(addrs[i].octets(), [10, 8, 0, 1], seq))
+                .await
+                .unwrap();
+            server
+                .tun
+                .inject(icmp_echo_v4([10, 8, 0, 1], addrs[i].octets(), seq))
+                .await
+                .unwrap();
+        }
+    }
+    let (mut up, mut down) = (0, vec![0u8; clients.len()]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (up < 12 || down.iter().any(|n| *n < 3)) && Instant::now() < deadline {
+        while server.tun.try_written().is_some() {
+            up += 1;
+        }
+        for (i, (_, handle)) in clients.iter_mut().enumerate() {
+            while handle.try_written().is_some() {
+                down[i] += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up, 12, "client → server packets");
+    assert!(
+        down.iter().all(|n| *n == 3),
+        "server → client per client: {down:?}"
+    );
+    let status = management(&server.dir.join("mgmt.sock"), "status 2\n", "END").await;
+    let listed = status
+        .lines()
+        .filter(|l| l.starts_with("CLIENT_LIST,"))
+        .count();
+    assert_eq!(listed, 4, "{status}");
+    for (client, _) in &mut clients {
+        client.command(openvpn_client::Command::Disconnect);
+    }
+    for (client, _) in clients {
+        let _ = client.wait().await;
+    }
+    let _ = server.stop.send(());
+    server.task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&server.dir);
 }

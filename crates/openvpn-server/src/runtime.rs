@@ -104,7 +104,8 @@ enum UdpIn {
     One(usize, SocketAddr),
 }
 
-enum TcpEvent {
+/// What a TCP connection's reader task reports.
+pub(crate) enum TcpEvent {
     Packet(PeerAddr, Vec<u8>),
     Closed(u64),
 }
@@ -175,17 +176,26 @@ pub async fn run_with(
     let addr = listen_addr(&cfg)?;
     let workers = cfg.workers;
     if workers > 1 {
-        crate::workers::check_config(&cfg)?;
         if opts.authenticator.is_some() {
             bail!("workers > 1 does not support an authenticator yet; use workers 1");
         }
-        let sockets = crate::workers::bind_udp_sockets(addr, cfg.family, workers)?;
-        info!("UDPv6/UDPv4 link local (bound): {addr} ({workers} sockets, SO_REUSEPORT)");
+        let listeners = match cfg.transport {
+            Transport::Udp => {
+                let sockets = crate::workers::bind_udp_sockets(addr, cfg.family, workers)?;
+                info!("UDPv6/UDPv4 link local (bound): {addr} ({workers} sockets, SO_REUSEPORT)");
+                crate::workers::Listeners::Udp(sockets)
+            }
+            Transport::Tcp => {
+                let listener = bind_tcp(addr, cfg.family)?;
+                info!("TCPv6/TCPv4 link local (bound): {addr} ({workers} workers)");
+                crate::workers::Listeners::Tcp { listener, workers }
+            }
+        };
         crate::process::after_setup(&cfg)?;
         info!("Initialization Sequence Completed");
         let (shutdown, hup_rx) = signals()?;
         let reload = reloader.map(|r| (r, hup_rx));
-        return crate::workers::serve_workers(cfg, tun, sockets, shutdown, reload).await;
+        return crate::workers::serve_workers(cfg, tun, listeners, shutdown, reload).await;
     }
     let (udp, tcp) = match cfg.transport {
         Transport::Udp => (Some(bind_udp(addr, cfg.family)?), None),
@@ -290,7 +300,11 @@ pub async fn serve_with<D: PacketDevice + 'static>(
     let mut tcp_writers: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>> = Default::default();
     let (new_conn_tx, mut new_conn_rx) = mpsc::channel::<(u64, mpsc::Sender<Vec<u8>>)>(64);
     if let Some(listener) = tcp {
-        tokio::spawn(accept_loop(listener, tcp_tx.clone(), new_conn_tx));
+        let route = TcpRoute {
+            events: tcp_tx.clone(),
+            new_conn: new_conn_tx,
+        };
+        tokio::spawn(accept_loop(listener, vec![route]));
     }
     let mut status_every = tokio::time::interval(Duration::from_secs(
         cfg.status.as_ref().map_or(60, |s| u64::from(s.1.max(1))),
@@ -647,7 +661,8 @@ async fn bind_management(listen: &ManagementListen) -> anyhow::Result<management
     })
 }
 
-async fn flush<D: PacketDevice>(
+/// Sends what the core produced, one packet per call (the path without batched UDP).
+pub(crate) async fn flush<D: PacketDevice>(
     out: &mut Outputs,
     udp: Option<&UdpSocket>,
     tun: &D,
@@ -678,11 +693,19 @@ async fn flush<D: PacketDevice>(
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    events: mpsc::Sender<TcpEvent>,
-    new_conn: mpsc::Sender<(u64, mpsc::Sender<Vec<u8>>)>,
-) {
+/// Where a TCP connection's packets and writer go (one per worker).
+pub(crate) struct TcpRoute {
+    /// Packets and the close of the connection.
+    pub(crate) events: mpsc::Sender<TcpEvent>,
+    /// The connection's id and writer, when it is accepted.
+    pub(crate) new_conn: mpsc::Sender<(u64, mpsc::Sender<Vec<u8>>)>,
+}
+
+/// Accepts TCP connections; connection `id` goes to `routes[id % routes.len()]`.
+pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>) {
+    if routes.is_empty() {
+        return;
+    }
     let mut next_id = 1u64;
     loop {
         let Ok((stream, from)) = listener.accept().await else {
@@ -691,8 +714,9 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let id = next_id;
         next_id += 1;
+        let route = &routes[(id % routes.len() as u64) as usize];
         let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-        if new_conn.send((id, wtx)).await.is_err() {
+        if route.new_conn.send((id, wtx)).await.is_err() {
             return;
         }
         let (mut rd, mut wr) = stream.into_split();
@@ -703,7 +727,7 @@ async fn accept_loop(
                 }
             }
         });
-        let events = events.clone();
+        let events = route.events.clone();
         tokio::spawn(async move {
             let peer = PeerAddr {
                 addr: from,

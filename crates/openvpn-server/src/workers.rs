@@ -20,9 +20,11 @@
 //! worker 0 writes the persist file. Without `duplicate-cn`, a new connection closes the
 //! clients with the same common name on every worker.
 //!
-//! Not (yet) with workers, refused at start-up with a clear error: TCP and an embedder's
-//! authenticator.
+//! With TCP (`proto tcp-server`) there is one listener and accepted connections are dealt
+//! to the workers in turn (a TCP client never floats). Not (yet) with workers, refused at
+//! start-up with a clear error: an embedder's authenticator.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,7 +40,8 @@ use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, ServerCore};
 use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
 use crate::runtime::{
-    Reloader, apply_config, begin_exit, start_management, start_metrics, write_pool_persist,
+    Reloader, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit, flush, start_management,
+    start_metrics, write_pool_persist,
 };
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
@@ -46,17 +49,6 @@ use crate::udpio::FastUdp;
 
 /// Packets queued from one worker to another before more are dropped (and counted).
 const FORWARD_QUEUE: usize = 4096;
-
-/// Refuses configurations that workers do not support yet.
-pub fn check_config(cfg: &ServerConfig) -> anyhow::Result<()> {
-    let refuse = |what: &str| -> anyhow::Result<()> {
-        bail!("workers > 1 does not support {what} yet; remove it or use workers 1")
-    };
-    if cfg.transport != Transport::Udp {
-        refuse("TCP (proto tcp-server)")?;
-    }
-    Ok(())
-}
 
 /// Binds `n` UDP sockets to `addr` with SO_REUSEPORT (dual-stack like
 /// [`crate::runtime::bind_udp`]); with port 0 the first socket picks the port.
@@ -115,12 +107,18 @@ enum WorkerMsg {
     Reload(Box<Result<ServerConfig, String>>),
 }
 
+/// A worker's TCP connections: their packets, new ones, and their writers.
+struct TcpInput {
+    events: mpsc::Receiver<TcpEvent>,
+    new_conn: mpsc::Receiver<(u64, mpsc::Sender<Vec<u8>>)>,
+    writers: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+}
+
 /// One worker's channels and handles.
 struct Worker<D> {
     index: u32,
     core: ServerCore,
     tun: Arc<D>,
-    udp: UdpSocket,
     inbox: mpsc::Receiver<Forward>,
     peers: Arc<Vec<mpsc::Sender<Forward>>>,
     stop: watch::Receiver<bool>,
@@ -129,21 +127,62 @@ struct Worker<D> {
     status: Option<Arc<StatusShare>>,
 }
 
-/// Serves clients with one worker per socket in `sockets` (bound with
-/// [`bind_udp_sockets`]) on the shared device `tun`, until `shutdown` completes. Each
-/// message on the reload channel re-reads the configuration once and applies it in every
-/// worker.
+/// Where a server with workers takes its clients from.
+pub enum Listeners {
+    /// One UDP socket per worker (bound with [`bind_udp_sockets`]).
+    Udp(Vec<UdpSocket>),
+    /// One TCP listener; accepted connections are dealt to `workers` workers in turn.
+    Tcp {
+        /// The listener.
+        listener: tokio::net::TcpListener,
+        /// Number of workers.
+        workers: u32,
+    },
+}
+
+/// Serves clients with workers (one per UDP socket, or `workers` for TCP) on the shared
+/// device `tun`, until `shutdown` completes. Each message on the reload channel re-reads
+/// the configuration once and applies it in every worker.
 pub async fn serve_workers<D: PacketDevice + 'static>(
     cfg: ServerConfig,
     tun: Arc<D>,
-    sockets: Vec<UdpSocket>,
+    listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()>,
     reload: Option<(Reloader, mpsc::UnboundedReceiver<()>)>,
 ) -> anyhow::Result<()> {
-    check_config(&cfg)?;
-    let n = u32::try_from(sockets.len()).context("too many sockets")?;
+    let (n, mut sockets, tcp) = match listeners {
+        Listeners::Udp(sockets) => (
+            u32::try_from(sockets.len()).context("too many sockets")?,
+            sockets.into_iter().map(Some).collect::<Vec<_>>(),
+            None,
+        ),
+        Listeners::Tcp { listener, workers } => (
+            workers,
+            (0..workers).map(|_| None).collect(),
+            Some(listener),
+        ),
+    };
     if n == 0 {
         bail!("workers: no socket");
+    }
+    // TCP: connection i goes to worker i mod n.
+    let mut tcp_routes = Vec::new();
+    let mut tcp_inputs = Vec::new();
+    for _ in 0..n {
+        let (events, events_rx) = mpsc::channel(1024);
+        let (new_conn, new_conn_rx) = mpsc::channel(64);
+        tcp_routes.push(TcpRoute { events, new_conn });
+        tcp_inputs.push(TcpInput {
+            events: events_rx,
+            new_conn: new_conn_rx,
+            writers: HashMap::new(),
+        });
+    }
+    match tcp {
+        Some(listener) => {
+            tokio::spawn(accept_loop(listener, tcp_routes));
+        }
+        None => drop(tcp_routes),
     }
     let tables = Arc::new(ShardTables::new(n));
     let leases = ServerCore::new_leases(&cfg);
@@ -170,7 +209,8 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     let now = Instant::now();
     let mut worker_txs = Vec::new();
     let mut handles = Vec::new();
-    for (index, (udp, inbox)) in (0..n).zip(sockets.into_iter().zip(inboxes)) {
+    for ((index, inbox), tcp) in (0..n).zip(inboxes).zip(tcp_inputs) {
+        let udp = sockets.get_mut(index as usize).and_then(Option::take);
         let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
         core.set_shard(ShardInfo {
             index,
@@ -187,7 +227,6 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             index,
             core,
             tun: Arc::clone(&tun),
-            udp,
             inbox,
             peers: Arc::clone(&peers),
             stop: stop_rx.clone(),
@@ -195,9 +234,16 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             notify: notify.clone(),
             status: status.clone(),
         };
-        handles.push(tokio::spawn(worker.run()));
+        handles.push(tokio::spawn(worker.run(udp, tcp)));
     }
-    info!("data path: {n} workers (SO_REUSEPORT sockets, one core each, shared tun)");
+    info!(
+        "data path: {n} workers ({}, one core each, shared tun)",
+        if cfg.transport == Transport::Udp {
+            "SO_REUSEPORT sockets"
+        } else {
+            "TCP connections dealt in turn"
+        }
+    );
     let (reloader, mut reload_rx) = match reload {
         Some((r, rx)) => (Some(r), Some(rx)),
         None => (None, None),
@@ -352,15 +398,19 @@ impl Workers {
 }
 
 impl<D: PacketDevice + 'static> Worker<D> {
-    async fn run(mut self) -> anyhow::Result<()> {
-        let mut fast = FastUdp::new(&self.udp)
-            .with_context(|| format!("worker {}: cannot batch its UDP socket", self.index))?;
+    async fn run(mut self, udp: Option<UdpSocket>, mut tcp: TcpInput) -> anyhow::Result<()> {
+        let mut fast =
+            match &udp {
+                Some(u) => Some(FastUdp::new(u).with_context(|| {
+                    format!("worker {}: cannot batch its UDP socket", self.index)
+                })?),
+                None => None,
+            };
         let mut out = Outputs {
-            tun_batch: Some(TunBatch::new()),
+            tun_batch: fast.as_ref().map(|_| TunBatch::new()),
             ..Outputs::default()
         };
         let mut tun_in = TunBatch::new();
-        let mut no_tcp = std::collections::HashMap::new();
         let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
         let mut status_every = tokio::time::interval(Duration::from_secs(
             self.core
@@ -396,12 +446,38 @@ impl<D: PacketDevice + 'static> Worker<D> {
             let deadline = draining.map_or(deadline, |d| d.min(deadline));
             let sleep = tokio::time::sleep_until(deadline.into());
             tokio::select! {
-                r = fast.recv(&self.udp) => match r {
-                    Ok(n) => fast.on_link_batch(n, &mut self.core, Instant::now(), &mut out),
-                    Err(e) => warn!("worker {}: UDP receive: {e}", self.index),
+                r = async {
+                    match (&udp, fast.as_mut()) {
+                        (Some(u), Some(f)) => f.recv(u).await,
+                        _ => std::future::pending().await,
+                    }
+                } => match (r, fast.as_mut()) {
+                    (Ok(n), Some(f)) => f.on_link_batch(n, &mut self.core, Instant::now(), &mut out),
+                    (Ok(_), None) => {}
+                    (Err(e), _) => warn!("worker {}: UDP receive: {e}", self.index),
                 },
+                Some(ev) = tcp.events.recv() => match ev {
+                    TcpEvent::Packet(peer, mut pkt) => {
+                        self.core.on_link_packet(Instant::now(), peer, &mut pkt, &mut out)
+                    }
+                    TcpEvent::Closed(conn) => {
+                        tcp.writers.remove(&conn);
+                        self.core.on_conn_closed(conn, &mut out);
+                    }
+                },
+                Some((conn, w)) = tcp.new_conn.recv() => {
+                    tcp.writers.insert(conn, w);
+                }
                 r = self.tun.recv_batch(&mut tun_in) => match r {
-                    Ok(()) => fast.on_tun_batch(&tun_in, &mut self.core, Instant::now(), &mut out),
+                    Ok(()) => match fast.as_mut() {
+                        Some(f) => f.on_tun_batch(&tun_in, &mut self.core, Instant::now(), &mut out),
+                        None => {
+                            let now = Instant::now();
+                            for pkt in tun_in.iter() {
+                                self.core.on_tun_packet(now, pkt, &mut out);
+                            }
+                        }
+                    },
                     Err(e) => {
                         warn!("worker {}: tun read: {e}", self.index);
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -445,8 +521,13 @@ impl<D: PacketDevice + 'static> Worker<D> {
                     });
                 });
             }
-            fast.flush(&mut out, &self.udp, self.tun.as_ref(), &mut no_tcp)
-                .await;
+            match (fast.as_mut(), &udp) {
+                (Some(f), Some(u)) => {
+                    f.flush(&mut out, u, self.tun.as_ref(), &mut tcp.writers)
+                        .await
+                }
+                _ => flush(&mut out, None, self.tun.as_ref(), &mut tcp.writers).await,
+            }
             for (owner, f) in out.forward.drain(..) {
                 let sent = self
                     .peers
