@@ -189,6 +189,15 @@ impl Server {
 
     /// [`Server::start`] over UDP, or over TCP (one listener, connections dealt in turn).
     async fn start_on(extra: &str, tcp: bool) -> Server {
+        Self::start_with(extra, tcp, openvpn_server::runtime::ServeOptions::default()).await
+    }
+
+    /// [`Server::start_on`] with serve options (an authenticator).
+    async fn start_with(
+        extra: &str,
+        tcp: bool,
+        opts: openvpn_server::runtime::ServeOptions,
+    ) -> Server {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let pki = pki();
         let dir = std::env::temp_dir().join(format!(
@@ -249,7 +258,7 @@ impl Server {
                 async {
                     let _ = stop_rx.await;
                 },
-                None,
+                opts,
             )
             .await
             .expect("the server failed");
@@ -440,7 +449,7 @@ async fn a_client_floating_across_workers_keeps_its_session_and_renegotiates() {
         async {
             let _ = stop_rx.await;
         },
-        None,
+        openvpn_server::runtime::ServeOptions::default(),
     ));
     let nat = Nat::start(server_addr).await;
     let client_text = format!(
@@ -599,6 +608,129 @@ async fn tcp_clients_are_dealt_to_both_workers_and_pass_packets() {
         .filter(|l| l.starts_with("CLIENT_LIST,"))
         .count();
     assert_eq!(listed, 4, "{status}");
+    for (client, _) in &mut clients {
+        client.command(openvpn_client::Command::Disconnect);
+    }
+    for (client, _) in clients {
+        let _ = client.wait().await;
+    }
+    let _ = server.stop.send(());
+    server.task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&server.dir);
+}
+
+/// Accepts "alice" (pushing a route), denies anyone else, and parks "carol" for the test to
+/// decide later.
+#[derive(Default)]
+struct TestAuth {
+    parked: std::sync::Mutex<Vec<openvpn_server::auth::AuthHandle>>,
+}
+
+impl openvpn_server::auth::Authenticator for TestAuth {
+    fn authenticate(
+        &self,
+        req: openvpn_server::auth::AuthRequest,
+        h: openvpn_server::auth::AuthHandle,
+    ) {
+        match req.username.as_str() {
+            "alice" => {
+                h.accept(
+                    openvpn_server::auth::ClientOptions::default()
+                        .push("route 10.99.0.0 255.255.0.0"),
+                );
+            }
+            "carol" => {
+                h.pending(Duration::from_secs(60), "OPEN_URL:https://sso.example/x");
+                self.parked.lock().unwrap().push(h);
+            }
+            _ => {
+                h.deny("unknown user", Some("go away".into()));
+            }
+        }
+    }
+}
+
+/// An embedder's `Authenticator` with `workers 2`: eight "alice" clients land on both
+/// workers and each is accepted with its pushed route, "bob" is denied, and "carol" is
+/// parked (pending) and accepted later through her handle — the decision reaches the worker
+/// that owns her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticator_decides_for_clients_on_both_workers() {
+    let auth = Arc::new(TestAuth::default());
+    let server = Server::start_with(
+        "duplicate-cn\n",
+        false,
+        openvpn_server::runtime::ServeOptions::with_authenticator(auth.clone()),
+    )
+    .await;
+    let connect = |user: &str| {
+        let profile = server.client_profile.replace(
+            "remote-cert-tls server\n",
+            &format!(
+                "remote-cert-tls server\nconnect-retry-max 1\nsetenv IV_SSO openurl\n\
+                 <auth-user-pass>\n{user}\npw\n</auth-user-pass>\n"
+            ),
+        );
+        let ccfg = ClientConfig::from_ovpn(&profile, std::path::Path::new("/")).unwrap();
+        let (tun, handle) = MemoryTun::pair(16);
+        (
+            openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun)),
+            handle,
+        )
+    };
+    // Until Connected (peer-id, pushed routes) or AuthFailed (None).
+    async fn outcome(c: &mut openvpn_client::ClientHandle) -> Option<(u32, Vec<String>)> {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let mut pushed = None;
+            loop {
+                match c.events.recv().await? {
+                    VpnEvent::PushedOptions(p) => {
+                        let routes = p.routes.iter().map(|r| r.network.to_string()).collect();
+                        pushed = Some((p.peer_id?, routes));
+                    }
+                    VpnEvent::Connected { .. } => return pushed,
+                    VpnEvent::AuthFailed { .. } => return None,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("no decision within 20 s")
+    }
+    let mut clients = Vec::new();
+    let mut peer_ids = Vec::new();
+    for _ in 0..8 {
+        let (mut c, h) = connect("alice");
+        let (pid, routes) = outcome(&mut c).await.expect("alice was not accepted");
+        assert_eq!(routes, ["10.99.0.0"], "the authenticator's push");
+        peer_ids.push(pid);
+        clients.push((c, h));
+    }
+    let parities: BTreeSet<u32> = peer_ids.iter().map(|p| p % 2).collect();
+    assert_eq!(parities.len(), 2, "all on one worker: {peer_ids:?}");
+    let (mut bob, _bh) = connect("bob");
+    assert!(outcome(&mut bob).await.is_none(), "bob was accepted");
+    let _ = bob.wait().await;
+    // Carol waits until the test decides, from outside the server.
+    let (mut carol, ch) = connect("carol");
+    let decide = {
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(h) = auth.parked.lock().unwrap().pop() {
+                    h.accept(openvpn_server::auth::ClientOptions::default());
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    assert!(
+        outcome(&mut carol).await.is_some(),
+        "carol's late accept did not arrive"
+    );
+    decide.await.unwrap();
+    clients.push((carol, ch));
     for (client, _) in &mut clients {
         client.command(openvpn_client::Command::Disconnect);
     }

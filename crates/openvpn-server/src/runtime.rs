@@ -176,9 +176,6 @@ pub async fn run_with(
     let addr = listen_addr(&cfg)?;
     let workers = cfg.workers;
     if workers > 1 {
-        if opts.authenticator.is_some() {
-            bail!("workers > 1 does not support an authenticator yet; use workers 1");
-        }
         let listeners = match cfg.transport {
             Transport::Udp => {
                 let sockets = crate::workers::bind_udp_sockets(addr, cfg.family, workers)?;
@@ -194,8 +191,10 @@ pub async fn run_with(
         crate::process::after_setup(&cfg)?;
         info!("Initialization Sequence Completed");
         let (shutdown, hup_rx) = signals()?;
-        let reload = reloader.map(|r| (r, hup_rx));
-        return crate::workers::serve_workers(cfg, tun, listeners, shutdown, reload).await;
+        if let Some(r) = reloader {
+            opts.reload = Some((r, hup_rx));
+        }
+        return crate::workers::serve_workers(cfg, tun, listeners, shutdown, opts).await;
     }
     let (udp, tcp) = match cfg.transport {
         Transport::Udp => (Some(bind_udp(addr, cfg.family)?), None),

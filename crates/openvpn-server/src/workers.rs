@@ -21,8 +21,8 @@
 //! clients with the same common name on every worker.
 //!
 //! With TCP (`proto tcp-server`) there is one listener and accepted connections are dealt
-//! to the workers in turn (a TCP client never floats). Not (yet) with workers, refused at
-//! start-up with a clear error: an embedder's authenticator.
+//! to the workers in turn (a TCP client never floats). An embedder's authenticator is asked
+//! by the worker that owns the client, and its decision goes back to that worker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,14 +34,15 @@ use anyhow::{Context, bail};
 use openvpn_tun::{PacketDevice, TunBatch};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::auth::{Authenticator, DecisionMsg};
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, ServerCore};
 use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
 use crate::runtime::{
-    Reloader, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit, flush, start_management,
-    start_metrics, write_pool_persist,
+    ServeOptions, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit, flush,
+    start_management, start_metrics, write_pool_persist,
 };
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
@@ -125,6 +126,7 @@ struct Worker<D> {
     msgs: mpsc::UnboundedReceiver<WorkerMsg>,
     notify: Option<mpsc::UnboundedSender<Notify>>,
     status: Option<Arc<StatusShare>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 /// Where a server with workers takes its clients from.
@@ -141,15 +143,20 @@ pub enum Listeners {
 }
 
 /// Serves clients with workers (one per UDP socket, or `workers` for TCP) on the shared
-/// device `tun`, until `shutdown` completes. Each message on the reload channel re-reads
-/// the configuration once and applies it in every worker.
+/// device `tun`, until `shutdown` completes. Each message on the reload channel of `opts`
+/// re-reads the configuration once and applies it in every worker; its authenticator is
+/// asked by the worker that owns the client (the decision comes back to that worker).
 pub async fn serve_workers<D: PacketDevice + 'static>(
     cfg: ServerConfig,
     tun: Arc<D>,
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()>,
-    reload: Option<(Reloader, mpsc::UnboundedReceiver<()>)>,
+    opts: ServeOptions,
 ) -> anyhow::Result<()> {
+    let ServeOptions {
+        reload,
+        authenticator,
+    } = opts;
     let (n, mut sockets, tcp) = match listeners {
         Listeners::Udp(sockets) => (
             u32::try_from(sockets.len()).context("too many sockets")?,
@@ -221,6 +228,7 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
         if notify.is_some() && cfg.management_hold {
             core.set_hold(true);
         }
+        core.set_authenticator(authenticator.is_some());
         let (wtx, wrx) = mpsc::unbounded_channel();
         worker_txs.push(wtx);
         let worker = Worker {
@@ -233,6 +241,7 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             msgs: wrx,
             notify: notify.clone(),
             status: status.clone(),
+            authenticator: authenticator.clone(),
         };
         handles.push(tokio::spawn(worker.run(udp, tcp)));
     }
@@ -412,6 +421,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
         };
         let mut tun_in = TunBatch::new();
         let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
+        let (decision_tx, mut decision_rx) = mpsc::unbounded_channel::<DecisionMsg>();
         let mut status_every = tokio::time::interval(Duration::from_secs(
             self.core
                 .config()
@@ -495,6 +505,11 @@ impl<D: PacketDevice + 'static> Worker<D> {
                     }
                 }
                 Some(r) = job_rx.recv() => self.core.on_job_result(Instant::now(), r, &mut out),
+                Some((cid, kid, d)) = decision_rx.recv() => {
+                    if !self.core.authenticator_decision(Instant::now(), cid, kid, d, &mut out) {
+                        debug!("authenticator: decision for client {cid} key {kid} not pending (ignored)");
+                    }
+                }
                 _ = sleep => self.core.on_timeout(Instant::now(), &mut out),
                 _ = status_every.tick() => self.share_status(),
                 _ = persist_every.tick(), if self.index == 0 => write_pool_persist(&self.core),
@@ -511,7 +526,13 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 }
                 None => out.mgmt.clear(),
             }
-            out.auth.clear();
+            for call in out.auth.drain(..) {
+                // Off the packet path: an authenticator may block.
+                if let Some(a) = self.authenticator.clone() {
+                    let tx = decision_tx.clone();
+                    tokio::task::spawn_blocking(move || call.dispatch(a.as_ref(), tx));
+                }
+            }
             for job in out.jobs.drain(..) {
                 let tx = job_tx.clone();
                 tokio::task::spawn_blocking(move || {
