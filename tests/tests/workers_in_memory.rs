@@ -21,41 +21,22 @@ const CLIENTS: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways() {
-    let server = Server::start("duplicate-cn\n").await;
+    let mut server = Server::start("duplicate-cn\n").await;
     let (status, mgmt, metrics_port) = (
         server.dir.join("status.txt"),
         server.dir.join("mgmt.sock"),
         server.metrics_port,
     );
-    let mut srv_handle = server.tun;
-    let client_text = server.client_profile;
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let ccfg = ClientConfig::from_ovpn(&client_text, std::path::Path::new("/")).unwrap();
-        let (tun, handle) = MemoryTun::pair(256);
-        let client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun));
-        clients.push((client, handle));
-    }
+    let mut clients: Vec<_> = (0..CLIENTS)
+        .map(|_| start_client(&server.client_profile, 256))
+        .collect();
     // Each client's tunnel address and peer-id.
     let mut addrs: Vec<Ipv4Addr> = Vec::new();
     let mut peer_ids = Vec::new();
     for (client, _) in &mut clients {
-        let (addr, pid) = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut pid = None;
-            loop {
-                match client.events.recv().await.expect("client stopped") {
-                    VpnEvent::PushedOptions(p) => pid = p.peer_id,
-                    VpnEvent::Connected { settings, .. } => {
-                        return (settings.ipv4.expect("no IPv4 address").0, pid);
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .expect("a client did not connect");
+        let (addr, pid) = connected(client).await;
         addrs.push(addr);
-        peer_ids.push(pid.expect("no peer-id pushed"));
+        peer_ids.push(pid);
     }
     let distinct: BTreeSet<_> = addrs.iter().collect();
     assert_eq!(
@@ -83,7 +64,8 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
                 .inject(icmp_echo_v4(addrs[i].octets(), [10, 8, 0, 1], seq))
                 .await
                 .unwrap();
-            srv_handle
+            server
+                .tun
                 .inject(icmp_echo_v4([10, 8, 0, 1], addrs[i].octets(), seq))
                 .await
                 .unwrap();
@@ -92,7 +74,7 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while (up.iter().chain(&down).any(|n| *n < rounds)) && Instant::now() < deadline {
-        while let Some(p) = srv_handle.try_written() {
+        while let Some(p) = server.tun.try_written() {
             let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
             if let Some(i) = by_addr.get(&src) {
                 up[*i] += 1;
@@ -159,15 +141,39 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
         "{killed}"
     );
 
-    for (client, _) in &mut clients {
-        client.command(openvpn_client::Command::Disconnect);
-    }
-    for (client, _) in clients {
-        let _ = client.wait().await;
-    }
-    let _ = server.stop.send(());
-    server.task.await.unwrap();
-    let _ = std::fs::remove_dir_all(&server.dir);
+    server.finish(clients).await;
+}
+
+/// Starts one of our clients on `profile` with an in-memory tun of `queue` packets.
+fn start_client(
+    profile: &str,
+    queue: usize,
+) -> (openvpn_client::ClientHandle, openvpn_tun::MemoryTunHandle) {
+    let ccfg = ClientConfig::from_ovpn(profile, std::path::Path::new("/")).unwrap();
+    let (tun, handle) = MemoryTun::pair(queue);
+    (
+        openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun)),
+        handle,
+    )
+}
+
+/// Waits (30 s at most) until `client` is connected: its tunnel IPv4 address and peer-id.
+async fn connected(client: &mut openvpn_client::ClientHandle) -> (Ipv4Addr, u32) {
+    let (addr, pid) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut pid = None;
+        loop {
+            match client.events.recv().await.expect("client stopped") {
+                VpnEvent::PushedOptions(p) => pid = p.peer_id,
+                VpnEvent::Connected { settings, .. } => {
+                    return (settings.ipv4.expect("no IPv4 address").0, pid);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a client did not connect");
+    (addr, pid.expect("no peer-id pushed"))
 }
 
 /// Our server with `workers 2` on two SO_REUSEPORT sockets and an in-memory tun, with a
@@ -183,6 +189,23 @@ struct Server {
 }
 
 impl Server {
+    /// Disconnects `clients`, stops the server and removes its directory.
+    async fn finish(
+        self,
+        clients: Vec<(openvpn_client::ClientHandle, openvpn_tun::MemoryTunHandle)>,
+    ) {
+        let mut clients = clients;
+        for (client, _) in &mut clients {
+            client.command(openvpn_client::Command::Disconnect);
+        }
+        for (client, _) in clients {
+            let _ = client.wait().await;
+        }
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     async fn start(extra: &str) -> Server {
         Self::start_on(extra, false).await
     }
@@ -292,23 +315,8 @@ async fn without_duplicate_cn_a_new_connection_closes_the_old_one_on_every_worke
     let mut clients = Vec::new();
     let mut peer_ids = Vec::new();
     for _ in 0..6 {
-        let ccfg =
-            ClientConfig::from_ovpn(&server.client_profile, std::path::Path::new("/")).unwrap();
-        let (tun, handle) = MemoryTun::pair(16);
-        let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun));
-        let pid = tokio::time::timeout(Duration::from_secs(20), async {
-            let mut pid = None;
-            loop {
-                match client.events.recv().await.expect("client stopped") {
-                    VpnEvent::PushedOptions(p) => pid = p.peer_id,
-                    VpnEvent::Connected { .. } => return pid,
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .expect("no connection");
-        peer_ids.push(pid.expect("no peer-id"));
+        let (mut client, handle) = start_client(&server.client_profile, 16);
+        peer_ids.push(connected(&mut client).await.1);
         clients.push((client, handle));
     }
     let parities: BTreeSet<u32> = peer_ids.iter().map(|p| p % 2).collect();
@@ -317,15 +325,7 @@ async fn without_duplicate_cn_a_new_connection_closes_the_old_one_on_every_worke
         load.contains("nclients=1,"),
         "after 6 connections with one name (peer-ids {peer_ids:?}, workers {parities:?}): {load}"
     );
-    for (client, _) in &mut clients {
-        client.command(openvpn_client::Command::Disconnect);
-    }
-    for (client, _) in clients {
-        let _ = client.wait().await;
-    }
-    let _ = server.stop.send(());
-    server.task.await.unwrap();
-    let _ = std::fs::remove_dir_all(&server.dir);
+    server.finish(clients).await;
 }
 
 /// Sends `cmd` on the management socket and returns what came back up to the first line
@@ -543,26 +543,10 @@ async fn tcp_clients_are_dealt_to_both_workers_and_pass_packets() {
     let mut addrs = Vec::new();
     let mut peer_ids = Vec::new();
     for _ in 0..4 {
-        let ccfg =
-            ClientConfig::from_ovpn(&server.client_profile, std::path::Path::new("/")).unwrap();
-        let (tun, handle) = MemoryTun::pair(64);
-        let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun));
-        let (addr, pid) = tokio::time::timeout(Duration::from_secs(20), async {
-            let mut pid = None;
-            loop {
-                match client.events.recv().await.expect("client stopped") {
-                    VpnEvent::PushedOptions(p) => pid = p.peer_id,
-                    VpnEvent::Connected { settings, .. } => {
-                        return (settings.ipv4.expect("no IPv4").0, pid);
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .expect("a TCP client did not connect");
+        let (mut client, handle) = start_client(&server.client_profile, 64);
+        let (addr, pid) = connected(&mut client).await;
         addrs.push(addr);
-        peer_ids.push(pid.expect("no peer-id"));
+        peer_ids.push(pid);
         clients.push((client, handle));
     }
     let parities: BTreeSet<u32> = peer_ids.iter().map(|p| p % 2).collect();
@@ -608,15 +592,7 @@ async fn tcp_clients_are_dealt_to_both_workers_and_pass_packets() {
         .filter(|l| l.starts_with("CLIENT_LIST,"))
         .count();
     assert_eq!(listed, 4, "{status}");
-    for (client, _) in &mut clients {
-        client.command(openvpn_client::Command::Disconnect);
-    }
-    for (client, _) in clients {
-        let _ = client.wait().await;
-    }
-    let _ = server.stop.send(());
-    server.task.await.unwrap();
-    let _ = std::fs::remove_dir_all(&server.dir);
+    server.finish(clients).await;
 }
 
 /// Accepts "alice" (pushing a route), denies anyone else, and parks "carol" for the test to
@@ -731,13 +707,5 @@ async fn an_authenticator_decides_for_clients_on_both_workers() {
     );
     decide.await.unwrap();
     clients.push((carol, ch));
-    for (client, _) in &mut clients {
-        client.command(openvpn_client::Command::Disconnect);
-    }
-    for (client, _) in clients {
-        let _ = client.wait().await;
-    }
-    let _ = server.stop.send(());
-    server.task.await.unwrap();
-    let _ = std::fs::remove_dir_all(&server.dir);
+    server.finish(clients).await;
 }

@@ -228,6 +228,15 @@ impl ClientConn {
         self.fixed_v4.or(self.lease.and_then(|l| l.v4))
     }
 
+    /// Its tunnel addresses (IPv4 and/or IPv6).
+    fn tunnel_addrs(&self) -> Vec<IpAddr> {
+        self.v4()
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.v6().map(IpAddr::V6))
+            .collect()
+    }
+
     /// Tunnel IPv6 address: `ifconfig-ipv6-push`, else the pool lease.
     pub fn v6(&self) -> Option<Ipv6Addr> {
         self.fixed_v6.map(|f| f.0).or(self.lease.and_then(|l| l.v6))
@@ -1273,13 +1282,7 @@ impl ServerCore {
                         if let Some(a) = c.v6() {
                             self.by_v6.insert(a, pid);
                         }
-                        let addrs: Vec<IpAddr> = c
-                            .v4()
-                            .map(IpAddr::V4)
-                            .into_iter()
-                            .chain(c.v6().map(IpAddr::V6))
-                            .collect();
-                        self.share_routes(&addrs, &c.iroutes, true);
+                        self.share_routes(&c.tunnel_addrs(), &c.iroutes, true);
                     }
                     self.send_gen += 1;
                     info!(
@@ -1383,13 +1386,7 @@ impl ServerCore {
             s.tables.forget_float(&c.addr, s.index);
         }
         if c.established && c.lease.is_some() {
-            let addrs: Vec<IpAddr> = c
-                .v4()
-                .map(IpAddr::V4)
-                .into_iter()
-                .chain(c.v6().map(IpAddr::V6))
-                .collect();
-            self.share_routes(&addrs, &c.iroutes, false);
+            self.share_routes(&c.tunnel_addrs(), &c.iroutes, false);
         }
         if let Some(l) = c.lease {
             if let Some(a) = c.v4() {

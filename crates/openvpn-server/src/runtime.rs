@@ -60,6 +60,15 @@ pub fn listen_addr(cfg: &ServerConfig) -> anyhow::Result<SocketAddr> {
 
 /// Binds the server UDP socket; an IPv6 address gets IPV6_V6ONLY off unless `family` is V6.
 pub fn bind_udp(addr: SocketAddr, family: Family) -> anyhow::Result<UdpSocket> {
+    bind_udp_with(addr, family, false)
+}
+
+/// [`bind_udp`], with SO_REUSEPORT set when `reuse_port` (the sockets of `workers N`).
+pub(crate) fn bind_udp_with(
+    addr: SocketAddr,
+    family: Family,
+    reuse_port: bool,
+) -> anyhow::Result<UdpSocket> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
     } else {
@@ -68,6 +77,9 @@ pub fn bind_udp(addr: SocketAddr, family: Family) -> anyhow::Result<UdpSocket> {
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(family == Family::V6)?;
+    }
+    if reuse_port {
+        s.set_reuse_port(true)?;
     }
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
@@ -305,19 +317,7 @@ pub async fn serve_with<D: PacketDevice + 'static>(
         };
         tokio::spawn(accept_loop(listener, vec![route]));
     }
-    let mut status_every = tokio::time::interval(Duration::from_secs(
-        cfg.status.as_ref().map_or(60, |s| u64::from(s.1.max(1))),
-    ));
-    let persist_secs = cfg
-        .ifconfig_pool_persist
-        .as_ref()
-        .map_or(0, |p| u64::from(p.1));
-    let mut persist_every = tokio::time::interval(Duration::from_secs(if persist_secs == 0 {
-        86_400 * 365
-    } else {
-        persist_secs
-    }));
-    persist_every.tick().await;
+    let (mut status_every, mut persist_every) = file_timers(&cfg).await;
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Outputs::default();
@@ -487,30 +487,13 @@ pub async fn serve_with<D: PacketDevice + 'static>(
                 draining = begin_exit(&mut core, &mut out);
             }
         }
-        match &notify_tx {
-            Some(tx) => {
-                for n in out.mgmt.drain(..) {
-                    let _ = tx.send(n);
-                }
-            }
-            None => out.mgmt.clear(),
-        }
-        for call in out.auth.drain(..) {
-            // Off the packet path: an authenticator may block.
-            if let Some(a) = authenticator.clone() {
-                let tx = decision_tx.clone();
-                tokio::task::spawn_blocking(move || call.dispatch(a.as_ref(), tx));
-            }
-        }
-        for job in out.jobs.drain(..) {
-            let tx = job_tx.clone();
-            tokio::task::spawn_blocking(move || {
-                crate::scripts::run_to_end(&job, |r| match r {
-                    Some(r) => tx.send(r).is_ok(),
-                    None => !tx.is_closed(),
-                });
-            });
-        }
+        let side = SideChannels {
+            notify: notify_tx.as_ref(),
+            authenticator: authenticator.as_ref(),
+            decisions: &decision_tx,
+            jobs: &job_tx,
+        };
+        side.dispatch(&mut out);
         match (fast.as_mut(), udp.as_deref()) {
             (Some(f), Some(u)) => f.flush(&mut out, u, tun.as_ref(), &mut tcp_writers).await,
             _ => flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await,
@@ -524,6 +507,70 @@ pub async fn serve_with<D: PacketDevice + 'static>(
     // Writer tasks (TCP connections) get a moment to send what is queued.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// The status file and `ifconfig-pool-persist` timers of `cfg` (the first persist tick,
+/// which is immediate, already taken).
+pub(crate) async fn file_timers(
+    cfg: &ServerConfig,
+) -> (tokio::time::Interval, tokio::time::Interval) {
+    let status_every = tokio::time::interval(Duration::from_secs(
+        cfg.status.as_ref().map_or(60, |s| u64::from(s.1.max(1))),
+    ));
+    let persist_secs = cfg
+        .ifconfig_pool_persist
+        .as_ref()
+        .map_or(0, |p| u64::from(p.1));
+    let mut persist_every = tokio::time::interval(Duration::from_secs(if persist_secs == 0 {
+        86_400 * 365
+    } else {
+        persist_secs
+    }));
+    persist_every.tick().await;
+    (status_every, persist_every)
+}
+
+/// Where a turn's side effects go: `>CLIENT:` notifications, authenticator calls and hook
+/// scripts, all off the packet path.
+pub(crate) struct SideChannels<'a> {
+    /// The management interface's notifications, if it runs.
+    pub(crate) notify: Option<&'a mpsc::UnboundedSender<management::Notify>>,
+    /// The embedder's authenticator, if any.
+    pub(crate) authenticator: Option<&'a Arc<dyn Authenticator>>,
+    /// Where the authenticator's decisions come back.
+    pub(crate) decisions: &'a mpsc::UnboundedSender<DecisionMsg>,
+    /// Where hook script results come back.
+    pub(crate) jobs: &'a mpsc::UnboundedSender<crate::scripts::JobResult>,
+}
+
+impl SideChannels<'_> {
+    /// Sends the notifications and starts the authenticator calls and scripts of `out`.
+    pub(crate) fn dispatch(&self, out: &mut Outputs) {
+        match self.notify {
+            Some(tx) => {
+                for n in out.mgmt.drain(..) {
+                    let _ = tx.send(n);
+                }
+            }
+            None => out.mgmt.clear(),
+        }
+        for call in out.auth.drain(..) {
+            // Off the packet path: an authenticator may block.
+            if let Some(a) = self.authenticator.cloned() {
+                let tx = self.decisions.clone();
+                tokio::task::spawn_blocking(move || call.dispatch(a.as_ref(), tx));
+            }
+        }
+        for job in out.jobs.drain(..) {
+            let tx = self.jobs.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::scripts::run_to_end(&job, |r| match r {
+                    Some(r) => tx.send(r).is_ok(),
+                    None => !tx.is_closed(),
+                });
+            });
+        }
+    }
 }
 
 /// Longest a shutdown waits for clients to acknowledge their exit notification (covers one

@@ -41,8 +41,8 @@ use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, ServerCore};
 use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
 use crate::runtime::{
-    ServeOptions, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit, flush,
-    start_management, start_metrics, write_pool_persist,
+    ServeOptions, SideChannels, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit,
+    bind_udp_with, flush, start_management, start_metrics, write_pool_persist,
 };
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
@@ -61,22 +61,8 @@ pub fn bind_udp_sockets(
     let mut out = Vec::new();
     let mut addr = addr;
     for _ in 0..n {
-        let domain = if addr.is_ipv6() {
-            socket2::Domain::IPV6
-        } else {
-            socket2::Domain::IPV4
-        };
-        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-        if addr.is_ipv6() {
-            s.set_only_v6(family == Family::V6)?;
-        }
-        s.set_reuse_port(true)?;
-        let _ = s.set_recv_buffer_size(4 << 20);
-        let _ = s.set_send_buffer_size(4 << 20);
-        s.set_nonblocking(true)?;
-        s.bind(&addr.into())
-            .with_context(|| format!("cannot bind UDP {addr} (SO_REUSEPORT)"))?;
-        let sock = UdpSocket::from_std(s.into())?;
+        let sock = bind_udp_with(addr, family, true)?;
+        // With port 0 the first socket picked the port; the others join it.
         addr = sock.local_addr()?;
         out.push(sock);
     }
@@ -422,25 +408,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
         let mut tun_in = TunBatch::new();
         let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
         let (decision_tx, mut decision_rx) = mpsc::unbounded_channel::<DecisionMsg>();
-        let mut status_every = tokio::time::interval(Duration::from_secs(
-            self.core
-                .config()
-                .status
-                .as_ref()
-                .map_or(60, |s| u64::from(s.1.max(1))),
-        ));
-        let persist_secs = self
-            .core
-            .config()
-            .ifconfig_pool_persist
-            .as_ref()
-            .map_or(0, |p| u64::from(p.1));
-        let mut persist_every = tokio::time::interval(Duration::from_secs(if persist_secs == 0 {
-            86_400 * 365
-        } else {
-            persist_secs
-        }));
-        persist_every.tick().await;
+        let (mut status_every, mut persist_every) = file_timers(self.core.config()).await;
         let mut draining: Option<Instant> = None;
         let (mut forwarded, mut forward_drops) = (0u64, 0u64);
         loop {
@@ -518,30 +486,13 @@ impl<D: PacketDevice + 'static> Worker<D> {
                     draining = begin_exit(&mut self.core, &mut out);
                 }
             }
-            match &self.notify {
-                Some(tx) => {
-                    for n in out.mgmt.drain(..) {
-                        let _ = tx.send(n);
-                    }
-                }
-                None => out.mgmt.clear(),
+            SideChannels {
+                notify: self.notify.as_ref(),
+                authenticator: self.authenticator.as_ref(),
+                decisions: &decision_tx,
+                jobs: &job_tx,
             }
-            for call in out.auth.drain(..) {
-                // Off the packet path: an authenticator may block.
-                if let Some(a) = self.authenticator.clone() {
-                    let tx = decision_tx.clone();
-                    tokio::task::spawn_blocking(move || call.dispatch(a.as_ref(), tx));
-                }
-            }
-            for job in out.jobs.drain(..) {
-                let tx = job_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    crate::scripts::run_to_end(&job, |r| match r {
-                        Some(r) => tx.send(r).is_ok(),
-                        None => !tx.is_closed(),
-                    });
-                });
-            }
+            .dispatch(&mut out);
             match (fast.as_mut(), &udp) {
                 (Some(f), Some(u)) => {
                     f.flush(&mut out, u, self.tun.as_ref(), &mut tcp.writers)
