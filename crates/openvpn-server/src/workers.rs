@@ -42,7 +42,7 @@ use crate::core::{Outputs, ServerCore};
 use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
 use crate::runtime::{
     ServeOptions, SideChannels, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit,
-    bind_udp_with, flush, start_management, start_metrics, write_pool_persist,
+    bind_udp_with, file_timers, flush, start_management, start_metrics, write_pool_persist,
 };
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
