@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use openvpn_server::shard::ShardTables;
 
 fn table(clients: u32) -> Arc<ShardTables> {
-    let t = Arc::new(ShardTables::new(2));
+    let t = Arc::new(ShardTables::new(2, 8192));
     for i in 0..clients {
         t.insert_host(IpAddr::V4(Ipv4Addr::from(0x0a08_0002 + i)), i % 2);
     }

@@ -21,8 +21,14 @@ pub enum Directive {
     Push(String),
     /// `push-reset`: drop the push list so far (the server's and earlier `push` lines).
     PushReset,
-    /// `push-remove TEXT`: drop every pushed option that contains `TEXT`.
+    /// `push-remove TEXT`: drop every pushed option whose text starts with `TEXT`.
     PushRemove(String),
+    /// `push-remove ifconfig` / `push-remove ifconfig-ipv6`: do not push this client its
+    /// IPv4 (`false`) or IPv6 (`true`) tunnel address (generated, not in the push list).
+    NoIfconfig {
+        /// The IPv6 one.
+        v6: bool,
+    },
     /// `ifconfig-push ADDR [NETMASK]`: this client's fixed IPv4 address.
     IfconfigPush(Ipv4Addr),
     /// `ifconfig-ipv6-push ADDR/BITS [SERVER]`: this client's fixed IPv6 address, its prefix
@@ -60,11 +66,12 @@ pub fn parse_directive(l: &OptionLine) -> Result<Directive, String> {
         }
         "push-remove" => {
             at_most(1)?;
-            let text = arg(0)?;
-            if text.is_empty() {
-                return Err("push-remove needs a non-empty text".into());
+            match arg(0)? {
+                "" => return Err("push-remove needs a non-empty text".into()),
+                "ifconfig" => Directive::NoIfconfig { v6: false },
+                "ifconfig-ipv6" => Directive::NoIfconfig { v6: true },
+                text => Directive::PushRemove(text.to_owned()),
             }
-            Directive::PushRemove(text.to_owned())
         }
         "ifconfig-push" => {
             at_most(3)?;
@@ -147,7 +154,8 @@ pub fn apply_push(d: &Directive, list: &mut Vec<String>) -> bool {
     match d {
         Directive::Push(o) => list.push(o.clone()),
         Directive::PushReset => list.clear(),
-        Directive::PushRemove(text) => list.retain(|o| !o.contains(text.as_str())),
+        // A prefix of the option text, as OpenVPN compares.
+        Directive::PushRemove(text) => list.retain(|o| !o.starts_with(text.as_str())),
         _ => return false,
     }
     true
@@ -168,6 +176,7 @@ mod tests {
     #[test]
     fn push_reset_and_remove_work_in_order_on_the_server_list() {
         let mut list: Vec<String> = vec![
+            "route-gateway 10.8.0.1".into(),
             "route 10.1.0.0 255.255.0.0".into(),
             "route-ipv6 2001:db8:1::/48".into(),
             "route-ipv6 fd00:1::/48".into(),
@@ -175,13 +184,15 @@ mod tests {
         ];
         for l in lines(
             "push-remove \"route-ipv6 2001:\"\npush \"route 10.2.0.0 255.255.0.0\"\n\
-             push-remove dhcp-option\n",
+             push-remove dhcp-option\npush-remove gateway\n",
         ) {
             assert!(apply_push(&parse_directive(&l).unwrap(), &mut list));
         }
+        // "gateway" is not a prefix of "route-gateway …": kept.
         assert_eq!(
             list,
             [
+                "route-gateway 10.8.0.1",
                 "route 10.1.0.0 255.255.0.0",
                 "route-ipv6 fd00:1::/48",
                 "route 10.2.0.0 255.255.0.0"
@@ -264,5 +275,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(one("disable"), Ok(Directive::Disable));
+        assert_eq!(
+            one("push-remove ifconfig-ipv6"),
+            Ok(Directive::NoIfconfig { v6: true })
+        );
+        assert_eq!(
+            one("push-remove ifconfig"),
+            Ok(Directive::NoIfconfig { v6: false })
+        );
     }
 }

@@ -101,6 +101,16 @@ pub struct Outputs {
     pub forward: Vec<(u32, Forward)>,
 }
 
+/// Where [`ServerCore::route_or_forward`] sends a packet.
+enum RouteTo {
+    /// This core's client (slot).
+    Local(u32),
+    /// Another worker.
+    Worker(u32),
+    /// No route.
+    Nowhere,
+}
+
 /// One connected (or connecting) client.
 pub struct ClientConn {
     /// Index into this core's client table (the peer-id, unless the server has workers).
@@ -138,6 +148,10 @@ pub struct ClientConn {
     fixed_v4: Option<Ipv4Addr>,
     /// `ifconfig-ipv6-push` override: address, prefix length, server side (if given).
     fixed_v6: Option<(Ipv6Addr, u8, Option<Ipv6Addr>)>,
+    /// `push-remove ifconfig` / `push-remove ifconfig-ipv6`: (IPv4, IPv6) not pushed.
+    no_ifconfig: (bool, bool),
+    /// When it was accepted, in the workers' common order (`workers N`; else 0).
+    connect_seq: u64,
     /// `iroute` / `iroute-ipv6` networks behind this client.
     iroutes: Vec<(IpAddr, u8)>,
     /// Key IDs waiting for a management `client-auth` / `client-deny`.
@@ -509,13 +523,16 @@ impl ServerCore {
     }
 
     /// Closes every client of this core with common name `cn` (a new connection with that
-    /// name arrived and `duplicate-cn` is not set); the new one is not in the table yet.
-    pub fn close_common_name(&mut self, cn: &str, out: &mut Outputs) {
+    /// name arrived and `duplicate-cn` is not set; the new one is not in the table yet), or,
+    /// with `before`, those accepted before that connection sequence number (another
+    /// worker's new connection).
+    pub fn close_common_name(&mut self, cn: &str, before: Option<u64>, out: &mut Outputs) {
         let dup: Vec<u32> = self
             .clients
             .iter()
             .flatten()
             .filter(|o| o.common_name.as_deref() == Some(cn))
+            .filter(|o| before.is_none_or(|seq| o.connect_seq < seq))
             .map(|o| o.peer_id)
             .collect();
         for d in dup {
@@ -549,6 +566,9 @@ impl ServerCore {
         let per_worker = (self.cfg.max_clients as usize).div_ceil(shard.count.max(1) as usize);
         self.clients.truncate(per_worker.max(1));
         self.leases = Arc::clone(&shard.leases);
+        if let Ok(wrapping) = server_wrapping(&self.cfg) {
+            self.gate = CookieGate::new(shard.gate_key, u64::from(self.cfg.hand_window), wrapping);
+        }
         self.next_generation = u64::from(shard.count) + u64::from(shard.index);
         self.shard = Some(shard);
     }
@@ -556,13 +576,6 @@ impl ServerCore {
     /// The peer-id on the wire for table slot `slot`.
     fn wire_id(&self, slot: u32) -> u32 {
         self.shard.as_ref().map_or(slot, |s| s.wire_id(slot))
-    }
-
-    /// A packet from the link or another worker's tun read, for a destination this worker
-    /// does not route: the worker that does, if it is another one.
-    fn foreign_owner(&self, dst: IpAddr) -> Option<u32> {
-        let s = self.shard.as_ref()?;
-        s.tables.route(s.index, dst).filter(|o| *o != s.index)
     }
 
     /// Publishes (`add`) or withdraws the tunnel addresses and iroutes of client `slot`
@@ -597,10 +610,11 @@ impl ServerCore {
     /// Leases an address for `cn`: its persisted one if free, else one nobody else keeps.
     fn lease_for(&mut self, cn: Option<&str>) -> Option<Lease> {
         let persist = self.cfg.ifconfig_pool_persist.is_some();
+        let take_over = !self.cfg.duplicate_cn;
         self.leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .lease_for(cn, persist)
+            .lease_for(cn, persist, take_over)
     }
 
     fn token_renewal(&self) -> u64 {
@@ -824,6 +838,9 @@ impl ServerCore {
                     }
                 };
                 let wire_id = self.wire_id(peer_id as u32);
+                if let Some(s) = &self.shard {
+                    s.tables.set_live(wire_id, true);
+                }
                 let mut control = ServerSession::new(session, self.policy.clone(), wire_id);
                 control.set_compression(self.cfg.compression);
                 let ping = self.cfg.ping.map(|s| Duration::from_secs(u64::from(s)));
@@ -870,6 +887,8 @@ impl ServerCore {
                     push_list: None,
                     fixed_v4: None,
                     fixed_v6: None,
+                    no_ifconfig: (false, false),
+                    connect_seq: 0,
                     iroutes: Vec::new(),
                     mgmt_pending: Vec::new(),
                     auth_pending: Vec::new(),
@@ -937,8 +956,13 @@ impl ServerCore {
                 None => p,
                 Some(Ok(slot)) => slot,
                 Some(Err(owner)) => {
-                    // Another worker's client (it floated to an address hashed to us).
-                    out.forward.push((owner, Forward::Link(from, pkt.to_vec())));
+                    // Another worker's client (it floated to an address hashed to us); an id
+                    // nobody has is dropped here, not queued.
+                    if self.shard.as_ref().is_some_and(|s| s.tables.is_live(p)) {
+                        out.forward.push((owner, Forward::Link(from, pkt.to_vec())));
+                    } else {
+                        self.stats.unknown_peer += 1;
+                    }
                     return;
                 }
             },
@@ -1029,15 +1053,17 @@ impl ServerCore {
             return;
         }
         if self.cfg.client_to_client {
-            if let Some(to) = self.route(dst) {
-                if to != pid {
+            match self.route_or_forward(dst) {
+                RouteTo::Local(to) if to != pid => {
                     let bytes = ip.to_vec();
                     self.send_to_client(now, to, &bytes, out);
                     return;
                 }
-            } else if let Some(owner) = self.foreign_owner(dst) {
-                out.forward.push((owner, Forward::Tun(ip.to_vec())));
-                return;
+                RouteTo::Worker(owner) => {
+                    out.forward.push((owner, Forward::Tun(ip.to_vec())));
+                    return;
+                }
+                _ => {}
             }
         }
         let mss = self
@@ -1061,6 +1087,26 @@ impl ServerCore {
         out.tun.push(ip);
     }
 
+    /// Where a packet for `dst` goes: one of this core's clients, another worker (whose
+    /// client has the host address or the longest matching iroute), or nowhere.
+    fn route_or_forward(&self, dst: IpAddr) -> RouteTo {
+        let host = match dst {
+            IpAddr::V4(a) => self.by_v4.get(&a).copied(),
+            IpAddr::V6(a) => self.by_v6.get(&a).copied(),
+        };
+        if let Some(pid) = host {
+            return RouteTo::Local(pid);
+        }
+        match &self.shard {
+            // The shared table has every worker's hosts and iroutes: it picks the owner.
+            Some(s) => match s.tables.route(s.index, dst) {
+                Some(owner) if owner != s.index => RouteTo::Worker(owner),
+                _ => self.route(dst).map_or(RouteTo::Nowhere, RouteTo::Local),
+            },
+            None => self.route(dst).map_or(RouteTo::Nowhere, RouteTo::Local),
+        }
+    }
+
     fn route(&self, dst: IpAddr) -> Option<u32> {
         let direct = match dst {
             IpAddr::V4(a) => self.by_v4.get(&a).copied(),
@@ -1081,12 +1127,23 @@ impl ServerCore {
             self.stats.no_route += 1;
             return;
         };
+        match self.route_or_forward(dst) {
+            RouteTo::Local(pid) => self.send_to_client(now, pid, ip, out),
+            RouteTo::Worker(owner) => out.forward.push((owner, Forward::Tun(ip.to_vec()))),
+            RouteTo::Nowhere => self.stats.no_route += 1,
+        }
+    }
+
+    /// A tun packet another worker handed over: to one of this core's clients, never handed
+    /// on again (the workers' tables may disagree for a moment; no ping-pong).
+    pub fn on_forwarded_tun_packet(&mut self, now: Instant, ip: &[u8], out: &mut Outputs) {
+        let Some((_, dst)) = ip_addrs(ip) else {
+            self.stats.no_route += 1;
+            return;
+        };
         match self.route(dst) {
             Some(pid) => self.send_to_client(now, pid, ip, out),
-            None => match self.foreign_owner(dst) {
-                Some(owner) => out.forward.push((owner, Forward::Tun(ip.to_vec()))),
-                None => self.stats.no_route += 1,
-            },
+            None => self.stats.no_route += 1,
         }
     }
 
@@ -1104,12 +1161,16 @@ impl ServerCore {
             self.stats.no_route += 1;
             return None;
         };
-        let Some(pid) = self.route(dst) else {
-            match self.foreign_owner(dst) {
-                Some(owner) => out.forward.push((owner, Forward::Tun(ip.to_vec()))),
-                None => self.stats.no_route += 1,
+        let pid = match self.route_or_forward(dst) {
+            RouteTo::Local(pid) => pid,
+            RouteTo::Worker(owner) => {
+                out.forward.push((owner, Forward::Tun(ip.to_vec())));
+                return None;
             }
-            return None;
+            RouteTo::Nowhere => {
+                self.stats.no_route += 1;
+                return None;
+            }
         };
         let c = self
             .clients
@@ -1384,6 +1445,7 @@ impl ServerCore {
         }
         if let Some(s) = &self.shard {
             s.tables.forget_float(&c.addr, s.index);
+            s.tables.set_live(c.wire_peer_id, false);
         }
         if c.established && c.lease.is_some() {
             self.share_routes(&c.tunnel_addrs(), &c.iroutes, false);
@@ -1845,11 +1907,13 @@ impl ServerCore {
         let pid = c.peer_id;
         if !self.cfg.duplicate_cn {
             if let Some(cn) = c.common_name.clone() {
-                self.close_common_name(&cn, out);
+                self.close_common_name(&cn, None, out);
                 // The same name on another worker's socket.
                 if let Some(s) = &self.shard {
+                    c.connect_seq = s.tables.next_connect_seq();
                     for w in (0..s.count).filter(|w| *w != s.index) {
-                        out.forward.push((w, Forward::CloseCommonName(cn.clone())));
+                        out.forward
+                            .push((w, Forward::CloseCommonName(cn.clone(), c.connect_seq)));
                     }
                 }
             }
@@ -1942,6 +2006,14 @@ impl ServerCore {
                     warn!("{}: client config line {}: {why}", c.addr, l.line);
                     Ok(())
                 }
+                Directive::NoIfconfig { v6 } => {
+                    if v6 {
+                        c.no_ifconfig.1 = true;
+                    } else {
+                        c.no_ifconfig.0 = true;
+                    }
+                    Ok(())
+                }
                 Directive::Push(_) | Directive::PushReset | Directive::PushRemove(_) => Ok(()),
             }
         });
@@ -1954,7 +2026,8 @@ impl ServerCore {
         let Some(lease) = c.lease else { return };
         let mut push = Vec::new();
         let (_, s6) = self.pool.server_addresses();
-        match (c.fixed_v6, lease.v6, s6) {
+        match (c.fixed_v6, lease.v6.filter(|_| !c.no_ifconfig.1), s6) {
+            _ if c.no_ifconfig.1 => {}
             (Some((a, p, Some(remote))), _, _) => {
                 push.push(format!("ifconfig-ipv6 {a}/{p} {remote}"));
             }
@@ -1963,7 +2036,11 @@ impl ServerCore {
             }
             _ => {}
         }
-        if let (Some(a), Some(m)) = (c.fixed_v4.or(lease.v4), self.pool.netmask_v4()) {
+        if let (Some(a), Some(m), false) = (
+            c.fixed_v4.or(lease.v4),
+            self.pool.netmask_v4(),
+            c.no_ifconfig.0,
+        ) {
             push.push(format!("ifconfig {a} {m}"));
         }
         push.append(&mut c.token_push);

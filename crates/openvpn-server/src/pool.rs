@@ -13,6 +13,9 @@ pub type PersistMap = BTreeMap<String, (Option<Ipv4Addr>, Option<Ipv6Addr>)>;
 pub struct Leases {
     pool: AddressPool,
     persist: PersistMap,
+    /// Pool entry → (token of its current lease, common name it was leased for).
+    holders: BTreeMap<usize, (u64, Option<String>)>,
+    next_token: u64,
 }
 
 /// [`Leases`] shared by the cores of one server.
@@ -21,20 +24,45 @@ pub type SharedLeases = Arc<Mutex<Leases>>;
 impl Leases {
     /// Leases from `pool`, remembering `persist` (read from the persist file).
     pub fn new(pool: AddressPool, persist: PersistMap) -> Self {
-        Leases { pool, persist }
+        Leases {
+            pool,
+            persist,
+            holders: BTreeMap::new(),
+            next_token: 1,
+        }
+    }
+
+    /// Records `lease` as handed out now (a fresh token) for `cn`.
+    fn hand_out(&mut self, mut lease: Lease, cn: Option<&str>) -> Lease {
+        lease.token = self.next_token;
+        self.next_token += 1;
+        self.holders
+            .insert(lease.index, (lease.token, cn.map(str::to_owned)));
+        lease
     }
 
     /// A lease for a client with common name `cn`: with `persist`, the address it had
-    /// before if still free, else one no other remembered client had, else any; the choice
-    /// is remembered.
-    pub fn lease_for(&mut self, cn: Option<&str>, persist: bool) -> Option<Lease> {
+    /// before if still free — or, with `take_over`, still held by an older connection with
+    /// the same name (that is being closed; its later release does not free the entry) —
+    /// else one no other remembered client had, else any; the choice is remembered.
+    pub fn lease_for(&mut self, cn: Option<&str>, persist: bool, take_over: bool) -> Option<Lease> {
         if !persist {
-            return self.pool.lease();
+            let lease = self.pool.lease()?;
+            return Some(self.hand_out(lease, cn));
         }
         let own = cn
             .and_then(|cn| self.persist.get(cn))
             .and_then(|(a, a6)| self.pool.index_of(*a, *a6));
-        let lease = match own.and_then(|i| self.pool.lease_index(i)) {
+        let held_by_same_name = |i: usize| {
+            take_over && cn.is_some() && self.holders.get(&i).is_some_and(|h| h.1.as_deref() == cn)
+        };
+        let taken_over = own.filter(|i| held_by_same_name(*i)).map(|i| Lease {
+            index: i,
+            v4: self.persist.get(cn.unwrap_or_default()).and_then(|p| p.0),
+            v6: self.persist.get(cn.unwrap_or_default()).and_then(|p| p.1),
+            token: 0,
+        });
+        let lease = match taken_over.or_else(|| own.and_then(|i| self.pool.lease_index(i))) {
             Some(l) => Some(l),
             None => {
                 let reserved: Vec<usize> = self
@@ -49,12 +77,15 @@ impl Leases {
         if let Some(cn) = cn.filter(|c| !c.is_empty()) {
             self.persist.insert(cn.to_owned(), (lease.v4, lease.v6));
         }
-        Some(lease)
+        Some(self.hand_out(lease, cn))
     }
 
-    /// Returns a lease (its persisted entry stays).
+    /// Returns a lease (its persisted entry stays); a lease taken over since does nothing.
     pub fn release(&mut self, lease: &Lease) {
-        self.pool.release(lease);
+        if self.holders.get(&lease.index).map(|h| h.0) == Some(lease.token) {
+            self.holders.remove(&lease.index);
+            self.pool.release(lease);
+        }
     }
 
     /// The `ifconfig-pool-persist` file text: `common_name,ipv4[,ipv6]` per line.
@@ -97,6 +128,9 @@ pub struct Lease {
     pub v4: Option<Ipv4Addr>,
     /// IPv6 address.
     pub v6: Option<Ipv6Addr>,
+    /// Which hand-out of this entry it is ([`Leases`]: only the current holder's release
+    /// frees the entry).
+    pub token: u64,
 }
 
 fn prefix_len(mask: Ipv4Addr) -> u8 {
@@ -183,6 +217,7 @@ impl AddressPool {
             v6: self
                 .v6
                 .map(|(n, _)| Ipv6Addr::from(u128::from(n) + 0x1000 + index as u128)),
+            token: 0,
         })
     }
 
@@ -220,17 +255,31 @@ mod tests {
         ));
         let persist = crate::core::parse_pool_persist("alice,10.8.0.5\n");
         let mut l = Leases::new(AddressPool::new(net, None), persist);
-        let bob = l.lease_for(Some("bob"), true).unwrap();
+        let bob = l.lease_for(Some("bob"), true, true).unwrap();
         assert_eq!(bob.v4, Some("10.8.0.2".parse().unwrap()));
-        let alice = l.lease_for(Some("alice"), true).unwrap();
+        let alice = l.lease_for(Some("alice"), true, true).unwrap();
         assert_eq!(alice.v4, Some("10.8.0.5".parse().unwrap()));
         // Without persistence the lowest free entry, and nothing is remembered.
-        let carol = l.lease_for(Some("carol"), false).unwrap();
+        let carol = l.lease_for(Some("carol"), false, true).unwrap();
         assert_eq!(carol.v4, Some("10.8.0.3".parse().unwrap()));
+        // Alice reconnects while her old connection (on another worker) is still open: she
+        // takes her address over; the old connection's release then frees nothing.
+        let alice2 = l.lease_for(Some("alice"), true, true).unwrap();
+        assert_eq!(alice2.v4, alice.v4);
         l.release(&alice);
+        let dave = l.lease_for(Some("dave"), true, true).unwrap();
+        assert_ne!(
+            dave.v4, alice.v4,
+            "the taken-over entry was freed by the old release"
+        );
+        // Without take-over (duplicate-cn), a second alice gets another address.
+        let alice3 = l.lease_for(Some("alice"), true, false).unwrap();
+        assert_ne!(alice3.v4, alice.v4);
+        l.release(&alice2);
         let text = l.persist_text();
+        // The last alice (a duplicate, without take-over) is what is remembered.
         assert!(
-            text.contains("alice,10.8.0.5") && text.contains("bob,10.8.0.2"),
+            text.contains("alice,10.8.0.6") && text.contains("bob,10.8.0.2"),
             "{text}"
         );
         assert!(!text.contains("carol"), "{text}");

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::core::PeerAddr;
@@ -29,8 +30,9 @@ pub enum Forward {
     /// An IP packet (from the tun device or another client) for one of the target's clients.
     Tun(Vec<u8>),
     /// A client with this common name connected to another worker and `duplicate-cn` is
-    /// not set: close the target's clients with that name.
-    CloseCommonName(String),
+    /// not set: close the target's clients with that name that connected before `seq`
+    /// ([`ShardTables::next_connect_seq`]; a late message never closes a newer client).
+    CloseCommonName(String, u64),
 }
 
 /// Which worker this core is and the tables all workers share.
@@ -44,6 +46,9 @@ pub struct ShardInfo {
     pub tables: Arc<ShardTables>,
     /// The shared address pool and `ifconfig-pool-persist` memory.
     pub leases: crate::pool::SharedLeases,
+    /// The cookie gate's key, the same in every worker (a client's first packet and its
+    /// cookie echo may reach different workers after a float).
+    pub gate_key: [u8; 32],
 }
 
 impl ShardInfo {
@@ -74,6 +79,10 @@ impl ShardInfo {
 pub struct ShardTables {
     copies: Vec<RwLock<Routes>>,
     floated: Mutex<HashMap<PeerAddr, u32>>,
+    /// Which wire peer-ids belong to a client now: only their data is handed to the owner
+    /// (random peer-ids from the network cannot fill the workers' queues).
+    live: Vec<AtomicBool>,
+    connect_seq: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -84,14 +93,35 @@ struct Routes {
 }
 
 impl ShardTables {
-    /// Tables for `workers` readers.
-    pub fn new(workers: u32) -> Self {
+    /// Tables for `workers` readers and wire peer-ids below `peer_ids`.
+    pub fn new(workers: u32, peer_ids: usize) -> Self {
         ShardTables {
             copies: (0..workers.max(1))
                 .map(|_| RwLock::new(Routes::default()))
                 .collect(),
             floated: Mutex::new(HashMap::new()),
+            live: (0..peer_ids).map(|_| AtomicBool::new(false)).collect(),
+            connect_seq: AtomicU64::new(1),
         }
+    }
+
+    /// Marks wire peer-id `wire` as used (`true`) or free.
+    pub fn set_live(&self, wire: u32, live: bool) {
+        if let Some(l) = self.live.get(wire as usize) {
+            l.store(live, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether wire peer-id `wire` belongs to a client.
+    pub fn is_live(&self, wire: u32) -> bool {
+        self.live
+            .get(wire as usize)
+            .is_some_and(|l| l.load(Ordering::Relaxed))
+    }
+
+    /// A number that orders connections across workers (for `duplicate-cn`).
+    pub fn next_connect_seq(&self) -> u64 {
+        self.connect_seq.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Applies `change` to every reader's copy.
@@ -185,11 +215,12 @@ mod tests {
         ShardInfo {
             index,
             count,
-            tables: Arc::new(ShardTables::new(count)),
+            tables: Arc::new(ShardTables::new(count, 64)),
             leases: Arc::new(Mutex::new(crate::pool::Leases::new(
                 crate::pool::AddressPool::new(None, None),
                 Default::default(),
             ))),
+            gate_key: [0; 32],
         }
     }
 
@@ -206,7 +237,11 @@ mod tests {
 
     #[test]
     fn routes_prefer_hosts_then_longest_prefix_and_removal_checks_the_owner() {
-        let t = ShardTables::new(2);
+        let t = ShardTables::new(2, 8);
+        assert!(!t.is_live(5));
+        t.set_live(5, true);
+        assert!(t.is_live(5) && !t.is_live(4) && !t.is_live(1000));
+        t.set_live(1000, true); // out of range: ignored
         let a: IpAddr = "10.8.0.5".parse().unwrap();
         t.insert_host(a, 1);
         t.add_prefix("192.168.0.0".parse().unwrap(), 16, 0);

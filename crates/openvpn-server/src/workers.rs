@@ -92,6 +92,9 @@ enum WorkerMsg {
     RestartAll,
     /// SIGHUP: the re-read configuration.
     Reload(Box<Result<ServerConfig, String>>),
+    /// Close this worker's clients with this common name accepted before this sequence
+    /// number (another worker accepted a new one; `duplicate-cn` not set).
+    CloseCommonName(String, u64),
 }
 
 /// A worker's TCP connections: their packets, new ones, and their writers.
@@ -108,6 +111,8 @@ struct Worker<D> {
     tun: Arc<D>,
     inbox: mpsc::Receiver<Forward>,
     peers: Arc<Vec<mpsc::Sender<Forward>>>,
+    /// Every worker's message channel (unbounded: for what must not be dropped).
+    siblings: Arc<Vec<mpsc::UnboundedSender<WorkerMsg>>>,
     stop: watch::Receiver<bool>,
     msgs: mpsc::UnboundedReceiver<WorkerMsg>,
     notify: Option<mpsc::UnboundedSender<Notify>>,
@@ -177,7 +182,11 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
         }
         None => drop(tcp_routes),
     }
-    let tables = Arc::new(ShardTables::new(n));
+    // Wire peer-ids stay below (slots per worker) × n.
+    let slots = (cfg.max_clients.max(1) as usize).min(4096);
+    let tables = Arc::new(ShardTables::new(n, slots * n as usize));
+    let mut gate_key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut gate_key);
     let leases = ServerCore::new_leases(&cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut inboxes = Vec::new();
@@ -200,9 +209,11 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     start_metrics(&cfg, &req_tx).await?;
     drop(req_tx);
     let now = Instant::now();
-    let mut worker_txs = Vec::new();
+    let (worker_txs, worker_rxs): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+    let siblings = Arc::new(worker_txs.clone());
     let mut handles = Vec::new();
-    for ((index, inbox), tcp) in (0..n).zip(inboxes).zip(tcp_inputs) {
+    for (((index, inbox), tcp), wrx) in (0..n).zip(inboxes).zip(tcp_inputs).zip(worker_rxs) {
         let udp = sockets.get_mut(index as usize).and_then(Option::take);
         let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
         core.set_shard(ShardInfo {
@@ -210,19 +221,19 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             count: n,
             tables: Arc::clone(&tables),
             leases: Arc::clone(&leases),
+            gate_key,
         });
         if notify.is_some() && cfg.management_hold {
             core.set_hold(true);
         }
         core.set_authenticator(authenticator.is_some());
-        let (wtx, wrx) = mpsc::unbounded_channel();
-        worker_txs.push(wtx);
         let worker = Worker {
             index,
             core,
             tun: Arc::clone(&tun),
             inbox,
             peers: Arc::clone(&peers),
+            siblings: Arc::clone(&siblings),
             stop: stop_rx.clone(),
             msgs: wrx,
             notify: notify.clone(),
@@ -271,6 +282,13 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
                     CoreRequest::Signal(Signal::Term) => {
                         info!("SIGTERM (management) received, shutting down");
                         stop = true;
+                    }
+                    CoreRequest::Signal(Signal::Usr2) => {
+                        let rows: Vec<ClientRow> =
+                            workers.ask_all(WorkerMsg::Rows).await.into_iter().flatten().collect();
+                        for l in status::render_rows(2, &rows).lines() {
+                            info!("{l}");
+                        }
                     }
                     _ => {}
                 }
@@ -501,6 +519,16 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 _ => flush(&mut out, None, self.tun.as_ref(), &mut tcp.writers).await,
             }
             for (owner, f) in out.forward.drain(..) {
+                // Closing a duplicate must not be dropped: the unbounded message channel.
+                let f = match f {
+                    Forward::CloseCommonName(cn, seq) => {
+                        if let Some(tx) = self.siblings.get(owner as usize) {
+                            let _ = tx.send(WorkerMsg::CloseCommonName(cn, seq));
+                        }
+                        continue;
+                    }
+                    f => f,
+                };
                 let sent = self
                     .peers
                     .get(owner as usize)
@@ -549,6 +577,9 @@ impl<D: PacketDevice + 'static> Worker<D> {
             }
             WorkerMsg::RestartAll => self.core.restart_all(now, out),
             WorkerMsg::Reload(reread) => apply_config(&mut self.core, *reread),
+            WorkerMsg::CloseCommonName(cn, seq) => {
+                self.core.close_common_name(&cn, Some(seq), out);
+            }
         }
     }
 
@@ -556,8 +587,10 @@ impl<D: PacketDevice + 'static> Worker<D> {
     fn forwarded(&mut self, now: Instant, f: Forward, out: &mut Outputs) {
         match f {
             Forward::Link(from, mut pkt) => self.core.on_link_packet(now, from, &mut pkt, out),
-            Forward::Tun(ip) => self.core.on_tun_packet(now, &ip, out),
-            Forward::CloseCommonName(cn) => self.core.close_common_name(&cn, out),
+            Forward::Tun(ip) => self.core.on_forwarded_tun_packet(now, &ip, out),
+            Forward::CloseCommonName(cn, seq) => {
+                self.core.close_common_name(&cn, Some(seq), out);
+            }
         }
     }
 
