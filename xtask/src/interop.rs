@@ -1317,19 +1317,7 @@ fn stop(proc: &mut Proc) {
 fn script(env: &Env, name: &str, args: &[&OsStr]) -> Result<()> {
     let mut cmd = Command::new("bash");
     cmd.arg(env.scripts.join(name)).args(args);
-    let shown = crate::show(&cmd);
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run `{shown}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{shown}` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    crate::netpair::quiet(&mut cmd)
 }
 
 /// Builds our release binaries that the selected cases need and the workspace has.

@@ -23,7 +23,6 @@
 //!
 //! Progress goes to stderr; the exit status is 0 whenever the JSON was written.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,12 +34,8 @@ use openvpn_loadgen::Load;
 #[derive(Debug, Clone)]
 struct Args {
     profile: PathBuf,
-    clients: usize,
-    concurrency: usize,
-    target: Ipv4Addr,
-    server_pid: Option<u32>,
-    hold: Duration,
-    timeout: Duration,
+    /// The run, from `Load::default()` and the options given.
+    load: Load,
     out: PathBuf,
 }
 
@@ -51,16 +46,7 @@ impl Args {
     fn parse() -> Result<Args> {
         let mut profile = None;
         let mut out = None;
-        let mut a = Args {
-            profile: PathBuf::new(),
-            clients: 100,
-            concurrency: 50,
-            target: Ipv4Addr::new(10, 8, 0, 1),
-            server_pid: None,
-            hold: Duration::from_secs(15),
-            timeout: Duration::from_secs(120),
-            out: PathBuf::new(),
-        };
+        let mut a = Load::default();
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
             let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
@@ -82,12 +68,14 @@ impl Args {
                 other => bail!("unknown argument '{other}'\n{USAGE}"),
             }
         }
-        a.profile = profile.context(USAGE)?;
-        a.out = out.context(USAGE)?;
         if a.clients == 0 || a.concurrency == 0 {
             bail!("--clients and --concurrency must be at least 1");
         }
-        Ok(a)
+        Ok(Args {
+            profile: profile.context(USAGE)?,
+            load: a,
+            out: out.context(USAGE)?,
+        })
     }
 }
 
@@ -105,16 +93,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let load = Load {
-        clients: args.clients,
-        concurrency: args.concurrency,
-        target: args.target,
-        server_pid: args.server_pid,
-        hold: args.hold,
-        timeout: args.timeout,
-        ..Load::default()
-    };
-    let outcome = rt.block_on(openvpn_loadgen::run(&load, cfg));
+    let outcome = rt.block_on(openvpn_loadgen::run(&args.load, cfg));
     std::fs::write(&args.out, &outcome.json)
         .with_context(|| format!("cannot write {}", args.out.display()))
 }
