@@ -53,48 +53,14 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     );
 
     // Client → tun and tun → client for every client, several rounds.
-    let by_addr: HashMap<Ipv4Addr, usize> =
-        addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
-    let rounds = 5u8;
-    let mut up = vec![0u8; CLIENTS];
-    let mut down = vec![0u8; CLIENTS];
-    for seq in 0..rounds {
-        for (i, (_, handle)) in clients.iter().enumerate() {
-            handle
-                .inject(icmp_echo_v4(addrs[i].octets(), [10, 8, 0, 1], seq))
-                .await
-                .unwrap();
-            server
-                .tun
-                .inject(icmp_echo_v4([10, 8, 0, 1], addrs[i].octets(), seq))
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (up.iter().chain(&down).any(|n| *n < rounds)) && Instant::now() < deadline {
-        while let Some(p) = server.tun.try_written() {
-            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-            if let Some(i) = by_addr.get(&src) {
-                up[*i] += 1;
-            }
-        }
-        for (i, (_, handle)) in clients.iter_mut().enumerate() {
-            while handle.try_written().is_some() {
-                down[i] += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        up.iter().all(|n| *n == rounds),
-        "client → server packets per client (of {rounds}): {up:?}"
-    );
-    assert!(
-        down.iter().all(|n| *n == rounds),
-        "server → client packets per client (of {rounds}): {down:?}"
-    );
+    exchange(
+        &mut server,
+        &mut clients,
+        &addrs,
+        5,
+        Duration::from_millis(50),
+    )
+    .await;
 
     // The status file (worker 0 writes everyone's rows) lists all of them.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -142,6 +108,58 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     );
 
     server.finish(clients).await;
+}
+
+/// Sends `rounds` ICMP echoes from every client to the server's tun and back (pausing
+/// `pause` after each round) and requires every one to arrive, counted per client.
+async fn exchange(
+    server: &mut Server,
+    clients: &mut [(openvpn_client::ClientHandle, openvpn_tun::MemoryTunHandle)],
+    addrs: &[Ipv4Addr],
+    rounds: u8,
+    pause: Duration,
+) {
+    let by_addr: HashMap<Ipv4Addr, usize> =
+        addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+    let mut up = vec![0u8; clients.len()];
+    let mut down = vec![0u8; clients.len()];
+    for seq in 0..rounds {
+        for (i, (_, handle)) in clients.iter().enumerate() {
+            handle
+                .inject(icmp_echo_v4(addrs[i].octets(), [10, 8, 0, 1], seq))
+                .await
+                .unwrap();
+            server
+                .tun
+                .inject(icmp_echo_v4([10, 8, 0, 1], addrs[i].octets(), seq))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(pause).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (up.iter().chain(&down).any(|n| *n < rounds)) && Instant::now() < deadline {
+        while let Some(p) = server.tun.try_written() {
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            if let Some(i) = by_addr.get(&src) {
+                up[*i] += 1;
+            }
+        }
+        for (i, (_, handle)) in clients.iter_mut().enumerate() {
+            while handle.try_written().is_some() {
+                down[i] += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        up.iter().all(|n| *n == rounds),
+        "client → server packets per client (of {rounds}): {up:?}"
+    );
+    assert!(
+        down.iter().all(|n| *n == rounds),
+        "server → client packets per client (of {rounds}): {down:?}"
+    );
 }
 
 /// Starts one of our clients on `profile` with an in-memory tun of `queue` packets.
@@ -560,37 +578,7 @@ async fn tcp_clients_are_dealt_to_both_workers_and_pass_packets() {
         2,
         "connections were not dealt to both workers: {peer_ids:?}"
     );
-    for seq in 0..3u8 {
-        for (i, (_, handle)) in clients.iter().enumerate() {
-            handle
-                .inject(icmp_echo_v4(addrs[i].octets(), [10, 8, 0, 1], seq))
-                .await
-                .unwrap();
-            server
-                .tun
-                .inject(icmp_echo_v4([10, 8, 0, 1], addrs[i].octets(), seq))
-                .await
-                .unwrap();
-        }
-    }
-    let (mut up, mut down) = (0, vec![0u8; clients.len()]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (up < 12 || down.iter().any(|n| *n < 3)) && Instant::now() < deadline {
-        while server.tun.try_written().is_some() {
-            up += 1;
-        }
-        for (i, (_, handle)) in clients.iter_mut().enumerate() {
-            while handle.try_written().is_some() {
-                down[i] += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(up, 12, "client → server packets");
-    assert!(
-        down.iter().all(|n| *n == 3),
-        "server → client per client: {down:?}"
-    );
+    exchange(&mut server, &mut clients, &addrs, 3, Duration::ZERO).await;
     let status = management(&server.dir.join("mgmt.sock"), "status 2\n", "END").await;
     let listed = status
         .lines()
