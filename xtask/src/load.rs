@@ -57,6 +57,10 @@ pub(crate) struct Options {
     no_build: bool,
     /// `verb` of both servers.
     verb: u32,
+    /// Our server once per entry, with `workers N` (1: the single-worker default).
+    workers: Vec<usize>,
+    /// The key the server signs each handshake with.
+    server_key: ServerKey,
 }
 
 impl Default for Options {
@@ -69,12 +73,15 @@ impl Default for Options {
             only: vec![Server::Ours, Server::Real],
             no_build: false,
             verb: 3,
+            workers: vec![1],
+            server_key: ServerKey::Ec,
         }
     }
 }
 
 const USAGE: &str = "usage: cargo xtask load [--clients N] [--quick] [--concurrency C] [--hold S] \
-                     [--repeat R] [--only ours|real] [--verb N] [--no-build]";
+                     [--repeat R] [--only ours|real] [--workers N,M..] [--server-key ec|rsa] [--verb N] \
+                     [--no-build]";
 
 impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Options> {
@@ -108,6 +115,23 @@ impl Options {
                         })
                         .collect::<Result<_>>()?;
                 }
+                "--workers" => {
+                    let v = args.next().context("--workers needs a list such as 1,2")?;
+                    opts.workers = v
+                        .split(',')
+                        .map(|w| match w.parse::<usize>() {
+                            Ok(n @ 1..=64) => Ok(n),
+                            _ => bail!("--workers: '{w}' is not a number from 1 to 64"),
+                        })
+                        .collect::<Result<_>>()?;
+                }
+                "--server-key" => {
+                    opts.server_key = match args.next().map(String::as_str) {
+                        Some("ec") => ServerKey::Ec,
+                        Some("rsa") => ServerKey::Rsa,
+                        other => bail!("--server-key needs ec or rsa, not {other:?}"),
+                    }
+                }
                 "--no-build" => opts.no_build = true,
                 other => bail!("load: unknown argument '{other}'\n{USAGE}"),
             }
@@ -130,11 +154,56 @@ enum Server {
     Real,
 }
 
-impl Server {
-    fn key(self) -> &'static str {
+/// The server's certificate key, from `scripts/pki.sh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKey {
+    /// `server.key`: EC P-256, cheap to sign with (the client's work dominates).
+    Ec,
+    /// `server-rsa.key`: RSA 3072, about 1.4 ms per signature, so the server's handshake work
+    /// dominates and shows whether it spreads over workers.
+    Rsa,
+}
+
+impl ServerKey {
+    /// The PKI file stem of the certificate and key.
+    fn stem(self) -> &'static str {
         match self {
-            Server::Ours => "ours",
-            Server::Real => "real",
+            ServerKey::Ec => "server",
+            ServerKey::Rsa => "server-rsa",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ServerKey::Ec => "EC P-256",
+            ServerKey::Rsa => "RSA 3072",
+        }
+    }
+}
+
+/// One column of the table: a server, and for ours its number of workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Variant {
+    server: Server,
+    workers: usize,
+}
+
+impl Variant {
+    /// Short name: `ours`, `ours-w2`, `real`.
+    fn label(self) -> String {
+        match (self.server, self.workers) {
+            (Server::Real, _) => "real".to_owned(),
+            (Server::Ours, 1) => "ours".to_owned(),
+            (Server::Ours, n) => format!("ours-w{n}"),
+        }
+    }
+
+    /// Column title.
+    fn title(self) -> String {
+        match (self.server, self.workers) {
+            (Server::Real, _) => "real OpenVPN 2.6".to_owned(),
+            (Server::Ours, 1) => "ours".to_owned(),
+            (Server::Ours, n) => format!("ours, {n} workers"),
         }
     }
 }
@@ -191,9 +260,25 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     let versions = versions();
     println!(
-        "load: {} clients, {} handshakes in flight, hold {} s, {} round(s); {versions}",
-        opts.clients, opts.concurrency, opts.hold, opts.repeat
+        "load: {} clients, {} handshakes in flight, hold {} s, {} round(s), server key {}; \
+         {versions}",
+        opts.clients,
+        opts.concurrency,
+        opts.hold,
+        opts.repeat,
+        opts.server_key.describe()
     );
+    let variants: Vec<Variant> = servers
+        .iter()
+        .flat_map(|&server| match server {
+            Server::Ours => opts
+                .workers
+                .iter()
+                .map(|&workers| Variant { server, workers })
+                .collect(),
+            Server::Real => vec![Variant { server, workers: 1 }],
+        })
+        .collect();
 
     let netns = NetPair::up(NetPairSpec {
         tool: "load",
@@ -204,34 +289,33 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         srv_addr: SRV_ADDR,
         cli_addr: CLI_ADDR,
     })?;
-    let mut results: Vec<(Server, Result<String>)> = Vec::new();
+    let mut results: Vec<(Variant, Result<String>)> = Vec::new();
     for round in 1..=opts.repeat {
-        for server in &servers {
+        for &variant in &variants {
             if !results.is_empty() {
                 sleep(Duration::from_secs(2));
             }
+            let label = variant.label();
             println!(
-                "== round {round}/{}: {} server, {} clients",
-                opts.repeat,
-                server.key(),
-                opts.clients
+                "== round {round}/{}: {label} server, {} clients",
+                opts.repeat, opts.clients
             );
-            let r = measure(&env, *server);
+            let r = measure(&env, variant);
             match &r {
                 Err(e) => {
-                    let note = format!("round {round}, {} server: {e:#}", server.key());
+                    let note = format!("round {round}, {label} server: {e:#}");
                     println!("load: FAILED {note}");
                     notes.push(note);
                 }
                 Ok(j) => {
                     if let Some(note) = shortfall(j) {
-                        let note = format!("round {round}, {} server: {note}", server.key());
+                        let note = format!("round {round}, {label} server: {note}");
                         println!("load: {note}");
                         notes.push(note);
                     }
                 }
             }
-            results.push((*server, r));
+            results.push((variant, r));
         }
     }
     drop(netns);
@@ -240,8 +324,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         opts,
         versions: &versions,
         notes: &notes,
-        ours: find(&results, Server::Ours),
-        real: find(&results, Server::Real),
+        columns: variants.iter().map(|&v| (v, find(&results, v))).collect(),
     };
     let md = report.markdown();
     println!("\n{md}");
@@ -284,8 +367,8 @@ fn shortfall(j: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-/// The generator results of one server, one per round that worked.
-fn find(results: &[(Server, Result<String>)], s: Server) -> Vec<&str> {
+/// The generator results of one variant, one per round that worked.
+fn find(results: &[(Variant, Result<String>)], s: Variant) -> Vec<&str> {
     results
         .iter()
         .filter(|(k, _)| *k == s)
@@ -295,14 +378,15 @@ fn find(results: &[(Server, Result<String>)], s: Server) -> Vec<&str> {
 }
 
 /// One server under the load; returns the load generator's JSON.
-fn measure(env: &Env, server: Server) -> Result<String> {
-    let dir = env.out.join(format!("load-{}", server.key()));
+fn measure(env: &Env, variant: Variant) -> Result<String> {
+    let server = variant.server;
+    let dir = env.out.join(format!("load-{}", variant.label()));
     fs::create_dir_all(&dir)?;
     let n = env.opts.clients;
     let conf = dir.join("server.conf");
     let log = dir.join("server.log");
     let _ = fs::remove_file(&log);
-    fs::write(&conf, server_conf(env, server, &dir))?;
+    fs::write(&conf, server_conf(env, variant, &dir))?;
     let profile = dir.join("client.ovpn");
     fs::write(&profile, client_profile(env))?;
     let result = dir.join("result.json");
@@ -374,8 +458,10 @@ fn measure(env: &Env, server: Server) -> Result<String> {
 }
 
 /// The same server config for both implementations, IPv4-only tunnel with a /20 pool.
-fn server_conf(env: &Env, server: Server, dir: &Path) -> String {
+fn server_conf(env: &Env, variant: Variant, dir: &Path) -> String {
+    let server = variant.server;
     let pki = &env.pki;
+    let stem = env.opts.server_key.stem();
     let n = env.opts.clients;
     let mask = if n <= 4000 {
         "255.255.240.0"
@@ -383,7 +469,11 @@ fn server_conf(env: &Env, server: Server, dir: &Path) -> String {
         "255.255.0.0"
     };
     let mut s = String::new();
-    let _ = writeln!(s, "# written by cargo xtask load ({} server)", server.key());
+    let _ = writeln!(
+        s,
+        "# written by cargo xtask load ({} server)",
+        variant.label()
+    );
     for line in [
         "mode server",
         "tls-server",
@@ -397,8 +487,8 @@ fn server_conf(env: &Env, server: Server, dir: &Path) -> String {
         "duplicate-cn",
         &format!("max-clients {}", n + 16),
         &format!("ca {}/ca.crt", pki.display()),
-        &format!("cert {}/server.crt", pki.display()),
-        &format!("key {}/server.key", pki.display()),
+        &format!("cert {}/{stem}.crt", pki.display()),
+        &format!("key {}/{stem}.key", pki.display()),
         "dh none",
         "data-ciphers AES-256-GCM",
         &format!("tls-crypt {}/tc.key", pki.display()),
@@ -412,6 +502,9 @@ fn server_conf(env: &Env, server: Server, dir: &Path) -> String {
         // 2.6 answers at most 100 initial packets per 10 s by default (reflection-attack
         // limit); the load's handshakes would be throttled by that, not by the server.
         let _ = writeln!(s, "disable-dco\nconnect-freq-initial 1000000 10");
+    }
+    if variant.workers > 1 {
+        let _ = writeln!(s, "workers {}", variant.workers);
     }
     s
 }
@@ -705,57 +798,123 @@ const ROWS: &[Row] = &[
     },
 ];
 
+/// The table: one column per variant, each the median over its rounds.
 struct Report<'a> {
     opts: &'a Options,
     versions: &'a str,
     notes: &'a [String],
-    ours: Vec<&'a str>,
-    real: Vec<&'a str>,
+    /// Every variant measured, with its generator results (one per round that worked).
+    columns: Vec<(Variant, Vec<&'a str>)>,
 }
 
 impl Report<'_> {
-    fn values(&self, r: &Row) -> (Option<f64>, Option<f64>, Option<f64>) {
-        let med = |runs: &[&str]| median_finite(runs.iter().filter_map(|j| (r.value)(j)).collect());
-        let ours = med(&self.ours);
-        let real = med(&self.real);
-        let ratio = match (ours, real) {
-            (Some(o), Some(x)) if r.ratio && x > 0.0 => Some(o / x),
-            _ => None,
-        };
-        (ours, real, ratio)
+    /// The median of a row for every column.
+    fn values(&self, r: &Row) -> Vec<Option<f64>> {
+        self.columns
+            .iter()
+            .map(|(_, runs)| median_finite(runs.iter().filter_map(|j| (r.value)(j)).collect()))
+            .collect()
+    }
+
+    /// Which columns are compared, as (numerator, denominator) indices: every ours column
+    /// against the real server, and every ours column with more than one worker against the
+    /// single-worker one (the scaling).
+    fn ratio_pairs(&self) -> Vec<(usize, usize)> {
+        let index = |want: Variant| self.columns.iter().position(|(v, _)| *v == want);
+        let real = index(Variant {
+            server: Server::Real,
+            workers: 1,
+        });
+        let single = index(Variant {
+            server: Server::Ours,
+            workers: 1,
+        });
+        let mut pairs = Vec::new();
+        for (i, (v, _)) in self.columns.iter().enumerate() {
+            if v.server != Server::Ours {
+                continue;
+            }
+            if let Some(r) = real {
+                pairs.push((i, r));
+            }
+        }
+        for (i, (v, _)) in self.columns.iter().enumerate() {
+            if let (Server::Ours, Some(one)) = (v.server, single)
+                && v.workers > 1
+            {
+                pairs.push((i, one));
+            }
+        }
+        pairs
+    }
+
+    fn ratio_label(&self, (n, d): (usize, usize)) -> String {
+        format!(
+            "{}/{}",
+            self.columns[n].0.label(),
+            self.columns[d].0.label()
+        )
+    }
+
+    /// The ratios of a row, in `ratio_pairs` order (None where the row has no ratio).
+    fn ratios(&self, r: &Row, values: &[Option<f64>]) -> Vec<Option<f64>> {
+        self.ratio_pairs()
+            .into_iter()
+            .map(|(n, d)| match (values[n], values[d]) {
+                (Some(o), Some(x)) if r.ratio && x > 0.0 => Some(o / x),
+                _ => None,
+            })
+            .collect()
     }
 
     fn markdown(&self) -> String {
         let mut s = String::new();
+        let rounds: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(v, runs)| format!("{} for {}", runs.len(), v.label()))
+            .collect();
         let _ = writeln!(
             s,
             "`cargo xtask load --clients {}` ({} handshakes in flight at most, hold {} s, \
-             verb {}, median of {} round(s) for ours and {} for real): one server process in a \
-             namespace, the clients in one `ovrs-loadgen` process (our client library) in \
-             another. UDP, tls-crypt, AES-256-GCM, EC P-256 PKI, keepalive 10 60, \
-             duplicate-cn. Ratio = ours / real.",
+             verb {}, median of {} round(s)): one server process in a namespace, the clients in \
+             one `ovrs-loadgen` process (our client library) in another. UDP, tls-crypt, \
+             AES-256-GCM, server key {} (CA and clients EC P-256), keepalive 10 60, \
+             duplicate-cn. `ours-wN`: our server with `workers N`.",
             self.opts.clients,
             self.opts.concurrency,
             self.opts.hold,
             self.opts.verb,
-            self.ours.len(),
-            self.real.len()
+            rounds.join(", "),
+            self.opts.server_key.describe()
         );
         let _ = writeln!(s, "{}\n", self.versions);
-        s.push_str(
-            "| metric | ours | real OpenVPN 2.6 | ours/real |\n| --- | ---: | ---: | ---: |\n",
-        );
+        let pairs = self.ratio_pairs();
+        s.push_str("| metric |");
+        for (v, _) in &self.columns {
+            let _ = write!(s, " {} |", v.title());
+        }
+        for &p in &pairs {
+            let _ = write!(s, " {} |", self.ratio_label(p));
+        }
+        s.push_str("\n| --- |");
+        s.push_str(&" ---: |".repeat(self.columns.len() + pairs.len()));
+        s.push('\n');
         let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), fmt_num);
         for r in ROWS {
-            let (o, x, ratio) = self.values(r);
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                r.desc,
-                cell(o),
-                cell(x),
-                ratio.map_or_else(String::new, |v| format!("x{v:.2}"))
-            );
+            let values = self.values(r);
+            let _ = write!(s, "| {} |", r.desc);
+            for v in &values {
+                let _ = write!(s, " {} |", cell(*v));
+            }
+            for ratio in self.ratios(r, &values) {
+                let _ = write!(
+                    s,
+                    " {} |",
+                    ratio.map_or_else(String::new, |v| format!("x{v:.2}"))
+                );
+            }
+            s.push('\n');
         }
         for n in self.notes {
             let _ = writeln!(s, "\nNote: {n}");
@@ -765,14 +924,17 @@ impl Report<'_> {
 
     fn json(&self) -> String {
         let mut s = String::from("{\n");
+        let workers: Vec<String> = self.opts.workers.iter().map(usize::to_string).collect();
         let _ = writeln!(
             s,
-            "  \"clients\": {}, \"concurrency\": {}, \"hold_s\": {}, \"repeat\": {}, \"verb\": {}, \"versions\": \"{}\",",
+            "  \"clients\": {}, \"concurrency\": {}, \"hold_s\": {}, \"repeat\": {}, \"verb\": {}, \"workers\": [{}], \"server_key\": \"{}\", \"versions\": \"{}\",",
             self.opts.clients,
             self.opts.concurrency,
             self.opts.hold,
             self.opts.repeat,
             self.opts.verb,
+            workers.join(", "),
+            self.opts.server_key.describe(),
             self.versions.replace('"', "'")
         );
         let _ = writeln!(s, "  \"notes\": [{}],", json_notes(self.notes));
@@ -780,32 +942,43 @@ impl Report<'_> {
             v.filter(|v| v.is_finite())
                 .map_or_else(|| "null".to_owned(), |v| format!("{v:.6}"))
         };
+        let pairs = self.ratio_pairs();
         s.push_str("  \"metrics\": {\n");
         for (i, r) in ROWS.iter().enumerate() {
-            let (o, x, ratio) = self.values(r);
-            let samples = |runs: &[&str]| {
-                let v: Vec<String> = runs.iter().map(|j| num((r.value)(j))).collect();
-                v.join(", ")
-            };
+            let values = self.values(r);
+            let mut fields = Vec::new();
+            for ((v, runs), value) in self.columns.iter().zip(&values) {
+                let samples: Vec<String> = runs.iter().map(|j| num((r.value)(j))).collect();
+                fields.push(format!(
+                    "\"{0}\": {1}, \"{0}_samples\": [{2}]",
+                    v.label(),
+                    num(*value),
+                    samples.join(", ")
+                ));
+            }
+            for (&p, ratio) in pairs.iter().zip(self.ratios(r, &values)) {
+                fields.push(format!("\"{}\": {}", self.ratio_label(p), num(ratio)));
+            }
             let _ = writeln!(
                 s,
-                "    \"{}\": {{\"ours\": {}, \"real\": {}, \"ratio\": {}, \"ours_samples\": [{}], \"real_samples\": [{}]}}{}",
+                "    \"{}\": {{{}}}{}",
                 r.key,
-                num(o),
-                num(x),
-                num(ratio),
-                samples(&self.ours),
-                samples(&self.real),
+                fields.join(", "),
                 if i + 1 < ROWS.len() { "," } else { "" }
             );
         }
-        s.push_str("  },\n");
-        let raw = |runs: &[&str]| {
-            let v: Vec<&str> = runs.iter().map(|j| j.trim()).collect();
-            format!("[{}]", v.join(", "))
-        };
-        let _ = writeln!(s, "  \"raw_ours\": {},", raw(&self.ours));
-        let _ = writeln!(s, "  \"raw_real\": {}\n}}", raw(&self.real));
+        s.push_str("  },\n  \"raw\": {\n");
+        for (i, (v, runs)) in self.columns.iter().enumerate() {
+            let runs: Vec<&str> = runs.iter().map(|j| j.trim()).collect();
+            let _ = writeln!(
+                s,
+                "    \"{}\": [{}]{}",
+                v.label(),
+                runs.join(", "),
+                if i + 1 < self.columns.len() { "," } else { "" }
+            );
+        }
+        s.push_str("  }\n}\n");
         s
     }
 }
@@ -827,6 +1000,46 @@ mod tests {
         assert_eq!(o.only, vec![Server::Ours]);
         assert!(Options::parse(&["--only".into(), "both".into()]).is_err());
         assert!(Options::parse(&["--clients".into(), "0".into()]).is_err());
+        let args: Vec<String> = ["--workers", "1,2", "--server-key", "rsa"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let o = Options::parse(&args).expect("workers");
+        assert_eq!(o.workers, vec![1, 2]);
+        assert_eq!(o.server_key, ServerKey::Rsa);
+        assert!(Options::parse(&["--workers".into(), "1,0".into()]).is_err());
+        assert!(Options::parse(&["--server-key".into(), "dsa".into()]).is_err());
+    }
+
+    #[test]
+    fn scaling_columns() {
+        let one = r#"{ "clients": 10, "connected": 10, "handshakes_per_s": 400 }"#;
+        let two = r#"{ "clients": 10, "connected": 10, "handshakes_per_s": 700 }"#;
+        let real = r#"{ "clients": 10, "connected": 10, "handshakes_per_s": 350 }"#;
+        let v = |server, workers| Variant { server, workers };
+        let opts = Options::default();
+        let r = Report {
+            opts: &opts,
+            versions: "v",
+            notes: &[],
+            columns: vec![
+                (v(Server::Ours, 1), vec![one]),
+                (v(Server::Ours, 2), vec![two]),
+                (v(Server::Real, 1), vec![real]),
+            ],
+        };
+        assert_eq!(r.ratio_pairs(), vec![(0, 2), (1, 2), (1, 0)]);
+        let md = r.markdown();
+        assert!(md.contains(
+            "| metric | ours | ours, 2 workers | real OpenVPN 2.6 | ours/real | ours-w2/real | ours-w2/ours |"
+        ));
+        assert!(
+            md.contains("| 400 | 700 | 350 | x1.14 | x2.00 | x1.75 |"),
+            "{md}"
+        );
+        let json = r.json();
+        assert!(json.contains("\"ours-w2/ours\": 1.750000"), "{json}");
+        assert!(json.contains("\"ours-w2_samples\": [700.000000]"), "{json}");
     }
 
     #[test]
@@ -839,12 +1052,19 @@ mod tests {
         assert_eq!(pct(j, "ping1_ok"), Some(90.0));
         assert_eq!(json_number(j, "handshake_ms_p50"), None);
         let opts = Options::default();
+        let ours = Variant {
+            server: Server::Ours,
+            workers: 1,
+        };
+        let real = Variant {
+            server: Server::Real,
+            workers: 1,
+        };
         let r = Report {
             opts: &opts,
             versions: "v",
             notes: &[],
-            ours: vec![j, j],
-            real: vec![j],
+            columns: vec![(ours, vec![j, j]), (real, vec![j])],
         };
         assert!(r.markdown().contains("| 40.0 | 40.0 | x1.00 |"));
         assert!(
