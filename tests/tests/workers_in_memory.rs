@@ -4,6 +4,8 @@
 //! packets flow both ways for every client — including tun packets read by the worker that
 //! does not own the client (forwarded) — and the status file, the management interface
 //! (`status 2`, `load-stats`, `kill`) and `/metrics` see all twelve across both workers.
+//! `max-clients 12` is one limit for both workers: all twelve connect however the kernel
+//! spreads them, and a thirteenth is refused.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -21,7 +23,9 @@ const CLIENTS: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways() {
-    let mut server = Server::start("duplicate-cn\n").await;
+    // max-clients 12 with twelve clients: an even split (6 per worker) would refuse some
+    // whenever the kernel does not send exactly six to each worker.
+    let mut server = Server::start(&format!("duplicate-cn\nmax-clients {CLIENTS}\n")).await;
     let (status, mgmt, metrics_port) = (
         server.dir.join("status.txt"),
         server.dir.join("mgmt.sock"),
@@ -51,6 +55,15 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
         "all {CLIENTS} clients landed on one worker (peer-ids {peer_ids:?}); the kernel's \
          SO_REUSEPORT hash should spread them"
     );
+    // One more is over max-clients on whichever worker it reaches.
+    let (mut extra, extra_tun) = start_client(&server.client_profile, 16);
+    let refused = tokio::time::timeout(Duration::from_secs(3), connected(&mut extra))
+        .await
+        .is_err();
+    assert!(refused, "a client over max-clients {CLIENTS} connected");
+    extra.command(openvpn_client::Command::Disconnect);
+    let _ = extra.wait().await;
+    drop(extra_tun);
 
     // Client → tun and tun → client for every client, several rounds.
     exchange(

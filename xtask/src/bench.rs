@@ -239,6 +239,11 @@ const METRICS: &[Metric] = &[
         ratio: true,
     },
     Metric {
+        key: "rtt_udp_load_ms",
+        desc: "ping RTT during the UDP offered load, median ms",
+        ratio: true,
+    },
+    Metric {
         key: "tcp1_cpu_s_per_gb",
         desc: "VPN CPU s/GB (srv+cli), TCP 1",
         ratio: true,
@@ -516,16 +521,7 @@ impl Measure<'_> {
         samples.add(key, "rtt_idle_ms", idle_med.unwrap_or(f64::NAN));
 
         // TCP 1 stream, with ping alongside for the RTT under load
-        let t = self.env.opts.time;
-        let count = ((f64::from(t) - 1.5) * 5.0).max(3.0) as u32;
-        let mut pinger = Command::new("ip");
-        pinger
-            .args([
-                "netns", "exec", CLI_NS, "ping", "-n", "-i", "0.2", "-W", "2",
-            ])
-            .args(["-c", &count.to_string(), self.target])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        let mut pinger = self.pinger();
         let side = Some((&mut pinger, Duration::from_secs(1)));
         let tcp1 = self.iperf("tcp1", &["-P", "1"], side)?;
         if let Some(r) = &tcp1 {
@@ -539,11 +535,34 @@ impl Measure<'_> {
             self.record(samples, "tcp4", &r);
         }
         sleep(Duration::from_secs(1));
+        // UDP at the same offered load for every pair, with ping alongside: the RTT under an
+        // equal load (the TCP 1 stream loads each VPN as far as it goes)
         let rate = self.env.opts.udp_rate.clone();
-        if let Some(r) = self.iperf("udp", &["-u", "-b", &rate, "-l", "1300"], None)? {
+        let mut pinger = self.pinger();
+        let side = Some((&mut pinger, Duration::from_secs(1)));
+        if let Some(r) = self.iperf("udp", &["-u", "-b", &rate, "-l", "1300"], side)? {
+            let rtt = median(parse_ping(&r.side_output));
+            samples.add(key, "rtt_udp_load_ms", rtt.unwrap_or(f64::NAN));
+            println!("  ping during udp: median {} ms", fmt_opt(rtt));
             self.record(samples, "udp", &r);
         }
         Ok(())
+    }
+
+    /// `ping -i 0.2` from the client namespace for the length of one iperf3 test (started 1 s
+    /// after it).
+    fn pinger(&self) -> Command {
+        let t = self.env.opts.time;
+        let count = ((f64::from(t) - 1.5) * 5.0).max(3.0) as u32;
+        let mut pinger = Command::new("ip");
+        pinger
+            .args([
+                "netns", "exec", CLI_NS, "ping", "-n", "-i", "0.2", "-W", "2",
+            ])
+            .args(["-c", &count.to_string(), self.target])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        pinger
     }
 
     fn record(&self, samples: &mut Samples, test: &'static str, r: &IperfRun) {

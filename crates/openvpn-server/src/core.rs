@@ -560,11 +560,12 @@ impl ServerCore {
     /// client IDs are the ones `≡ index (mod count)`, it leases addresses from the workers'
     /// shared pool (so `ifconfig-pool-persist` holds across workers), it keeps the shared
     /// tables up to date and hands packets of other workers' clients to
-    /// [`Outputs::forward`]. `max-clients` is split between the workers. Call before any
-    /// client arrives.
+    /// [`Outputs::forward`]. `max-clients` counts the clients of all workers together
+    /// ([`ShardTables::admit_client`]); each worker's table has room for all of them, as
+    /// the kernel may send most clients to one worker. Call before any client arrives.
+    ///
+    /// [`ShardTables::admit_client`]: crate::shard::ShardTables::admit_client
     pub fn set_shard(&mut self, shard: ShardInfo) {
-        let per_worker = (self.cfg.max_clients as usize).div_ceil(shard.count.max(1) as usize);
-        self.clients.truncate(per_worker.max(1));
         self.leases = Arc::clone(&shard.leases);
         if let Ok(wrapping) = server_wrapping(&self.cfg) {
             self.gate = CookieGate::new(shard.gate_key, u64::from(self.cfg.hand_window), wrapping);
@@ -837,6 +838,16 @@ impl ServerCore {
                         return;
                     }
                 };
+                // With workers, max-clients counts all workers' clients together.
+                let max = self.cfg.max_clients.max(1) as usize;
+                if let Some(s) = &self.shard
+                    && !s.tables.admit_client(max)
+                {
+                    warn!(
+                        "{from}: max-clients ({max}) reached on all workers, dropping new client"
+                    );
+                    return;
+                }
                 let wire_id = self.wire_id(peer_id as u32);
                 if let Some(s) = &self.shard {
                     s.tables.set_live(wire_id, true);
@@ -1424,6 +1435,9 @@ impl ServerCore {
         let Some(mut c) = self.clients.get_mut(pid as usize).and_then(Option::take) else {
             return;
         };
+        if let Some(s) = &self.shard {
+            s.tables.release_client();
+        }
         if c.established && self.cfg.client_disconnect.is_some() {
             let job = self.job(&mut c, 0, JobKind::ClientDisconnect);
             out.jobs.push(job);

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::core::PeerAddr;
@@ -83,6 +83,8 @@ pub struct ShardTables {
     /// (random peer-ids from the network cannot fill the workers' queues).
     live: Vec<AtomicBool>,
     connect_seq: AtomicU64,
+    /// Clients in all workers' tables together (what `max-clients` limits).
+    clients: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -102,7 +104,25 @@ impl ShardTables {
             floated: Mutex::new(HashMap::new()),
             live: (0..peer_ids).map(|_| AtomicBool::new(false)).collect(),
             connect_seq: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a new client in, unless all workers together hold `max` already (then false:
+    /// `max-clients` is one limit for the server, however the kernel spreads the clients).
+    pub fn admit_client(&self, max: usize) -> bool {
+        self.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts a client out (its table slot was freed).
+    pub fn release_client(&self) {
+        let _ = self
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// Marks wire peer-id `wire` as used (`true`) or free.
@@ -222,6 +242,25 @@ mod tests {
             ))),
             gate_key: [0; 32],
         }
+    }
+
+    #[test]
+    fn max_clients_is_one_limit_for_all_workers() {
+        let t = ShardTables::new(2, 8);
+        assert!(t.admit_client(3));
+        assert!(t.admit_client(3));
+        assert!(t.admit_client(3));
+        assert!(!t.admit_client(3), "a fourth client over max-clients 3");
+        t.release_client();
+        assert!(t.admit_client(3), "a freed place is taken again");
+        for _ in 0..5 {
+            t.release_client();
+        }
+        assert!(
+            t.admit_client(1),
+            "releasing more than admitted does not wrap"
+        );
+        assert!(!t.admit_client(1));
     }
 
     #[test]
