@@ -434,3 +434,29 @@ async fn expired_token_is_rejected_and_external_auth_asks_the_script() {
     assert_eq!(lines(&log2), vec!["Initial", "Authenticated"]);
     s.stop().await;
 }
+
+/// An embedder that drops the serving future (here: aborts its task) stops the server: its
+/// worker task sees the stop channel close, ends, and the UDP port is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_serve_future_stops_the_server() {
+    let pki = openvpn_tests::pki();
+    let s = server(&pki, "").await;
+    let (c, _, _ctun) = client(&pki, s.port, "").await;
+    s.task.abort();
+    assert!(s.task.await.unwrap_err().is_cancelled());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if std::net::UdpSocket::bind(("127.0.0.1", s.port)).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server still holds UDP port {} after its task was dropped",
+            s.port
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(s.stop);
+    c.command(openvpn_client::Command::Disconnect);
+    let _ = c.wait().await;
+}

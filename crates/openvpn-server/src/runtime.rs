@@ -5,22 +5,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use openvpn_tun::{PacketDevice, SystemTun, TunBatch, TunConfig};
+use openvpn_tun::{PacketDevice, SystemTun, TunConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::auth::{Authenticator, DecisionMsg};
 use crate::config::ManagementListen;
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
-use crate::management::{self, CoreRequest, Signal};
-use crate::status;
-use crate::udpio::{self, FastUdp};
+use crate::management;
+use crate::udpio;
 
-/// Largest datagram we accept.
-const MAX_DATAGRAM: usize = 65_535;
 /// Frames queued to one TCP client before we drop (a stuck client never blocks others).
 const TCP_QUEUE: usize = 256;
 
@@ -106,14 +103,6 @@ pub fn bind_tcp(addr: SocketAddr, family: Family) -> anyhow::Result<TcpListener>
         .with_context(|| format!("cannot bind TCP {addr}"))?;
     s.listen(128)?;
     Ok(TcpListener::from_std(s.into())?)
-}
-
-/// What the UDP branch received.
-enum UdpIn {
-    /// Buffers filled by a batched receive.
-    Batch(usize),
-    /// One datagram (plain path).
-    One(usize, SocketAddr),
 }
 
 /// What a TCP connection's reader task reports.
@@ -294,219 +283,7 @@ pub async fn serve_with<D: PacketDevice + 'static>(
     shutdown: impl std::future::Future<Output = ()>,
     opts: ServeOptions,
 ) -> anyhow::Result<()> {
-    let ServeOptions {
-        reload,
-        authenticator,
-    } = opts;
-    let (reloader, mut reload_rx) = match reload {
-        Some((r, rx)) => (Some(r), Some(rx)),
-        None => (None, None),
-    };
-    let now = Instant::now();
-    let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
-    core.set_authenticator(authenticator.is_some());
-    let (decision_tx, mut decision_rx) = mpsc::unbounded_channel::<DecisionMsg>();
-    let udp = udp.map(Arc::new);
-    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
-    let mut tcp_writers: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>> = Default::default();
-    let (new_conn_tx, mut new_conn_rx) = mpsc::channel::<(u64, mpsc::Sender<Vec<u8>>)>(64);
-    if let Some(listener) = tcp {
-        let route = TcpRoute {
-            events: tcp_tx.clone(),
-            new_conn: new_conn_tx,
-        };
-        tokio::spawn(accept_loop(listener, vec![route]));
-    }
-    let (mut status_every, mut persist_every) = file_timers(&cfg).await;
-    let mut udp_buf = vec![0u8; MAX_DATAGRAM];
-    let mut tun_buf = vec![0u8; MAX_DATAGRAM];
-    let mut out = Outputs::default();
-    // Batched data path (UDP): recvmmsg/GRO, GSO sends, tun batches; else one packet per call.
-    let fast_io = udpio::enabled();
-    let mut fast = match (&udp, fast_io) {
-        (Some(u), true) => match FastUdp::new(u) {
-            Ok(f) => {
-                out.tun_batch = Some(TunBatch::new());
-                Some(f)
-            }
-            Err(e) => {
-                warn!("fast I/O: cannot batch the UDP socket ({e}); one datagram per call");
-                None
-            }
-        },
-        _ => None,
-    };
-    let mut tun_in = TunBatch::new();
-    // The sending direction (tun -> seal -> GSO) on its own task with OPENVPN_RS_THREADS=2.
-    let mut sender = match (&udp, fast.is_some() && udpio::split_enabled()) {
-        (Some(u), true) => udpio::SendTask::spawn(Arc::clone(u), Arc::clone(&tun), &core)
-            .inspect_err(|e| warn!("send task: {e}; one task for both directions"))
-            .ok(),
-        _ => None,
-    };
-    info!(
-        "data path: {}",
-        match (&sender, fast.is_some()) {
-            (Some(_), _) => "send direction on its own task (parallel to receive)",
-            (None, true) => "one task for both directions (OPENVPN_RS_THREADS=2: a send task)",
-            (None, false) => "one task for both directions",
-        }
-    );
-    let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
-    let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
-    let notify_tx = start_management(&cfg, &req_tx).await?;
-    if notify_tx.is_some() && cfg.management_hold {
-        core.set_hold(true);
-        info!("management-hold: new clients wait for 'hold release'");
-    }
-    start_metrics(&cfg, &req_tx).await?;
-    drop(req_tx);
-    tokio::pin!(shutdown);
-    // Shutting down: until this instant, the loop runs on so that exit notifications
-    // (explicit-exit-notify) are retransmitted until the clients acknowledge them.
-    let mut draining: Option<Instant> = None;
-    loop {
-        if let Some(d) = draining {
-            if Instant::now() >= d || core.exit_pending() == 0 {
-                break;
-            }
-        }
-        let deadline = core
-            .next_timeout(Instant::now())
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        let deadline = draining.map_or(deadline, |d| d.min(deadline));
-        let sleep = tokio::time::sleep_until(deadline.into());
-        tokio::select! {
-            r = async {
-                match (&udp, fast.as_mut()) {
-                    (Some(u), Some(f)) => f.recv(u).await.map(UdpIn::Batch),
-                    (Some(u), None) => u.recv_from(&mut udp_buf).await.map(|(n, a)| UdpIn::One(n, a)),
-                    _ => std::future::pending().await,
-                }
-            } => {
-                match r {
-                    Ok(UdpIn::Batch(n)) => {
-                        if let Some(f) = fast.as_mut() {
-                            f.on_link_batch(n, &mut core, Instant::now(), &mut out);
-                        }
-                    }
-                    Ok(UdpIn::One(n, from)) => {
-                        let peer = PeerAddr { addr: from, conn: None };
-                        core.on_link_packet(Instant::now(), peer, &mut udp_buf[..n], &mut out);
-                    }
-                    Err(e) => warn!("UDP receive: {e}"),
-                }
-            }
-            r = async {
-                if sender.is_some() {
-                    std::future::pending().await
-                } else if fast_io {
-                    tun.recv_batch(&mut tun_in).await.map(|()| None)
-                } else {
-                    tun.recv(&mut tun_buf).await.map(Some)
-                }
-            } => {
-                let now = Instant::now();
-                match r {
-                    Ok(Some(n)) => core.on_tun_packet(now, &tun_buf[..n], &mut out),
-                    Ok(None) => match fast.as_mut() {
-                        Some(f) => f.on_tun_batch(&tun_in, &mut core, now, &mut out),
-                        None => {
-                            for pkt in tun_in.iter() {
-                                core.on_tun_packet(now, pkt, &mut out);
-                            }
-                        }
-                    },
-                    Err(e) => {
-                        warn!("tun read: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-            Some(ev) = tcp_rx.recv() => {
-                match ev {
-                    TcpEvent::Packet(peer, mut pkt) => core.on_link_packet(Instant::now(), peer, &mut pkt, &mut out),
-                    TcpEvent::Closed(conn) => {
-                        tcp_writers.remove(&conn);
-                        core.on_conn_closed(conn, &mut out);
-                    }
-                }
-            }
-            Some((conn, w)) = new_conn_rx.recv() => { tcp_writers.insert(conn, w); }
-            Some(r) = job_rx.recv() => core.on_job_result(Instant::now(), r, &mut out),
-            Some((cid, kid, d)) = decision_rx.recv() => {
-                if !core.authenticator_decision(Instant::now(), cid, kid, d, &mut out) {
-                    debug!("authenticator: decision for client {cid} key {kid} not pending (ignored)");
-                }
-            }
-            _ = persist_every.tick() => write_pool_persist(&core),
-            _ = sleep => {
-                if let Some(s) = sender.as_mut() {
-                    s.feed_keepalive(&mut core);
-                }
-                core.on_timeout(Instant::now(), &mut out);
-            }
-            _ = status_every.tick() => {
-                if let Some((path, _)) = &cfg.status {
-                    if let Err(e) = status::write(path, cfg.status_version, &core) {
-                        warn!("status file {}: {e}", path.display());
-                    }
-                }
-            }
-            Some(()) = async { match reload_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                apply_reload(&mut core, reloader.as_ref());
-            }
-            Some((req, reply)) = req_rx.recv() => {
-                let now = Instant::now();
-                let mut stop = false;
-                match &req {
-                    CoreRequest::Signal(Signal::Hup) => apply_reload(&mut core, reloader.as_ref()),
-                    CoreRequest::Signal(Signal::Usr1) => {
-                        info!("SIGUSR1 (management): restarting every client");
-                        core.restart_all(now, &mut out);
-                        apply_reload(&mut core, reloader.as_ref());
-                    }
-                    CoreRequest::Signal(Signal::Usr2) => {
-                        for l in status::render(2, &core).lines() {
-                            info!("{l}");
-                        }
-                    }
-                    CoreRequest::Signal(Signal::Term) if draining.is_none() => {
-                        info!("SIGTERM (management) received, shutting down");
-                        stop = true;
-                    }
-                    _ => {}
-                }
-                let text = management::execute(&mut core, now, req, &mut out);
-                let _ = reply.send(text);
-                if stop {
-                    draining = begin_exit(&mut core, &mut out);
-                }
-            }
-            _ = &mut shutdown, if draining.is_none() => {
-                draining = begin_exit(&mut core, &mut out);
-            }
-        }
-        let side = SideChannels {
-            notify: notify_tx.as_ref(),
-            authenticator: authenticator.as_ref(),
-            decisions: &decision_tx,
-            jobs: &job_tx,
-        };
-        side.dispatch(&mut out);
-        match (fast.as_mut(), udp.as_deref()) {
-            (Some(f), Some(u)) => f.flush(&mut out, u, tun.as_ref(), &mut tcp_writers).await,
-            _ => flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp_writers).await,
-        }
-        if let Some(s) = sender.as_mut() {
-            s.sync(&core);
-        }
-    }
-    drop(sender);
-    write_pool_persist(&core);
-    // Writer tasks (TCP connections) get a moment to send what is queued.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
+    crate::workers::serve_one(cfg, tun, udp, tcp, shutdown, opts).await
 }
 
 /// The status file and `ifconfig-pool-persist` timers of `cfg` (the first persist tick,
@@ -599,14 +376,6 @@ pub(crate) fn write_pool_persist(core: &ServerCore) {
         std::fs::write(&tmp, core.pool_persist_text()).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = r {
         warn!("ifconfig-pool-persist {}: {e}", path.display());
-    }
-}
-
-/// Re-reads and applies the configuration (SIGHUP), keeping connected clients.
-fn apply_reload(core: &mut ServerCore, reloader: Option<&Reloader>) {
-    match reloader.map(|r| r()) {
-        Some(r) => apply_config(core, r),
-        None => warn!("SIGHUP: no way to re-read the configuration here; ignored"),
     }
 }
 

@@ -23,6 +23,10 @@
 //! With TCP (`proto tcp-server`) there is one listener and accepted connections are dealt
 //! to the workers in turn (a TCP client never floats). An embedder's authenticator is asked
 //! by the worker that owns the client, and its decision goes back to that worker.
+//!
+//! A server without `workers` is the same loop with one worker and no shard
+//! ([`serve_one`], behind [`crate::runtime::serve_with`]): its core keeps its own tables,
+//! and only there the UDP send direction can run on its own task (`OPENVPN_RS_THREADS=2`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,7 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Authenticator, DecisionMsg};
 use crate::config::{Family, ServerConfig, Transport};
-use crate::core::{Outputs, ServerCore};
+use crate::core::{Outputs, PeerAddr, ServerCore};
 use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
 use crate::runtime::{
     ServeOptions, SideChannels, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit,
@@ -46,7 +50,10 @@ use crate::runtime::{
 };
 use crate::shard::{Forward, ShardInfo, ShardTables};
 use crate::status::{self, ClientRow};
-use crate::udpio::FastUdp;
+use crate::udpio::{self, FastUdp, SendTask};
+
+/// Largest datagram we accept.
+const MAX_DATAGRAM: usize = 65_535;
 
 /// Packets queued from one worker to another before more are dropped (and counted).
 const FORWARD_QUEUE: usize = 4096;
@@ -107,6 +114,8 @@ struct TcpInput {
 /// One worker's channels and handles.
 struct Worker<D> {
     index: u32,
+    /// The only worker (no shard): logs its data path, may run a send task.
+    single: bool,
     core: ServerCore,
     tun: Arc<D>,
     inbox: mpsc::Receiver<Forward>,
@@ -144,22 +153,43 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     shutdown: impl std::future::Future<Output = ()>,
     opts: ServeOptions,
 ) -> anyhow::Result<()> {
+    let (sockets, tcp) = match listeners {
+        Listeners::Udp(sockets) => (sockets.into_iter().map(Some).collect::<Vec<_>>(), None),
+        Listeners::Tcp { listener, workers } => {
+            ((0..workers).map(|_| None).collect(), Some(listener))
+        }
+    };
+    serve_on(cfg, tun, sockets, tcp, shutdown, opts).await
+}
+
+/// Serves clients with one worker and no shard on `udp` and/or `tcp` (a server without
+/// `workers`; what [`crate::runtime::serve_with`] runs).
+pub(crate) async fn serve_one<D: PacketDevice + 'static>(
+    cfg: ServerConfig,
+    tun: Arc<D>,
+    udp: Option<UdpSocket>,
+    tcp: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+    opts: ServeOptions,
+) -> anyhow::Result<()> {
+    serve_on(cfg, tun, vec![udp], tcp, shutdown, opts).await
+}
+
+/// One worker per entry of `sockets` (its UDP socket, if any); TCP connections of `tcp`
+/// dealt to them in turn. More than one worker: the cores are shards of one server.
+async fn serve_on<D: PacketDevice + 'static>(
+    cfg: ServerConfig,
+    tun: Arc<D>,
+    mut sockets: Vec<Option<UdpSocket>>,
+    tcp: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+    opts: ServeOptions,
+) -> anyhow::Result<()> {
     let ServeOptions {
         reload,
         authenticator,
     } = opts;
-    let (n, mut sockets, tcp) = match listeners {
-        Listeners::Udp(sockets) => (
-            u32::try_from(sockets.len()).context("too many sockets")?,
-            sockets.into_iter().map(Some).collect::<Vec<_>>(),
-            None,
-        ),
-        Listeners::Tcp { listener, workers } => (
-            workers,
-            (0..workers).map(|_| None).collect(),
-            Some(listener),
-        ),
-    };
+    let n = u32::try_from(sockets.len()).context("too many sockets")?;
     if n == 0 {
         bail!("workers: no socket");
     }
@@ -188,6 +218,8 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     let mut gate_key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut gate_key);
     let leases = ServerCore::new_leases(&cfg);
+    // Workers stop when it says so, or when it is dropped (an embedder dropped the serving
+    // future).
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut inboxes = Vec::new();
     let mut senders = Vec::new();
@@ -216,19 +248,22 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
     for (((index, inbox), tcp), wrx) in (0..n).zip(inboxes).zip(tcp_inputs).zip(worker_rxs) {
         let udp = sockets.get_mut(index as usize).and_then(Option::take);
         let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
-        core.set_shard(ShardInfo {
-            index,
-            count: n,
-            tables: Arc::clone(&tables),
-            leases: Arc::clone(&leases),
-            gate_key,
-        });
+        if n > 1 {
+            core.set_shard(ShardInfo {
+                index,
+                count: n,
+                tables: Arc::clone(&tables),
+                leases: Arc::clone(&leases),
+                gate_key,
+            });
+        }
         if notify.is_some() && cfg.management_hold {
             core.set_hold(true);
         }
         core.set_authenticator(authenticator.is_some());
         let worker = Worker {
             index,
+            single: n == 1,
             core,
             tun: Arc::clone(&tun),
             inbox,
@@ -242,14 +277,16 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
         };
         handles.push(tokio::spawn(worker.run(udp, tcp)));
     }
-    info!(
-        "data path: {n} workers ({}, one core each, shared tun)",
-        if cfg.transport == Transport::Udp {
-            "SO_REUSEPORT sockets"
-        } else {
-            "TCP connections dealt in turn"
-        }
-    );
+    if n > 1 {
+        info!(
+            "data path: {n} workers ({}, one core each, shared tun)",
+            if cfg.transport == Transport::Udp {
+                "SO_REUSEPORT sockets"
+            } else {
+                "TCP connections dealt in turn"
+            }
+        );
+    }
     let (reloader, mut reload_rx) = match reload {
         Some((r, rx)) => (Some(r), Some(rx)),
         None => (None, None),
@@ -313,10 +350,20 @@ pub async fn serve_workers<D: PacketDevice + 'static>(
             }
         }
     }
+    // Writer tasks (TCP connections) get a moment to send what is queued.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What one UDP receive brought.
+enum UdpIn {
+    /// A batch of `n` datagrams in the batched path's buffers.
+    Batch(usize),
+    /// One datagram of this length, from this address (the one-per-call path).
+    One(usize, SocketAddr),
 }
 
 /// The main task's handles to the workers.
@@ -412,18 +459,60 @@ impl Workers {
 
 impl<D: PacketDevice + 'static> Worker<D> {
     async fn run(mut self, udp: Option<UdpSocket>, mut tcp: TcpInput) -> anyhow::Result<()> {
-        let mut fast =
-            match &udp {
-                Some(u) => Some(FastUdp::new(u).with_context(|| {
-                    format!("worker {}: cannot batch its UDP socket", self.index)
-                })?),
-                None => None,
-            };
+        let udp = udp.map(Arc::new);
+        let tun = Arc::clone(&self.tun);
+        // Batched data path (UDP): recvmmsg/GRO, GSO sends, tun batches; else one packet
+        // per call (OPENVPN_RS_FAST_IO=0, or a socket that cannot batch).
+        let fast_io = udpio::enabled();
+        let mut fast = match (&udp, fast_io) {
+            (Some(u), true) => FastUdp::new(u)
+                .inspect_err(|e| {
+                    warn!(
+                        "worker {}: fast I/O: cannot batch the UDP socket ({e}); one datagram per call",
+                        self.index
+                    );
+                })
+                .ok(),
+            _ => None,
+        };
         let mut out = Outputs {
             tun_batch: fast.as_ref().map(|_| TunBatch::new()),
             ..Outputs::default()
         };
         let mut tun_in = TunBatch::new();
+        let mut tun_buf = if fast_io {
+            Vec::new()
+        } else {
+            vec![0u8; MAX_DATAGRAM]
+        };
+        let mut udp_buf = if udp.is_some() && fast.is_none() {
+            vec![0u8; MAX_DATAGRAM]
+        } else {
+            Vec::new()
+        };
+        // The sending direction (tun -> seal -> GSO) on its own task with
+        // OPENVPN_RS_THREADS=2; only without a shard (a worker's tun reads also carry other
+        // workers' clients).
+        let mut sender = match (
+            &udp,
+            self.single && fast.is_some() && udpio::split_enabled(),
+        ) {
+            (Some(u), true) => SendTask::spawn(Arc::clone(u), Arc::clone(&tun), &self.core)
+                .inspect_err(|e| warn!("send task: {e}; one task for both directions"))
+                .ok(),
+            _ => None,
+        };
+        if self.single {
+            info!(
+                "data path: {}",
+                match (&sender, fast.is_some()) {
+                    (Some(_), _) => "send direction on its own task (parallel to receive)",
+                    (None, true) =>
+                        "one task for both directions (OPENVPN_RS_THREADS=2: a send task)",
+                    (None, false) => "one task for both directions",
+                }
+            );
+        }
         let (job_tx, mut job_rx) = mpsc::unbounded_channel::<crate::scripts::JobResult>();
         let (decision_tx, mut decision_rx) = mpsc::unbounded_channel::<DecisionMsg>();
         let (mut status_every, mut persist_every) = file_timers(self.core.config()).await;
@@ -441,16 +530,28 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             let deadline = draining.map_or(deadline, |d| d.min(deadline));
             let sleep = tokio::time::sleep_until(deadline.into());
+            let send_task = sender.is_some();
             tokio::select! {
                 r = async {
                     match (&udp, fast.as_mut()) {
-                        (Some(u), Some(f)) => f.recv(u).await,
+                        (Some(u), Some(f)) => f.recv(u).await.map(UdpIn::Batch),
+                        (Some(u), None) => u
+                            .recv_from(&mut udp_buf)
+                            .await
+                            .map(|(n, a)| UdpIn::One(n, a)),
                         _ => std::future::pending().await,
                     }
-                } => match (r, fast.as_mut()) {
-                    (Ok(n), Some(f)) => f.on_link_batch(n, &mut self.core, Instant::now(), &mut out),
-                    (Ok(_), None) => {}
-                    (Err(e), _) => warn!("worker {}: UDP receive: {e}", self.index),
+                } => match r {
+                    Ok(UdpIn::Batch(n)) => {
+                        if let Some(f) = fast.as_mut() {
+                            f.on_link_batch(n, &mut self.core, Instant::now(), &mut out);
+                        }
+                    }
+                    Ok(UdpIn::One(n, from)) => {
+                        let peer = PeerAddr { addr: from, conn: None };
+                        self.core.on_link_packet(Instant::now(), peer, &mut udp_buf[..n], &mut out);
+                    }
+                    Err(e) => warn!("worker {}: UDP receive: {e}", self.index),
                 },
                 Some(ev) = tcp.events.recv() => match ev {
                     TcpEvent::Packet(peer, mut pkt) => {
@@ -464,19 +565,30 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 Some((conn, w)) = tcp.new_conn.recv() => {
                     tcp.writers.insert(conn, w);
                 }
-                r = self.tun.recv_batch(&mut tun_in) => match r {
-                    Ok(()) => match fast.as_mut() {
-                        Some(f) => f.on_tun_batch(&tun_in, &mut self.core, Instant::now(), &mut out),
-                        None => {
-                            let now = Instant::now();
-                            for pkt in tun_in.iter() {
-                                self.core.on_tun_packet(now, pkt, &mut out);
+                r = async {
+                    if send_task {
+                        std::future::pending().await
+                    } else if fast_io {
+                        tun.recv_batch(&mut tun_in).await.map(|()| None)
+                    } else {
+                        tun.recv(&mut tun_buf).await.map(Some)
+                    }
+                } => {
+                    let now = Instant::now();
+                    match r {
+                        Ok(Some(n)) => self.core.on_tun_packet(now, &tun_buf[..n], &mut out),
+                        Ok(None) => match fast.as_mut() {
+                            Some(f) => f.on_tun_batch(&tun_in, &mut self.core, now, &mut out),
+                            None => {
+                                for pkt in tun_in.iter() {
+                                    self.core.on_tun_packet(now, pkt, &mut out);
+                                }
                             }
+                        },
+                        Err(e) => {
+                            warn!("worker {}: tun read: {e}", self.index);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
-                    },
-                    Err(e) => {
-                        warn!("worker {}: tun read: {e}", self.index);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
                 Some(f) = self.inbox.recv() => {
@@ -496,7 +608,12 @@ impl<D: PacketDevice + 'static> Worker<D> {
                         debug!("authenticator: decision for client {cid} key {kid} not pending (ignored)");
                     }
                 }
-                _ = sleep => self.core.on_timeout(Instant::now(), &mut out),
+                _ = sleep => {
+                    if let Some(s) = sender.as_mut() {
+                        s.feed_keepalive(&mut self.core);
+                    }
+                    self.core.on_timeout(Instant::now(), &mut out);
+                }
                 _ = status_every.tick() => self.share_status(),
                 _ = persist_every.tick(), if self.index == 0 => write_pool_persist(&self.core),
                 Some(msg) = self.msgs.recv() => self.message(Instant::now(), msg, &mut out),
@@ -511,12 +628,12 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 jobs: &job_tx,
             }
             .dispatch(&mut out);
-            match (fast.as_mut(), &udp) {
-                (Some(f), Some(u)) => {
-                    f.flush(&mut out, u, self.tun.as_ref(), &mut tcp.writers)
-                        .await
-                }
-                _ => flush(&mut out, None, self.tun.as_ref(), &mut tcp.writers).await,
+            match (fast.as_mut(), udp.as_deref()) {
+                (Some(f), Some(u)) => f.flush(&mut out, u, tun.as_ref(), &mut tcp.writers).await,
+                _ => flush(&mut out, udp.as_deref(), tun.as_ref(), &mut tcp.writers).await,
+            }
+            if let Some(s) = sender.as_mut() {
+                s.sync(&self.core);
             }
             for (owner, f) in out.forward.drain(..) {
                 // Closing a duplicate must not be dropped: the unbounded message channel.
@@ -545,15 +662,18 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 }
             }
         }
+        drop(sender);
         self.share_status();
         if self.index == 0 {
             write_pool_persist(&self.core);
         }
-        info!(
-            "worker {}: {} handshakes, {forwarded} packets handed to other workers, {forward_drops} dropped (queue full)",
-            self.index,
-            self.core.stats().handshakes
-        );
+        if !self.single {
+            info!(
+                "worker {}: {} handshakes, {forwarded} packets handed to other workers, {forward_drops} dropped (queue full)",
+                self.index,
+                self.core.stats().handshakes
+            );
+        }
         Ok(())
     }
 
