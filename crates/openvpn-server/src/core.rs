@@ -32,7 +32,7 @@ use crate::auth_token::{TokenError, TokenInfo, TokenKey};
 use crate::ccd::{self, Directive};
 use crate::config::{ServerConfig, TlsWrap, Transport, VerifyClientCert};
 use crate::management::{Decision, Notify};
-use crate::pool::{AddressPool, Lease, Leases, SharedLeases};
+use crate::pool::{AddressPool, Lease, Leases, PoolShape, SharedLeases};
 use crate::scripts::{JobKind, JobResult, ScriptJob};
 use crate::shard::{Forward, ShardInfo};
 
@@ -289,7 +289,8 @@ pub struct ServerCore {
     by_addr: HashMap<PeerAddr, u32>,
     by_v4: HashMap<Ipv4Addr, u32>,
     by_v6: HashMap<Ipv6Addr, u32>,
-    pool: AddressPool,
+    /// The `server` / `server-ipv6` ranges (the leases live in `leases`).
+    shape: PoolShape,
     stats: ServerStats,
     rng: StdRng,
     auth_digest: DigestKind,
@@ -485,7 +486,7 @@ impl ServerCore {
             unix_time: started_unix as u32,
         };
         let policy = build_policy(&cfg);
-        let pool = AddressPool::new(cfg.server_v4, cfg.server_v6);
+        let shape = PoolShape::new(cfg.server_v4, cfg.server_v6);
         let token_key = cfg.auth_gen_token.map(|_| {
             cfg.auth_gen_token_secret
                 .clone()
@@ -505,7 +506,7 @@ impl ServerCore {
             by_addr: HashMap::new(),
             by_v4: HashMap::new(),
             by_v6: HashMap::new(),
-            pool,
+            shape,
             stats: ServerStats::default(),
             rng,
             started_unix,
@@ -726,9 +727,9 @@ impl ServerCore {
         Ok(ignored)
     }
 
-    /// The address pool (server addresses for the tun device).
-    pub fn pool(&self) -> &AddressPool {
-        &self.pool
+    /// The `server` / `server-ipv6` ranges (server addresses for the tun device).
+    pub fn pool_shape(&self) -> PoolShape {
+        self.shape
     }
 
     /// Counters.
@@ -1587,7 +1588,7 @@ impl ServerCore {
             if let Some(a) = c.v4() {
                 env.push(("ifconfig_pool_remote_ip".into(), a.to_string()));
             }
-            if let Some(m) = self.pool.netmask_v4() {
+            if let Some(m) = self.shape.netmask_v4() {
                 env.push(("ifconfig_pool_netmask".into(), m.to_string()));
             }
             if let Some(a) = c.v6() {
@@ -2004,7 +2005,7 @@ impl ServerCore {
                     Ok(())
                 }
                 Directive::IfconfigIpv6Push(a, bits, remote) => {
-                    if remote.is_none() && self.pool.server_addresses().1.is_none() {
+                    if remote.is_none() && self.shape.server_addresses().1.is_none() {
                         return Err(at(format!(
                             "ifconfig-ipv6-push {a}/{bits} names no server address and the server has no server-ipv6"
                         )));
@@ -2039,7 +2040,7 @@ impl ServerCore {
     fn finish_accept(&mut self, now: Instant, c: &mut ClientConn) {
         let Some(lease) = c.lease else { return };
         let mut push = Vec::new();
-        let (_, s6) = self.pool.server_addresses();
+        let (_, s6) = self.shape.server_addresses();
         match (c.fixed_v6, lease.v6.filter(|_| !c.no_ifconfig.1), s6) {
             _ if c.no_ifconfig.1 => {}
             (Some((a, p, Some(remote))), _, _) => {
@@ -2052,7 +2053,7 @@ impl ServerCore {
         }
         if let (Some(a), Some(m), false) = (
             c.fixed_v4.or(lease.v4),
-            self.pool.netmask_v4(),
+            self.shape.netmask_v4(),
             c.no_ifconfig.0,
         ) {
             push.push(format!("ifconfig {a} {m}"));

@@ -111,11 +111,18 @@ pub type V4Net = (Ipv4Addr, u8);
 /// An IPv6 address with its prefix length.
 pub type V6Net = (Ipv6Addr, u8);
 
+/// The address ranges of `server NET MASK` and `server-ipv6 NET/BITS` (network and prefix
+/// length) without any lease state: what the tun device and the pushed options need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolShape {
+    v4: Option<(Ipv4Addr, u8)>,
+    v6: Option<(Ipv6Addr, u8)>,
+}
+
 /// Hands out tunnel addresses: the i-th lease is `net+2+i` (IPv4) and `net+0x1000+i` (IPv6).
 #[derive(Debug, Clone)]
 pub struct AddressPool {
-    v4: Option<(Ipv4Addr, u8)>,
-    v6: Option<(Ipv6Addr, u8)>,
+    shape: PoolShape,
     used: Vec<bool>,
 }
 
@@ -137,25 +144,28 @@ fn prefix_len(mask: Ipv4Addr) -> u8 {
     u32::from(mask).leading_ones() as u8
 }
 
-impl AddressPool {
-    /// A pool for `server NET MASK` and `server-ipv6 NET/BITS`.
+impl PoolShape {
+    /// The ranges of `server NET MASK` and `server-ipv6 NET/BITS`.
     pub fn new(v4: Option<(Ipv4Addr, Ipv4Addr)>, v6: Option<(Ipv6Addr, u8)>) -> Self {
-        let v4 = v4.map(|(n, m)| (Ipv4Addr::from(u32::from(n) & u32::from(m)), prefix_len(m)));
-        let size_v4 = v4.map_or(usize::MAX, |(_, p)| {
+        PoolShape {
+            v4: v4.map(|(n, m)| (Ipv4Addr::from(u32::from(n) & u32::from(m)), prefix_len(m))),
+            v6,
+        }
+    }
+
+    /// How many clients the ranges hold (at most 65536).
+    fn entries(&self) -> usize {
+        let size_v4 = self.v4.map_or(usize::MAX, |(_, p)| {
             (1usize << (32 - u32::from(p).min(31))).saturating_sub(4)
         });
-        let size_v6 = v6.map_or(usize::MAX, |(_, p)| {
+        let size_v6 = self.v6.map_or(usize::MAX, |(_, p)| {
             if p >= 112 {
                 (1usize << (128 - u32::from(p))).saturating_sub(0x1001)
             } else {
                 65536
             }
         });
-        AddressPool {
-            v4,
-            v6,
-            used: vec![false; size_v4.min(size_v6).min(65536)],
-        }
+        size_v4.min(size_v6).min(65536)
     }
 
     /// The server's own addresses (network + 1).
@@ -177,6 +187,35 @@ impl AddressPool {
         })
     }
 
+    /// The PUSH options for a lease.
+    pub fn push_options(&self, lease: &Lease) -> Vec<String> {
+        let mut v = Vec::new();
+        let (_, s6) = self.server_addresses();
+        if let (Some(a), Some((s, p))) = (lease.v6, s6) {
+            v.push(format!("ifconfig-ipv6 {a}/{p} {s}"));
+        }
+        if let (Some(a), Some(m)) = (lease.v4, self.netmask_v4()) {
+            v.push(format!("ifconfig {a} {m}"));
+        }
+        v
+    }
+}
+
+impl AddressPool {
+    /// A pool for `server NET MASK` and `server-ipv6 NET/BITS`.
+    pub fn new(v4: Option<(Ipv4Addr, Ipv4Addr)>, v6: Option<(Ipv6Addr, u8)>) -> Self {
+        let shape = PoolShape::new(v4, v6);
+        AddressPool {
+            shape,
+            used: vec![false; shape.entries()],
+        }
+    }
+
+    /// The ranges this pool hands addresses from.
+    pub fn shape(&self) -> PoolShape {
+        self.shape
+    }
+
     /// Leases the lowest free address pair.
     pub fn lease(&mut self) -> Option<Lease> {
         self.lease_preferring(|_| false)
@@ -193,7 +232,7 @@ impl AddressPool {
 
     /// The pool index of IPv4 address `a` (or, without IPv4, IPv6 address `a6`).
     pub fn index_of(&self, a: Option<Ipv4Addr>, a6: Option<Ipv6Addr>) -> Option<usize> {
-        let i = match (self.v4, a, self.v6, a6) {
+        let i = match (self.shape.v4, a, self.shape.v6, a6) {
             (Some((n, _)), Some(a), _, _) => u32::from(a).checked_sub(u32::from(n) + 2)? as usize,
             (None, _, Some((n, _)), Some(a)) => {
                 u128::from(a).checked_sub(u128::from(n) + 0x1000)? as usize
@@ -212,9 +251,11 @@ impl AddressPool {
         Some(Lease {
             index,
             v4: self
+                .shape
                 .v4
                 .map(|(n, _)| Ipv4Addr::from(u32::from(n) + 2 + index as u32)),
             v6: self
+                .shape
                 .v6
                 .map(|(n, _)| Ipv6Addr::from(u128::from(n) + 0x1000 + index as u128)),
             token: 0,
@@ -226,20 +267,6 @@ impl AddressPool {
         if let Some(u) = self.used.get_mut(lease.index) {
             *u = false;
         }
-    }
-
-    /// The PUSH options for a lease.
-    pub fn push_options(&self, lease: &Lease) -> Vec<String> {
-        let mut v = Vec::new();
-        let (s4, s6) = self.server_addresses();
-        if let (Some(a), Some((s, p))) = (lease.v6, s6) {
-            v.push(format!("ifconfig-ipv6 {a}/{p} {s}"));
-        }
-        if let (Some(a), Some(m)) = (lease.v4, self.netmask_v4()) {
-            let _ = s4;
-            v.push(format!("ifconfig {a} {m}"));
-        }
-        v
     }
 }
 
@@ -295,14 +322,14 @@ mod tests {
             Some(("fd08::".parse().unwrap(), 64)),
         );
         assert_eq!(
-            p.server_addresses().0,
+            p.shape().server_addresses().0,
             Some(("10.8.0.1".parse().unwrap(), 24))
         );
         let a = p.lease().unwrap();
         assert_eq!(a.v4, Some("10.8.0.2".parse().unwrap()));
         assert_eq!(a.v6, Some("fd08::1000".parse().unwrap()));
         assert_eq!(
-            p.push_options(&a),
+            p.shape().push_options(&a),
             vec![
                 "ifconfig-ipv6 fd08::1000/64 fd08::1",
                 "ifconfig 10.8.0.2 255.255.255.0"

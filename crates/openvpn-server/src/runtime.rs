@@ -148,8 +148,7 @@ pub async fn run_with(
     reloader: Option<Reloader>,
     mut opts: ServeOptions,
 ) -> anyhow::Result<()> {
-    let pool = crate::pool::AddressPool::new(cfg.server_v4, cfg.server_v6);
-    let (v4, v6) = pool.server_addresses();
+    let (v4, v6) = crate::pool::PoolShape::new(cfg.server_v4, cfg.server_v6).server_addresses();
     let tun_cfg = TunConfig {
         name: (cfg.dev != "tun").then(|| cfg.dev.clone()),
         mtu: cfg.tun_mtu,
@@ -416,7 +415,7 @@ pub(crate) async fn start_management(
         ),
         None => None,
     };
-    let (v4, v6) = crate::pool::AddressPool::new(cfg.server_v4, cfg.server_v6).server_addresses();
+    let (v4, v6) = crate::pool::PoolShape::new(cfg.server_v4, cfg.server_v6).server_addresses();
     let settings = management::Settings {
         password,
         client_auth: cfg.management_client_auth,
