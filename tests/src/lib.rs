@@ -1,4 +1,5 @@
-//! Support for the cross-crate tests in `tests/tests/`: an in-memory PKI and packet builders.
+//! Support for the cross-crate tests in `tests/tests/`: an in-memory PKI, packet builders and
+//! a `/metrics` scraper.
 //! The tests themselves run our client against our server over loopback with in-memory tun
 //! devices (no root needed).
 
@@ -59,4 +60,25 @@ pub fn icmp_echo_v4(src: [u8; 4], dst: [u8; 4], seq: u8) -> Vec<u8> {
     p.extend_from_slice(&dst);
     p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, seq]);
     p
+}
+
+/// Fetches `http://127.0.0.1:PORT/metrics` (the server's `metrics-listen`): the whole HTTP
+/// response, headers included. Panics if it cannot connect or no answer ends within 10 s.
+pub async fn scrape_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("cannot connect to the metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("cannot send the metrics request");
+    let mut body = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_string(&mut body),
+    )
+    .await
+    .expect("no metrics answer within 10 s")
+    .expect("cannot read the metrics answer");
+    body
 }

@@ -96,21 +96,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn scrape(port: u16) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_client_auth_status_kill_deny_and_metrics() {
     let (ca, (sc, sk), (cc, ck)) = pki();
@@ -256,7 +241,7 @@ async fn management_client_auth_status_kill_deny_and_metrics() {
     println!("{stats}");
 
     // Metrics.
-    let body = scrape(metrics_port).await;
+    let body = openvpn_tests::scrape_metrics(metrics_port).await;
     assert!(body.starts_with("HTTP/1.0 200 OK\r\n"), "{body}");
     assert!(
         body.contains("\nopenvpn_server_clients_connected 1\n"),
@@ -309,7 +294,7 @@ async fn management_client_auth_status_kill_deny_and_metrics() {
         client.wait().await,
         ExitReason::AuthFailed("go away".into())
     );
-    let body = scrape(metrics_port).await;
+    let body = openvpn_tests::scrape_metrics(metrics_port).await;
     assert!(
         body.contains("\nopenvpn_server_auth_failures_total 1\n"),
         "{body}"

@@ -102,7 +102,7 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     assert_eq!(listed, CLIENTS, "management status 2:\n{status2}");
     let load = management(&mgmt, "load-stats\n", "SUCCESS").await;
     assert!(load.contains(&format!("nclients={CLIENTS},")), "{load}");
-    let metrics = scrape(metrics_port).await;
+    let metrics = openvpn_tests::scrape_metrics(metrics_port).await;
     assert!(
         metrics.contains(&format!("\nopenvpn_server_clients_connected {CLIENTS}\n"))
             && metrics.contains(&format!("\nopenvpn_server_handshakes_total {CLIENTS}\n")),
@@ -382,22 +382,6 @@ async fn management(sock: &std::path::Path, cmd: &str, until: &str) -> String {
     .await
     .unwrap_or_else(|_| panic!("no answer to {cmd:?}: {text}"));
     text
-}
-
-async fn scrape(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
-    body
 }
 
 /// A NAT between the client and the server whose outside port changes on request.
