@@ -59,6 +59,9 @@ pub(crate) struct Options {
     no_build: bool,
     /// Idle pings per round.
     pings: u32,
+    /// The OpenVPN pairs' transport: `udp` or `tcp` (WireGuard has only UDP; with `tcp` its
+    /// pairs are left out).
+    proto: &'static str,
 }
 
 impl Default for Options {
@@ -70,12 +73,13 @@ impl Default for Options {
             only: Vec::new(),
             no_build: false,
             pings: 20,
+            proto: "udp",
         }
     }
 }
 
 const USAGE: &str = "usage: cargo xtask bench [--time S] [--repeat N] [--quick] [--only a,b,..] \
-                     [--udp-rate R] [--pings N] [--no-build]";
+                     [--udp-rate R] [--pings N] [--proto udp|tcp] [--no-build]";
 
 impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Options> {
@@ -107,6 +111,13 @@ impl Options {
                 "--only" => {
                     let v = args.next().context("--only needs a list")?;
                     opts.only = v.split(',').map(str::to_owned).collect();
+                }
+                "--proto" => {
+                    opts.proto = match args.next().map(String::as_str) {
+                        Some("udp") => "udp",
+                        Some("tcp") => "tcp",
+                        other => bail!("--proto needs udp or tcp, not {other:?}"),
+                    }
                 }
                 "--no-build" => opts.no_build = true,
                 other => bail!("bench: unknown argument '{other}'\n{USAGE}"),
@@ -362,10 +373,20 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
                     .any(|o| o == p.key || (o.len() > 1 && p.name.contains(o.as_str())))
         })
         .collect();
-    if pairs.is_empty() {
-        bail!("--only {:?} matches no pair (a..f)", opts.only);
-    }
     let mut notes = Vec::new();
+    if opts.proto != "udp" && pairs.iter().any(|p| matches!(p.kind, Kind::WireGuard(_))) {
+        pairs.retain(|p| !matches!(p.kind, Kind::WireGuard(_)));
+        notes.push(format!(
+            "(e, f) WireGuard left out: it has no {} transport",
+            opts.proto
+        ));
+    }
+    if pairs.is_empty() {
+        bail!(
+            "--only {:?} matches no pair (a..f; WireGuard only with --proto udp)",
+            opts.only
+        );
+    }
     if pairs.iter().any(|p| matches!(p.kind, Kind::WireGuard(_)))
         && let Err(e) = which("wg")
     {
@@ -822,7 +843,7 @@ fn ovpn_up(env: &Env, dir: &Path, server: Side, client: Side, procs: &mut Procs)
                 .arg(role)
                 .arg(&conf)
                 .arg(&env.pki)
-                .args(["--proto", "udp", "--tls", "tls-crypt"])
+                .args(["--proto", env.opts.proto, "--tls", "tls-crypt"])
                 .args(["--cipher", "AES-256-GCM", "--dev", dev, "--verb", "3"]),
         )?;
     }
@@ -1195,9 +1216,12 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "`cargo xtask bench` ({kind}: {} s per iperf3 run, median of {} round(s), UDP \
-             offered load -b {} -l 1300). UDP transport, tls-crypt, AES-256-GCM, same PKI and \
+             offered load -b {} -l 1300). {} transport, tls-crypt, AES-256-GCM, same PKI and \
              config for every OpenVPN pair. Ratio = value / (a).",
-            self.opts.time, self.opts.repeat, self.opts.udp_rate
+            self.opts.time,
+            self.opts.repeat,
+            self.opts.udp_rate,
+            self.opts.proto.to_uppercase()
         );
         let _ = writeln!(s, "{}\n", self.versions);
         s.push_str("| metric |");
@@ -1240,10 +1264,11 @@ impl Report<'_> {
         let mut s = String::from("{\n");
         let _ = writeln!(
             s,
-            "  \"time_s\": {}, \"repeat\": {}, \"udp_rate\": \"{}\", \"versions\": \"{}\",",
+            "  \"time_s\": {}, \"repeat\": {}, \"udp_rate\": \"{}\", \"proto\": \"{}\", \"versions\": \"{}\",",
             self.opts.time,
             self.opts.repeat,
             self.opts.udp_rate,
+            self.opts.proto,
             self.versions.replace('"', "'")
         );
         let _ = writeln!(s, "  \"notes\": [{}],", json_notes(self.notes));
@@ -1403,5 +1428,9 @@ mod tests {
         assert!(Options::parse(&args(&["--time"])).is_err());
         assert!(Options::parse(&args(&["--time", "0"])).is_err());
         assert!(Options::parse(&args(&["--bogus"])).is_err());
+        assert_eq!(Options::parse(&[]).expect("defaults").proto, "udp");
+        let o = Options::parse(&args(&["--proto", "tcp"])).expect("valid");
+        assert_eq!(o.proto, "tcp");
+        assert!(Options::parse(&args(&["--proto", "sctp"])).is_err());
     }
 }
