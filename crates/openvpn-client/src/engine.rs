@@ -372,25 +372,59 @@ enum TunIn {
     One(usize),
 }
 
+/// Bytes of framed packets the TCP link joins into one write ([`Link::queue`]).
+const TCP_WRITE_BATCH: usize = 65_536;
+
 enum Link {
     Udp(UdpSocket, SocketAddr),
+    /// The stream's halves, the frame decoder and the write buffer of [`Link::queue`].
     Tcp(
         tokio::net::tcp::OwnedReadHalf,
         tokio::net::tcp::OwnedWriteHalf,
         openvpn_wire::StreamDecoder,
+        Vec<u8>,
     ),
 }
 
 impl Link {
+    /// Sends one packet now (TCP: after what [`Link::queue`] holds).
     async fn send(&mut self, pkt: &[u8]) -> std::io::Result<()> {
         match self {
             Link::Udp(s, to) => s.send_to(pkt, *to).await.map(|_| ()),
-            Link::Tcp(_, w, _) => {
-                let mut framed = Vec::with_capacity(pkt.len() + 2);
-                openvpn_wire::frame_tcp(pkt, &mut framed)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                w.write_all(&framed).await
+            Link::Tcp(..) => {
+                self.queue(pkt).await?;
+                self.flush().await
             }
+        }
+    }
+
+    /// Sends one packet of a batch: UDP now; TCP framed into the write buffer, written once
+    /// 64 KiB are queued or by [`Link::flush`] (one write per batch, not per packet).
+    async fn queue(&mut self, pkt: &[u8]) -> std::io::Result<()> {
+        match self {
+            Link::Udp(s, to) => s.send_to(pkt, *to).await.map(|_| ()),
+            Link::Tcp(_, w, _, out) => {
+                openvpn_wire::frame_tcp(pkt, out)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                if out.len() >= TCP_WRITE_BATCH {
+                    let r = w.write_all(out).await;
+                    out.clear();
+                    r?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes what [`Link::queue`] holds (TCP; nothing to do for UDP).
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Link::Tcp(_, w, _, out) if !out.is_empty() => {
+                let r = w.write_all(out).await;
+                out.clear();
+                r
+            }
+            _ => Ok(()),
         }
     }
 
@@ -405,7 +439,7 @@ impl Link {
                     return Ok(n);
                 }
             },
-            Link::Tcp(r, _, dec) => loop {
+            Link::Tcp(r, _, dec, _) => loop {
                 if let Some(p) = dec
                     .next_packet()
                     .map_err(|e| std::io::Error::other(e.to_string()))?
@@ -448,7 +482,12 @@ async fn open_link(remote: &Remote, addr: SocketAddr, timeout: Duration) -> Resu
                 .map_err(|e| format!("TCP connect to {addr}: {e}"))?;
             let _ = stream.set_nodelay(true);
             let (r, w) = stream.into_split();
-            Ok(Link::Tcp(r, w, openvpn_wire::StreamDecoder::new(4096)))
+            Ok(Link::Tcp(
+                r,
+                w,
+                openvpn_wire::StreamDecoder::new(4096),
+                Vec::new(),
+            ))
         }
     }
 }
@@ -799,9 +838,10 @@ async fn connect_once<T: TunBuilder>(
                                 let pkt = tun_in.get_mut(i);
                                 if let Some(sealed) = seal_one(pkt, now, &mut data, &mut s.rng, mss, s.device_settings.as_ref(), &**d).await {
                                     keepalive.on_sent(now);
-                                    let _ = link.send(sealed.as_slice()).await;
+                                    let _ = link.queue(sealed.as_slice()).await;
                                 }
                             }
+                            let _ = link.flush().await;
                         }
                     },
                     Ok(TunIn::One(n)) => {

@@ -20,6 +20,8 @@ use crate::udpio;
 
 /// Frames queued to one TCP client before we drop (a stuck client never blocks others).
 const TCP_QUEUE: usize = 256;
+/// Bytes of queued frames a TCP client's writer joins into one write.
+const TCP_WRITE_BATCH: usize = 65_536;
 
 /// Picks the listen address: without `local`, one IPv6 socket for both families (udp/tcp),
 /// or the family's wildcard; `local` must resolve to exactly one address.
@@ -475,7 +477,8 @@ async fn bind_management(listen: &ManagementListen) -> anyhow::Result<management
     })
 }
 
-/// Sends what the core produced, one packet per call (the path without batched UDP).
+/// Sends what the core produced without batched UDP: one datagram per call, and the tun
+/// packets one per call or, when the core filled `out.tun_batch`, as one coalesced batch.
 pub(crate) async fn flush<D: PacketDevice>(
     out: &mut Outputs,
     udp: Option<&UdpSocket>,
@@ -501,6 +504,10 @@ pub(crate) async fn flush<D: PacketDevice>(
     }
     for pkt in out.tun.drain(..) {
         let _ = tun.send(&pkt).await;
+    }
+    if let Some(batch) = out.tun_batch.as_mut().filter(|b| !b.is_empty()) {
+        let _ = tun.send_batch(batch).await;
+        batch.clear();
     }
     for c in out.close_conns.drain(..) {
         tcp.remove(&c);
@@ -535,8 +542,18 @@ pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>) {
         }
         let (mut rd, mut wr) = stream.into_split();
         tokio::spawn(async move {
+            // The frames queued by now go out in one write (up to 64 KiB).
+            let mut buf = Vec::with_capacity(TCP_WRITE_BATCH);
             while let Some(frame) = wrx.recv().await {
-                if wr.write_all(&frame).await.is_err() {
+                buf.clear();
+                buf.extend_from_slice(&frame);
+                while buf.len() < TCP_WRITE_BATCH {
+                    match wrx.try_recv() {
+                        Ok(f) => buf.extend_from_slice(&f),
+                        Err(_) => break,
+                    }
+                }
+                if wr.write_all(&buf).await.is_err() {
                     break;
                 }
             }

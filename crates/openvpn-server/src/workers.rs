@@ -111,6 +111,19 @@ struct TcpInput {
     writers: HashMap<u64, mpsc::Sender<Vec<u8>>>,
 }
 
+impl TcpInput {
+    /// Hands one connection event to the core.
+    fn handle(&mut self, core: &mut ServerCore, now: Instant, ev: TcpEvent, out: &mut Outputs) {
+        match ev {
+            TcpEvent::Packet(peer, mut pkt) => core.on_link_packet(now, peer, &mut pkt, out),
+            TcpEvent::Closed(conn) => {
+                self.writers.remove(&conn);
+                core.on_conn_closed(conn, out);
+            }
+        }
+    }
+}
+
 /// One worker's channels and handles.
 struct Worker<D> {
     index: u32,
@@ -475,8 +488,10 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 .ok(),
             _ => None,
         };
+        // Tun writes go out as one coalesced batch per turn whenever the batched path is on
+        // (also for TCP clients: a turn takes many of their packets).
         let mut out = Outputs {
-            tun_batch: fast.as_ref().map(|_| TunBatch::new()),
+            tun_batch: fast_io.then(TunBatch::new),
             ..Outputs::default()
         };
         let mut tun_in = TunBatch::new();
@@ -553,15 +568,18 @@ impl<D: PacketDevice + 'static> Worker<D> {
                     }
                     Err(e) => warn!("worker {}: UDP receive: {e}", self.index),
                 },
-                Some(ev) = tcp.events.recv() => match ev {
-                    TcpEvent::Packet(peer, mut pkt) => {
-                        self.core.on_link_packet(Instant::now(), peer, &mut pkt, &mut out)
+                Some(ev) = tcp.events.recv() => {
+                    let now = Instant::now();
+                    tcp.handle(&mut self.core, now, ev, &mut out);
+                    // What else the connections queued, in one turn (one flush, one
+                    // coalesced tun write; bounded, so the other sources get their turn).
+                    for _ in 0..256 {
+                        match tcp.events.try_recv() {
+                            Ok(ev) => tcp.handle(&mut self.core, now, ev, &mut out),
+                            Err(_) => break,
+                        }
                     }
-                    TcpEvent::Closed(conn) => {
-                        tcp.writers.remove(&conn);
-                        self.core.on_conn_closed(conn, &mut out);
-                    }
-                },
+                }
                 Some((conn, w)) = tcp.new_conn.recv() => {
                     tcp.writers.insert(conn, w);
                 }
