@@ -43,7 +43,7 @@ use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::core::{Outputs, PeerAddr, SendRoute, ServerCore};
+use crate::core::{Outputs, PeerAddr, SendRoute, ServerCore, in_prefix, ip_addrs};
 
 /// Receive buffers per `recvmmsg` (each holds one GRO batch of up to 64 KiB).
 const RECV_BUFFERS: usize = 16;
@@ -205,40 +205,6 @@ impl RouteTable {
                 .find(|(net, bits, _)| in_prefix(dst, *net, *bits))
                 .map(|r| r.2)
         })
-    }
-}
-
-/// Whether `a` lies in `net/bits`.
-fn in_prefix(a: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (a, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(bits.min(32)))
-                .unwrap_or(0);
-            u32::from(a) & m == u32::from(n) & m
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(bits.min(128)))
-                .unwrap_or(0);
-            u128::from(a) & m == u128::from(n) & m
-        }
-        _ => false,
-    }
-}
-
-/// Destination address of an IP packet.
-fn destination(ip: &[u8]) -> Option<IpAddr> {
-    match ip.first()? >> 4 {
-        4 => {
-            let b: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
-            Some(IpAddr::from(b))
-        }
-        6 => {
-            let b: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
-            Some(IpAddr::from(b))
-        }
-        _ => None,
     }
 }
 
@@ -438,7 +404,7 @@ impl<D: PacketDevice + 'static> SendJob<D> {
             }
             let mut no_route = 0;
             for pkt in batch.iter() {
-                let Some(i) = destination(pkt).and_then(|d| table.lookup(d)) else {
+                let Some(i) = ip_addrs(pkt).and_then(|(_, d)| table.lookup(d)) else {
                     no_route += 1;
                     continue;
                 };
