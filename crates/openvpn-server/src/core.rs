@@ -1102,35 +1102,32 @@ impl ServerCore {
     /// Where a packet for `dst` goes: one of this core's clients, another worker (whose
     /// client has the host address or the longest matching iroute), or nowhere.
     fn route_or_forward(&self, dst: IpAddr) -> RouteTo {
-        let host = match dst {
-            IpAddr::V4(a) => self.by_v4.get(&a).copied(),
-            IpAddr::V6(a) => self.by_v6.get(&a).copied(),
-        };
-        if let Some(pid) = host {
+        if let Some(pid) = self.host(dst) {
             return RouteTo::Local(pid);
         }
+        let iroute = || longest_prefix(&self.iroutes, dst).map_or(RouteTo::Nowhere, RouteTo::Local);
         match &self.shard {
             // The shared table has every worker's hosts and iroutes: it picks the owner.
             Some(s) => match s.tables.route(s.index, dst) {
                 Some(owner) if owner != s.index => RouteTo::Worker(owner),
-                _ => self.route(dst).map_or(RouteTo::Nowhere, RouteTo::Local),
+                _ => iroute(),
             },
-            None => self.route(dst).map_or(RouteTo::Nowhere, RouteTo::Local),
+            None => iroute(),
         }
     }
 
-    fn route(&self, dst: IpAddr) -> Option<u32> {
-        let direct = match dst {
+    /// This core's client with tunnel address `dst`.
+    fn host(&self, dst: IpAddr) -> Option<u32> {
+        match dst {
             IpAddr::V4(a) => self.by_v4.get(&a).copied(),
             IpAddr::V6(a) => self.by_v6.get(&a).copied(),
-        };
-        direct.or_else(|| {
-            self.iroutes
-                .iter()
-                .filter(|(net, bits, _)| in_prefix(dst, *net, *bits))
-                .max_by_key(|r| r.1)
-                .map(|r| r.2)
-        })
+        }
+    }
+
+    /// This core's client for `dst`: its tunnel address, else the longest iroute.
+    fn route(&self, dst: IpAddr) -> Option<u32> {
+        self.host(dst)
+            .or_else(|| longest_prefix(&self.iroutes, dst))
     }
 
     /// A packet from the tun device.
@@ -2041,7 +2038,7 @@ impl ServerCore {
         let Some(lease) = c.lease else { return };
         let mut push = Vec::new();
         let (_, s6) = self.shape.server_addresses();
-        match (c.fixed_v6, lease.v6.filter(|_| !c.no_ifconfig.1), s6) {
+        match (c.fixed_v6, lease.v6, s6) {
             _ if c.no_ifconfig.1 => {}
             (Some((a, p, Some(remote))), _, _) => {
                 push.push(format!("ifconfig-ipv6 {a}/{p} {remote}"));
@@ -2405,7 +2402,6 @@ fn mss_limit(mssfix: u16, control: &ServerSession) -> Option<u16> {
     Some(openvpn_wire::mss_for_mssfix(mssfix, overhead))
 }
 
-/// Whether `a` lies in `net/bits`.
 /// Whether `a` lies in `net/bits` (false across address families).
 pub(crate) fn in_prefix(a: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (a, net) {
@@ -2427,6 +2423,15 @@ pub(crate) fn in_prefix(a: IpAddr, net: IpAddr, bits: u8) -> bool {
         }
         _ => false,
     }
+}
+
+/// The target of the longest prefix in `prefixes` (network, length, target) that holds `a`.
+pub(crate) fn longest_prefix<T: Copy>(prefixes: &[(IpAddr, u8, T)], a: IpAddr) -> Option<T> {
+    prefixes
+        .iter()
+        .filter(|(net, bits, _)| in_prefix(a, *net, *bits))
+        .max_by_key(|p| p.1)
+        .map(|p| p.2)
 }
 
 fn addr_key(p: &PeerAddr) -> Vec<u8> {

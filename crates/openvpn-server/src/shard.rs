@@ -197,13 +197,8 @@ impl ShardTables {
             IpAddr::V4(a) => r.v4.get(&a),
             IpAddr::V6(a) => r.v6.get(&a),
         };
-        host.copied().or_else(|| {
-            r.prefixes
-                .iter()
-                .filter(|(net, bits, _)| crate::core::in_prefix(dst, *net, *bits))
-                .max_by_key(|p| p.1)
-                .map(|p| p.2)
-        })
+        host.copied()
+            .or_else(|| crate::core::longest_prefix(&r.prefixes, dst))
     }
 
     /// A client of `shard` floated to `addr` (its datagrams may now reach another worker).
