@@ -99,6 +99,12 @@ pub struct Outputs {
     pub tun_batch: Option<openvpn_tun::TunBatch>,
     /// Packets for other workers (`workers N`): (worker index, packet).
     pub forward: Vec<(u32, Forward)>,
+    /// `workers N` without `duplicate-cn`: a client with this common name was accepted with
+    /// this connection sequence number ([`ShardTables::next_connect_seq`]); every other
+    /// worker closes its clients with that name accepted before it (never a newer one).
+    ///
+    /// [`ShardTables::next_connect_seq`]: crate::shard::ShardTables::next_connect_seq
+    pub close_common_name: Vec<(String, u64)>,
 }
 
 /// Where [`ServerCore::route_or_forward`] sends a packet.
@@ -1923,10 +1929,7 @@ impl ServerCore {
                 // The same name on another worker's socket.
                 if let Some(s) = &self.shard {
                     c.connect_seq = s.tables.next_connect_seq();
-                    for w in (0..s.count).filter(|w| *w != s.index) {
-                        out.forward
-                            .push((w, Forward::CloseCommonName(cn.clone(), c.connect_seq)));
-                    }
+                    out.close_common_name.push((cn, c.connect_seq));
                 }
             }
         }

@@ -29,10 +29,6 @@ pub enum Forward {
     Link(PeerAddr, Vec<u8>),
     /// An IP packet (from the tun device or another client) for one of the target's clients.
     Tun(Vec<u8>),
-    /// A client with this common name connected to another worker and `duplicate-cn` is
-    /// not set: close the target's clients with that name that connected before `seq`
-    /// ([`ShardTables::next_connect_seq`]; a late message never closes a newer client).
-    CloseCommonName(String, u64),
 }
 
 /// Which worker this core is and the tables all workers share.

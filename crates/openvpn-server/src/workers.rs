@@ -653,17 +653,15 @@ impl<D: PacketDevice + 'static> Worker<D> {
             if let Some(s) = sender.as_mut() {
                 s.sync(&self.core);
             }
-            for (owner, f) in out.forward.drain(..) {
-                // Closing a duplicate must not be dropped: the unbounded message channel.
-                let f = match f {
-                    Forward::CloseCommonName(cn, seq) => {
-                        if let Some(tx) = self.siblings.get(owner as usize) {
-                            let _ = tx.send(WorkerMsg::CloseCommonName(cn, seq));
-                        }
-                        continue;
+            // Closing a duplicate must not be dropped: the unbounded message channel.
+            for (cn, seq) in out.close_common_name.drain(..) {
+                for (w, tx) in self.siblings.iter().enumerate() {
+                    if w as u32 != self.index {
+                        let _ = tx.send(WorkerMsg::CloseCommonName(cn.clone(), seq));
                     }
-                    f => f,
-                };
+                }
+            }
+            for (owner, f) in out.forward.drain(..) {
                 let sent = self
                     .peers
                     .get(owner as usize)
@@ -726,9 +724,6 @@ impl<D: PacketDevice + 'static> Worker<D> {
         match f {
             Forward::Link(from, mut pkt) => self.core.on_link_packet(now, from, &mut pkt, out),
             Forward::Tun(ip) => self.core.on_forwarded_tun_packet(now, &ip, out),
-            Forward::CloseCommonName(cn, seq) => {
-                self.core.close_common_name(&cn, Some(seq), out);
-            }
         }
     }
 
