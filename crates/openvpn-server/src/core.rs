@@ -970,19 +970,21 @@ impl ServerCore {
 
     fn on_data(&mut self, now: Instant, from: PeerAddr, pkt: &mut [u8], out: &mut Outputs) {
         let pid = match openvpn_wire::peek_peer_id(pkt) {
-            Some(p) if p != PEER_ID_NONE => match self.shard.as_ref().map(|s| s.slot_of(p)) {
+            Some(p) if p != PEER_ID_NONE => match &self.shard {
                 None => p,
-                Some(Ok(slot)) => slot,
-                Some(Err(owner)) => {
-                    // Another worker's client (it floated to an address hashed to us); an id
-                    // nobody has is dropped here, not queued.
-                    if self.shard.as_ref().is_some_and(|s| s.tables.is_live(p)) {
-                        out.forward.push((owner, Forward::Link(from, pkt.to_vec())));
-                    } else {
-                        self.stats.unknown_peer += 1;
+                Some(s) => match s.slot_of(p) {
+                    Ok(slot) => slot,
+                    Err(owner) => {
+                        // Another worker's client (it floated to an address hashed to us);
+                        // an id nobody has is dropped here, not queued.
+                        if s.tables.is_live(p) {
+                            out.forward.push((owner, Forward::Link(from, pkt.to_vec())));
+                        } else {
+                            self.stats.unknown_peer += 1;
+                        }
+                        return;
                     }
-                    return;
-                }
+                },
             },
             _ => match self.by_addr.get(&from) {
                 Some(&p) => p,

@@ -50,18 +50,20 @@ impl Leases {
             let lease = self.pool.lease()?;
             return Some(self.hand_out(lease, cn));
         }
-        let own = cn
-            .and_then(|cn| self.persist.get(cn))
-            .and_then(|(a, a6)| self.pool.index_of(*a, *a6));
+        let remembered = cn.and_then(|cn| self.persist.get(cn)).copied();
+        let own = remembered.and_then(|(a, a6)| self.pool.index_of(a, a6));
         let held_by_same_name = |i: usize| {
             take_over && cn.is_some() && self.holders.get(&i).is_some_and(|h| h.1.as_deref() == cn)
         };
-        let taken_over = own.filter(|i| held_by_same_name(*i)).map(|i| Lease {
-            index: i,
-            v4: self.persist.get(cn.unwrap_or_default()).and_then(|p| p.0),
-            v6: self.persist.get(cn.unwrap_or_default()).and_then(|p| p.1),
-            token: 0,
-        });
+        let taken_over =
+            own.filter(|i| held_by_same_name(*i))
+                .zip(remembered)
+                .map(|(index, (v4, v6))| Lease {
+                    index,
+                    v4,
+                    v6,
+                    token: 0,
+                });
         let lease = match taken_over.or_else(|| own.and_then(|i| self.pool.lease_index(i))) {
             Some(l) => Some(l),
             None => {
