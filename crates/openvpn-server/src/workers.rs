@@ -225,12 +225,18 @@ async fn serve_on<D: PacketDevice + 'static>(
         }
         None => drop(tcp_routes),
     }
-    // Wire peer-ids stay below (slots per worker) × n.
-    let slots = (cfg.max_clients.max(1) as usize).min(4096);
-    let tables = Arc::new(ShardTables::new(n, slots * n as usize));
-    let mut gate_key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut gate_key);
-    let leases = ServerCore::new_leases(&cfg);
+    // What the cores of several workers share (one core keeps its own tables, pool and
+    // cookie key). Wire peer-ids stay below (slots per worker) × n.
+    let shared = (n > 1).then(|| {
+        let slots = (cfg.max_clients.max(1) as usize).min(4096);
+        let mut gate_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut gate_key);
+        (
+            Arc::new(ShardTables::new(n, slots * n as usize)),
+            ServerCore::new_leases(&cfg),
+            gate_key,
+        )
+    });
     // Workers stop when it says so, or when it is dropped (an embedder dropped the serving
     // future).
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -261,13 +267,13 @@ async fn serve_on<D: PacketDevice + 'static>(
     for (((index, inbox), tcp), wrx) in (0..n).zip(inboxes).zip(tcp_inputs).zip(worker_rxs) {
         let udp = sockets.get_mut(index as usize).and_then(Option::take);
         let mut core = ServerCore::new(cfg.clone(), now).map_err(anyhow::Error::msg)?;
-        if n > 1 {
+        if let Some((tables, leases, gate_key)) = &shared {
             core.set_shard(ShardInfo {
                 index,
                 count: n,
-                tables: Arc::clone(&tables),
-                leases: Arc::clone(&leases),
-                gate_key,
+                tables: Arc::clone(tables),
+                leases: Arc::clone(leases),
+                gate_key: *gate_key,
             });
         }
         if notify.is_some() && cfg.management_hold {
