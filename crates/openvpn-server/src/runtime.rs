@@ -176,47 +176,36 @@ pub async fn run_with(
         if tun.offload_enabled() { "on" } else { "off" }
     );
     let addr = listen_addr(&cfg)?;
-    let workers = cfg.workers;
-    if workers > 1 {
-        let listeners = match cfg.transport {
-            Transport::Udp => {
-                let sockets = crate::workers::bind_udp_sockets(addr, cfg.family, workers)?;
-                info!("UDPv6/UDPv4 link local (bound): {addr} ({workers} sockets, SO_REUSEPORT)");
-                crate::workers::Listeners::Udp(sockets)
-            }
-            Transport::Tcp => {
-                let listener = bind_tcp(addr, cfg.family)?;
+    let workers = cfg.workers.max(1);
+    let listeners = match cfg.transport {
+        Transport::Udp if workers > 1 => {
+            let sockets = crate::workers::bind_udp_sockets(addr, cfg.family, workers)?;
+            info!("UDPv6/UDPv4 link local (bound): {addr} ({workers} sockets, SO_REUSEPORT)");
+            crate::workers::Listeners::Udp(sockets)
+        }
+        Transport::Udp => {
+            let socket = bind_udp(addr, cfg.family)?;
+            info!("UDPv6/UDPv4 link local (bound): {addr}");
+            crate::workers::Listeners::Udp(vec![socket])
+        }
+        Transport::Tcp => {
+            let listener = bind_tcp(addr, cfg.family)?;
+            if workers > 1 {
                 info!("TCPv6/TCPv4 link local (bound): {addr} ({workers} workers)");
-                crate::workers::Listeners::Tcp { listener, workers }
+            } else {
+                info!("TCPv6/TCPv4 link local (bound): {addr}");
             }
-        };
-        crate::process::after_setup(&cfg)?;
-        info!("Initialization Sequence Completed");
-        let (shutdown, hup_rx) = signals()?;
-        if let Some(r) = reloader {
-            opts.reload = Some((r, hup_rx));
+            crate::workers::Listeners::Tcp { listener, workers }
         }
-        return crate::workers::serve_workers(cfg, tun, listeners, shutdown, opts).await;
-    }
-    let (udp, tcp) = match cfg.transport {
-        Transport::Udp => (Some(bind_udp(addr, cfg.family)?), None),
-        Transport::Tcp => (None, Some(bind_tcp(addr, cfg.family)?)),
     };
-    info!(
-        "{} link local (bound): {addr}",
-        if udp.is_some() {
-            "UDPv6/UDPv4"
-        } else {
-            "TCPv6/TCPv4"
-        }
-    );
     crate::process::after_setup(&cfg)?;
     info!("Initialization Sequence Completed");
     let (shutdown, hup_rx) = signals()?;
     if let Some(r) = reloader {
         opts.reload = Some((r, hup_rx));
     }
-    serve_with(cfg, tun, udp, tcp, shutdown, opts).await
+    // One worker is the plain server (no shard), as with `serve_with`.
+    crate::workers::serve_workers(cfg, tun, listeners, shutdown, opts).await
 }
 
 /// SIGTERM/SIGINT as a future (logs "SIGTERM received"), and SIGHUP as a channel.
