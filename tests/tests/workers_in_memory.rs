@@ -213,6 +213,8 @@ struct Server {
     dir: std::path::PathBuf,
     metrics_port: u16,
     tun: openvpn_tun::MemoryTunHandle,
+    /// Its port on 127.0.0.1 (both workers' sockets).
+    port: u16,
     /// A client profile for it (client1's certificate).
     client_profile: String,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -329,6 +331,7 @@ impl Server {
             dir,
             metrics_port,
             tun,
+            port,
             client_profile,
             stop,
             task,
@@ -438,47 +441,21 @@ impl Nat {
 /// rebind is lost on a quiet machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_floating_across_workers_keeps_its_session_and_renegotiates() {
-    let pki = pki();
-    let server_text = format!(
-        "mode server\ntls-server\ntopology subnet\nproto udp\nserver 10.8.0.0 255.255.255.0\n\
-         keepalive 10 60\nreneg-sec 2\nworkers 2\n\
-         <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
-        ca = pki.ca,
-        c = pki.server.0,
-        k = pki.server.1
+    let mut server = Server::start("reneg-sec 2\n").await;
+    let nat = Nat::start(([127, 0, 0, 1], server.port).into()).await;
+    // The client talks to the NAT's inside port; the NAT forwards to the server.
+    let client_text = server.client_profile.replace(
+        &format!("remote 127.0.0.1 {}\n", server.port),
+        &format!("remote 127.0.0.1 {}\n", nat.inside.port()),
     );
-    let scfg = openvpn_server::config::load(
-        &options::parse_config(&server_text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
-    let sockets =
-        openvpn_server::workers::bind_udp_sockets("127.0.0.1:0".parse().unwrap(), Family::V4, 2)
-            .unwrap();
-    let server_addr = sockets[0].local_addr().unwrap();
-    let (srv_tun, mut srv_handle) = MemoryTun::pair(1024);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(openvpn_server::workers::serve_workers(
-        scfg,
-        Arc::new(srv_tun),
-        openvpn_server::workers::Listeners::Udp(sockets),
-        async {
-            let _ = stop_rx.await;
-        },
-        openvpn_server::runtime::ServeOptions::default(),
-    ));
-    let nat = Nat::start(server_addr).await;
-    let client_text = format!(
-        "client\nproto udp\nremote 127.0.0.1 {}\nremote-cert-tls server\n\
-         <ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n",
-        nat.inside.port(),
-        ca = pki.ca,
-        c = pki.client.0,
-        k = pki.client.1
+    assert_ne!(
+        client_text, server.client_profile,
+        "the profile still names the server"
     );
     let ccfg = ClientConfig::from_ovpn(&client_text, std::path::Path::new("/")).unwrap();
     let (tun, mut handle) = MemoryTun::pair(1024);
     let mut client = openvpn_client::connect(ccfg, MemoryTunBuilder::new(tun));
+    let srv_handle = &mut server.tun;
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             if let VpnEvent::Connected { settings, .. } =
@@ -546,11 +523,8 @@ async fn a_client_floating_across_workers_keeps_its_session_and_renegotiates() {
         up * 10 >= sent * 8 && down * 10 >= sent * 8,
         "client → server {up}, server → client {down} of {sent} packets ({rebinds} rebinds)"
     );
-    client.command(openvpn_client::Command::Disconnect);
-    let _ = client.wait().await;
     nat.task.abort();
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    server.finish(vec![(client, handle)]).await;
 }
 
 /// Over TCP (`proto tcp-server`, `workers 2`): one listener, connections dealt to the
