@@ -693,15 +693,7 @@ fn server_restart(
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(30);
-    while procs.count(client, INIT_DONE)? < 2 {
-        ensure!(
-            Instant::now() < deadline,
-            "the client did not initialise again within 30s of the restart\n{}",
-            procs.tails()
-        );
-        ensure!(procs.alive(client)?, "the client exited\n{}", procs.tails());
-        pause(Duration::from_millis(200))?;
-    }
+    procs.wait_inits(client, 2, Duration::from_secs(30), |_| Ok(()))?;
     println!(
         "interop: client initialised again {:.1}s after the server came back",
         started.elapsed().as_secs_f64()
@@ -1195,6 +1187,36 @@ impl Procs {
             }
             pause(Duration::from_millis(100))?;
         }
+    }
+
+    /// Waits (at most `within`) until process `index` logged `INIT_DONE` at least `n` times
+    /// (a client reconnecting: `n` = 2), calling `each` at every look (a check that must
+    /// hold all the while); fails as soon as the process exits.
+    fn wait_inits(
+        &mut self,
+        index: usize,
+        n: usize,
+        within: Duration,
+        mut each: impl FnMut(&mut Procs) -> Result<()>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + within;
+        while self.count(index, INIT_DONE)? < n {
+            each(self)?;
+            let label = self.get(index)?.label;
+            ensure!(
+                self.alive(index)?,
+                "the {label} exited before initialising {n} times\n{}",
+                self.tails()
+            );
+            ensure!(
+                Instant::now() < deadline,
+                "the {label} did not initialise {n} times within {}s\n{}",
+                within.as_secs(),
+                self.tails()
+            );
+            pause(Duration::from_millis(50))?;
+        }
+        Ok(())
     }
 
     /// The text of a process's logs, each file separately.

@@ -217,20 +217,9 @@ fn failover(cd: &CaseDir, procs: &mut Procs, client: usize) -> Result<()> {
     let _block = NftDrop::add("ip daddr 10.77.0.1 udp dport 1194 drop")?;
     let pid = procs.pid(client)?.to_string();
     let _ = Command::new("kill").args(["-USR1", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while procs.count(client, INIT_DONE)? < 2 {
-        ensure!(
-            procs.alive(client)?,
-            "the client exited during failover\n{}",
-            procs.tails()
-        );
-        ensure!(
-            Instant::now() < deadline,
-            "no connection to the second remote {OUT4} within 30 s\n{}",
-            procs.tails()
-        );
-        pause(Duration::from_millis(100))?;
-    }
+    procs
+        .wait_inits(client, 2, Duration::from_secs(30), |_| Ok(()))
+        .with_context(|| format!("no connection to the second remote {OUT4}"))?;
     route_via(false, OUT4, CLIENT_VETH, procs)?;
     route_via(true, OUT6, TUN, procs)?;
     ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
@@ -651,21 +640,9 @@ fn reconnect_leak_guard(
         procs.tails()
     );
     let again = procs.start_server(env, case, cd)?;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while procs.count(client, INIT_DONE)? < 2 {
-        poll(procs)?;
-        ensure!(
-            procs.alive(client)?,
-            "the client exited while reconnecting\n{}",
-            procs.tails()
-        );
-        ensure!(
-            Instant::now() < deadline,
-            "the client did not reconnect within 40 s of the server's restart\n{}",
-            procs.tails()
-        );
-        pause(Duration::from_millis(50))?;
-    }
+    procs
+        .wait_inits(client, 2, Duration::from_secs(40), |p| poll(p))
+        .context("the client did not reconnect after the server's restart")?;
     let down = stopped.elapsed();
     ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
     poll(procs)?;

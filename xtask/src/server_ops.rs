@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use super::{
-    CLIENT_NS, CLIENT_WAIT, CLIENT2_NS, CaseDir, ConfArgs, Env, INIT_DONE, PING_TARGETS, Procs,
-    Role, SERVER_NS, SERVER_WAIT, Waited, output, pause, ping_ok, ping_result, ping_run,
-    ping_start, set_mode, stop, write_conf,
+    CLIENT_NS, CLIENT_WAIT, CLIENT2_NS, CaseDir, ConfArgs, Env, PING_TARGETS, Procs, Role,
+    SERVER_NS, SERVER_WAIT, Waited, output, pause, ping_ok, ping_result, ping_run, ping_start,
+    set_mode, stop, write_conf,
 };
 use crate::cases::{Case, Ops};
 
@@ -486,20 +486,6 @@ fn auth_calls(cd: &CaseDir) -> Vec<String> {
         .collect()
 }
 
-/// Waits until `procs[index]` logged `INIT_DONE` at least `n` times.
-fn wait_inits(procs: &Procs, index: usize, n: usize, secs: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while procs.count(index, INIT_DONE)? < n {
-        ensure!(
-            Instant::now() < deadline,
-            "the client did not initialise {n} times within {secs}s\n{}",
-            procs.tails()
-        );
-        pause(Duration::from_millis(200))?;
-    }
-    Ok(())
-}
-
 fn ping_until_ok(cd: &CaseDir, procs: &Procs, secs: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ping_run(&cd.dir, CLIENT_NS, PING_TARGETS[0], 1, "1")?.all_ok() {
@@ -621,7 +607,7 @@ pub(super) fn run(
         }
         Ops::TokenSecondServer => {
             let again = restart_server(env, case, cd, procs, server, true, &|| Ok(()))?;
-            wait_inits(procs, client, 2, 40)?;
+            procs.wait_inits(client, 2, Duration::from_secs(40), |_| Ok(()))?;
             ping_until_ok(cd, procs, 20)?;
             ensure!(
                 procs.count(again, "authenticated by auth-token")? >= 1,
@@ -712,7 +698,7 @@ pub(super) fn run(
                 fs::write(&ipp, kept)?;
                 Ok(())
             })?;
-            wait_inits(procs, client, 2, 40)?;
+            procs.wait_inits(client, 2, Duration::from_secs(40), |_| Ok(()))?;
             ping_until_ok(cd, procs, 20)?;
             let a = client_v4(procs)?;
             ensure!(a == "10.8.0.3", "after the restart the client got {a}");
@@ -735,7 +721,7 @@ pub(super) fn run(
                 procs.tails()
             );
             // The poll ended with client-kill: the client restarts and comes back.
-            wait_inits(procs, client, 2, 40)?;
+            procs.wait_inits(client, 2, Duration::from_secs(40), |_| Ok(()))?;
             ping_until_ok(cd, procs, 20)?;
         }
         Ops::CrText => {
@@ -763,7 +749,7 @@ pub(super) fn run(
             println!("interop: server management saw {line}");
         }
         Ops::Management => {
-            wait_inits(procs, client, 2, 40)?;
+            procs.wait_inits(client, 2, Duration::from_secs(40), |_| Ok(()))?;
             ping_until_ok(cd, procs, 20)?;
             let routes = output(Command::new("ip").args(["-n", CLIENT_NS, "route"]))?;
             ensure!(
