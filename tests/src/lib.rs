@@ -82,3 +82,41 @@ pub async fn scrape_metrics(port: u16) -> String {
     .expect("cannot read the metrics answer");
     body
 }
+
+/// Sends `cmd` on the management interface at unix socket `sock` and returns what came back
+/// up to the first line containing `until` (`"\n"`: the first line), after checking the
+/// `>INFO:` greeting. Panics if the socket does not answer within 10 s.
+pub async fn management_command(sock: &std::path::Path, cmd: &str, until: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let stream = tokio::net::UnixStream::connect(sock)
+        .await
+        .expect("cannot connect to the management socket");
+    let (r, mut w) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(r).lines();
+    let greeting = lines
+        .next_line()
+        .await
+        .expect("cannot read the management greeting")
+        .unwrap_or_default();
+    assert!(greeting.starts_with(">INFO:"), "{greeting}");
+    w.write_all(cmd.as_bytes())
+        .await
+        .expect("cannot send the management command");
+    let mut text = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(l) = lines
+            .next_line()
+            .await
+            .expect("cannot read the management answer")
+        {
+            text.push_str(&l);
+            text.push('\n');
+            if until == "\n" || l.contains(until) {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no answer to {cmd:?}: {text}"));
+    text
+}

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
 use openvpn_control::options;
 use openvpn_tun::MemoryTun;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UdpSocket;
 
 /// P_CONTROL_V1.
@@ -69,18 +68,6 @@ async fn proxy(server: SocketAddr) -> Proxy {
         drop_control,
         dropped,
     }
-}
-
-async fn mgmt(path: &Path, cmd: &str) -> String {
-    let s = tokio::net::UnixStream::connect(path).await.unwrap();
-    let (r, mut w) = s.into_split();
-    let mut r = BufReader::new(r);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).await.unwrap();
-    w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
-    let mut l = String::new();
-    r.read_line(&mut l).await.unwrap();
-    l.trim_end().to_owned()
 }
 
 async fn until(
@@ -152,7 +139,9 @@ async fn lost_restart_is_retransmitted(kill: Option<&str>, lose: bool) {
     let mut stop = Some(stop);
     match kill {
         Some(kill) => {
-            let reply = mgmt(&sock, kill).await;
+            let reply =
+                openvpn_tests::management_command(&sock, &format!("{kill}\r\n"), "\n").await;
+            let reply = reply.trim_end();
             assert!(reply.starts_with("SUCCESS:"), "{kill}: {reply}");
         }
         None => {

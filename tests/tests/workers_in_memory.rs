@@ -94,13 +94,13 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
     }
 
     // The management interface answers from both workers.
-    let status2 = management(&mgmt, "status 2\n", "END").await;
+    let status2 = openvpn_tests::management_command(&mgmt, "status 2\n", "END").await;
     let listed = status2
         .lines()
         .filter(|l| l.starts_with("CLIENT_LIST,"))
         .count();
     assert_eq!(listed, CLIENTS, "management status 2:\n{status2}");
-    let load = management(&mgmt, "load-stats\n", "SUCCESS").await;
+    let load = openvpn_tests::management_command(&mgmt, "load-stats\n", "SUCCESS").await;
     assert!(load.contains(&format!("nclients={CLIENTS},")), "{load}");
     let metrics = openvpn_tests::scrape_metrics(metrics_port).await;
     assert!(
@@ -114,7 +114,7 @@ async fn twelve_clients_spread_over_two_workers_and_all_reach_the_tun_both_ways(
         .count();
     assert_eq!(peers, CLIENTS, "{metrics}");
     // `kill` by common name reaches every worker's clients.
-    let killed = management(&mgmt, "kill client1\n", "\n").await;
+    let killed = openvpn_tests::management_command(&mgmt, "kill client1\n", "\n").await;
     assert!(
         killed.contains(&format!("{CLIENTS} client(s) killed")),
         "{killed}"
@@ -354,37 +354,12 @@ async fn without_duplicate_cn_a_new_connection_closes_the_old_one_on_every_worke
         clients.push((client, handle));
     }
     let parities: BTreeSet<u32> = peer_ids.iter().map(|p| p % 2).collect();
-    let load = management(&mgmt, "load-stats\n", "SUCCESS").await;
+    let load = openvpn_tests::management_command(&mgmt, "load-stats\n", "SUCCESS").await;
     assert!(
         load.contains("nclients=1,"),
         "after 6 connections with one name (peer-ids {peer_ids:?}, workers {parities:?}): {load}"
     );
     server.finish(clients).await;
-}
-
-/// Sends `cmd` on the management socket and returns what came back up to the first line
-/// containing `until` (after the greeting).
-async fn management(sock: &std::path::Path, cmd: &str, until: &str) -> String {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut lines = tokio::io::BufReader::new(r).lines();
-    let greeting = lines.next_line().await.unwrap().unwrap_or_default();
-    assert!(greeting.starts_with(">INFO:"), "{greeting}");
-    w.write_all(cmd.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            text.push_str(&l);
-            text.push('\n');
-            if until == "\n" || l.contains(until) {
-                break;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no answer to {cmd:?}: {text}"));
-    text
 }
 
 /// A NAT between the client and the server whose outside port changes on request.
@@ -550,7 +525,8 @@ async fn tcp_clients_are_dealt_to_both_workers_and_pass_packets() {
         "connections were not dealt to both workers: {peer_ids:?}"
     );
     exchange(&mut server, &mut clients, &addrs, 3, Duration::ZERO).await;
-    let status = management(&server.dir.join("mgmt.sock"), "status 2\n", "END").await;
+    let status =
+        openvpn_tests::management_command(&server.dir.join("mgmt.sock"), "status 2\n", "END").await;
     let listed = status
         .lines()
         .filter(|l| l.starts_with("CLIENT_LIST,"))
