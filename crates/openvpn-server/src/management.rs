@@ -5,10 +5,12 @@
 //! ```text
 //!  TCP / unix socket ─▶ session task (one management client at a time)
 //!      │  line ─▶ parse ─▶ Command ─┬─ local: help, version, pid, state, log, hold, bytecount
-//!      │                            └─ CoreRequest ──(mpsc + oneshot)──▶ runtime loop ─▶ execute(core)
+//!      │                            └─ CoreRequest ──(mpsc + oneshot)──▶ server main task
+//!      │                                 ├─ status, kill, load-stats, metrics: gathered from every worker
+//!      │                                 └─ CoreOp ─▶ the worker owning the client (or each) ─▶ execute(core)
 //!      ◀── >CLIENT:… notifications (core Outputs::mgmt), >LOG:, >BYTECOUNT_CLI:, >HOLD:
 //! ```
-//! The core never waits for the management task: requests are answered inside the packet loop,
+//! The core never waits for the management task: requests are answered inside the worker loops,
 //! notifications go out on an unbounded channel, and a stuck management client is dropped after
 //! a write timeout. Undecided `>CLIENT:CONNECT`/`REAUTH` requests are replayed to the next
 //! management client that connects (until hand-window expires).
@@ -453,22 +455,32 @@ pub enum CoreRequest {
 /// A request with its reply channel.
 pub type Request = (CoreRequest, oneshot::Sender<String>);
 
-/// Answers a request against the core. Signals are handled by the runtime before this.
-pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut Outputs) -> String {
-    match req {
-        CoreRequest::Status(v) => crlf(&crate::status::render(v, core)),
-        CoreRequest::Kill(target) => {
-            let n = kill_count(core, now, &target, out);
-            kill_reply(&target, n)
-        }
-        CoreRequest::ClientKill(cid, msg) => {
+/// A request one core answers by itself: the core that owns the client ID, or each core in
+/// turn. The others (`status`, `kill`, `load-stats`, signals, metrics) are gathered from
+/// every core by the server's main task.
+#[derive(Debug)]
+pub enum CoreOp {
+    /// `client-kill`.
+    ClientKill(u64, String),
+    /// `client-auth*`, `client-deny`, `client-pending-auth`.
+    Decide(u64, u8, Decision),
+    /// `>BYTECOUNT_CLI` lines.
+    ByteCounts,
+    /// `hold release`.
+    HoldRelease,
+}
+
+/// Answers a [`CoreOp`] against the core.
+pub fn execute(core: &mut ServerCore, now: Instant, op: CoreOp, out: &mut Outputs) -> String {
+    match op {
+        CoreOp::ClientKill(cid, msg) => {
             if core.kill_client(now, cid, &msg, out) {
                 "SUCCESS: client-kill command succeeded\r\n".into()
             } else {
                 "ERROR: client-kill command failed\r\n".into()
             }
         }
-        CoreRequest::Decide(cid, kid, d) => {
+        CoreOp::Decide(cid, kid, d) => {
             let name = match &d {
                 Decision::Allow(_) => "client-auth",
                 Decision::Deny { .. } => "client-deny",
@@ -480,8 +492,7 @@ pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut 
                 format!("ERROR: {name} command failed\r\n")
             }
         }
-        CoreRequest::LoadStats => load_stats_reply(load_stats(core)),
-        CoreRequest::ByteCounts => {
+        CoreOp::ByteCounts => {
             let mut s = String::new();
             for c in core.clients().filter(|c| c.established) {
                 let (rx, tx) = c.link_bytes();
@@ -489,12 +500,10 @@ pub fn execute(core: &mut ServerCore, now: Instant, req: CoreRequest, out: &mut 
             }
             s
         }
-        CoreRequest::Signal(sig) => format!("SUCCESS: signal {} thrown\r\n", sig.name()),
-        CoreRequest::HoldRelease => {
+        CoreOp::HoldRelease => {
             core.set_hold(false);
             "SUCCESS: hold release succeeded\r\n".into()
         }
-        CoreRequest::Metrics => crate::metrics::render(core),
     }
 }
 

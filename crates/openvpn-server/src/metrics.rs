@@ -93,11 +93,6 @@ impl Sample {
     }
 }
 
-/// Renders the metrics text of one core.
-pub fn render(core: &ServerCore) -> String {
-    render_sample(&Sample::of(core))
-}
-
 /// Renders the metrics text of a sample (one core's or every worker's, merged).
 pub fn render_sample(sample: &Sample) -> String {
     let st = sample.stats;

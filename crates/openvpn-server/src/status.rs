@@ -80,11 +80,6 @@ pub fn rows(core: &ServerCore) -> Vec<ClientRow> {
         .collect()
 }
 
-/// Renders the status text for one core.
-pub fn render(version: u8, core: &ServerCore) -> String {
-    render_rows(version, &rows(core))
-}
-
 /// Renders the status text from client rows (of one core or of every worker).
 pub fn render_rows(version: u8, rows: &[ClientRow]) -> String {
     let now = SystemTime::now();
@@ -218,11 +213,6 @@ pub fn render_rows(version: u8, rows: &[ClientRow]) -> String {
     );
     line(&mut s, &["END".into()]);
     s
-}
-
-/// Writes the status file (atomically, through a temporary file).
-pub fn write(path: &Path, version: u8, core: &ServerCore) -> std::io::Result<()> {
-    write_text(path, &render(version, core))
 }
 
 /// Writes status text atomically (through a temporary file).

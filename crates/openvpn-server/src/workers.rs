@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{Authenticator, DecisionMsg};
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
-use crate::management::{self, CoreRequest, KillTarget, Notify, Signal};
+use crate::management::{self, CoreOp, CoreRequest, KillTarget, Notify, Signal};
 use crate::runtime::{
     ServeOptions, SideChannels, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit,
     bind_udp_with, file_timers, flush, start_management, start_metrics, write_pool_persist,
@@ -86,7 +86,7 @@ struct StatusShare {
 /// What the main task asks a worker.
 enum WorkerMsg {
     /// A management request for this worker's core; the answer text.
-    Execute(CoreRequest, oneshot::Sender<String>),
+    Execute(CoreOp, oneshot::Sender<String>),
     /// This worker's status rows.
     Rows(oneshot::Sender<Vec<ClientRow>>),
     /// `kill`: how many of this worker's clients matched.
@@ -414,9 +414,20 @@ impl Workers {
         out
     }
 
+    /// Runs `op` on the worker that owns client ID `cid` (`cid mod N`).
+    async fn on_owner(&self, cid: u64, op: CoreOp) -> String {
+        let owner = (cid % self.0.len().max(1) as u64) as usize;
+        let (otx, orx) = oneshot::channel();
+        match self.0.get(owner) {
+            Some(tx) if tx.send(WorkerMsg::Execute(op, otx)).is_ok() => {
+                orx.await.unwrap_or_default()
+            }
+            _ => "ERROR: worker stopped\r\n".into(),
+        }
+    }
+
     /// Answers a management request from the workers' cores.
     async fn answer(&self, req: CoreRequest) -> String {
-        let n = self.0.len() as u64;
         match req {
             CoreRequest::Status(v) => {
                 let rows: Vec<ClientRow> = self
@@ -443,22 +454,18 @@ impl Workers {
                 management::load_stats_reply(sum)
             }
             // The worker that owns the client ID.
-            CoreRequest::ClientKill(cid, _) | CoreRequest::Decide(cid, _, _) => {
-                let owner = (cid % n) as usize;
-                let (otx, orx) = oneshot::channel();
-                match self.0.get(owner) {
-                    Some(tx) if tx.send(WorkerMsg::Execute(req, otx)).is_ok() => {
-                        orx.await.unwrap_or_default()
-                    }
-                    _ => "ERROR: worker stopped\r\n".into(),
-                }
+            CoreRequest::ClientKill(cid, msg) => {
+                self.on_owner(cid, CoreOp::ClientKill(cid, msg)).await
+            }
+            CoreRequest::Decide(cid, kid, d) => {
+                self.on_owner(cid, CoreOp::Decide(cid, kid, d)).await
             }
             CoreRequest::ByteCounts => self
-                .ask_all(|tx| WorkerMsg::Execute(CoreRequest::ByteCounts, tx))
+                .ask_all(|tx| WorkerMsg::Execute(CoreOp::ByteCounts, tx))
                 .await
                 .concat(),
             CoreRequest::HoldRelease => self
-                .ask_all(|tx| WorkerMsg::Execute(CoreRequest::HoldRelease, tx))
+                .ask_all(|tx| WorkerMsg::Execute(CoreOp::HoldRelease, tx))
                 .await
                 .into_iter()
                 .next()
