@@ -1,5 +1,5 @@
-//! Support for the cross-crate tests in `tests/tests/`: an in-memory PKI, packet builders and
-//! a `/metrics` scraper.
+//! Support for the cross-crate tests in `tests/tests/`: an in-memory PKI, server configs from
+//! text, packet builders, a `/metrics` scraper and a management-socket client.
 //! The tests themselves run our client against our server over loopback with in-memory tun
 //! devices (no root needed).
 
@@ -119,4 +119,12 @@ pub async fn management_command(sock: &std::path::Path, cmd: &str, until: &str) 
     .await
     .unwrap_or_else(|_| panic!("no answer to {cmd:?}: {text}"));
     text
+}
+
+/// Our server's configuration from OpenVPN config text (inline certificates; relative paths
+/// from `/`). Panics if the text does not parse or load.
+pub fn server_config(text: &str) -> openvpn_server::config::ServerConfig {
+    let lines = openvpn_control::options::parse_config(text).expect("the server config parses");
+    openvpn_server::config::load(&lines, std::path::Path::new("/"))
+        .expect("the server config loads")
 }

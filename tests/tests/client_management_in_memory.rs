@@ -14,7 +14,6 @@ use openvpn_client::management::{
     ClientManagement, CountingTunBuilder, Listener, ManagementSettings,
 };
 use openvpn_client::{ClientConfig, ExitReason, MemoryTunBuilder};
-use openvpn_control::options;
 use openvpn_tun::{MemoryTun, MemoryTunHandle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -143,8 +142,7 @@ async fn setup_with(
         script.display(),
         d.join("server-mgmt.sock").display()
     );
-    let cfg = openvpn_server::config::load(&options::parse_config(&text).unwrap(), Path::new("/"))
-        .unwrap();
+    let cfg = openvpn_tests::server_config(&text);
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = udp.local_addr().unwrap().port();
     let (tun, server_tun) = MemoryTun::pair(16);

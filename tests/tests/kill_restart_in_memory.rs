@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
-use openvpn_control::options;
 use openvpn_tun::MemoryTun;
 use tokio::net::UdpSocket;
 
@@ -106,8 +105,7 @@ async fn lost_restart_is_retransmitted(kill: Option<&str>, lose: bool) {
         "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nexplicit-exit-notify 1\nmanagement {} unix\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
         sock.display()
     );
-    let cfg = openvpn_server::config::load(&options::parse_config(&text).unwrap(), Path::new("/"))
-        .unwrap();
+    let cfg = openvpn_tests::server_config(&text);
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server_addr = udp.local_addr().unwrap();
     let (tun, _keep) = MemoryTun::pair(16);

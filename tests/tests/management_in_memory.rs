@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openvpn_client::{ClientConfig, ExitReason, MemoryTunBuilder, VpnEvent};
-use openvpn_control::options;
 use openvpn_tun::MemoryTun;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -108,11 +107,7 @@ async fn management_client_auth_status_kill_deny_and_metrics() {
         "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nmanagement {} unix\nmanagement-client-auth\nmetrics-listen 127.0.0.1:{metrics_port}\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
         sock.display()
     );
-    let cfg = openvpn_server::config::load(
-        &options::parse_config(&text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
+    let cfg = openvpn_tests::server_config(&text);
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = udp.local_addr().unwrap().port();
     let (tun, _keep) = MemoryTun::pair(16);
@@ -318,11 +313,7 @@ async fn tcp_management_password_and_hold() {
         "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nmanagement 127.0.0.1 {mport} {}\nmanagement-hold\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
         pw.display()
     );
-    let cfg = openvpn_server::config::load(
-        &options::parse_config(&text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
+    let cfg = openvpn_tests::server_config(&text);
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = udp.local_addr().unwrap().port();
     let (tun, _keep) = MemoryTun::pair(16);
@@ -430,11 +421,7 @@ async fn management_cr_text_challenge_and_cr_response() {
         "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\nmanagement {} unix\nmanagement-client-auth\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n",
         sock.display()
     );
-    let cfg = openvpn_server::config::load(
-        &options::parse_config(&text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
+    let cfg = openvpn_tests::server_config(&text);
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = udp.local_addr().unwrap().port();
     let (tun, _keep) = MemoryTun::pair(16);

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
-use openvpn_control::options;
 use openvpn_crypto::StaticKey;
 use openvpn_tests::{icmp_echo_v4, pki};
 use openvpn_tun::MemoryTun;
@@ -33,11 +32,7 @@ async fn round_trip(proto: &str) {
         c = pki.server.0,
         k = pki.server.1
     );
-    let scfg = openvpn_server::config::load(
-        &options::parse_config(&server_text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
+    let scfg = openvpn_tests::server_config(&server_text);
     let (srv_tun, mut srv_handle) = MemoryTun::pair(64);
     let (udp, tcp, port) = if proto == "udp" {
         let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
-use openvpn_control::options;
 use openvpn_tests::Pki;
 use openvpn_tun::MemoryTun;
 
@@ -31,11 +30,7 @@ async fn server(pki: &Pki, extra: &str) -> Server {
     let text = format!(
         "server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\n{extra}\n<ca>\n{ca}</ca>\n<cert>\n{sc}</cert>\n<key>\n{sk}</key>\n"
     );
-    let cfg = openvpn_server::config::load(
-        &options::parse_config(&text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
+    let cfg = openvpn_tests::server_config(&text);
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = udp.local_addr().unwrap().port();
     let (tun, keep) = MemoryTun::pair(16);

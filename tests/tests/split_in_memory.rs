@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
-use openvpn_control::options;
 use openvpn_crypto::StaticKey;
 use openvpn_tests::{icmp_echo_v4, pki};
 use openvpn_tun::MemoryTun;
@@ -66,11 +65,7 @@ async fn flow_across_renegotiations() {
         c = pki.server.0,
         k = pki.server.1
     );
-    let scfg = openvpn_server::config::load(
-        &options::parse_config(&server_text).unwrap(),
-        std::path::Path::new("/"),
-    )
-    .unwrap();
+    let scfg = openvpn_tests::server_config(&server_text);
     let (srv_tun, mut srv_handle) = MemoryTun::pair(1024);
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = udp.local_addr().unwrap().port();

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openvpn_client::{ClientConfig, MemoryTunBuilder, VpnEvent};
-use openvpn_control::options;
 use openvpn_server::config::Family;
 use openvpn_tests::{icmp_echo_v4, pki};
 use openvpn_tun::MemoryTun;
@@ -279,11 +278,7 @@ impl Server {
             c = pki.server.0,
             k = pki.server.1
         );
-        let scfg = openvpn_server::config::load(
-            &options::parse_config(&server_text).unwrap(),
-            std::path::Path::new("/"),
-        )
-        .unwrap();
+        let scfg = openvpn_tests::server_config(&server_text);
         assert_eq!(scfg.workers, 2);
         let (listeners, port) = if tcp {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
