@@ -14,6 +14,7 @@
 
 mod bench;
 mod cases;
+mod deps;
 mod flood;
 mod fuzz;
 mod interop;
@@ -82,6 +83,7 @@ fn run() -> Result<()> {
 /// The steps of `.ci/run` after package installation.
 fn ci() -> Result<()> {
     let root = workspace_root()?;
+    deps::ensure(&root, is_root()?)?;
     let cargo = cargo();
     for args in [
         &["fmt", "--all", "--", "--check"][..],

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use openvpn_control::client::PullFilterAction;
 use openvpn_control::loading::{arg, file_or_inline, invalid as err, number as num};
+use openvpn_control::options::catalog::{self, Role, Screened};
 use openvpn_control::options::{self, OptionLine};
 
 /// Errors while loading the configuration (shared with the other binary's loader).
@@ -397,6 +398,14 @@ pub struct ClientConfig {
     pub management: Option<ManagementOptions>,
     /// `auth-retry none|nointeract|interact` (used by the binary's management loop).
     pub auth_retry: AuthRetry,
+    /// `syslog [NAME]` (the program name, default `openvpn`).
+    pub syslog: Option<String>,
+    /// `errors-to-stderr`.
+    pub errors_to_stderr: bool,
+    /// `suppress-timestamps`.
+    pub suppress_timestamps: bool,
+    /// One line each for options accepted without effect here (logged at start-up).
+    pub notices: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -461,33 +470,13 @@ impl Default for ClientConfig {
             compression: None,
             management: None,
             auth_retry: AuthRetry::None,
+            syslog: None,
+            errors_to_stderr: false,
+            suppress_timestamps: false,
+            notices: Vec::new(),
         }
     }
 }
-
-const NO_OPS: &[&str] = &[
-    "client",
-    "pull",
-    "tls-client",
-    "nobind",
-    "persist-key",
-    "disable-dco",
-    "fast-io",
-    "mute-replay-warnings",
-    "mute",
-    "auth-nocache",
-    "resolv-retry",
-    "float",
-    "sndbuf",
-    "rcvbuf",
-    "suppress-timestamps",
-    "key-method",
-    "ncp-disable",
-    "allow-compression",
-    "machine-readable-output",
-    "block-outside-dns",
-    "register-dns",
-];
 
 fn parse_proto(o: &OptionLine, p: &str) -> Result<(Proto, Family), ConfigError> {
     Ok(match p {
@@ -554,6 +543,17 @@ impl ClientConfig {
         }
     }
 
+    /// The logging options (`verb`, `log`, `syslog`, …).
+    pub fn log_options(&self) -> openvpn_tun::logging::LogOptions {
+        openvpn_tun::logging::LogOptions {
+            verb: self.verb,
+            file: self.log.clone(),
+            syslog: self.syslog.clone(),
+            errors_to_stderr: self.errors_to_stderr,
+            suppress_timestamps: self.suppress_timestamps,
+        }
+    }
+
     /// The DNS backend `dns-updown` asks for (`None`: detect systemd-resolved or
     /// resolv.conf).
     pub fn dns_backend(&self) -> Option<openvpn_tun::DnsBackend> {
@@ -582,16 +582,22 @@ impl ClientConfig {
         let mut key_direction: Option<u8> = None;
         let mut is_client = false;
         let mut mgmt = MgmtLines::default();
+        let ignored = catalog::ignored_unknown(lines);
         for o in lines {
             let n = o.name.as_str();
             if n == "client" || n == "pull" || n == "tls-client" {
                 is_client = true;
             }
-            if NO_OPS.contains(&n) {
-                continue;
+            match catalog::screen(o, Role::Client)? {
+                Screened::Handle => {}
+                Screened::Note(note) => {
+                    c.notices.push(note);
+                    continue;
+                }
+                Screened::Skip => continue,
             }
             match n {
-                "config" => {}
+                "config" | "client" | "pull" | "tls-client" | "ignore-unknown-option" => {}
                 "remote" => remote_lines.push(o.clone()),
                 "connection" => connection_blocks.push(o.connection_options()?),
                 "remote-random" => c.remote_random = true,
@@ -752,6 +758,10 @@ impl ClientConfig {
                 "log" => c.log = Some((base.join(arg(o, 0)?), false)),
                 "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
                 "verb" => c.verb = num(o, 0)?,
+                "syslog" => c.syslog = Some(o.arg(0).unwrap_or("openvpn").to_owned()),
+                "errors-to-stderr" => c.errors_to_stderr = true,
+                "suppress-timestamps" => c.suppress_timestamps = true,
+                "machine-readable-output" => {}
                 "up" => c.up = Some(arg(o, 0)?.to_owned()),
                 "down" => c.down = Some(arg(o, 0)?.to_owned()),
                 "script-security" => c.script_security = num(o, 0)?,
@@ -844,12 +854,9 @@ impl ClientConfig {
                     }
                     c.compression = Some(v);
                 }
-                other => {
-                    return Err(err(
-                        o,
-                        format!("option '{other}' is not supported by openvpn-client"),
-                    ));
-                }
+                _ => c
+                    .notices
+                    .push(catalog::unhandled(o, Role::Client, &ignored)?),
             }
         }
         if !is_client {

@@ -14,18 +14,6 @@ use openvpn_client::{
 };
 use openvpn_control::options;
 use tracing::{error, info, warn};
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-
-fn verb_filter(verb: u8) -> &'static str {
-    match verb {
-        0 => "error",
-        1 => "warn,openvpn_client=info",
-        2..=3 => "info",
-        4 => "debug,rustls=info",
-        _ => "trace",
-    }
-}
 
 fn prompt(label: &str, echo: bool) -> std::io::Result<String> {
     let mut out = std::io::stderr();
@@ -168,6 +156,9 @@ fn main() -> anyhow::Result<()> {
         println!(
             "usage: openvpn-client --config PROFILE.ovpn [--helper-socket PATH] [--option args ...]"
         );
+        println!(
+            "       openvpn-client --check-config --config PROFILE.ovpn   (validate; print what each option does)"
+        );
         println!("       openvpn-client helper [--socket PATH] [--profiles DIR]   (as root)");
         return Ok(());
     }
@@ -181,6 +172,9 @@ fn main() -> anyhow::Result<()> {
         helper_socket = Some(PathBuf::from(args.remove(i + 1)));
         args.remove(i);
     }
+    // Ours, not OpenVPN's: validate, say what each option does, and exit.
+    let check_only = args.iter().any(|a| a == "--check-config");
+    args.retain(|a| a != "--check-config");
     if args.iter().any(|a| a == "--version") {
         println!("openvpn-client (openvpn-rs) {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
@@ -197,6 +191,9 @@ fn main() -> anyhow::Result<()> {
         .find(|l| l.name == "config")
         .and_then(|l| l.arg(0))
         .map(PathBuf::from);
+    if check_only {
+        std::process::exit(check_config(file.as_deref(), cli));
+    }
     let mut cfg = match ClientConfig::load(file.as_deref(), cli) {
         Ok(c) => c,
         Err(e) => {
@@ -230,31 +227,14 @@ fn main() -> anyhow::Result<()> {
     if cfg.daemon {
         openvpn_tun::process::daemonize().context("daemon")?;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVPN_LOG")
-        .unwrap_or_else(|_| verb_filter(cfg.verb).into());
     // The management interface's `log` command reads what the log shows.
-    let log_layer = cfg.management.is_some().then_some(LogLayer);
-    let fmt = tracing_subscriber::fmt::layer().with_target(false);
-    match &cfg.log {
-        Some((path, append)) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(*append)
-                .write(true)
-                .truncate(!*append)
-                .open(path)
-                .with_context(|| format!("log file {}", path.display()))?;
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(fmt.with_ansi(false).with_writer(std::sync::Mutex::new(f)))
-                .with(log_layer)
-                .init();
-        }
-        None => tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
-            .with(log_layer)
-            .init(),
+    let log_layer: Option<openvpn_tun::logging::ExtraLayer> = cfg
+        .management
+        .is_some()
+        .then(|| Box::new(LogLayer) as openvpn_tun::logging::ExtraLayer);
+    openvpn_tun::logging::init(&cfg.log_options(), "openvpn_client", log_layer)?;
+    for note in &cfg.notices {
+        info!("{note}");
     }
     if let Some(p) = &cfg.writepid {
         std::fs::write(p, format!("{}\n", std::process::id()))
@@ -394,4 +374,30 @@ fn main() -> anyhow::Result<()> {
     // runs no destructors), not by the guardian afterwards.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     std::process::exit(code);
+}
+
+/// `--check-config`: prints what each option line does and whether the profile loads (files
+/// are read, nothing is opened on the network); the exit status is 0 when it loads.
+fn check_config(file: Option<&std::path::Path>, cli: Vec<options::OptionLine>) -> i32 {
+    use openvpn_control::options::catalog::{Role, report};
+    let mut lines = match file.map(openvpn_control::loading::read_config_file) {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            eprintln!("openvpn-client: {e}");
+            return 1;
+        }
+        None => Vec::new(),
+    };
+    lines.extend(cli.iter().filter(|l| l.name != "config").cloned());
+    print!("{}", report(&lines, Role::Client));
+    match ClientConfig::load(file, cli) {
+        Ok(_) => {
+            println!("config OK: openvpn-client would start with it");
+            0
+        }
+        Err(e) => {
+            println!("config refused: {e}");
+            1
+        }
+    }
 }

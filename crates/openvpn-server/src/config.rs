@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use openvpn_control::loading::{arg, file_or_inline, invalid as err, number as parse_num};
+use openvpn_control::options::catalog::{self, Role, Screened};
 use openvpn_control::options::{OptionLine, OptionSource, describe_location};
 use openvpn_control::server::CompressionConfig;
 
@@ -199,6 +200,14 @@ pub struct ServerConfig {
     pub ifconfig_pool_persist: Option<(PathBuf, u32)>,
     /// `learn-address CMD`.
     pub learn_address: Option<String>,
+    /// `syslog [NAME]` (the program name, default `openvpn`).
+    pub syslog: Option<String>,
+    /// `errors-to-stderr`.
+    pub errors_to_stderr: bool,
+    /// `suppress-timestamps`.
+    pub suppress_timestamps: bool,
+    /// One line each for options accepted without effect here (logged at start-up).
+    pub notices: Vec<String>,
 }
 
 /// `auth-gen-token` settings.
@@ -302,29 +311,13 @@ impl Default for ServerConfig {
             auth_gen_token_secret: None,
             ifconfig_pool_persist: None,
             learn_address: None,
+            syslog: None,
+            errors_to_stderr: false,
+            suppress_timestamps: false,
+            notices: Vec::new(),
         }
     }
 }
-
-/// Options accepted and deliberately ignored (documented no-ops).
-const NO_OPS: &[&str] = &[
-    "disable-dco",
-    "persist-key",
-    "persist-tun",
-    "fast-io",
-    "mute-replay-warnings",
-    "mute",
-    "float",
-    "opt-verify",
-    "ncp-disable",
-    "sndbuf",
-    "rcvbuf",
-    "txqueuelen",
-    "suppress-timestamps",
-    "machine-readable-output",
-    "nobind",
-    "allow-compression",
-];
 
 fn ipv4(o: &OptionLine, i: usize) -> Result<Ipv4Addr, ConfigError> {
     let a = arg(o, i)?;
@@ -355,10 +348,16 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
     let mut topology: Option<String> = None;
     let mut key_direction: Option<u8> = None;
     let mut keepalive: Option<(u32, u32)> = None;
+    let ignored = catalog::ignored_unknown(lines);
     for o in lines {
         let n = o.name.as_str();
-        if NO_OPS.contains(&n) {
-            continue;
+        match catalog::screen(o, Role::Server)? {
+            Screened::Handle => {}
+            Screened::Note(note) => {
+                c.notices.push(note);
+                continue;
+            }
+            Screened::Skip => continue,
         }
         match n {
             "config" => {}
@@ -581,6 +580,10 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "log" => c.log = Some((base.join(arg(o, 0)?), false)),
             "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
             "verb" => c.verb = parse_num(o, 0)?,
+            "syslog" => c.syslog = Some(o.arg(0).unwrap_or("openvpn").to_owned()),
+            "errors-to-stderr" => c.errors_to_stderr = true,
+            "suppress-timestamps" => c.suppress_timestamps = true,
+            "machine-readable-output" => {}
             "status" => {
                 c.status = Some((
                     base.join(arg(o, 0)?),
@@ -695,12 +698,10 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                     err(o, "use stub, stub-v2, lz4, lz4-v2, lzo or migrate (comp-lzo: yes, no, adaptive); data is never compressed")
                 })?;
             }
-            other => {
-                return Err(err(
-                    o,
-                    format!("option '{other}' is not supported by openvpn-server"),
-                ));
-            }
+            "ignore-unknown-option" => {}
+            _ => c
+                .notices
+                .push(catalog::unhandled(o, Role::Server, &ignored)?),
         }
     }
     let where_ = |name: &str| lines.iter().rev().find(|l| l.name == name).cloned();
@@ -763,6 +764,19 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
         ));
     }
     Ok(c)
+}
+
+impl ServerConfig {
+    /// The logging options (`verb`, `log`, `syslog`, …).
+    pub fn log_options(&self) -> openvpn_tun::logging::LogOptions {
+        openvpn_tun::logging::LogOptions {
+            verb: self.verb,
+            file: self.log.clone(),
+            syslog: self.syslog.clone(),
+            errors_to_stderr: self.errors_to_stderr,
+            suppress_timestamps: self.suppress_timestamps,
+        }
+    }
 }
 
 /// Parses a config file and command-line options (command line last).

@@ -6,21 +6,11 @@ use anyhow::Context;
 use openvpn_control::options;
 use openvpn_server::config;
 
-fn verb_filter(verb: u8) -> &'static str {
-    match verb {
-        0 => "error",
-        1 => "warn,openvpn_server=info",
-        2..=3 => "info",
-        4 => "debug,rustls=info",
-        _ => "trace",
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "usage: openvpn-server --config FILE [--option args ...]\n\nReads OpenVPN 2.6 server configs; see README.md."
+            "usage: openvpn-server --config FILE [--option args ...]\n       openvpn-server --check-config --config FILE   (validate; print what each option does)\n\nReads OpenVPN 2.6 server configs; see README.md."
         );
         return Ok(());
     }
@@ -53,6 +43,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // Ours, not OpenVPN's: validate, say what each option does, and exit.
+    let check_only = args.iter().any(|a| a == "--check-config");
+    args.retain(|a| a != "--check-config");
     let cli = match options::parse_cli_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -65,6 +58,9 @@ fn main() -> anyhow::Result<()> {
         .find(|l| l.name == "config")
         .and_then(|l| l.arg(0))
         .map(PathBuf::from);
+    if check_only {
+        std::process::exit(check_config(config_file.as_deref(), cli));
+    }
     let cfg = match config::load_from(config_file.as_deref(), cli) {
         Ok(c) => c,
         Err(e) => {
@@ -75,32 +71,14 @@ fn main() -> anyhow::Result<()> {
     if cfg.daemon {
         openvpn_tun::process::daemonize().context("daemon")?;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVPN_LOG")
-        .unwrap_or_else(|_| verb_filter(cfg.verb).into());
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let fmt = tracing_subscriber::fmt::layer().with_target(false);
-    // The management interface's log cache (`log all`, `>LOG:`) sees what the log shows.
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(openvpn_server::management::LogLayer);
-    match &cfg.log {
-        Some((path, append)) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(*append)
-                .write(true)
-                .truncate(!*append)
-                .open(path)
-                .with_context(|| format!("log file {}", path.display()))?;
-            registry
-                .with(
-                    fmt.with_ansi(false)
-                        .with_writer(std::sync::Mutex::new(file)),
-                )
-                .init();
-        }
-        None => registry.with(fmt).init(),
+    openvpn_tun::logging::init(
+        &cfg.log_options(),
+        "openvpn_server",
+        // The management interface's log cache (`log all`, `>LOG:`) sees what the log shows.
+        Some(Box::new(openvpn_server::management::LogLayer)),
+    )?;
+    for note in &cfg.notices {
+        tracing::info!("{note}");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -120,4 +98,30 @@ fn main() -> anyhow::Result<()> {
         tracing::error!("fatal: {e:#}");
     }
     result
+}
+
+/// `--check-config`: prints what each option line does and whether the config loads (files
+/// are read, nothing is opened on the network); the exit status is 0 when it loads.
+fn check_config(file: Option<&std::path::Path>, cli: Vec<options::OptionLine>) -> i32 {
+    use openvpn_control::options::catalog::{Role, report};
+    let mut lines = match file.map(openvpn_control::loading::read_config_file) {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            eprintln!("openvpn-server: {e}");
+            return 1;
+        }
+        None => Vec::new(),
+    };
+    lines.extend(cli.iter().filter(|l| l.name != "config").cloned());
+    print!("{}", report(&lines, Role::Server));
+    match config::load_from(file, cli) {
+        Ok(_) => {
+            println!("config OK: openvpn-server would start with it");
+            0
+        }
+        Err(e) => {
+            println!("config refused: {e}");
+            1
+        }
+    }
 }

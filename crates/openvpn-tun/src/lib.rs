@@ -31,6 +31,7 @@ pub mod dns;
 pub mod fdpass;
 pub mod icmp;
 mod linux;
+pub mod logging;
 mod manager;
 mod memory;
 pub mod netlink;

@@ -29,6 +29,7 @@
 //! start of a word still starts a comment, and an escaped whitespace character
 //! *between* words is dropped. [`quote_arg`] never produces either form.
 
+pub mod catalog;
 mod cli;
 mod config;
 mod lexer;
