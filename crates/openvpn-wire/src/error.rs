@@ -70,11 +70,23 @@ pub enum WireError {
         /// Length required for that type.
         expected: u16,
     },
-    /// The peer sent a really compressed packet (LZO/LZ4/Snappy); only stub framings exist here.
+    /// The peer sent a really compressed packet (LZO/LZ4/Snappy) under a framing that does
+    /// not decompress it (a stub, or another algorithm).
     #[error(
-        "peer sent a compressed packet (marker {0:#04x}); only stub compression framing is supported, configure 'compress stub-v2' or 'comp-lzo no' on the peer"
+        "peer sent a compressed packet (marker {0:#04x}) that the configured framing does not decompress; use the same 'compress'/'comp-lzo' algorithm on both sides"
     )]
     CompressedNotSupported(u8),
+    /// Compressed data from the peer is corrupt, or decompresses to nothing or to more than
+    /// the size limit.
+    #[error(
+        "peer's {algorithm}-compressed packet is corrupt or decompresses to more than {limit} bytes"
+    )]
+    BadCompressedData {
+        /// The algorithm of the packet.
+        algorithm: crate::compress::Algorithm,
+        /// The size limit in force.
+        limit: usize,
+    },
     /// The compression marker byte is neither the stub marker nor a known compression marker.
     #[error("bad compression framing marker byte {0:#04x}")]
     BadCompressionMarker(u8),

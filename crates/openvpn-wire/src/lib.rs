@@ -12,7 +12,8 @@
 //!          │                     control::peek_session_id (routing before unwrapping)
 //!          ▼
 //!   data::DataHeader / data::peek_peer_id ──► (openvpn-crypto decrypts) ──►
-//!          compress::CompressionFraming::decap ──► magic::is_ping / magic::OccMessage / tun
+//!          compress::CompressionFraming::unframe (─► Algorithm::decompress, lzo) ──►
+//!          magic::is_ping / magic::OccMessage / tun
 //!
 //!   TLS plaintext ──► km2::KeyMethod2 (key-method-2 message)
 //!   hard-reset payload ──► tlv::parse_early_neg_flags
@@ -32,13 +33,14 @@ pub mod control;
 pub mod data;
 mod error;
 pub mod km2;
+pub mod lzo;
 pub mod magic;
 pub mod mss;
 pub mod opcode;
 pub mod tcp;
 pub mod tlv;
 
-pub use compress::CompressionFraming;
+pub use compress::{Algorithm, CompressionFraming, Unframed};
 pub use control::{
     AckList, ControlPacket, ControlPacketView, MAX_ACKS, SessionId, peek_session_id,
 };
