@@ -217,3 +217,127 @@ async fn ccd_push_reset_and_client_connect_push_remove_shape_the_push_and_bad_li
         );
     }
 }
+
+/// Our C test module (crates/openvpn-plugin/tests/test_plugin.c) built with gcc into `dir`;
+/// `None`, with the reason printed, without gcc.
+fn test_plugin(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/openvpn-plugin/tests/test_plugin.c");
+    let so = dir.join("ovrs-test-plugin.so");
+    match std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) if s.success() => Some(so),
+        Ok(s) => panic!("gcc failed on {}: {s}", src.display()),
+        Err(e) => {
+            eprintln!("SKIP: no gcc to build the test plug-in ({e})");
+            None
+        }
+    }
+}
+
+/// Waits up to 5 s for `path` to contain `line` (hooks run on blocking threads).
+fn wait_for_line(path: &std::path::Path, line: &str) -> String {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(|l| l == line) || std::time::Instant::now() >= end {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_decides_auth_and_its_connect_config_is_pushed() {
+    let d = tempdir("plugin");
+    let Some(so) = test_plugin(&d) else { return };
+    let journal = d.join("journal");
+    // No script: the module alone decides (accepts alice/right; later-yes/later-no through
+    // auth_control_file) and returns config text (CLIENT_CONNECT file and CONNECT_V2 list).
+    let server = format!("plugin {} {}", so.display(), journal.display());
+    let (ok, _) = session(&server, "<auth-user-pass>\nalice\nright\n</auth-user-pass>").await;
+    let p = pushed(&ok).unwrap_or_else(|| panic!("{ok:#?}"));
+    let routes: Vec<String> = p.routes.iter().map(|r| r.network.to_string()).collect();
+    // 10.99.3.0: the client's own context saw auth, connect and connect-v2 (3 calls).
+    assert!(
+        routes.contains(&"10.98.0.0".to_owned()) && routes.contains(&"10.99.3.0".to_owned()),
+        "{routes:?}"
+    );
+    let text = wait_for_line(&journal, "destructor 4");
+    for line in [
+        "open -",
+        "auth alice client1 calls=1",
+        "connect client1",
+        "connect-v2 client1 calls=3",
+        "learn add 10.8.0.2 client1",
+        "disconnect client1",
+        "destructor 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
+    }
+
+    let (bad, exit) = session(&server, "<auth-user-pass>\nalice\nwrong\n</auth-user-pass>").await;
+    assert!(
+        bad.iter().any(|e| matches!(e, VpnEvent::AuthFailed { .. })),
+        "{bad:#?}"
+    );
+    assert!(matches!(exit, Some(ExitReason::AuthFailed(_))), "{exit:?}");
+
+    // Deferred: the module's helper writes the verdict 300 ms after the call.
+    let (later, _) = session(&server, "<auth-user-pass>\nlater-yes\nx\n</auth-user-pass>").await;
+    assert!(
+        later
+            .iter()
+            .any(|e| matches!(e, VpnEvent::Connected { .. })),
+        "{later:#?}"
+    );
+    let (later, _) = session(&server, "<auth-user-pass>\nlater-no\nx\n</auth-user-pass>").await;
+    assert!(
+        later
+            .iter()
+            .any(|e| matches!(e, VpnEvent::AuthFailed { .. })),
+        "{later:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_auth_pam_plugin_accepts_alice_and_denies_bob() {
+    let so = "/usr/lib/x86_64-linux-gnu/openvpn/plugins/openvpn-plugin-auth-pam.so";
+    if !std::path::Path::new(so).exists() {
+        eprintln!("SKIP: {so} is not installed (apt-get install openvpn)");
+        return;
+    }
+    let service = format!("ovrs-hooks-{}", std::process::id());
+    let pam = std::path::Path::new("/etc/pam.d").join(&service);
+    if std::fs::write(
+        &pam,
+        "auth required pam_succeed_if.so user = alice quiet\nauth required pam_permit.so\naccount required pam_permit.so\n",
+    )
+    .is_err()
+    {
+        eprintln!("SKIP: cannot write {} (needs root)", pam.display());
+        return;
+    }
+    // Deferred, as OpenVPN servers usually run it: auth-pam's helper writes the verdict
+    // into auth_control_file.
+    let server = format!("setenv deferred_auth_pam 1\nplugin openvpn-plugin-auth-pam.so {service}");
+    let (ok, _) = session(
+        &server,
+        "<auth-user-pass>\nalice\nsecret\n</auth-user-pass>",
+    )
+    .await;
+    let (bad, _) = session(&server, "<auth-user-pass>\nbob\nsecret\n</auth-user-pass>").await;
+    let _ = std::fs::remove_file(&pam);
+    assert!(
+        ok.iter().any(|e| matches!(e, VpnEvent::Connected { .. })),
+        "{ok:#?}"
+    );
+    assert!(
+        bad.iter().any(|e| matches!(e, VpnEvent::AuthFailed { .. })),
+        "{bad:#?}"
+    );
+}

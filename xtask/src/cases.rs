@@ -137,6 +137,11 @@ pub(crate) enum Ops {
     /// ifconfig-pool-persist: "other" keeps 10.8.0.2, so client1 gets 10.8.0.3; after a
     /// server restart (with "other" gone from the file) client1 gets 10.8.0.3 again.
     PoolPersist,
+    /// `user nobody` / `group nogroup` with the management unix socket, the status file and
+    /// the ifconfig-pool-persist file in a directory only root may write: all three are
+    /// opened before the privilege drop (OpenVPN's order), so the socket answers and both
+    /// files are updated by the unprivileged server.
+    PrivDropFiles,
     /// management-client-auth with an external agent (python3) on the unix socket: the first
     /// attempt is denied (client log: AUTH_FAILED), the retry approved with `client-auth` and a
     /// pushed route (in ovrs-cli's routes), `status 3` lists client1, then `client-kill` and the
@@ -678,6 +683,12 @@ pub(crate) const CASES: &[Case] = &[
         name: "ops-pool-persist-restart",
         client_extra: &["ping 2", "ping-restart 6"],
         scenario: Scenario::ServerOps(Ops::PoolPersist),
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-user-nobody-keeps-root-opened-files",
+        scenario: Scenario::ServerOps(Ops::PrivDropFiles),
+        server_log_has: &["dropped privileges to user nobody"],
         ..OURS_SERVER
     },
     Case {

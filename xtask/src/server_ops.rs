@@ -151,6 +151,20 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
                 "explicit-exit-notify 1".into(),
             ]
         }
+        Ops::PrivDropFiles => {
+            // Only root may write here; the unprivileged server keeps what it opened before.
+            let ro = dir.join("root-only");
+            fs::create_dir_all(&ro)?;
+            fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            let r = ro.display();
+            vec![
+                format!("management {r}/mgmt.sock unix"),
+                format!("status {r}/status.log 1"),
+                format!("ifconfig-pool-persist {r}/ipp.txt 1"),
+                "user nobody".into(),
+                "group nogroup".into(),
+            ]
+        }
         Ops::Management | Ops::CrText => vec![
             format!("management {d}/mgmt.sock unix"),
             "management-client-auth".into(),
@@ -704,6 +718,30 @@ pub(super) fn run(
             ensure!(a == "10.8.0.3", "after the restart the client got {a}");
         }
         Ops::CrlHup => crl_hup(env, case, cd, procs, server)?,
+        Ops::PrivDropFiles => {
+            let ro = cd.dir.join("root-only");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let status = read(&ro.join("status.log"));
+                let ipp = read(&ro.join("ipp.txt"));
+                if status.contains("client1") && ipp.contains("client1,") {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "files not updated after the privilege drop:\nstatus.log: {status}\nipp.txt: {ipp}"
+                );
+                pause(Duration::from_millis(200))?;
+            }
+            let mut s = std::os::unix::net::UnixStream::connect(ro.join("mgmt.sock"))
+                .context("management socket after the privilege drop")?;
+            use std::io::{Read as _, Write as _};
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"pid\r\nquit\r\n")?;
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            ensure!(text.contains("SUCCESS: pid="), "management answer: {text}");
+        }
         Ops::Monitor => {
             let py = cd.dir.join("monitor.py");
             fs::write(&py, MONITOR)?;

@@ -291,20 +291,8 @@ pub struct ClientConfig {
     pub remote_random: bool,
     /// `dev` name (`tun` = kernel chooses).
     pub dev: String,
-    /// `ca` PEM.
-    pub ca: String,
-    /// `cert` PEM.
-    pub cert: Option<String>,
-    /// `key` PEM.
-    pub key: Option<String>,
-    /// `crl-verify` PEM.
-    pub crl: Option<String>,
-    /// `verify-x509-name NAME TYPE`.
-    pub verify_x509_name: Option<(String, String)>,
-    /// `remote-cert-tls server`.
-    pub remote_cert_tls_server: bool,
-    /// `tls-version-min 1.3`.
-    pub tls13_only: bool,
+    /// The TLS options (`ca`, `cert`, `key`, `crl-verify`, `tls-cipher`, `remote-cert-tls`, …).
+    pub tls: openvpn_control::tls_options::TlsOptions,
     /// Control-channel wrapping.
     pub tls_wrap: TlsWrap,
     /// `data-ciphers`.
@@ -371,6 +359,10 @@ pub struct ClientConfig {
     pub up: Option<String>,
     /// `down` script.
     pub down: Option<String>,
+    /// `plugin MODULE [ARGS…]` in profile order: the module as written and its arguments (a
+    /// single init string split into words, as OpenVPN does). Called for UP, ROUTE_UP and
+    /// DOWN.
+    pub plugins: Vec<(String, Vec<String>)>,
     /// `script-security` level.
     pub script_security: u8,
     /// `persist-tun`.
@@ -392,8 +384,12 @@ pub struct ClientConfig {
     pub dns_updown: Option<DnsUpdown>,
     /// `dhcp-option TYPE VALUE` in the profile (added to pushed ones).
     pub dhcp_options: Vec<(String, String)>,
-    /// `compress …` / `comp-lzo …` from the profile (framing only; a push overrides it).
+    /// `compress …` / `comp-lzo …` from the profile (a push overrides it). Real algorithms
+    /// are decompressed, never used to compress.
     pub compression: Option<Vec<String>>,
+    /// `allow-compression no|asym|yes` (`None`: 2.6's default, see
+    /// `openvpn_control::compression::AllowCompression::effective`).
+    pub allow_compression: Option<openvpn_control::compression::AllowCompression>,
     /// `management …` and the `management-*` options.
     pub management: Option<ManagementOptions>,
     /// `auth-retry none|nointeract|interact` (used by the binary's management loop).
@@ -404,6 +400,19 @@ pub struct ClientConfig {
     pub errors_to_stderr: bool,
     /// `suppress-timestamps`.
     pub suppress_timestamps: bool,
+    /// `local` / `lport` / `bind`: bind the socket to this address (`None` = any) and port.
+    pub bind_local: Option<(Option<IpAddr>, u16)>,
+    /// The `auth-user-pass FILE` path (re-read before each connection with `auth-nocache`).
+    pub auth_file: Option<PathBuf>,
+    /// `auth-nocache`: credentials from a file are read again for every connection instead
+    /// of being kept; prompted ones are still kept (there is no terminal after start-up).
+    pub auth_nocache: bool,
+    /// `replay-window N [T]` (packets, seconds).
+    pub replay_window: (u32, u32),
+    /// `remote-random-hostname`: a random label is prepended to each remote host name.
+    pub remote_random_hostname: bool,
+    /// `persist-remote-ip`: a restart reuses the addresses already resolved.
+    pub persist_remote_ip: bool,
     /// One line each for options accepted without effect here (logged at start-up).
     pub notices: Vec<String>,
 }
@@ -414,13 +423,7 @@ impl Default for ClientConfig {
             remotes: Vec::new(),
             remote_random: false,
             dev: "tun".into(),
-            ca: String::new(),
-            cert: None,
-            key: None,
-            crl: None,
-            verify_x509_name: None,
-            remote_cert_tls_server: false,
-            tls13_only: false,
+            tls: Default::default(),
             tls_wrap: TlsWrap::None,
             data_ciphers: vec![
                 "AES-256-GCM".into(),
@@ -457,6 +460,7 @@ impl Default for ClientConfig {
             verb: 1,
             up: None,
             down: None,
+            plugins: Vec::new(),
             script_security: 1,
             persist_tun: false,
             redirect_gateway: None,
@@ -468,11 +472,18 @@ impl Default for ClientConfig {
             dns_updown: None,
             dhcp_options: Vec::new(),
             compression: None,
+            allow_compression: None,
             management: None,
             auth_retry: AuthRetry::None,
             syslog: None,
             errors_to_stderr: false,
             suppress_timestamps: false,
+            bind_local: None,
+            replay_window: (64, 15),
+            auth_file: None,
+            auth_nocache: false,
+            remote_random_hostname: false,
+            persist_remote_ip: false,
             notices: Vec::new(),
         }
     }
@@ -520,6 +531,13 @@ fn remote_from(o: &OptionLine, d: &Defaults) -> Result<Remote, ConfigError> {
         proto,
         family,
     })
+}
+
+/// `connect-retry N [MAX]`.
+fn parse_connect_retry(o: &OptionLine) -> Result<(Duration, Duration), ConfigError> {
+    let a: u64 = num(o, 0)?;
+    let b: u64 = if o.arg(1).is_some() { num(o, 1)? } else { 300 };
+    Ok((Duration::from_secs(a), Duration::from_secs(b.max(a))))
 }
 
 /// The password field for a static-challenge response: `SCRV1:<base64 password>:<base64
@@ -583,6 +601,9 @@ impl ClientConfig {
         let mut is_client = false;
         let mut mgmt = MgmtLines::default();
         let ignored = catalog::ignored_unknown(lines);
+        let (mut nobind, mut bind_asked) = (false, false);
+        let mut local: Option<String> = None;
+        let mut lport: Option<u16> = None;
         for o in lines {
             let n = o.name.as_str();
             if n == "client" || n == "pull" || n == "tls-client" {
@@ -595,6 +616,9 @@ impl ClientConfig {
                     continue;
                 }
                 Screened::Skip => continue,
+            }
+            if c.tls.apply(o, base, Role::Client)? {
+                continue;
             }
             match n {
                 "config" | "client" | "pull" | "tls-client" | "ignore-unknown-option" => {}
@@ -609,27 +633,6 @@ impl ClientConfig {
                         return Err(err(o, "only 'dev-type tun' is supported (tap is not)"));
                     }
                 }
-                "ca" => c.ca = file_or_inline(o, base)?,
-                "cert" => c.cert = Some(file_or_inline(o, base)?),
-                "key" => c.key = Some(file_or_inline(o, base)?),
-                "crl-verify" => c.crl = Some(file_or_inline(o, base)?),
-                "verify-x509-name" => {
-                    c.verify_x509_name = Some((
-                        arg(o, 0)?.to_owned(),
-                        o.arg(1).unwrap_or("subject").to_owned(),
-                    ))
-                }
-                "remote-cert-tls" => {
-                    if arg(o, 0)? != "server" {
-                        return Err(err(o, "a client checks 'remote-cert-tls server'"));
-                    }
-                    c.remote_cert_tls_server = true;
-                }
-                "tls-version-min" => match arg(o, 0)? {
-                    "1.0" | "1.1" | "1.2" => {}
-                    "1.3" => c.tls13_only = true,
-                    v => return Err(err(o, format!("'{v}' is not a TLS version (1.2 or 1.3)"))),
-                },
                 "tls-auth" => {
                     let key = file_or_inline(o, base)?;
                     let direction = match if o.is_inline() { None } else { o.arg(1) } {
@@ -693,9 +696,13 @@ impl ClientConfig {
                     c.auth_user_pass = match (o.inline_content(), o.arg(0)) {
                         (Some(text), _) => user_pass_from_text(text, o)?,
                         (None, None) => AuthUserPass::Ask { username: None },
-                        (None, Some(_)) => user_pass_from_text(&file_or_inline(o, base)?, o)?,
+                        (None, Some(f)) => {
+                            c.auth_file = Some(base.join(f));
+                            user_pass_from_text(&file_or_inline(o, base)?, o)?
+                        }
                     }
                 }
+                "auth-nocache" => c.auth_nocache = true,
                 "setenv" => {
                     let mut name = arg(o, 0)?;
                     let mut rest = 1;
@@ -725,11 +732,25 @@ impl ClientConfig {
                 }
                 "route-nopull" => c.route_nopull = true,
                 "route-noexec" => c.route_noexec = true,
-                "connect-retry" => {
-                    let a: u64 = num(o, 0)?;
-                    let b: u64 = if o.arg(1).is_some() { num(o, 1)? } else { 300 };
-                    c.connect_retry = (Duration::from_secs(a), Duration::from_secs(b.max(a)));
+                "connect-retry" => c.connect_retry = parse_connect_retry(o)?,
+                "resolv-retry" => {
+                    c.resolv_retry = match arg(o, 0)? {
+                        "infinite" => None,
+                        _ => Some(Duration::from_secs(num(o, 0)?)),
+                    }
                 }
+                "nobind" => {
+                    nobind = true;
+                    c.bind_local = None;
+                }
+                "bind" => bind_asked = true,
+                "local" => local = Some(arg(o, 0)?.to_owned()),
+                "lport" => lport = Some(num(o, 0)?),
+                "remote-random-hostname" => c.remote_random_hostname = true,
+                "replay-window" => {
+                    c.replay_window = (num(o, 0)?, if o.arg(1).is_some() { num(o, 1)? } else { 15 })
+                }
+                "persist-remote-ip" => c.persist_remote_ip = true,
                 "connect-retry-max" => c.connect_retry_max = Some(num(o, 0)?),
                 "connect-timeout" | "server-poll-timeout" => {
                     c.connect_timeout = Duration::from_secs(num(o, 0)?)
@@ -764,6 +785,10 @@ impl ClientConfig {
                 "machine-readable-output" => {}
                 "up" => c.up = Some(arg(o, 0)?.to_owned()),
                 "down" => c.down = Some(arg(o, 0)?.to_owned()),
+                "plugin" => c.plugins.push((
+                    arg(o, 0)?.to_owned(),
+                    openvpn_plugin::init_args(o.args.get(1..).unwrap_or_default()),
+                )),
                 "script-security" => c.script_security = num(o, 0)?,
                 "persist-tun" => c.persist_tun = true,
                 "status" | "status-version" => {}
@@ -843,16 +868,39 @@ impl ClientConfig {
                 "compress" | "comp-lzo" => {
                     let mut v = vec![o.name.clone()];
                     v.extend(o.args.iter().cloned());
-                    if openvpn_control::server::framing_for(&v)
-                        == openvpn_wire::CompressionFraming::None
+                    let framing = openvpn_control::compression::framing_for(&v);
+                    if framing == openvpn_wire::CompressionFraming::None
                         && o.arg(0) != Some("migrate")
                     {
                         return Err(err(
                             o,
-                            "unknown compression; use stub, stub-v2, lz4, lz4-v2 or lzo (data is never compressed)",
+                            "unknown compression; use stub, stub-v2, lz4, lz4-v2 or lzo (comp-lzo: yes, no, adaptive)",
                         ));
                     }
+                    openvpn_control::compression::check_compress(c.allow_compression, framing)
+                        .map_err(|e| err(o, e))?;
                     c.compression = Some(v);
+                }
+                "allow-compression" => {
+                    use openvpn_control::compression::AllowCompression;
+                    let mode = AllowCompression::parse(arg(o, 0)?)
+                        .ok_or_else(|| err(o, "must be 'yes', 'no', or 'asym'"))?;
+                    let configured = c
+                        .compression
+                        .as_deref()
+                        .map(openvpn_control::compression::framing_for);
+                    c.allow_compression = Some(
+                        AllowCompression::set(c.allow_compression, mode, configured)
+                            .map_err(|e| err(o, e))?,
+                    );
+                    if mode == AllowCompression::Yes {
+                        c.notices.push(
+                            "allow-compression yes: what the server compresses is decompressed, \
+                             but openvpn-rs never compresses (it sends uncompressed packets, \
+                             which every compression framing accepts)"
+                                .into(),
+                        );
+                    }
                 }
                 _ => c
                     .notices
@@ -863,6 +911,19 @@ impl ClientConfig {
             return Err(ConfigError::Invalid(
                 "this is not a client profile: add 'client' (or 'pull' and 'tls-client')".into(),
             ));
+        }
+        // `local`/`lport`/`bind` bind the client's socket (port 1194 unless lport says
+        // otherwise, as OpenVPN); without them it uses an ephemeral port; `nobind` wins.
+        if !nobind && (local.is_some() || lport.is_some() || bind_asked) {
+            let addr = match &local {
+                Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "'local {a}': give an IP address (host names are not resolved for local)"
+                    ))
+                })?),
+                None => None,
+            };
+            c.bind_local = Some((addr, lport.unwrap_or(1194)));
         }
         for o in &remote_lines {
             c.remotes.push(remote_from(o, &d)?);
@@ -877,14 +938,23 @@ impl ClientConfig {
             for o in block {
                 match o.name.as_str() {
                     "remote" => hosts.push(o.clone()),
-                    "port" => bd.port = num(o, 0)?,
+                    "port" | "rport" => bd.port = num(o, 0)?,
                     "proto" => (bd.proto, bd.family) = parse_proto(o, arg(o, 0)?)?,
-                    "connect-timeout"
-                    | "server-poll-timeout"
-                    | "connect-retry"
-                    | "explicit-exit-notify"
-                    | "nobind"
-                    | "float" => {}
+                    // Per-entry in OpenVPN; here they apply to the whole profile (the last
+                    // block's value wins).
+                    "connect-timeout" | "server-poll-timeout" => {
+                        c.connect_timeout = Duration::from_secs(num(o, 0)?)
+                    }
+                    "connect-retry" => c.connect_retry = parse_connect_retry(o)?,
+                    "connect-retry-max" => c.connect_retry_max = Some(num(o, 0)?),
+                    "explicit-exit-notify" => {
+                        c.explicit_exit_notify =
+                            Some(if o.arg(0).is_some() { num(o, 0)? } else { 1 })
+                    }
+                    "mssfix" => c.mssfix = if o.arg(0).is_some() { num(o, 0)? } else { 1492 },
+                    "tun-mtu" => c.tun_mtu = num(o, 0)?,
+                    "nobind" => c.bind_local = None,
+                    "float" | "tun-mtu-extra" => {}
                     other => {
                         return Err(err(
                             o,
@@ -903,7 +973,8 @@ impl ClientConfig {
                 "no 'remote' given: add 'remote HOST [PORT] [PROTO]'".into(),
             ));
         }
-        if c.ca.is_empty() {
+        c.tls.finish();
+        if c.tls.ca.is_empty() {
             return Err(ConfigError::Invalid(
                 "no 'ca' given: the server certificate cannot be verified".into(),
             ));
@@ -1216,6 +1287,25 @@ mod tests {
         );
         assert!(prof("management 127.0.0.1 notaport\n").is_err());
         assert!(prof("auth-retry sometimes\n").is_err());
+    }
+
+    /// Every option the catalog calls implemented for clients reaches an arm of `from_lines`
+    /// (it may still reject the dummy argument, but never as "not supported").
+    #[test]
+    fn every_implemented_option_is_handled() {
+        use openvpn_control::options::catalog::{CATALOG, Effect};
+        let mut missing = Vec::new();
+        for entry in CATALOG {
+            if entry.client != Effect::Implemented || entry.name == "config" {
+                continue;
+            }
+            if let Err(e) = prof(&format!("{} 1\n", entry.name)) {
+                if e.to_string().contains("is not supported by openvpn-client") {
+                    missing.push(entry.name);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not handled: {missing:?}");
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 use openvpn_control::client::{
     ClientEvent as CtlEvent, ClientPolicy, ClientSession, PushedOptions,
 };
-use openvpn_control::dataplane::{DataChannel, Payload};
+use openvpn_control::compression::{AllowCompression, framing_for};
+use openvpn_control::dataplane::{DataChannel, Payload, decompress_limit};
 use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
 use openvpn_control::peer_info::{self, ClientPeerInfo};
-use openvpn_control::tls::{TlsConfig, TlsCredentials, TlsVersionMin, X509NameCheck};
+use openvpn_control::tls::TlsConfig;
 use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
 use openvpn_crypto::{
     DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ClientKey,
@@ -90,27 +91,7 @@ fn wrapping(cfg: &ClientConfig) -> Result<ControlWrapping, String> {
 }
 
 fn tls_config(cfg: &ClientConfig) -> Result<TlsConfig, String> {
-    let verify_name = cfg
-        .verify_x509_name
-        .as_ref()
-        .map(|(n, t)| match t.as_str() {
-            "name" => X509NameCheck::CommonName(n.clone()),
-            "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
-            _ => X509NameCheck::Subject(n.clone()),
-        });
-    TlsConfig::client(&TlsCredentials {
-        ca_pem: cfg.ca.clone(),
-        cert_pem: cfg.cert.clone(),
-        key_pem: cfg.key.clone(),
-        crl_pem: cfg.crl.clone(),
-        verify_name,
-        version_min: if cfg.tls13_only {
-            TlsVersionMin::Tls13
-        } else {
-            TlsVersionMin::Tls12
-        },
-    })
-    .map_err(|e| e.to_string())
+    TlsConfig::client(&cfg.tls.credentials()).map_err(|e| e.to_string())
 }
 
 fn options_string(cfg: &ClientConfig, proto: Proto) -> String {
@@ -134,7 +115,35 @@ fn options_string(cfg: &ClientConfig, proto: Proto) -> String {
         s.push_str(",tls-auth");
     }
     s.push_str(",key-method 2,tls-client");
+    // 2.6 adds this whenever a compression option is configured (`migrate` servers read it).
+    if cfg
+        .compression
+        .as_ref()
+        .is_some_and(|c| c.get(1).map(String::as_str) != Some("migrate"))
+    {
+        s.push_str(",comp-lzo");
+    }
     s
+}
+
+/// The `allow-compression` mode in force: the profile's, else 2.6's default for its
+/// `compress`/`comp-lzo` line.
+fn allow_compression(cfg: &ClientConfig) -> AllowCompression {
+    AllowCompression::effective(
+        cfg.allow_compression,
+        cfg.compression.as_deref().map(framing_for),
+    )
+}
+
+/// Logs the first packet the server compressed (once per connection): proof that
+/// decompression is in use.
+fn note_decompressed(data: &DataChannel, logged: &mut bool) {
+    if !*logged && data.stats().decompressed > 0 {
+        *logged = true;
+        tracing::info!(
+            "decompressing: the server sent a compressed packet (openvpn-rs sends uncompressed)"
+        );
+    }
 }
 
 fn peer_info(cfg: &ClientConfig) -> String {
@@ -160,6 +169,12 @@ fn peer_info(cfg: &ClientConfig) -> String {
             | peer_info::IV_PROTO_DYN_TLS_CRYPT,
         mtu: Some(1600),
         extra,
+        // 2.6 announces the algorithms unless allow-compression is no or a stub is set.
+        decompresses: allow_compression(cfg) != AllowCompression::No
+            && !matches!(
+                cfg.compression.as_deref().map(framing_for),
+                Some(CompressionFraming::Stub | CompressionFraming::StubV2)
+            ),
     }
     .render()
 }
@@ -233,6 +248,8 @@ pub(crate) async fn run<T: TunBuilder>(
     };
     let mut failures: u32 = 0;
     let mut start_at = 0usize;
+    // persist-remote-ip: addresses resolved once are reused by every restart.
+    let mut kept: std::collections::HashMap<usize, Vec<SocketAddr>> = Default::default();
     loop {
         let mut restart_from = None;
         for ri in 0..remotes.len() {
@@ -244,14 +261,25 @@ pub(crate) async fn run<T: TunBuilder>(
                     host: remote.host.clone(),
                 },
             );
+            let host = if s.cfg.remote_random_hostname {
+                random_hostname(&remote.host, s.rng.next_u64())
+            } else {
+                remote.host.clone()
+            };
             let addrs = match presolved
                 .as_ref()
                 .and_then(|p| p.get(idx))
+                .or(kept.get(&idx))
                 .filter(|a| !a.is_empty())
             {
                 Some(a) => a.clone(),
-                None => match resolve(&remote.host, remote.port, remote.family).await {
-                    Ok(a) => a,
+                None => match resolve(&host, remote.port, remote.family).await {
+                    Ok(a) => {
+                        if s.cfg.persist_remote_ip {
+                            kept.insert(idx, a.clone());
+                        }
+                        a
+                    }
                     Err(e) => {
                         emit(
                             &s,
@@ -332,6 +360,15 @@ pub(crate) async fn run<T: TunBuilder>(
             }
         }
     }
+}
+
+/// `remote-random-hostname`: a random 12-hex-digit label before a host name (not before an
+/// IP address), so that each connection resolves a new name (wildcard DNS load balancing).
+fn random_hostname(host: &str, random: u64) -> String {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host.to_owned();
+    }
+    format!("{:012x}.{host}", random & 0xffff_ffff_ffff)
 }
 
 async fn resolve(host: &str, port: u16, family: Family) -> Result<Vec<SocketAddr>, String> {
@@ -462,13 +499,22 @@ impl Link {
     }
 }
 
-async fn open_link(remote: &Remote, addr: SocketAddr, timeout: Duration) -> Result<Link, String> {
+async fn open_link(
+    remote: &Remote,
+    addr: SocketAddr,
+    timeout: Duration,
+    bind_local: Option<(Option<std::net::IpAddr>, u16)>,
+) -> Result<Link, String> {
     match remote.proto {
         Proto::Udp => {
-            let bind: SocketAddr = if addr.is_ipv4() {
-                "0.0.0.0:0".parse().map_err(|_| "bind")?
+            let any: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
             } else {
-                "[::]:0".parse().map_err(|_| "bind")?
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            let bind = match bind_local {
+                Some((ip, port)) => SocketAddr::new(ip.unwrap_or(any), port),
+                None => SocketAddr::new(any, 0),
             };
             let s = UdpSocket::bind(bind)
                 .await
@@ -515,7 +561,16 @@ async fn connect_once<T: TunBuilder>(
         s.device = None;
         s.device_settings = None;
     }
-    let mut link = match open_link(remote, addr, s.cfg.connect_timeout).await {
+    if let (true, Some(path)) = (s.cfg.auth_nocache, &s.cfg.auth_file) {
+        // auth-nocache: the file is read again for this connection.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let mut it = text.lines().map(str::trim_end).filter(|l| !l.is_empty());
+            if let (Some(u), Some(p)) = (it.next(), it.next()) {
+                s.credentials = Some((u.to_owned(), p.to_owned()));
+            }
+        }
+    }
+    let mut link = match open_link(remote, addr, s.cfg.connect_timeout, s.cfg.bind_local).await {
         Ok(l) => l,
         Err(e) => return Outcome::Unreachable(e),
     };
@@ -545,10 +600,13 @@ async fn connect_once<T: TunBuilder>(
         fallback: s.cfg.data_ciphers_fallback.clone(),
         pull_filter: s.cfg.pull_filter.clone(),
         route_nopull: s.cfg.route_nopull,
+        allow_compression: allow_compression(&s.cfg),
     };
     let mut ctl = ClientSession::new(Session::new_client(session_cfg, now, seed), policy);
     let digest = DigestKind::from_name(&s.cfg.auth).unwrap_or(DigestKind::Sha1);
     let mut data = DataChannel::new(Role::Client, digest, CompressionFraming::None, None);
+    let (window, secs) = s.cfg.replay_window;
+    data.set_replay_window(window, u64::from(secs));
     data.set_reneg_limits(Some(s.cfg.reneg_bytes), Some(s.cfg.reneg_pkts));
     let mut mss: Option<u16> = None;
     data.set_send_switch_delay(openvpn_control::dataplane::send_switch_delay(
@@ -564,6 +622,7 @@ async fn connect_once<T: TunBuilder>(
     let mut connected = false;
     let mut pushed_cc_exit = false;
     let mut established_once = false;
+    let mut decompress_logged = false;
     let mut rbuf = Vec::with_capacity(65_535);
     let mut tbuf = vec![0u8; 65_535];
     // Batched data path: tun batches always (unless OPENVPN_RS_FAST_IO=0), recvmmsg/GSO on UDP.
@@ -617,7 +676,19 @@ async fn connect_once<T: TunBuilder>(
                         ));
                     }
                     if let Some(c) = p.compression.as_ref().or(s.cfg.compression.as_ref()) {
-                        data.set_framing(openvpn_control::server::framing_for(c));
+                        let framing = framing_for(c);
+                        data.set_framing(framing);
+                        data.set_decompress_limit(decompress_limit(
+                            p.tun_mtu.unwrap_or(s.cfg.tun_mtu),
+                        ));
+                        if let Some(alg) = framing.decompresses() {
+                            tracing::info!(
+                                "compression '{}': {alg} packets from the server are decompressed; \
+                                 openvpn-rs sends uncompressed (allow-compression {})",
+                                c.join(" "),
+                                allow_compression(&s.cfg).as_str()
+                            );
+                        }
                     }
                     pushed_cc_exit = p.cc_exit;
                     let ping = sec(s.cfg.ping).or(sec(p.ping));
@@ -768,6 +839,7 @@ async fn connect_once<T: TunBuilder>(
                                 accepted |= ctl.session().stats().accepted > before;
                             })
                             .await;
+                        note_decompressed(&data, &mut decompress_logged);
                         if res.received_data || accepted {
                             keepalive.on_received(now);
                         }
@@ -795,6 +867,16 @@ async fn connect_once<T: TunBuilder>(
                                     openvpn_wire::clamp_mss(&mut pkt[r.clone()], mss);
                                 }
                                 let _ = d.send(&pkt[r]).await;
+                            }
+                        }
+                        Ok(Payload::Decompressed) => {
+                            keepalive.on_received(now);
+                            note_decompressed(&data, &mut decompress_logged);
+                            if let Some(d) = &device {
+                                if let Some(mss) = mss {
+                                    openvpn_wire::clamp_mss(data.decompressed_mut(), mss);
+                                }
+                                let _ = d.send(data.decompressed()).await;
                             }
                         }
                         Ok(Payload::Ping) => keepalive.on_received(now),

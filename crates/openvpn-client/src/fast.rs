@@ -135,6 +135,14 @@ impl FastUdp {
                         }
                         self.tun_out.push(ip);
                     }
+                    Ok(Payload::Decompressed) => {
+                        res.received_data = true;
+                        self.tun_out.push(data.decompressed());
+                        if let Some(mss) = mss {
+                            let last = self.tun_out.len() - 1;
+                            openvpn_wire::clamp_mss(self.tun_out.get_mut(last), mss);
+                        }
+                    }
                     Ok(Payload::Ping) => res.received_data = true,
                     Ok(Payload::Occ(r)) => {
                         res.received_data = true;

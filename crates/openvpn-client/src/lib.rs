@@ -17,6 +17,7 @@ mod engine;
 mod fast;
 pub mod guardian;
 pub mod management;
+pub mod plugins;
 pub mod privsep;
 pub mod tun;
 

@@ -8,6 +8,7 @@ use openvpn_client::management::{
     ByteCounters, ClientManagement, CountingTunBuilder, Listener, LogLayer, ManagementSettings,
     Signal,
 };
+use openvpn_client::plugins::ClientPlugins;
 use openvpn_client::{
     ClientConfig, ClientHandle, Command, ExitReason, HelperTunBuilder, OffloadTunBuilder,
     TunSettings, VpnEvent,
@@ -35,26 +36,7 @@ fn run_script(
     c.arg("-c").arg(format!("{cmd} {dev}"));
     c.env("script_type", script_type).env("dev", dev);
     if let Some(s) = settings {
-        c.env("tun_mtu", s.mtu.to_string());
-        if let Some((a, p)) = s.ipv4 {
-            let mask = std::net::Ipv4Addr::from(if p == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(p))
-            });
-            c.env("ifconfig_local", a.to_string())
-                .env("ifconfig_netmask", mask.to_string());
-        }
-        if let Some((a, p)) = s.ipv6 {
-            c.env("ifconfig_ipv6_local", a.to_string())
-                .env("ifconfig_ipv6_netbits", p.to_string());
-        }
-        for (i, d) in s.dns_servers.iter().enumerate() {
-            c.env(
-                format!("foreign_option_{}", i + 1),
-                format!("dhcp-option DNS {d}"),
-            );
-        }
+        c.envs(openvpn_client::plugins::tun_env(dev, s));
     }
     match c.status() {
         Ok(st) if st.success() => {}
@@ -63,8 +45,10 @@ fn run_script(
     }
 }
 
-/// Logs the client's events and runs the `up` script once the tunnel is first up.
+/// Logs the client's events and, once the tunnel is first up, calls the modules' UP and
+/// ROUTE_UP and runs the `up` script (modules first, as OpenVPN does).
 struct EventLog {
+    plugins: Option<ClientPlugins>,
     up: Option<String>,
     dev: String,
     ran_up: bool,
@@ -80,8 +64,15 @@ impl EventLog {
                 cipher,
             } => {
                 info!("Data Channel: cipher '{cipher}', connected to {server}");
-                if let (Some(up), false) = (&self.up, self.ran_up) {
-                    run_script(up, "up", &self.dev, Some(settings));
+                if !self.ran_up {
+                    if let Some(p) = self.plugins.as_mut() {
+                        if !p.up(&self.dev, settings) {
+                            warn!("a plugin's PLUGIN_UP or PLUGIN_ROUTE_UP failed");
+                        }
+                    }
+                    if let Some(up) = &self.up {
+                        run_script(up, "up", &self.dev, Some(settings));
+                    }
                     self.ran_up = true;
                 }
                 self.last_settings = Some(settings.clone());
@@ -263,6 +254,14 @@ fn main() -> anyhow::Result<()> {
             ),
         }
     }
+    // Modules are opened before the tunnel, in profile order.
+    let plugins = match ClientPlugins::load(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(1);
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -273,6 +272,7 @@ fn main() -> anyhow::Result<()> {
         let down = cfg.down.clone().filter(|_| cfg.script_security >= 2);
         let name = (dev != "tun").then(|| dev.clone());
         let mut log = EventLog {
+            plugins,
             up,
             dev: dev.clone(),
             ran_up: false,
@@ -355,6 +355,11 @@ fn main() -> anyhow::Result<()> {
                 handle.wait().await
             }
         };
+        if let (Some(p), Some(s), true) = (log.plugins.as_mut(), &log.last_settings, log.ran_up) {
+            if !p.down(&dev, s) {
+                warn!("a plugin's PLUGIN_DOWN failed");
+            }
+        }
         if let (Some(down), Some(s)) = (&down, &log.last_settings) {
             run_script(down, "down", &dev, Some(s));
         }

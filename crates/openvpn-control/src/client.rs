@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use openvpn_crypto::{CipherKind, KeyBlock};
 use openvpn_wire::KeyId;
 
+use crate::compression::{AllowCompression, framing_for};
 use crate::messages::ControlMessage;
 use crate::options::{self, Continuation, OptionLine};
 use crate::session::{CloseReason, Event, KeyDerivation, Session};
@@ -30,6 +31,9 @@ pub struct ClientPolicy {
     pub pull_filter: Vec<(PullFilterAction, String)>,
     /// `route-nopull`: ignore pushed routes and DNS.
     pub route_nopull: bool,
+    /// The `allow-compression` mode in force ([`AllowCompression::effective`]): with `no` a
+    /// pushed real compression algorithm fails the connection, as in 2.6.
+    pub allow_compression: AllowCompression,
 }
 
 /// What `pull-filter` does with a matching option.
@@ -512,6 +516,31 @@ impl ClientSession {
         Ok(out)
     }
 
+    /// 2.6's check of a pushed `compress`/`comp-lzo` (`init.c`, `check_compression_settings_valid`).
+    fn check_pushed_compression(&self) -> Result<(), String> {
+        let Some(words) = &self.pushed.compression else {
+            return Ok(());
+        };
+        let framing = framing_for(words);
+        if framing == openvpn_wire::CompressionFraming::None
+            && words.get(1).map(String::as_str) != Some("migrate")
+        {
+            return Err(format!(
+                "server pushed an unknown compression option '{}'",
+                words.join(" ")
+            ));
+        }
+        if !self.policy.allow_compression.allows(framing) {
+            return Err(format!(
+                "server pushed compression settings that are not allowed ('{}' with \
+                 allow-compression no, the default): add 'allow-compression asym' to decompress \
+                 what the server compresses (openvpn-rs never compresses)",
+                words.join(" ")
+            ));
+        }
+        Ok(())
+    }
+
     fn on_push_reply(&mut self, now: Instant, text: &str) {
         if self.connected && !self.push_parts_pending {
             // A later PUSH_REPLY (e.g. auth-token refresh): apply what it carries.
@@ -541,6 +570,9 @@ impl ClientSession {
         if reply.continuation == Continuation::More {
             self.push_parts_pending = true;
             return;
+        }
+        if let Err(e) = self.check_pushed_compression() {
+            return self.push_failed(e);
         }
         self.push_parts_pending = false;
         self.next_push_request = None;

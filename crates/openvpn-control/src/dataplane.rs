@@ -1,10 +1,16 @@
 //! The data channel of one peer: up to three keys by key ID, the send-key rule, compression
-//! framing and keepalive-ping detection. Shared by client and server drivers.
+//! framing (and decompression of what a compressing peer sends) and keepalive-ping detection.
+//! Shared by client and server drivers.
 //!
 //! ```text
 //!  tun packet ─▶ seal(now, payload) ─▶ framing ─▶ DataSealer (newest usable key) ─▶ wire
 //!  wire ─▶ open(now, packet) ─▶ DataOpener by key_id ─▶ unframe ─▶ Payload::{Ip, Ping, Occ}
+//!                                                        └─▶ decompress ─▶ Payload::Decompressed
 //! ```
+//!
+//! Nothing is ever compressed: a compressing framing sends its algorithm's uncompressed form.
+//! A compressed packet from the peer is decompressed into a buffer the channel owns (sized
+//! once, [`DataChannel::set_decompress_limit`]); corrupt or oversized ones are counted drops.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +19,20 @@ use std::time::{Duration, Instant};
 use openvpn_crypto::{
     CipherKind, DataError, DataKeys, DataOpener, DataSealer, DigestKind, KeyBlock, PacketBuf, Role,
 };
-use openvpn_wire::{CompressionFraming, DataHeader, KeyId, PEER_ID_NONE};
+use openvpn_wire::compress::{
+    COMP_ALGV2_INDICATOR_BYTE, COMP_ALGV2_UNCOMPRESSED, NO_COMPRESS_BYTE, NO_COMPRESS_BYTE_SWAP,
+};
+use openvpn_wire::{CompressionFraming, DataHeader, KeyId, PEER_ID_NONE, Unframed};
 use rand_core::{CryptoRng, RngCore};
+
+/// Bytes a decompressed payload may exceed the tun MTU by ([`decompress_limit`]): OpenVPN's
+/// own buffers have room beyond the MTU, so a peer's payload of exactly its frame size fits.
+pub const DECOMPRESS_HEADROOM: usize = 256;
+
+/// The largest decompressed payload accepted with tun MTU `tun_mtu`: larger ones are dropped.
+pub fn decompress_limit(tun_mtu: u16) -> usize {
+    usize::from(tun_mtu) + DECOMPRESS_HEADROOM
+}
 
 /// After this long a new key is used for sending even if nothing arrived on it yet
 /// (default of [`DataChannel::set_send_switch_delay`]).
@@ -131,12 +149,7 @@ impl DataSender {
         let Some(snap) = self.current.as_ref() else {
             return Err(DataError::BadHeader);
         };
-        if snap.framing != CompressionFraming::None {
-            let mut v = buf.as_slice().to_vec();
-            snap.framing.encap(&mut v);
-            buf.clear(PacketBuf::DEFAULT_HEADROOM);
-            buf.extend_from_slice(&v);
-        }
+        frame_in_place(snap.framing, buf);
         let len = buf.len() as u64;
         snap.key
             .sealer
@@ -167,6 +180,33 @@ impl DataSender {
             .fetch_add(self.pending_bytes, Ordering::Relaxed);
         self.pending_bytes = 0;
         self.pending_packets = 0;
+    }
+}
+
+/// Applies `framing` to the payload in `buf` in place (headroom in front, room at the end),
+/// exactly as [`CompressionFraming::encap`] does; never compresses.
+fn frame_in_place(framing: CompressionFraming, buf: &mut PacketBuf) {
+    let Some(&first) = buf.as_slice().first() else {
+        return;
+    };
+    match framing.sends_as() {
+        CompressionFraming::LzoStub => {
+            if let Some(b) = buf.prepend(1).first_mut() {
+                *b = NO_COMPRESS_BYTE;
+            }
+        }
+        CompressionFraming::Stub => {
+            buf.extend_from_slice(&[first]);
+            if let Some(b) = buf.as_mut_slice().first_mut() {
+                *b = NO_COMPRESS_BYTE_SWAP;
+            }
+        }
+        CompressionFraming::StubV2 if first == COMP_ALGV2_INDICATOR_BYTE => {
+            if let Some(h) = buf.prepend(2).get_mut(..2) {
+                h.copy_from_slice(&[COMP_ALGV2_INDICATOR_BYTE, COMP_ALGV2_UNCOMPRESSED]);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -211,8 +251,13 @@ pub enum Payload {
     Ip(std::ops::Range<usize>),
     /// A keepalive ping.
     Ping,
-    /// An OCC message (e.g. OCC_EXIT) — the range within the buffer.
+    /// An OCC message (e.g. OCC_EXIT) — the range within the buffer. (A compressed one is
+    /// copied to the start of the buffer, cut to the buffer's length.)
     Occ(std::ops::Range<usize>),
+    /// An IP packet the peer compressed, decompressed into the channel's own buffer: read it
+    /// with [`DataChannel::decompressed`] / [`DataChannel::decompressed_mut`] before the next
+    /// [`DataChannel::open`].
+    Decompressed,
 }
 
 /// Per-packet counters.
@@ -232,8 +277,10 @@ pub struct DataStats {
     pub bad_auth: u64,
     /// Dropped: replayed.
     pub replay: u64,
-    /// Dropped: bad compression framing.
+    /// Dropped: bad compression framing, or compressed data that did not decompress.
     pub bad_framing: u64,
+    /// Packets the peer compressed, decompressed (included in `rx_packets`).
+    pub decompressed: u64,
 }
 
 /// One peer's data channel.
@@ -258,6 +305,13 @@ pub struct DataChannel {
     own: DataSender,
     /// What was last published (compared to skip needless publications).
     published: Option<Arc<Snapshot>>,
+    /// Where compressed payloads are decompressed: `decompress_limit` bytes, allocated at the
+    /// first compressed packet; `inflated_len` of them hold the last one.
+    inflated: Vec<u8>,
+    inflated_len: usize,
+    decompress_limit: usize,
+    /// `replay-window N T` for keys installed from now on.
+    replay_window: (u32, u64),
 }
 
 impl std::fmt::Debug for DataChannel {
@@ -306,6 +360,10 @@ impl DataChannel {
             state: Arc::clone(&state),
             own: DataSender::new(state),
             published: None,
+            inflated: Vec::new(),
+            inflated_len: 0,
+            decompress_limit: decompress_limit(1500),
+            replay_window: (64, 15),
         }
     }
 
@@ -385,6 +443,24 @@ impl DataChannel {
         self.publish();
     }
 
+    /// Largest decompressed payload accepted (default [`decompress_limit`]`(1500)`); drivers
+    /// pass [`decompress_limit`] of the tun MTU in force.
+    pub fn set_decompress_limit(&mut self, bytes: usize) {
+        self.decompress_limit = bytes;
+    }
+
+    /// The payload of the last [`Payload::Decompressed`] (valid until the next `open`).
+    pub fn decompressed(&self) -> &[u8] {
+        self.inflated.get(..self.inflated_len).unwrap_or_default()
+    }
+
+    /// [`DataChannel::decompressed`], mutable (e.g. for MSS clamping).
+    pub fn decompressed_mut(&mut self) -> &mut [u8] {
+        self.inflated
+            .get_mut(..self.inflated_len)
+            .unwrap_or_default()
+    }
+
     /// Counters (tx ones include what every [`DataSender`] flushed).
     pub fn stats(&self) -> DataStats {
         DataStats {
@@ -399,6 +475,12 @@ impl DataChannel {
         self.send_idx.is_some()
     }
 
+    /// Sets `replay-window N T` (OpenVPN's default is 64 packets, 15 seconds) for the keys
+    /// installed after this call.
+    pub fn set_replay_window(&mut self, window: u32, time_secs: u64) {
+        self.replay_window = (window, time_secs);
+    }
+
     /// Installs keys for `key_id`.
     pub fn install(
         &mut self,
@@ -407,7 +489,11 @@ impl DataChannel {
         cipher: CipherKind,
         key2: &KeyBlock,
     ) -> Result<(), openvpn_crypto::CryptoError> {
-        let (sealer, opener) = DataKeys::new(cipher, self.auth, key2, self.role)?;
+        let (sealer, mut opener) = DataKeys::new(cipher, self.auth, key2, self.role)?;
+        opener.set_replay_window(openvpn_crypto::ReplayWindow::new(
+            self.replay_window.0,
+            self.replay_window.1,
+        ));
         self.slots.retain(|s| s.key_id != key_id);
         // Keep at most the new key and two older ones.
         while self.slots.len() >= 3 {
@@ -523,25 +609,51 @@ impl DataChannel {
             slot.confirmed = true;
             self.pick_send_key(now);
         }
-        let start = plain.as_ptr() as usize - base;
-        let plain_len = plain.len();
-        let inner = match self.framing.decap(plain) {
-            Ok(x) => x,
+        let inner = match self.framing.unframe(plain) {
+            // (offset in `packet`, length)
+            Ok(Unframed::Plain(inner)) => Some((inner.as_ptr() as usize - base, inner.len())),
+            Ok(Unframed::Compressed { algorithm, body }) => {
+                let limit = self.decompress_limit;
+                if self.inflated.len() != limit {
+                    self.inflated.resize(limit, 0);
+                }
+                match algorithm.decompress(body, &mut self.inflated) {
+                    Ok(n) => {
+                        self.inflated_len = n;
+                        None
+                    }
+                    Err(_) => {
+                        self.stats.bad_framing += 1;
+                        return Err(DataError::BadHeader);
+                    }
+                }
+            }
             Err(_) => {
                 self.stats.bad_framing += 1;
                 return Err(DataError::BadHeader);
             }
         };
-        let inner_start = inner.as_ptr() as usize - base;
-        let inner_len = inner.len();
-        let _ = (start, plain_len);
+        let inner_len = inner.map_or(self.inflated_len, |(_, len)| len);
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += inner_len as u64;
         if let Some(slot) = self.slots.get_mut(i) {
             slot.rx_bytes += inner_len as u64;
             slot.rx_packets += 1;
         }
-        let range = inner_start..inner_start + inner_len;
+        let Some((start, len)) = inner else {
+            self.stats.decompressed += 1;
+            let bytes = self.decompressed();
+            if openvpn_wire::is_ping(bytes) {
+                return Ok(Payload::Ping);
+            }
+            if openvpn_wire::is_occ(bytes) {
+                let n = bytes.len().min(packet.len());
+                packet[..n].copy_from_slice(&bytes[..n]);
+                return Ok(Payload::Occ(0..n));
+            }
+            return Ok(Payload::Decompressed);
+        };
+        let range = start..start + len;
         let bytes = &packet[range.clone()];
         if openvpn_wire::is_ping(bytes) {
             return Ok(Payload::Ping);
@@ -853,5 +965,197 @@ mod sender_tests {
         assert_eq!(tx.key_id(), Some(KeyId::ZERO), "back to the remaining key");
         c.retire(t, KeyId::ZERO);
         assert!(!tx.can_send());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod compression_tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    const ALL: [CompressionFraming; 7] = [
+        CompressionFraming::None,
+        CompressionFraming::LzoStub,
+        CompressionFraming::Stub,
+        CompressionFraming::StubV2,
+        CompressionFraming::Lzo,
+        CompressionFraming::Lz4,
+        CompressionFraming::Lz4V2,
+    ];
+
+    /// A reference vector of openvpn-wire (`scripts/compress-vectors.py`).
+    fn vector(file: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../openvpn-wire/testdata/compress/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The ICMP echo reply of `ping -p 00 -s 1000` the vectors compress.
+    fn icmp() -> Vec<u8> {
+        let mut out = vec![0u8; 2000];
+        let n = openvpn_wire::Algorithm::Lz4
+            .decompress(&vector("icmp.lz4"), &mut out)
+            .unwrap();
+        out.truncate(n);
+        out
+    }
+
+    /// A compressing peer: a server channel without framing that seals bytes framed (and
+    /// compressed) by hand, and our client channel with `framing`.
+    fn pair(framing: CompressionFraming) -> (DataChannel, DataChannel) {
+        let t = Instant::now();
+        let key = KeyBlock::from_bytes([0x42; 256]);
+        let mut peer = DataChannel::new(
+            Role::Server,
+            DigestKind::Sha1,
+            CompressionFraming::None,
+            Some(1),
+        );
+        let mut ours = DataChannel::new(Role::Client, DigestKind::Sha1, framing, Some(1));
+        peer.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &key)
+            .unwrap();
+        ours.install(t, KeyId::ZERO, CipherKind::Aes256Gcm, &key)
+            .unwrap();
+        (peer, ours)
+    }
+
+    fn seal(peer: &mut DataChannel, framed: &[u8], rng: &mut ChaCha20Rng) -> Vec<u8> {
+        let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, framed);
+        peer.seal(Instant::now(), &mut b, rng).unwrap();
+        b.as_slice().to_vec()
+    }
+
+    /// What a 2.6 peer sends for `ip` compressed under `framing` (`comp-lzo.c`/`comp-lz4.c`).
+    fn compressed_packet(framing: CompressionFraming) -> Vec<u8> {
+        match framing {
+            CompressionFraming::Lzo => [&[0x66u8][..], &vector("icmp.lzo1x_1")].concat(),
+            CompressionFraming::Lz4 => {
+                let z = vector("icmp.lz4");
+                [&[0x69u8][..], &z[1..], &z[..1]].concat()
+            }
+            _ => [&[0x50u8, 0x01][..], &vector("icmp.lz4")].concat(),
+        }
+    }
+
+    #[test]
+    fn in_place_framing_is_encap() {
+        for f in ALL {
+            for payload in [&[0x45u8, 1, 2][..], &[0x50, 9][..], &[7][..], &[][..]] {
+                let mut v = payload.to_vec();
+                f.encap(&mut v);
+                let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, payload);
+                frame_in_place(f, &mut b);
+                assert_eq!(b.as_slice(), &v[..], "{f:?} {payload:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_packets_are_decompressed_and_we_send_uncompressed() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let ip = icmp();
+        for f in [
+            CompressionFraming::Lzo,
+            CompressionFraming::Lz4,
+            CompressionFraming::Lz4V2,
+        ] {
+            let (mut peer, mut ours) = pair(f);
+            let mut wire = seal(&mut peer, &compressed_packet(f), &mut rng);
+            assert_eq!(
+                ours.open(Instant::now(), 0, &mut wire),
+                Ok(Payload::Decompressed)
+            );
+            assert_eq!(ours.decompressed(), &ip[..], "{f:?}");
+            let st = ours.stats();
+            assert_eq!((st.decompressed, st.rx_packets), (1, 1));
+            assert_eq!(st.rx_bytes, ip.len() as u64);
+            // Uncompressed packets of the same framing still arrive in place.
+            let mut plain = ip.clone();
+            f.encap(&mut plain);
+            let mut wire = seal(&mut peer, &plain, &mut rng);
+            let Ok(Payload::Ip(r)) = ours.open(Instant::now(), 0, &mut wire) else {
+                panic!("{f:?}: uncompressed packet");
+            };
+            assert_eq!(&wire[r], &ip[..]);
+            // What we send is the algorithm's uncompressed form: the peer (no framing here)
+            // sees the stub bytes.
+            let mut b = PacketBuf::from_payload(PacketBuf::DEFAULT_HEADROOM, &ip);
+            ours.seal(Instant::now(), &mut b, &mut rng).unwrap();
+            let mut wire = b.as_slice().to_vec();
+            let Ok(Payload::Ip(r)) = peer.open(Instant::now(), 0, &mut wire) else {
+                panic!("{f:?}: our packet");
+            };
+            let mut stub = ip.clone();
+            f.sends_as().encap(&mut stub);
+            assert_eq!(&wire[r], &stub[..], "{f:?}: we never compress");
+        }
+    }
+
+    #[test]
+    fn bad_compressed_data_is_a_counted_drop() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let ip = icmp();
+        let (mut peer, mut ours) = pair(CompressionFraming::Lzo);
+        // Corrupt LZO, an empty body, a packet over the size limit.
+        for framed in [&[0x66u8, 0xff, 0xff, 0xff][..], &[0x66]] {
+            let mut wire = seal(&mut peer, framed, &mut rng);
+            assert!(ours.open(Instant::now(), 0, &mut wire).is_err());
+        }
+        ours.set_decompress_limit(ip.len() - 1);
+        let mut wire = seal(
+            &mut peer,
+            &compressed_packet(CompressionFraming::Lzo),
+            &mut rng,
+        );
+        assert!(ours.open(Instant::now(), 0, &mut wire).is_err());
+        assert_eq!(ours.stats().bad_framing, 3);
+        // The channel goes on: the same packet within the limit decompresses.
+        ours.set_decompress_limit(decompress_limit(1500));
+        let mut wire = seal(
+            &mut peer,
+            &compressed_packet(CompressionFraming::Lzo),
+            &mut rng,
+        );
+        assert_eq!(
+            ours.open(Instant::now(), 0, &mut wire),
+            Ok(Payload::Decompressed)
+        );
+        // A stub framing does not decompress: a counted drop too.
+        let (mut peer, mut stub) = pair(CompressionFraming::LzoStub);
+        let mut wire = seal(
+            &mut peer,
+            &compressed_packet(CompressionFraming::Lzo),
+            &mut rng,
+        );
+        assert!(stub.open(Instant::now(), 0, &mut wire).is_err());
+        assert_eq!(stub.stats().bad_framing, 1);
+    }
+
+    /// A compressed ping is a ping; a compressed OCC message is copied to the front of the
+    /// packet (hand-made LZO streams: one literal run and the end marker).
+    #[test]
+    fn compressed_ping_and_occ() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let (mut peer, mut ours) = pair(CompressionFraming::Lzo);
+        let literal = |bytes: &[u8]| -> Vec<u8> {
+            let mut v = vec![0x66, 17 + bytes.len() as u8];
+            v.extend_from_slice(bytes);
+            v.extend_from_slice(&openvpn_wire::lzo::END_MARKER);
+            v
+        };
+        let mut wire = seal(&mut peer, &literal(&openvpn_wire::PING_MAGIC), &mut rng);
+        assert_eq!(ours.open(Instant::now(), 0, &mut wire), Ok(Payload::Ping));
+        let mut occ = openvpn_wire::OCC_MAGIC.to_vec();
+        occ.push(6); // OCC_EXIT
+        let mut wire = seal(&mut peer, &literal(&occ), &mut rng);
+        let Ok(Payload::Occ(r)) = ours.open(Instant::now(), 0, &mut wire) else {
+            panic!("OCC");
+        };
+        assert_eq!(&wire[r], &occ[..]);
+        assert_eq!(ours.stats().decompressed, 2);
     }
 }

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod compression;
 pub mod cookie;
 pub mod dataplane;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod reliable;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod tls_options;
 
 pub use error::ControlError;
 pub use session::{

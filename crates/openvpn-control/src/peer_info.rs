@@ -128,6 +128,9 @@ pub struct ClientPeerInfo {
     pub mtu: Option<u16>,
     /// Extra `IV_*`/`UV_*` variables from `setenv` (e.g. `IV_GUI_VER`).
     pub extra: Vec<(String, String)>,
+    /// Announce `IV_LZ4`/`IV_LZ4v2`/`IV_LZO` (we decompress them: `allow-compression` is not
+    /// `no` and no stub is configured) instead of the stubs only.
+    pub decompresses: bool,
 }
 
 impl ClientPeerInfo {
@@ -147,9 +150,9 @@ impl ClientPeerInfo {
         }
         vars.push(("IV_CIPHERS".into(), self.ciphers.join(":")));
         vars.push(("IV_PROTO".into(), self.proto.to_string()));
-        vars.push(("IV_LZO_STUB".into(), "1".into()));
-        vars.push(("IV_COMP_STUB".into(), "1".into()));
-        vars.push(("IV_COMP_STUBv2".into(), "1".into()));
+        for v in crate::compression::peer_info_vars(self.decompresses) {
+            vars.push(((*v).into(), "1".into()));
+        }
         for (n, v) in &self.extra {
             if (n.starts_with("IV_") || n.starts_with("UV_")) && !vars.iter().any(|(x, _)| x == n) {
                 vars.push((n.clone(), v.clone()));
@@ -211,10 +214,23 @@ mod tests {
                 ("IV_GUI_VER".into(), "test_1.0".into()),
                 ("HOME".into(), "x".into()),
             ],
+            decompresses: false,
         };
         let s = c.render();
         assert!(s.starts_with(REAL_26), "{s}");
         assert!(s.ends_with("IV_GUI_VER=test_1.0\n"));
         assert!(!s.contains("HOME"));
+        // A 2.6 client with allow-compression asym (comp.c's order, no LZO stub).
+        let s = ClientPeerInfo {
+            decompresses: true,
+            ..c
+        }
+        .render();
+        assert!(
+            s.contains(
+                "IV_PROTO=990\nIV_LZ4=1\nIV_LZ4v2=1\nIV_LZO=1\nIV_COMP_STUB=1\nIV_COMP_STUBv2=1\n"
+            ),
+            "{s}"
+        );
     }
 }

@@ -39,20 +39,28 @@ pub struct ServerPolicy {
     pub tun_mtu: Option<u16>,
 }
 
-/// The server's `compress` / `comp-lzo` setting. Compression itself is never done (VORACLE);
-/// configured algorithms are answered with the stub framing of the same family, which a
-/// client parses identically for uncompressed packets.
+/// The server's `compress` / `comp-lzo` setting. Compression itself is never done (VORACLE):
+/// clients are pushed the stub framing of the configured family, and with a real algorithm
+/// what a client compresses anyway is decompressed (2.6's default `asym` for a config that
+/// enables compression; `allow-compression no` with one is a configuration error).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CompressionConfig {
     /// No compression option (OpenVPN 2.6's default): no framing.
     #[default]
     None,
-    /// `compress` / `compress stub` / `compress lz4` → `compress stub`.
+    /// `compress` / `compress stub` → `compress stub`.
     Stub,
-    /// `compress stub-v2` / `compress lz4-v2` → `compress stub-v2`.
+    /// `compress stub-v2` → `compress stub-v2`.
     StubV2,
-    /// `comp-lzo [no|yes|adaptive]` / `compress lzo` → `comp-lzo no`.
+    /// `comp-lzo no` → `comp-lzo no`.
     LzoStub,
+    /// `comp-lzo [yes|adaptive]` / `compress lzo` → `comp-lzo no`; LZO from clients is
+    /// decompressed.
+    Lzo,
+    /// `compress lz4` → `compress stub`; LZ4 from clients is decompressed.
+    Lz4,
+    /// `compress lz4-v2` → `compress stub-v2`; LZ4 from clients is decompressed.
+    Lz4V2,
     /// `compress migrate`: clients that announce `comp-lzo` get `compress stub-v2` (if they
     /// understand it) or `comp-lzo no`; others get nothing.
     Migrate,
@@ -62,33 +70,40 @@ impl CompressionConfig {
     /// Parses the arguments of `compress` (`comp_lzo` = the option was `comp-lzo`).
     pub fn from_option(comp_lzo: bool, arg: Option<&str>) -> Option<Self> {
         if comp_lzo {
-            return matches!(arg, None | Some("no" | "yes" | "adaptive"))
-                .then_some(CompressionConfig::LzoStub);
+            return match arg {
+                Some("no") => Some(CompressionConfig::LzoStub),
+                None | Some("yes" | "adaptive") => Some(CompressionConfig::Lzo),
+                Some(_) => None,
+            };
         }
         Some(match arg {
-            None | Some("stub" | "lz4") => CompressionConfig::Stub,
-            Some("stub-v2" | "lz4-v2") => CompressionConfig::StubV2,
-            Some("lzo") => CompressionConfig::LzoStub,
+            None | Some("stub") => CompressionConfig::Stub,
+            Some("stub-v2") => CompressionConfig::StubV2,
+            Some("lz4") => CompressionConfig::Lz4,
+            Some("lz4-v2") => CompressionConfig::Lz4V2,
+            Some("lzo") => CompressionConfig::Lzo,
             Some("migrate") => CompressionConfig::Migrate,
             Some(_) => return None,
         })
     }
-}
 
-/// The framing that goes with a pushed (or configured) `compress`/`comp-lzo` option.
-pub fn framing_for(option: &[String]) -> openvpn_wire::CompressionFraming {
-    use openvpn_wire::CompressionFraming as F;
-    match option.first().map(String::as_str) {
-        Some("comp-lzo") => F::LzoStub,
-        Some("compress") => match option.get(1).map(String::as_str) {
-            None | Some("stub" | "lz4") => F::Stub,
-            Some("stub-v2" | "lz4-v2") => F::StubV2,
-            Some("lzo") => F::LzoStub,
-            _ => F::None,
-        },
-        _ => F::None,
+    /// The framing the option stands for (`migrate`: none, it is chosen per client), for
+    /// [`crate::compression::AllowCompression`]'s checks.
+    pub fn framing(self) -> openvpn_wire::CompressionFraming {
+        use openvpn_wire::CompressionFraming as F;
+        match self {
+            CompressionConfig::None | CompressionConfig::Migrate => F::None,
+            CompressionConfig::Stub => F::Stub,
+            CompressionConfig::StubV2 => F::StubV2,
+            CompressionConfig::LzoStub => F::LzoStub,
+            CompressionConfig::Lzo => F::Lzo,
+            CompressionConfig::Lz4 => F::Lz4,
+            CompressionConfig::Lz4V2 => F::Lz4V2,
+        }
     }
 }
+
+pub use crate::compression::framing_for;
 
 /// Events of one client connection on the server.
 #[derive(Debug)]
@@ -212,9 +227,9 @@ impl ServerSession {
         let has = |v: &str| self.peer_info.get(v) == Some("1");
         match self.compression {
             CompressionConfig::None => None,
-            CompressionConfig::Stub => Some("compress stub"),
-            CompressionConfig::StubV2 => Some("compress stub-v2"),
-            CompressionConfig::LzoStub => Some("comp-lzo no"),
+            CompressionConfig::Stub | CompressionConfig::Lz4 => Some("compress stub"),
+            CompressionConfig::StubV2 | CompressionConfig::Lz4V2 => Some("compress stub-v2"),
+            CompressionConfig::LzoStub | CompressionConfig::Lzo => Some("comp-lzo no"),
             CompressionConfig::Migrate => {
                 if !self.client_options.contains(",comp-lzo") {
                     None
@@ -227,8 +242,13 @@ impl ServerSession {
         }
     }
 
-    /// The data-channel framing this client uses (valid once authenticated).
+    /// The data-channel framing this client uses (valid once authenticated): a configured
+    /// real algorithm decompresses what the client compresses anyway and sends like the
+    /// pushed stub.
     pub fn framing(&self) -> openvpn_wire::CompressionFraming {
+        if self.compression.framing().decompresses().is_some() {
+            return self.compression.framing();
+        }
         match self.compression_option() {
             Some(o) => framing_for(&o.split(' ').map(str::to_owned).collect::<Vec<_>>()),
             None => openvpn_wire::CompressionFraming::None,
@@ -515,20 +535,22 @@ mod compression_tests {
     use openvpn_wire::CompressionFraming as F;
 
     #[test]
-    fn options_map_to_stub_framings() {
-        assert_eq!(
-            CompressionConfig::from_option(false, Some("lz4")),
-            Some(CompressionConfig::Stub)
-        );
-        assert_eq!(
-            CompressionConfig::from_option(false, Some("lz4-v2")),
-            Some(CompressionConfig::StubV2)
-        );
-        assert_eq!(
-            CompressionConfig::from_option(true, Some("adaptive")),
-            Some(CompressionConfig::LzoStub)
-        );
+    fn options_map_to_stub_pushes_and_decompressing_framings() {
+        for (comp_lzo, arg, config, framing) in [
+            (false, Some("lz4"), CompressionConfig::Lz4, F::Lz4),
+            (false, Some("lz4-v2"), CompressionConfig::Lz4V2, F::Lz4V2),
+            (false, Some("lzo"), CompressionConfig::Lzo, F::Lzo),
+            (true, Some("adaptive"), CompressionConfig::Lzo, F::Lzo),
+            (true, None, CompressionConfig::Lzo, F::Lzo),
+            (true, Some("no"), CompressionConfig::LzoStub, F::LzoStub),
+            (false, None, CompressionConfig::Stub, F::Stub),
+        ] {
+            let c = CompressionConfig::from_option(comp_lzo, arg);
+            assert_eq!(c, Some(config), "{arg:?}");
+            assert_eq!(config.framing(), framing);
+        }
         assert_eq!(CompressionConfig::from_option(false, Some("zstd")), None);
+        assert_eq!(CompressionConfig::from_option(true, Some("maybe")), None);
         let f = |s: &str| framing_for(&s.split(' ').map(str::to_owned).collect::<Vec<_>>());
         assert_eq!(f("compress stub-v2"), F::StubV2);
         assert_eq!(f("compress"), F::Stub);

@@ -19,6 +19,13 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use crate::error::ControlError;
 
+mod policy;
+
+pub use policy::{
+    Algorithms, CertProfile, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, NsCertType, PeerCertPolicy, eku_oid,
+    select_groups, select_tls12, select_tls13,
+};
+
 /// TLS protocol versions a peer may use (`tls-version-min`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TlsVersionMin {
@@ -96,6 +103,12 @@ pub struct TlsCredentials {
     pub verify_name: Option<X509NameCheck>,
     /// `tls-version-min`.
     pub version_min: TlsVersionMin,
+    /// `tls-version-max`.
+    pub version_max: TlsVersionMax,
+    /// `tls-cipher`, `tls-ciphersuites`, `tls-groups`, `tls-cert-profile`.
+    pub algorithms: Algorithms,
+    /// `ns-cert-type`, `remote-cert-tls`, `remote-cert-ku`, `remote-cert-eku`.
+    pub peer_policy: PeerCertPolicy,
 }
 
 fn load_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, ControlError> {
@@ -130,8 +143,30 @@ fn roots(ca_pem: &str) -> Result<Arc<rustls::RootCertStore>, ControlError> {
     Ok(Arc::new(store))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The provider and protocol versions the options leave.
+fn limited(
+    creds: &TlsCredentials,
+    max: TlsVersionMax,
+) -> Result<
+    (
+        Arc<rustls::crypto::CryptoProvider>,
+        &'static [&'static rustls::SupportedProtocolVersion],
+    ),
+    ControlError,
+> {
+    let l = creds.algorithms.provider()?;
+    let max = match (max, creds.version_max) {
+        (TlsVersionMax::Tls12, _) | (_, TlsVersionMax::Tls12) => TlsVersionMax::Tls12,
+        _ => TlsVersionMax::Tls13,
+    };
+    let (min, max) = match (l.tls12, l.tls13) {
+        // tls-cipher left no TLS 1.2 suite: only TLS 1.3 (as with OpenSSL, whose TLS 1.3
+        // suites tls-cipher does not touch).
+        (false, _) => (TlsVersionMin::Tls13, max),
+        (true, false) => (creds.version_min, TlsVersionMax::Tls12),
+        (true, true) => (creds.version_min, max),
+    };
+    Ok((Arc::new(l.provider), versions(min, max)?))
 }
 
 fn versions(
@@ -147,7 +182,7 @@ fn versions(
         (TlsVersionMin::Tls13, TlsVersionMax::Tls13) => Ok(ONLY13),
         (TlsVersionMin::Tls12, TlsVersionMax::Tls12) => Ok(ONLY12),
         (TlsVersionMin::Tls13, TlsVersionMax::Tls12) => Err(ControlError::Config(
-            "tls-version-min 1.3 and tls-version-max 1.2 leave no TLS version; drop one of them"
+            "tls-version-min / tls-version-max / tls-cipher / tls-ciphersuites leave no TLS version: TLS 1.3 needs a tls-ciphersuites suite, TLS 1.2 a tls-cipher suite of ours"
                 .into(),
         )),
     }
@@ -159,6 +194,65 @@ fn versions(
 struct OpenVpnServerVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
     name: Option<X509NameCheck>,
+    policy: PeerCertPolicy,
+}
+
+/// Server verifier: webpki's chain and CRL checks, then OpenVPN's certificate policy.
+#[derive(Debug)]
+struct OpenVpnClientVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    policy: PeerCertPolicy,
+}
+
+impl rustls::server::danger::ClientCertVerifier for OpenVpnClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.policy
+            .check(end_entity.as_ref())
+            .map_err(rustls::Error::General)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 impl ServerCertVerifier for OpenVpnServerVerifier {
@@ -187,6 +281,9 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
                 ));
             }
         }
+        self.policy
+            .check(end_entity.as_ref())
+            .map_err(rustls::Error::General)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -235,8 +332,9 @@ impl TlsConfig {
         max: TlsVersionMax,
     ) -> Result<Self, ControlError> {
         let roots = roots(&creds.ca_pem)?;
+        let (provider, versions) = limited(creds, max)?;
         let mut builder =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider());
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
         if let Some(crl) = &creds.crl_pem {
             builder = builder.with_crls(load_crls(crl)?);
         }
@@ -246,9 +344,10 @@ impl TlsConfig {
         let verifier = Arc::new(OpenVpnServerVerifier {
             inner,
             name: creds.verify_name.clone(),
+            policy: creds.peer_policy.clone(),
         });
-        let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions(creds.version_min, max)?)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
             .map_err(|e| ControlError::Config(format!("tls: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
@@ -282,23 +381,27 @@ impl TlsConfig {
         max: TlsVersionMax,
     ) -> Result<Self, ControlError> {
         let roots = roots(&creds.ca_pem)?;
-        let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
+        let (provider, versions) = limited(creds, max)?;
+        let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
         if let Some(crl) = &creds.crl_pem {
             builder = builder.with_crls(load_crls(crl)?);
         }
         if client_cert_optional {
             builder = builder.allow_unauthenticated();
         }
-        let verifier = builder
-            .build()
-            .map_err(|e| ControlError::Config(format!("ca: {e}")))?;
+        let verifier = Arc::new(OpenVpnClientVerifier {
+            inner: builder
+                .build()
+                .map_err(|e| ControlError::Config(format!("ca: {e}")))?,
+            policy: creds.peer_policy.clone(),
+        });
         let (Some(cert), Some(key)) = (&creds.cert_pem, &creds.key_pem) else {
             return Err(ControlError::Config(
                 "a server needs both 'cert' and 'key'".into(),
             ));
         };
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions(creds.version_min, max)?)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
             .map_err(|e| ControlError::Config(format!("tls: {e}")))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(load_certs(cert, "cert")?, load_key(key)?)

@@ -244,3 +244,51 @@ fn deferred_auth_past_the_hand_window_sets_no_past_deadline() {
         "the pending key must not fail at the hand-window"
     );
 }
+
+/// A server that pushes real compression: 2.6's default `allow-compression no` fails the
+/// push; `asym` connects with the algorithm (decompress, never compress); stubs are always
+/// fine; unknown algorithms fail.
+#[test]
+fn pushed_compression_follows_allow_compression() {
+    use openvpn_control::compression::AllowCompression as A;
+    for (push, allow, ok) in [
+        ("comp-lzo yes", A::No, false),
+        ("compress lz4-v2", A::No, false),
+        ("compress stub-v2", A::No, true),
+        ("comp-lzo no", A::No, true),
+        ("comp-lzo yes", A::Asym, true),
+        ("compress lz4", A::Yes, true),
+        ("compress zstd", A::Asym, false),
+    ] {
+        let mut p = Pair::new(
+            Options {
+                client_allow_compression: allow,
+                extra_push: vec![push.into()],
+                ..Default::default()
+            },
+            Link::default(),
+        );
+        p.run_for(Duration::from_secs(3));
+        assert_eq!(
+            p.connected(),
+            ok,
+            "{push} / {allow:?}: {:?}",
+            p.client_events
+        );
+        let pushed = p.client_events.iter().find_map(|e| match e {
+            ClientEvent::Connected(o) => Some(o.compression.clone()),
+            _ => None,
+        });
+        let failed = p.client_events.iter().find_map(|e| match e {
+            ClientEvent::PushFailed(r) => Some(r.clone()),
+            _ => None,
+        });
+        if ok {
+            let words: Vec<String> = push.split(' ').map(str::to_owned).collect();
+            assert_eq!(pushed, Some(Some(words)), "{push}");
+        } else {
+            let reason = failed.unwrap_or_else(|| panic!("{push}: no PushFailed"));
+            assert!(reason.contains("compression"), "{push}: {reason}");
+        }
+    }
+}

@@ -85,14 +85,8 @@ pub struct ServerConfig {
     pub server_v4: Option<(Ipv4Addr, Ipv4Addr)>,
     /// `server-ipv6 NET/BITS`.
     pub server_v6: Option<(Ipv6Addr, u8)>,
-    /// `ca` PEM.
-    pub ca: String,
-    /// `cert` PEM.
-    pub cert: String,
-    /// `key` PEM.
-    pub key: String,
-    /// `crl-verify` PEM.
-    pub crl: Option<String>,
+    /// The TLS options (`ca`, `cert`, `key`, `crl-verify`, `tls-cipher`, `remote-cert-tls`, …).
+    pub tls: openvpn_control::tls_options::TlsOptions,
     /// `data-ciphers`.
     pub data_ciphers: Vec<String>,
     /// `data-ciphers-fallback`.
@@ -101,14 +95,8 @@ pub struct ServerConfig {
     pub auth: String,
     /// Control-channel wrapping.
     pub tls_wrap: TlsWrap,
-    /// `remote-cert-tls client`.
-    pub remote_cert_tls_client: bool,
     /// `verify-client-cert`.
     pub verify_client_cert: VerifyClientCert,
-    /// `verify-x509-name NAME [type]`.
-    pub verify_x509_name: Option<(String, String)>,
-    /// `tls-version-min 1.3`.
-    pub tls13_only: bool,
     /// `ping` seconds.
     pub ping: Option<u32>,
     /// `ping-restart` seconds.
@@ -146,6 +134,10 @@ pub struct ServerConfig {
     pub mssfix: u16,
     /// `setenv NAME VALUE`.
     pub setenv: Vec<(String, String)>,
+    /// `plugin MODULE [ARGS…]` in config order: the module as written (see
+    /// `openvpn_plugin::resolve_path`) and its arguments (a single init string is split into
+    /// words, as OpenVPN does).
+    pub plugins: Vec<(String, Vec<String>)>,
     /// `user`.
     pub user: Option<String>,
     /// `group`.
@@ -180,8 +172,11 @@ pub struct ServerConfig {
     pub ccd_exclusive: bool,
     /// `auth-user-pass-optional`.
     pub auth_user_pass_optional: bool,
-    /// `compress` / `comp-lzo` (answered with stub framing only).
+    /// `compress` / `comp-lzo` (clients are pushed the stub framing; a real algorithm's
+    /// packets from clients are decompressed, never sent).
     pub compression: CompressionConfig,
+    /// `allow-compression no|asym|yes` (`None`: 2.6's default for `compression`).
+    pub allow_compression: Option<openvpn_control::compression::AllowCompression>,
     /// `management IP PORT [pw-file]` / `management PATH unix [pw-file]`.
     pub management: Option<ManagementConfig>,
     /// `management-client-auth`: the management client approves every client.
@@ -200,12 +195,22 @@ pub struct ServerConfig {
     pub ifconfig_pool_persist: Option<(PathBuf, u32)>,
     /// `learn-address CMD`.
     pub learn_address: Option<String>,
+    /// `up CMD`: run after the tun device is configured (as root, before user/group).
+    pub up: Option<String>,
+    /// `down CMD`: run after the tun device is closed (as the unprivileged user if
+    /// user/group dropped privileges, as in OpenVPN).
+    pub down: Option<String>,
+    /// `persist-tun`: a SIGUSR1 restart keeps the tun device (and its addresses) open.
+    pub persist_tun: bool,
     /// `syslog [NAME]` (the program name, default `openvpn`).
     pub syslog: Option<String>,
     /// `errors-to-stderr`.
     pub errors_to_stderr: bool,
     /// `suppress-timestamps`.
     pub suppress_timestamps: bool,
+    /// The `ifconfig-pool-persist` file's text when the config was read (read then, as
+    /// root, so that the core does no file I/O and an unprivileged server still has it).
+    pub pool_persist_seed: Option<String>,
     /// One line each for options accepted without effect here (logged at start-up).
     pub notices: Vec<String>,
 }
@@ -250,10 +255,7 @@ impl Default for ServerConfig {
             dev: "tun".into(),
             server_v4: None,
             server_v6: None,
-            ca: String::new(),
-            cert: String::new(),
-            key: String::new(),
-            crl: None,
+            tls: Default::default(),
             data_ciphers: vec![
                 "AES-256-GCM".into(),
                 "AES-128-GCM".into(),
@@ -262,10 +264,7 @@ impl Default for ServerConfig {
             data_ciphers_fallback: None,
             auth: "SHA1".into(),
             tls_wrap: TlsWrap::None,
-            remote_cert_tls_client: false,
             verify_client_cert: VerifyClientCert::Require,
-            verify_x509_name: None,
-            tls13_only: false,
             ping: None,
             ping_restart: None,
             reneg_sec: 3600,
@@ -284,6 +283,7 @@ impl Default for ServerConfig {
             tun_mtu: 1500,
             mssfix: 1492,
             setenv: Vec::new(),
+            plugins: Vec::new(),
             user: None,
             group: None,
             daemon: false,
@@ -302,6 +302,7 @@ impl Default for ServerConfig {
             ccd_exclusive: false,
             auth_user_pass_optional: false,
             compression: CompressionConfig::None,
+            allow_compression: None,
             management: None,
             management_client_auth: false,
             management_hold: false,
@@ -311,9 +312,13 @@ impl Default for ServerConfig {
             auth_gen_token_secret: None,
             ifconfig_pool_persist: None,
             learn_address: None,
+            persist_tun: false,
+            up: None,
+            down: None,
             syslog: None,
             errors_to_stderr: false,
             suppress_timestamps: false,
+            pool_persist_seed: None,
             notices: Vec::new(),
         }
     }
@@ -358,6 +363,9 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 continue;
             }
             Screened::Skip => continue,
+        }
+        if c.tls.apply(o, base, Role::Server)? {
+            continue;
         }
         match n {
             "config" => {}
@@ -419,10 +427,6 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             }
             "local" => c.local = Some(arg(o, 0)?.to_owned()),
             "port" | "lport" => c.port = parse_num(o, 0)?,
-            "ca" => c.ca = file_or_inline(o, base)?,
-            "cert" => c.cert = file_or_inline(o, base)?,
-            "key" => c.key = file_or_inline(o, base)?,
-            "crl-verify" => c.crl = Some(file_or_inline(o, base)?),
             "dh" => {
                 if arg(o, 0)? != "none" && !o.is_inline() {
                     // A DH file is harmless: only ECDHE is used.
@@ -490,12 +494,6 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                     key: file_or_inline(o, base)?,
                 }
             }
-            "remote-cert-tls" => {
-                if arg(o, 0)? != "client" {
-                    return Err(err(o, "a server checks 'remote-cert-tls client'"));
-                }
-                c.remote_cert_tls_client = true;
-            }
             "verify-client-cert" => {
                 c.verify_client_cert = match arg(o, 0)? {
                     "require" => VerifyClientCert::Require,
@@ -509,17 +507,6 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                     }
                 }
             }
-            "verify-x509-name" => {
-                c.verify_x509_name = Some((
-                    arg(o, 0)?.to_owned(),
-                    o.arg(1).unwrap_or("subject").to_owned(),
-                ))
-            }
-            "tls-version-min" => match arg(o, 0)? {
-                "1.0" | "1.1" | "1.2" => {}
-                "1.3" => c.tls13_only = true,
-                v => return Err(err(o, format!("'{v}' is not a TLS version (1.2 or 1.3)"))),
-            },
             "keepalive" => keepalive = Some((parse_num(o, 0)?, parse_num(o, 1)?)),
             "ping" => c.ping = Some(parse_num(o, 0)?),
             "ping-restart" => c.ping_restart = Some(parse_num(o, 0)?),
@@ -573,6 +560,10 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 arg(o, 0)?.to_owned(),
                 o.args.get(1..).map(|a| a.join(" ")).unwrap_or_default(),
             )),
+            "plugin" => c.plugins.push((
+                arg(o, 0)?.to_owned(),
+                openvpn_plugin::init_args(o.args.get(1..).unwrap_or_default()),
+            )),
             "user" => c.user = Some(arg(o, 0)?.to_owned()),
             "group" => c.group = Some(arg(o, 0)?.to_owned()),
             "daemon" => c.daemon = true,
@@ -580,6 +571,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "log" => c.log = Some((base.join(arg(o, 0)?), false)),
             "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
             "verb" => c.verb = parse_num(o, 0)?,
+            "persist-tun" => c.persist_tun = true,
             "syslog" => c.syslog = Some(o.arg(0).unwrap_or("openvpn").to_owned()),
             "errors-to-stderr" => c.errors_to_stderr = true,
             "suppress-timestamps" => c.suppress_timestamps = true,
@@ -604,6 +596,8 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 )
             }
             "script-security" => c.script_security = parse_num(o, 0)?,
+            "up" => c.up = Some(arg(o, 0)?.to_owned()),
+            "down" => c.down = Some(arg(o, 0)?.to_owned()),
             "auth-user-pass-verify" => {
                 let cmd = arg(o, 0)?.to_owned();
                 let via_file = match arg(o, 1)? {
@@ -697,6 +691,30 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 c.compression = CompressionConfig::from_option(n == "comp-lzo", o.arg(0)).ok_or_else(|| {
                     err(o, "use stub, stub-v2, lz4, lz4-v2, lzo or migrate (comp-lzo: yes, no, adaptive); data is never compressed")
                 })?;
+                openvpn_control::compression::check_compress(
+                    c.allow_compression,
+                    c.compression.framing(),
+                )
+                .map_err(|e| err(o, e))?;
+            }
+            "allow-compression" => {
+                use openvpn_control::compression::AllowCompression;
+                let mode = AllowCompression::parse(arg(o, 0)?)
+                    .ok_or_else(|| err(o, "must be 'yes', 'no', or 'asym'"))?;
+                let configured =
+                    (c.compression != CompressionConfig::None).then(|| c.compression.framing());
+                c.allow_compression = Some(
+                    AllowCompression::set(c.allow_compression, mode, configured)
+                        .map_err(|e| err(o, e))?,
+                );
+                if mode == AllowCompression::Yes {
+                    c.notices.push(
+                        "allow-compression yes: what clients compress is decompressed, but openvpn-rs \
+                         never compresses (it sends uncompressed packets, which every compression \
+                         framing accepts)"
+                            .into(),
+                    );
+                }
             }
             "ignore-unknown-option" => {}
             _ => c
@@ -710,13 +728,13 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "this is not a server config: add 'server NET MASK' (or 'mode server' and 'tls-server')".into(),
         ));
     }
-    let scripts = [&c.client_connect, &c.client_disconnect]
+    let scripts = [&c.client_connect, &c.client_disconnect, &c.up, &c.down]
         .iter()
         .any(|x| x.is_some())
         || c.auth_user_pass_verify.is_some();
     if scripts && c.script_security < 2 {
         return Err(ConfigError::Invalid(
-            "auth-user-pass-verify / client-connect / client-disconnect need 'script-security 2'"
+            "auth-user-pass-verify / client-connect / client-disconnect / up / down need 'script-security 2'"
                 .into(),
         ));
     }
@@ -725,7 +743,12 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "management-client-auth / management-hold need 'management IP PORT' or 'management PATH unix'".into(),
         ));
     }
-    if c.ca.is_empty() || c.cert.is_empty() || c.key.is_empty() {
+    c.tls.finish();
+    c.pool_persist_seed = c
+        .ifconfig_pool_persist
+        .as_ref()
+        .and_then(|(p, _)| std::fs::read_to_string(p).ok());
+    if c.tls.ca.is_empty() || c.tls.cert.is_none() || c.tls.key.is_none() {
         return Err(ConfigError::Invalid(
             "a server needs 'ca', 'cert' and 'key'".into(),
         ));
@@ -767,6 +790,13 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
 }
 
 impl ServerConfig {
+    /// Whether something other than the client certificate decides who may connect
+    /// (`auth-user-pass-verify`, `management-client-auth`, or a plugin), as `verify-client-cert
+    /// none` requires.
+    pub fn has_password_check(&self) -> bool {
+        self.auth_user_pass_verify.is_some() || self.management_client_auth
+    }
+
     /// The logging options (`verb`, `log`, `syslog`, …).
     pub fn log_options(&self) -> openvpn_tun::logging::LogOptions {
         openvpn_tun::logging::LogOptions {
@@ -908,6 +938,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("IP:PORT"), "{e}");
+    }
+
+    /// Every option the catalog calls implemented for servers reaches an arm of `load`
+    /// (it may still reject the dummy argument, but never as "not supported").
+    #[test]
+    fn every_implemented_option_is_handled() {
+        use openvpn_control::options::catalog::{CATALOG, Effect};
+        let mut missing = Vec::new();
+        for entry in CATALOG {
+            if entry.server != Effect::Implemented || entry.name == "config" {
+                continue;
+            }
+            if let Err(e) = cfg(&format!("{BASE}{} 1\n", entry.name)) {
+                if e.to_string().contains("is not supported by openvpn-server") {
+                    missing.push(entry.name);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not handled: {missing:?}");
     }
 
     #[test]

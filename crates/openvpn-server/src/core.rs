@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use openvpn_control::cookie::{CookieGate, GateDrop, GateVerdict, ServerWrapping};
-use openvpn_control::dataplane::{DataChannel, Payload};
+use openvpn_control::dataplane::{DataChannel, Payload, decompress_limit};
 use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
 use openvpn_control::server::{ServerEvent, ServerPolicy, ServerSession};
-use openvpn_control::tls::{TlsConfig, TlsCredentials, TlsVersionMin, X509NameCheck};
+use openvpn_control::tls::TlsConfig;
 use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
 use openvpn_crypto::{
     DigestKind, KeyDirection, PacketBuf, Role, StaticKey, TlsAuth, TlsCrypt, TlsCryptV2ServerKey,
@@ -309,6 +309,8 @@ pub struct ServerCore {
     hold: bool,
     /// An embedder's authenticator is consulted (after the auth script).
     authenticator: bool,
+    /// Hooks that loaded plug-ins handle besides any script (set by the runtime).
+    plugin_hooks: Vec<JobKind>,
     /// auth-gen-token secret (`None` = no tokens).
     token_key: Option<TokenKey>,
     /// The pool's leases and the `ifconfig-pool-persist` memory (shared by the workers).
@@ -318,6 +320,8 @@ pub struct ServerCore {
     timers: TimerHeap,
     /// Set when this core is one of several workers (`workers N`).
     shard: Option<ShardInfo>,
+    /// A packet a client compressed, while it is delivered (reused, no allocation per packet).
+    inflated: Vec<u8>,
 }
 
 /// The server's timer heap: `(deadline, peer-id)` entries, earliest first.
@@ -364,21 +368,13 @@ fn digest(name: &str) -> Result<DigestKind, String> {
 
 /// Builds the TLS server configuration (certificates, CA, CRL, client-certificate policy).
 fn build_tls(cfg: &ServerConfig) -> Result<TlsConfig, String> {
-    let creds = TlsCredentials {
-        ca_pem: cfg.ca.clone(),
-        cert_pem: Some(cfg.cert.clone()),
-        key_pem: Some(cfg.key.clone()),
-        crl_pem: cfg.crl.clone(),
-        verify_name: None,
-        version_min: if cfg.tls13_only {
-            TlsVersionMin::Tls13
-        } else {
-            TlsVersionMin::Tls12
-        },
-    };
-    if cfg.verify_client_cert == VerifyClientCert::None && cfg.auth_user_pass_verify.is_none() {
+    let creds = cfg.tls.credentials();
+    if cfg.verify_client_cert == VerifyClientCert::None
+        && cfg.auth_user_pass_verify.is_none()
+        && cfg.plugins.is_empty()
+    {
         return Err(
-            "verify-client-cert none needs another authentication: add auth-user-pass-verify"
+            "verify-client-cert none needs another authentication: add auth-user-pass-verify or an authentication plugin"
                 .into(),
         );
     }
@@ -455,14 +451,7 @@ fn options_string(cfg: &ServerConfig) -> String {
 impl ServerCore {
     /// Builds the core from a loaded configuration.
     pub fn new(cfg: ServerConfig, now: Instant) -> Result<Self, String> {
-        let name_check = cfg
-            .verify_x509_name
-            .as_ref()
-            .map(|(n, t)| match t.as_str() {
-                "name" => X509NameCheck::CommonName(n.clone()),
-                "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
-                _ => X509NameCheck::Subject(n.clone()),
-            });
+        let name_check = cfg.tls.name_check();
         let tls = build_tls(&cfg)?;
         let wrapping = server_wrapping(&cfg)?;
         let mut rng = StdRng::from_entropy();
@@ -522,10 +511,12 @@ impl ServerCore {
             iroutes: Vec::new(),
             hold: false,
             authenticator: false,
+            plugin_hooks: Vec::new(),
             token_key,
             leases,
             timers: TimerHeap::default(),
             shard: None,
+            inflated: Vec::new(),
         })
     }
 
@@ -554,10 +545,9 @@ impl ServerCore {
     /// one core, or shared by a server's workers).
     pub fn new_leases(cfg: &ServerConfig) -> SharedLeases {
         let persist = cfg
-            .ifconfig_pool_persist
-            .as_ref()
-            .and_then(|(p, _)| std::fs::read_to_string(p).ok())
-            .map(|t| parse_pool_persist(&t))
+            .pool_persist_seed
+            .as_deref()
+            .map(parse_pool_persist)
             .unwrap_or_default();
         let pool = AddressPool::new(cfg.server_v4, cfg.server_v6);
         Arc::new(std::sync::Mutex::new(Leases::new(pool, persist)))
@@ -698,6 +688,9 @@ impl ServerCore {
         }
         if new.tls_wrap != self.cfg.tls_wrap {
             ignored.push("tls-auth/tls-crypt/tls-crypt-v2".to_owned());
+        }
+        if new.plugins != self.cfg.plugins {
+            ignored.push("plugin".to_owned());
         }
         let policy = build_policy(&new);
         self.token_key = match (new.auth_gen_token, &new.auth_gen_token_secret) {
@@ -883,6 +876,9 @@ impl ServerCore {
                             self.session_template.timers.reneg_sec,
                         ));
                         d.set_reneg_limits(Some(self.cfg.reneg_bytes), Some(self.cfg.reneg_pkts));
+                        d.set_decompress_limit(decompress_limit(self.cfg.tun_mtu));
+                        let (window, secs) = self.cfg.replay_window;
+                        d.set_replay_window(window, u64::from(secs));
                         d
                     },
                     keepalive: Keepalive::new(
@@ -1055,8 +1051,25 @@ impl ServerCore {
                 return;
             }
             Payload::Ip(r) => r,
+            Payload::Decompressed => {
+                // The client compressed it: copied out of its channel into the core's reused
+                // buffer (the channel is part of `self`, which delivering borrows).
+                let mut ip = std::mem::take(&mut self.inflated);
+                ip.clear();
+                if let Some(c) = self.clients.get(pid as usize).and_then(Option::as_ref) {
+                    ip.extend_from_slice(c.data.decompressed());
+                }
+                self.deliver(now, pid, &ip, out);
+                self.inflated = ip;
+                return;
+            }
         };
-        let ip = &pkt[range];
+        self.deliver(now, pid, &pkt[range], out);
+    }
+
+    /// An authentic IP packet from client `pid`: source check, then to another client
+    /// (`client-to-client`), another worker or the tun device.
+    fn deliver(&mut self, now: Instant, pid: u32, ip: &[u8], out: &mut Outputs) {
         let Some((src, dst)) = ip_addrs(ip) else {
             self.stats.spoofed_source += 1;
             return;
@@ -1305,8 +1318,8 @@ impl ServerCore {
                         c.auth_password = Some(auth.password.to_string());
                     }
                     let skip_script = auth.username.is_empty() && self.cfg.auth_user_pass_optional;
-                    match (&self.cfg.auth_user_pass_verify, skip_script) {
-                        (Some(_), false) => {
+                    match (self.hooked(JobKind::AuthUserPass), skip_script) {
+                        (true, false) => {
                             c.pending_credentials =
                                 Some((auth.username.clone(), auth.password.to_string()));
                             out.jobs
@@ -1444,8 +1457,12 @@ impl ServerCore {
         if let Some(s) = &self.shard {
             s.tables.release_client();
         }
-        if c.established && self.cfg.client_disconnect.is_some() {
+        if c.established && self.hooked(JobKind::ClientDisconnect) {
             let job = self.job(&mut c, 0, JobKind::ClientDisconnect);
+            out.jobs.push(job);
+        } else if self.hooked(JobKind::ClientGone) {
+            // Plug-ins' per-client state goes with the client-disconnect job when there is one.
+            let job = self.job(&mut c, 0, JobKind::ClientGone);
             out.jobs.push(job);
         }
         if c.established {
@@ -1498,6 +1515,7 @@ impl ServerCore {
             JobKind::ClientConnect => self.cfg.client_connect.clone(),
             JobKind::ClientDisconnect => self.cfg.client_disconnect.clone(),
             JobKind::LearnAddress => self.cfg.learn_address.clone(),
+            JobKind::ClientGone => None,
         }
         .unwrap_or_default();
         let mut env = self.client_env(c, kind);
@@ -1530,7 +1548,7 @@ impl ServerCore {
 
     /// `learn-address OP ADDR [CN]` jobs for client `c`'s tunnel addresses.
     fn learn_address(&self, c: &mut ClientConn, op: &str, out: &mut Outputs) {
-        if self.cfg.learn_address.is_none() {
+        if !self.hooked(JobKind::LearnAddress) {
             return;
         }
         if c.lease.is_none() {
@@ -1708,6 +1726,24 @@ impl ServerCore {
     /// Whether an embedder's [`crate::auth::Authenticator`] decides (set by the runtime).
     pub fn set_authenticator(&mut self, on: bool) {
         self.authenticator = on;
+    }
+
+    /// The hooks loaded plug-ins handle ([`crate::plugins::PluginChain::hooks`]): their jobs
+    /// are made even without a script (the job's command is then empty).
+    pub fn set_plugin_hooks(&mut self, kinds: Vec<JobKind>) {
+        self.plugin_hooks = kinds;
+    }
+
+    /// Whether a job of `kind` has anything to run: its script or a plug-in.
+    fn hooked(&self, kind: JobKind) -> bool {
+        self.plugin_hooks.contains(&kind)
+            || match kind {
+                JobKind::AuthUserPass => self.cfg.auth_user_pass_verify.is_some(),
+                JobKind::ClientConnect => self.cfg.client_connect.is_some(),
+                JobKind::ClientDisconnect => self.cfg.client_disconnect.is_some(),
+                JobKind::LearnAddress => self.cfg.learn_address.is_some(),
+                JobKind::ClientGone => false,
+            }
     }
 
     /// A management decision (`client-auth`, `client-auth-nt`, `client-deny`,
@@ -1957,7 +1993,7 @@ impl ServerCore {
         if c.control.uses_data_v2() {
             c.data.set_peer_id(Some(self.wire_id(pid)));
         }
-        if self.cfg.client_connect.is_some() {
+        if self.hooked(JobKind::ClientConnect) {
             out.jobs.push(self.job(c, 0, JobKind::ClientConnect));
             return;
         }
@@ -2135,7 +2171,7 @@ impl ServerCore {
                 c.control.reject(now, key_id, None);
                 c.close_at = Some(now + Duration::from_secs(5));
             }
-            (JobKind::ClientDisconnect | JobKind::LearnAddress, _) => {}
+            (JobKind::ClientDisconnect | JobKind::LearnAddress | JobKind::ClientGone, _) => {}
         }
         self.clients[pid as usize] = Some(c);
         self.after_control(now, pid, out);

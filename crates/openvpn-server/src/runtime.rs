@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use openvpn_plugin::PluginKind;
 use openvpn_tun::{PacketDevice, SystemTun, TunConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -16,6 +17,7 @@ use crate::config::ManagementListen;
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
 use crate::management;
+use crate::plugins::PluginChain;
 use crate::udpio;
 
 /// Frames queued to one TCP client before we drop (a stuck client never blocks others).
@@ -125,14 +127,20 @@ pub struct ServeOptions {
     /// Decides on clients after the auth script, before the management interface
     /// (see [`crate::auth`]).
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// The management listener and files opened before the privilege drop ([`run_with`]
+    /// opens them as root); `None`: opened when serving starts.
+    pub prebound: Option<crate::prebind::Prebound>,
+    /// The `plugin` modules, already opened ([`run_with`] opens them before dropping
+    /// privileges); `None`: opened from the configuration when serving starts.
+    pub plugins: Option<Arc<PluginChain>>,
 }
 
 impl ServeOptions {
     /// Options with an authenticator.
     pub fn with_authenticator(authenticator: Arc<dyn Authenticator>) -> Self {
         ServeOptions {
-            reload: None,
             authenticator: Some(authenticator),
+            ..ServeOptions::default()
         }
     }
 }
@@ -150,6 +158,8 @@ pub async fn run_with(
     reloader: Option<Reloader>,
     mut opts: ServeOptions,
 ) -> anyhow::Result<()> {
+    // Modules are opened first, as root (OpenVPN opens them before the device).
+    let plugins = PluginChain::load(&cfg)?;
     let (v4, v6) = crate::pool::PoolShape::new(cfg.server_v4, cfg.server_v6).server_addresses();
     let tun_cfg = TunConfig {
         name: (cfg.dev != "tun").then(|| cfg.dev.clone()),
@@ -198,14 +208,82 @@ pub async fn run_with(
             crate::workers::Listeners::Tcp { listener, workers }
         }
     };
+    let dev = tun.name().to_owned();
+    if let Some(chain) = &plugins {
+        // UP as root, before user/group (down-root starts its root helper here).
+        if chain.handles(PluginKind::Up) && !chain.tun_hook(PluginKind::Up, &cfg, &dev) {
+            bail!("a plugin's PLUGIN_UP failed");
+        }
+    }
+    if let Some(cmd) = &cfg.up {
+        run_tun_script(cmd, "up", &cfg, &dev).context("the 'up' script failed")?;
+    }
+    // As root, before user/group: management socket, status and pool files (OpenVPN's order).
+    opts.prebound = Some(crate::prebind::Prebound::open(&cfg).await?);
     crate::process::after_setup(&cfg)?;
     info!("Initialization Sequence Completed");
     let (shutdown, hup_rx) = signals()?;
     if let Some(r) = reloader {
         opts.reload = Some((r, hup_rx));
     }
+    opts.plugins = plugins.clone();
+    let down_cfg = (plugins.is_some() || cfg.down.is_some()).then(|| cfg.clone());
     // One worker is the plain server (no shard), as with `serve_with`.
-    crate::workers::serve_workers(cfg, tun, listeners, shutdown, opts).await
+    let served = crate::workers::serve_workers(cfg, tun, listeners, shutdown, opts).await;
+    if let Some(cmd) = down_cfg.as_ref().and_then(|c| c.down.as_deref()) {
+        if let Some(cfg) = &down_cfg {
+            if let Err(e) = run_tun_script(cmd, "down", cfg, &dev) {
+                warn!("the 'down' script failed: {e:#}");
+            }
+        }
+    }
+    if let (Some(chain), Some(cfg)) = (plugins, down_cfg) {
+        if chain.handles(PluginKind::Down) && !chain.tun_hook(PluginKind::Down, &cfg, &dev) {
+            warn!("a plugin's PLUGIN_DOWN failed");
+        }
+    }
+    served
+}
+
+/// Runs the server's `up` or `down` script as OpenVPN does: `/bin/sh -c "CMD dev tun_mtu
+/// link_mtu ifconfig_local ifconfig_netmask init"` with `script_type`, `dev`, `tun_mtu`,
+/// `ifconfig_local`, `ifconfig_netmask` (and the IPv6 ones) and `setenv` variables in its
+/// environment; a non-zero exit is an error.
+fn run_tun_script(cmd: &str, kind: &str, cfg: &ServerConfig, dev: &str) -> anyhow::Result<()> {
+    let (v4, v6) = crate::pool::PoolShape::new(cfg.server_v4, cfg.server_v6).server_addresses();
+    let (local, mask) = v4
+        .map(|(a, bits)| {
+            let mask =
+                std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0));
+            (a.to_string(), mask.to_string())
+        })
+        .unwrap_or_default();
+    let link_mtu = cfg.tun_mtu + 41;
+    let line = format!("{cmd} {dev} {} {link_mtu} {local} {mask} init", cfg.tun_mtu);
+    let mut c = std::process::Command::new("/bin/sh");
+    c.arg("-c").arg(&line);
+    for (k, v) in &cfg.setenv {
+        c.env(k, v);
+    }
+    c.env("script_type", kind)
+        .env("script_context", "init")
+        .env("dev", dev)
+        .env("dev_type", "tun")
+        .env("tun_mtu", cfg.tun_mtu.to_string())
+        .env("link_mtu", link_mtu.to_string())
+        .env("ifconfig_local", &local)
+        .env("ifconfig_netmask", &mask)
+        .env("script_security", cfg.script_security.to_string());
+    if let Some((a, bits)) = v6 {
+        c.env("ifconfig_ipv6_local", a.to_string())
+            .env("ifconfig_ipv6_netbits", bits.to_string());
+    }
+    let status = c.status().with_context(|| format!("cannot run '{line}'"))?;
+    if !status.success() {
+        bail!("'{line}' exited with {status}");
+    }
+    info!("{kind} script ran: {line}");
+    Ok(())
 }
 
 /// SIGTERM/SIGINT as a future (logs "SIGTERM received"), and SIGHUP as a channel.
@@ -258,7 +336,7 @@ pub async fn serve_with_reload<D: PacketDevice + 'static>(
 ) -> anyhow::Result<()> {
     let opts = ServeOptions {
         reload,
-        authenticator: None,
+        ..ServeOptions::default()
     };
     serve_with(cfg, tun, udp, tcp, shutdown, opts).await
 }
@@ -308,6 +386,8 @@ pub(crate) struct SideChannels<'a> {
     pub(crate) decisions: &'a mpsc::UnboundedSender<DecisionMsg>,
     /// Where hook script results come back.
     pub(crate) jobs: &'a mpsc::UnboundedSender<crate::scripts::JobResult>,
+    /// The `plugin` modules, called with the hook jobs.
+    pub(crate) plugins: Option<&'a Arc<PluginChain>>,
 }
 
 impl SideChannels<'_> {
@@ -330,8 +410,9 @@ impl SideChannels<'_> {
         }
         for job in out.jobs.drain(..) {
             let tx = self.jobs.clone();
+            let plugins = self.plugins.cloned();
             tokio::task::spawn_blocking(move || {
-                crate::scripts::run_to_end(&job, |r| match r {
+                crate::plugins::run_job(plugins.as_deref(), &job, |r| match r {
                     Some(r) => tx.send(r).is_ok(),
                     None => !tx.is_closed(),
                 });
@@ -357,14 +438,11 @@ pub(crate) fn begin_exit(core: &mut ServerCore, out: &mut Outputs) -> Option<Ins
 }
 
 /// Writes the `ifconfig-pool-persist` file (atomically: temporary file, then rename).
-pub(crate) fn write_pool_persist(core: &ServerCore) {
+pub(crate) fn write_pool_persist(core: &ServerCore, kept: Option<&crate::prebind::KeptFile>) {
     let Some((path, _)) = &core.config().ifconfig_pool_persist else {
         return;
     };
-    let tmp = path.with_extension("tmp-ovrs");
-    let r =
-        std::fs::write(&tmp, core.pool_persist_text()).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = r {
+    if let Err(e) = crate::prebind::write(kept, path, &core.pool_persist_text()) {
         warn!("ifconfig-pool-persist {}: {e}", path.display());
     }
 }
@@ -390,11 +468,15 @@ pub(crate) fn apply_config(core: &mut ServerCore, reread: Result<ServerConfig, S
 pub(crate) async fn start_management(
     cfg: &ServerConfig,
     req_tx: &mpsc::Sender<management::Request>,
+    prebound: Option<management::Listener>,
 ) -> anyhow::Result<Option<mpsc::UnboundedSender<management::Notify>>> {
     let Some(m) = &cfg.management else {
         return Ok(None);
     };
-    let listener = bind_management(&m.listen).await?;
+    let listener = match prebound {
+        Some(l) => l,
+        None => bind_management(&m.listen).await?,
+    };
     let password = match &m.password_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -436,7 +518,9 @@ pub(crate) async fn start_metrics(
 }
 
 /// Binds the management listener (a stale unix socket file is replaced).
-async fn bind_management(listen: &ManagementListen) -> anyhow::Result<management::Listener> {
+pub(crate) async fn bind_management(
+    listen: &ManagementListen,
+) -> anyhow::Result<management::Listener> {
     Ok(match listen {
         ManagementListen::Tcp(host, port) => {
             let l = TcpListener::bind((host.as_str(), *port))

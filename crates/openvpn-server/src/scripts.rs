@@ -8,7 +8,7 @@
 //! (or reconnected) is ignored.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ pub enum JobKind {
     ClientDisconnect,
     /// `learn-address` (`add|update|delete ADDR [CN]` as arguments).
     LearnAddress,
+    /// The client is gone without a `client-disconnect` job: no script; plug-ins release
+    /// their per-client state (see [`crate::plugins`]).
+    ClientGone,
 }
 
 impl JobKind {
@@ -36,6 +39,7 @@ impl JobKind {
             JobKind::ClientConnect => "client-connect",
             JobKind::ClientDisconnect => "client-disconnect",
             JobKind::LearnAddress => "learn-address",
+            JobKind::ClientGone => "client-gone",
         }
     }
 }
@@ -90,7 +94,8 @@ pub struct JobResult {
     pub deferred: Option<Deferred>,
 }
 
-fn temp_path(tag: &str) -> PathBuf {
+/// A fresh path in the temporary directory, named after this process, `tag` and a counter.
+pub(crate) fn temp_path(tag: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::env::temp_dir().join(format!("openvpn-rs-{}-{tag}-{n}", std::process::id()))
@@ -114,34 +119,60 @@ pub fn run_to_end(job: &ScriptJob, send: impl Fn(Option<JobResult>) -> bool) {
         send(Some(r));
         return;
     };
-    let mut listening = send(Some(r));
-    let wait = d
-        .pending
-        .as_ref()
-        .map_or(job.deferred_timeout, |p| {
-            Duration::from_secs(u64::from(p.0))
-        })
-        .min(job.deferred_timeout.max(Duration::from_secs(1)));
+    let listening = send(Some(r));
+    let verdict = await_control(
+        &control,
+        d.pending.as_ref(),
+        job.deferred_timeout,
+        listening,
+        &send,
+    );
+    let _ = std::fs::remove_file(&control);
+    let _ = std::fs::remove_file(&pending);
+    send(Some(result(job, verdict, None)));
+}
+
+/// Polls a deferred decision's control file every 250 ms until it holds `1` (true) or `0`
+/// (false), or the wait passes (false): the pending file's timeout if any, capped by
+/// `hand_window` (at least 1 s). `send(None)` asks whether anyone still listens (`listening`
+/// is the answer so far); false ends the wait. Blocking.
+pub(crate) fn await_control(
+    control: &Path,
+    pending: Option<&(u32, String, String)>,
+    hand_window: Duration,
+    mut listening: bool,
+    send: &impl Fn(Option<JobResult>) -> bool,
+) -> bool {
+    let wait = pending
+        .map_or(hand_window, |p| Duration::from_secs(u64::from(p.0)))
+        .min(hand_window.max(Duration::from_secs(1)));
     let start = Instant::now();
-    let verdict = loop {
-        match std::fs::read_to_string(&control)
+    loop {
+        match std::fs::read_to_string(control)
             .ok()
             .as_deref()
             .map(str::trim)
         {
-            Some(v) if v.starts_with('1') => break true,
-            Some(v) if v.starts_with('0') => break false,
+            Some(v) if v.starts_with('1') => return true,
+            Some(v) if v.starts_with('0') => return false,
             _ => {}
         }
         listening = listening && send(None);
         if start.elapsed() >= wait || !listening {
-            break false;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(250));
-    };
-    let _ = std::fs::remove_file(&control);
-    let _ = std::fs::remove_file(&pending);
-    send(Some(result(job, verdict, None)));
+    }
+}
+
+/// An `auth_pending_file`: timeout (seconds), method, extra, one per line.
+pub(crate) fn read_pending(path: &Path) -> Option<(u32, String, String)> {
+    let t = std::fs::read_to_string(path).ok()?;
+    let mut l = t.lines();
+    let timeout = l.next()?.trim().parse().ok()?;
+    let method = l.next().unwrap_or("").trim().to_owned();
+    let extra = l.next().unwrap_or("").trim().to_owned();
+    Some((timeout, method, extra))
 }
 
 /// Runs a hook to completion (blocking; call from a blocking thread).
@@ -223,15 +254,7 @@ fn run_with(job: &ScriptJob, deferral: Option<(&PathBuf, &PathBuf)>) -> JobResul
     }
     let mut r = result(job, success, dynamic);
     if deferred {
-        let pending = deferral
-            .and_then(|(_, p)| std::fs::read_to_string(p).ok())
-            .and_then(|t| {
-                let mut l = t.lines();
-                let timeout = l.next()?.trim().parse().ok()?;
-                let method = l.next().unwrap_or("").trim().to_owned();
-                let extra = l.next().unwrap_or("").trim().to_owned();
-                Some((timeout, method, extra))
-            });
+        let pending = deferral.and_then(|(_, p)| read_pending(p));
         r.deferred = Some(Deferred { pending });
     } else if let Some((control, pending)) = deferral {
         let _ = std::fs::remove_file(control);
@@ -240,7 +263,8 @@ fn run_with(job: &ScriptJob, deferral: Option<(&PathBuf, &PathBuf)>) -> JobResul
     r
 }
 
-fn result(job: &ScriptJob, success: bool, dynamic_config: Option<String>) -> JobResult {
+/// The result of `job`: `success`, with `dynamic_config` (client-connect).
+pub(crate) fn result(job: &ScriptJob, success: bool, dynamic_config: Option<String>) -> JobResult {
     JobResult {
         pid: job.pid,
         generation: job.generation,

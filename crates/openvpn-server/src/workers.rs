@@ -44,6 +44,7 @@ use crate::auth::{Authenticator, DecisionMsg};
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
 use crate::management::{self, CoreOp, CoreRequest, KillTarget, Notify, Signal};
+use crate::plugins::PluginChain;
 use crate::runtime::{
     ServeOptions, SideChannels, TcpEvent, TcpRoute, accept_loop, apply_config, begin_exit,
     bind_udp_with, file_timers, flush, start_management, start_metrics, write_pool_persist,
@@ -78,6 +79,8 @@ pub fn bind_udp_sockets(
 
 /// What every worker shares with the one writing the status file.
 struct StatusShare {
+    /// The status file opened before the privilege drop, if it was.
+    file: Option<Arc<crate::prebind::KeptFile>>,
     path: PathBuf,
     version: u8,
     rows: Mutex<Vec<Vec<ClientRow>>>,
@@ -127,6 +130,8 @@ impl TcpInput {
 /// One worker's channels and handles.
 struct Worker<D> {
     index: u32,
+    /// The `ifconfig-pool-persist` file opened before the privilege drop, if it was.
+    pool_file: Option<Arc<crate::prebind::KeptFile>>,
     /// The only worker (no shard): logs its data path, may run a send task.
     single: bool,
     core: ServerCore,
@@ -140,6 +145,7 @@ struct Worker<D> {
     notify: Option<mpsc::UnboundedSender<Notify>>,
     status: Option<Arc<StatusShare>>,
     authenticator: Option<Arc<dyn Authenticator>>,
+    plugins: Option<Arc<PluginChain>>,
 }
 
 /// Where a server with workers takes its clients from.
@@ -201,7 +207,15 @@ async fn serve_on<D: PacketDevice + 'static>(
     let ServeOptions {
         reload,
         authenticator,
+        plugins,
+        prebound,
     } = opts;
+    let prebound = prebound.unwrap_or_default();
+    // Embedders and tests that serve without `run_with` get the modules opened here.
+    let plugins = match plugins {
+        Some(p) => Some(p),
+        None => PluginChain::load(&cfg)?,
+    };
     let n = u32::try_from(sockets.len()).context("too many sockets")?;
     if n == 0 {
         bail!("workers: no socket");
@@ -250,13 +264,14 @@ async fn serve_on<D: PacketDevice + 'static>(
     let peers = Arc::new(senders);
     let status = cfg.status.as_ref().map(|(path, _)| {
         Arc::new(StatusShare {
+            file: prebound.status.clone(),
             path: path.clone(),
             version: cfg.status_version,
             rows: Mutex::new(vec![Vec::new(); n as usize]),
         })
     });
     let (req_tx, mut req_rx) = mpsc::channel::<management::Request>(64);
-    let notify = start_management(&cfg, &req_tx).await?;
+    let notify = start_management(&cfg, &req_tx, prebound.management).await?;
     start_metrics(&cfg, &req_tx).await?;
     drop(req_tx);
     let now = Instant::now();
@@ -280,8 +295,12 @@ async fn serve_on<D: PacketDevice + 'static>(
             core.set_hold(true);
         }
         core.set_authenticator(authenticator.is_some());
+        if let Some(p) = &plugins {
+            core.set_plugin_hooks(p.hooks());
+        }
         let worker = Worker {
             index,
+            pool_file: prebound.pool_persist.clone(),
             single: n == 1,
             core,
             tun: Arc::clone(&tun),
@@ -293,6 +312,7 @@ async fn serve_on<D: PacketDevice + 'static>(
             notify: notify.clone(),
             status: status.clone(),
             authenticator: authenticator.clone(),
+            plugins: plugins.clone(),
         };
         handles.push(tokio::spawn(worker.run(udp, tcp)));
     }
@@ -646,7 +666,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
                     self.core.on_timeout(Instant::now(), &mut out);
                 }
                 _ = status_every.tick() => self.share_status(),
-                _ = persist_every.tick(), if self.index == 0 => write_pool_persist(&self.core),
+                _ = persist_every.tick(), if self.index == 0 => write_pool_persist(&self.core, self.pool_file.as_deref()),
                 Some(msg) = self.msgs.recv() => self.message(Instant::now(), msg, &mut out),
                 _ = self.stop.changed(), if draining.is_none() => {
                     draining = begin_exit(&mut self.core, &mut out);
@@ -657,6 +677,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
                 authenticator: self.authenticator.as_ref(),
                 decisions: &decision_tx,
                 jobs: &job_tx,
+                plugins: self.plugins.as_ref(),
             }
             .dispatch(&mut out);
             match (fast.as_mut(), udp.as_deref()) {
@@ -694,7 +715,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
         drop(sender);
         self.share_status();
         if self.index == 0 {
-            write_pool_persist(&self.core);
+            write_pool_persist(&self.core, self.pool_file.as_deref());
         }
         if !self.single {
             info!(
@@ -754,7 +775,7 @@ impl<D: PacketDevice + 'static> Worker<D> {
             let all: Vec<ClientRow> = rows.iter().flatten().cloned().collect();
             status::render_rows(share.version, &all)
         };
-        if let Err(e) = status::write_text(&share.path, &text) {
+        if let Err(e) = crate::prebind::write(share.file.as_deref(), &share.path, &text) {
             warn!("status file {}: {e}", share.path.display());
         }
     }

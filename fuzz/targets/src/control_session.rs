@@ -152,6 +152,7 @@ fn client_policy() -> ClientPolicy {
         fallback: None,
         pull_filter: vec![],
         route_nopull: false,
+        allow_compression: Default::default(),
     }
 }
 

@@ -46,7 +46,7 @@ fn fixed_key(fill: u8) -> KeyBlock {
 }
 
 /// (cipher, framing, peer-id, key block) of one sender/receiver pair.
-fn setups() -> [(CipherKind, CompressionFraming, Option<u32>, KeyBlock); 4] {
+fn setups() -> [(CipherKind, CompressionFraming, Option<u32>, KeyBlock); 5] {
     [
         (
             CipherKind::Aes256Cbc,
@@ -71,6 +71,12 @@ fn setups() -> [(CipherKind, CompressionFraming, Option<u32>, KeyBlock); 4] {
             CompressionFraming::Stub,
             None,
             fixed_key(0x11),
+        ),
+        (
+            CipherKind::Aes256Gcm,
+            CompressionFraming::Lzo,
+            Some(3),
+            fixed_key(0x33),
         ),
     ]
 }
@@ -102,6 +108,10 @@ pub fn run(data: &[u8]) {
                 let r = match p {
                     Payload::Ip(r) | Payload::Occ(r) => r,
                     Payload::Ping => 0..0,
+                    Payload::Decompressed => {
+                        assert!(!rx.decompressed().is_empty());
+                        0..0
+                    }
                 };
                 assert!(r.end <= buf.len());
             }
@@ -139,6 +149,7 @@ pub fn run(data: &[u8]) {
         match opened {
             Payload::Ip(r) | Payload::Occ(r) => assert_eq!(&good[r], payload),
             Payload::Ping => assert_eq!(payload, openvpn_wire::PING_MAGIC),
+            Payload::Decompressed => panic!("{cipher:?}: nothing was compressed"),
         }
         // The same packet again is a replay.
         let mut again = wire.clone();

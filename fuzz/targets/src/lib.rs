@@ -5,11 +5,13 @@
 //!  libfuzzer ──┐                      ┌─ wire::{control, data, tcp_stream, km2}
 //!              ├─▶ TARGETS[i].run ───┼─ control_session (client/server Session, pair)
 //!  fuzz-smoke ─┘   (seeds, mutants)   ├─ option_parse (config / push / cli round trips)
-//!                                     └─ data_open (DataChannel with fixed keys)
+//!                                     ├─ data_open (DataChannel with fixed keys)
+//!                                     └─ decompress (LZO1X / LZ4, compressed framings)
 //! ```
 
 pub mod control_session;
 pub mod data_open;
+pub mod decompress;
 pub mod option_parse;
 pub mod smoke;
 pub mod wire;
@@ -52,5 +54,9 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "data_open",
         run: data_open::run,
+    },
+    Target {
+        name: "decompress",
+        run: decompress::run,
     },
 ];

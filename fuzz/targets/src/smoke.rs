@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{TARGETS, Target, control_session, data_open};
+use crate::{TARGETS, Target, control_session, data_open, decompress};
 
 /// Options of one smoke run.
 #[derive(Clone, Debug)]
@@ -206,6 +206,7 @@ pub fn seeds(fuzz_dir: &Path, target: &str) -> Vec<Vec<u8>> {
             }
         }
         "wire_km2" => out.extend(control_session::seed_km2()),
+        "decompress" => out.extend(decompress::seed_inputs(fuzz_dir)),
         _ => out.extend(vectors.iter().cloned()),
     }
     if out.is_empty() {

@@ -145,25 +145,53 @@ pub static CATALOG: &[Entry] = &[
     ),
     e("suppress-timestamps", I, I),
     e("machine-readable-output", I, I),
-    e("user", I, I),
-    e("group", I, I),
+    e(
+        "user",
+        no(
+            "'user' in a client profile is not supported yet: run openvpn-client as an ordinary user with the root helper instead (README)",
+        ),
+        I,
+    ),
+    e(
+        "group",
+        no(
+            "'group' in a client profile is not supported yet: run openvpn-client as an ordinary user with the root helper instead (README)",
+        ),
+        I,
+    ),
     e(
         "chroot",
         no("'chroot' is not supported by openvpn-client"),
-        I,
+        no("'chroot' is not supported yet"),
     ),
-    e("cd", I, I),
-    e("nice", I, I),
+    e(
+        "cd",
+        no("'cd' is not supported yet: give absolute paths or start in that directory"),
+        no("'cd' is not supported yet: give absolute paths or start in that directory"),
+    ),
+    e(
+        "nice",
+        no("'nice' is not supported yet: start the process with nice(1)"),
+        no("'nice' is not supported yet: start the process with nice(1)"),
+    ),
     e(
         "setcon",
         no("SELinux contexts (setcon) are not supported"),
         no("SELinux contexts (setcon) are not supported"),
     ),
-    e("mlock", I, I),
+    e(
+        "mlock",
+        no("'mlock' is not supported yet"),
+        no("'mlock' is not supported yet"),
+    ),
     e("status", I, I),
     e("status-version", I, I),
     e("setenv", I, I),
-    e("setenv-safe", I, I),
+    e(
+        "setenv-safe",
+        no("'setenv-safe' is not supported yet"),
+        no("'setenv-safe' is not supported yet"),
+    ),
     e("ignore-unknown-option", I, I),
     e("script-security", I, I),
     e(
@@ -171,7 +199,11 @@ pub static CATALOG: &[Entry] = &[
         na("'echo' only talks to a GUI on the management interface"),
         na("'echo' only talks to a GUI on the management interface"),
     ),
-    e("remap-usr1", I, I),
+    e(
+        "remap-usr1",
+        no("'remap-usr1' is not supported yet"),
+        no("'remap-usr1' is not supported yet"),
+    ),
     e(
         "disable-occ",
         always("no OCC (options consistency) messages are ever sent"),
@@ -188,7 +220,11 @@ pub static CATALOG: &[Entry] = &[
     e("remote-random", I, CLIENT_SIDE),
     e("remote-random-hostname", I, CLIENT_SIDE),
     e("proto", I, I),
-    e("proto-force", I, CLIENT_SIDE),
+    e(
+        "proto-force",
+        no("'proto-force' is not supported yet"),
+        CLIENT_SIDE,
+    ),
     e("port", I, I),
     e("lport", I, I),
     e(
@@ -196,7 +232,7 @@ pub static CATALOG: &[Entry] = &[
         I,
         na("'rport' is the port of a point-to-point 'remote'; a server has none"),
     ),
-    e("bind", I, I),
+    e("bind", I, always("a server always binds its port")),
     e(
         "nobind",
         I,
@@ -215,13 +251,41 @@ pub static CATALOG: &[Entry] = &[
     e("connect-timeout", I, CLIENT_SIDE),
     e("server-poll-timeout", I, CLIENT_SIDE),
     e("persist-remote-ip", I, CLIENT_SIDE),
-    e("persist-local-ip", I, I),
-    e("http-proxy", I, CLIENT_SIDE),
-    e("http-proxy-option", I, CLIENT_SIDE),
-    e("http-proxy-user-pass", I, CLIENT_SIDE),
-    e("socks-proxy", I, CLIENT_SIDE),
+    e(
+        "persist-local-ip",
+        always("the local address is resolved once, at start"),
+        always("the local address is resolved once, at start"),
+    ),
+    e(
+        "http-proxy",
+        no("'http-proxy' is not supported yet: connect directly or through a system-wide proxy"),
+        CLIENT_SIDE,
+    ),
+    e(
+        "http-proxy-option",
+        no(
+            "'http-proxy-option' is not supported yet: connect directly or through a system-wide proxy",
+        ),
+        CLIENT_SIDE,
+    ),
+    e(
+        "http-proxy-user-pass",
+        no(
+            "'http-proxy-user-pass' is not supported yet: connect directly or through a system-wide proxy",
+        ),
+        CLIENT_SIDE,
+    ),
+    e(
+        "socks-proxy",
+        no("'socks-proxy' is not supported yet: connect directly or through a system-wide proxy"),
+        CLIENT_SIDE,
+    ),
     e("explicit-exit-notify", I, I),
-    e("passtos", I, I),
+    e(
+        "passtos",
+        no("'passtos' is not supported yet"),
+        no("'passtos' is not supported yet"),
+    ),
     e(
         "sndbuf",
         always("socket buffers are sized for batched I/O"),
@@ -252,7 +316,11 @@ pub static CATALOG: &[Entry] = &[
         no("'bind-dev' (VRF) is not supported yet"),
         no("'bind-dev' (VRF) is not supported yet"),
     ),
-    e("socket-flags", I, I),
+    e(
+        "socket-flags",
+        always("TCP sockets always set TCP_NODELAY, the only flag OpenVPN knows"),
+        always("TCP sockets always set TCP_NODELAY, the only flag OpenVPN knows"),
+    ),
     e(
         "tcp-nodelay",
         always("TCP sockets always set TCP_NODELAY"),
@@ -271,15 +339,29 @@ pub static CATALOG: &[Entry] = &[
     // Device.
     e("dev", I, I),
     e("dev-type", I, I),
-    e("dev-node", I, I),
-    e("topology", I, I),
+    e(
+        "dev-node",
+        no("'dev-node' is not supported yet: the tun device is always /dev/net/tun"),
+        no("'dev-node' is not supported yet: the tun device is always /dev/net/tun"),
+    ),
+    e(
+        "topology",
+        always(
+            "the client follows the topology the server pushes; an ifconfig push without it is net30/p2p",
+        ),
+        I,
+    ),
     e(
         "tun-ipv6",
         na("IPv6 on a tun device needs no switch; OpenVPN 2.6 ignores it too"),
         na("IPv6 on a tun device needs no switch; OpenVPN 2.6 ignores it too"),
     ),
     e("tun-mtu", I, I),
-    e("tun-mtu-max", I, I),
+    e(
+        "tun-mtu-max",
+        no("'tun-mtu-max' is not supported yet"),
+        no("'tun-mtu-max' is not supported yet"),
+    ),
     e(
         "tun-mtu-extra",
         always("read buffers always have room for 64 KiB packets"),
@@ -290,7 +372,11 @@ pub static CATALOG: &[Entry] = &[
         no("'link-mtu' is deprecated in OpenVPN 2.6 and not supported; use 'tun-mtu'"),
         no("'link-mtu' is deprecated in OpenVPN 2.6 and not supported; use 'tun-mtu'"),
     ),
-    e("mtu-disc", I, I),
+    e(
+        "mtu-disc",
+        no("'mtu-disc' is not supported yet"),
+        no("'mtu-disc' is not supported yet"),
+    ),
     e(
         "mtu-test",
         no("'mtu-test' is not supported"),
@@ -306,11 +392,19 @@ pub static CATALOG: &[Entry] = &[
         ),
     ),
     e("mssfix", I, I),
-    e("txqueuelen", I, I),
+    e(
+        "txqueuelen",
+        no("'txqueuelen' is not supported yet: set it with 'ip link set DEV txqueuelen N'"),
+        no("'txqueuelen' is not supported yet: set it with 'ip link set DEV txqueuelen N'"),
+    ),
     e("lladdr", NO_TAP, NO_TAP),
     e("ifconfig", NO_P2P, NO_P2P),
     e("ifconfig-ipv6", NO_P2P, NO_P2P),
-    e("ifconfig-noexec", I, I),
+    e(
+        "ifconfig-noexec",
+        no("'ifconfig-noexec' is not supported yet"),
+        no("'ifconfig-noexec' is not supported yet"),
+    ),
     e(
         "ifconfig-nowarn",
         always("tunnel addresses are never compared with the peer's"),
@@ -355,15 +449,47 @@ pub static CATALOG: &[Entry] = &[
     // Routes and scripts.
     e("route", I, I),
     e("route-ipv6", I, I),
-    e("route-gateway", I, I),
-    e("route-ipv6-gateway", I, I),
-    e("route-metric", I, I),
-    e("route-delay", I, I),
-    e("route-up", I, I),
-    e("route-pre-down", I, I),
-    e("route-noexec", I, I),
+    e(
+        "route-gateway",
+        I,
+        no("'route-gateway' in a server config is not supported yet"),
+    ),
+    e(
+        "route-ipv6-gateway",
+        no("'route-ipv6-gateway' is not supported yet by openvpn-client"),
+        no("'route-ipv6-gateway' in a server config is not supported yet"),
+    ),
+    e(
+        "route-metric",
+        I,
+        no("'route-metric' in a server config is not supported yet"),
+    ),
+    e(
+        "route-delay",
+        no("'route-delay' is not supported yet by openvpn-client"),
+        no("'route-delay' in a server config is not supported yet"),
+    ),
+    e(
+        "route-up",
+        no("'route-up' is not supported yet by openvpn-client"),
+        no("'route-up' in a server config is not supported yet"),
+    ),
+    e(
+        "route-pre-down",
+        no("'route-pre-down' is not supported yet by openvpn-client"),
+        no("'route-pre-down' in a server config is not supported yet"),
+    ),
+    e(
+        "route-noexec",
+        I,
+        no("'route-noexec' in a server config is not supported yet"),
+    ),
     e("route-nopull", I, CLIENT_SIDE),
-    e("allow-pull-fqdn", I, CLIENT_SIDE),
+    e(
+        "allow-pull-fqdn",
+        no("'allow-pull-fqdn' is not supported yet by openvpn-client"),
+        CLIENT_SIDE,
+    ),
     e(
         "redirect-gateway",
         I,
@@ -371,36 +497,72 @@ pub static CATALOG: &[Entry] = &[
     ),
     e(
         "redirect-private",
-        I,
+        no("'redirect-private' is not supported yet by openvpn-client"),
         na("'redirect-private' only acts on a client; a server pushes it with 'push'"),
     ),
-    e("block-ipv6", I, I),
+    e(
+        "block-ipv6",
+        I,
+        no("'block-ipv6' in a server config is not supported yet"),
+    ),
     e("route-method", WINDOWS, WINDOWS),
-    e("max-routes", I, I),
-    e("allow-recursive-routing", I, I),
+    e(
+        "max-routes",
+        no("'max-routes' is not supported yet by openvpn-client"),
+        no("'max-routes' in a server config is not supported yet"),
+    ),
+    e(
+        "allow-recursive-routing",
+        no("'allow-recursive-routing' is not supported yet by openvpn-client"),
+        no("'allow-recursive-routing' in a server config is not supported yet"),
+    ),
     e("up", I, I),
-    e("up-delay", I, I),
-    e("up-restart", I, I),
+    e(
+        "up-delay",
+        no("'up-delay' is not supported yet"),
+        no("'up-delay' is not supported yet"),
+    ),
+    e(
+        "up-restart",
+        no("'up-restart' is not supported yet"),
+        no("'up-restart' is not supported yet"),
+    ),
     e("down", I, I),
-    e("down-pre", I, I),
+    e(
+        "down-pre",
+        no("'down-pre' is not supported yet by openvpn-client"),
+        no("'down-pre' in a server config is not supported yet"),
+    ),
     e(
         "ipchange",
-        I,
+        no("'ipchange' is not supported yet by openvpn-client"),
         na("'ipchange' runs when a point-to-point peer's address changes; a server has none"),
     ),
     e("plugin", I, I),
     // Keepalive and timers.
     e("ping", I, I),
     e("ping-restart", I, I),
-    e("ping-exit", I, I),
+    e(
+        "ping-exit",
+        I,
+        no("'ping-exit' in a server config is not supported yet"),
+    ),
     e(
         "ping-timer-rem",
         always("the ping timers run only with a known remote, and every peer here has one"),
         always("the ping timers run only with a known remote, and every client has one"),
     ),
     e("keepalive", I, I),
-    e("inactive", I, I),
-    e("session-timeout", I, I),
+    e(
+        "inactive",
+        no("'inactive' is not supported yet"),
+        no("'inactive' is not supported yet"),
+    ),
+    e(
+        "session-timeout",
+        no("'session-timeout' is not supported yet"),
+        no("'session-timeout' is not supported yet"),
+    ),
     // Data channel crypto.
     e("cipher", I, I),
     e("data-ciphers", I, I),
@@ -465,14 +627,22 @@ pub static CATALOG: &[Entry] = &[
         no("'opt-verify' was removed in OpenVPN 2.6"),
         no("'opt-verify' was removed in OpenVPN 2.6"),
     ),
-    e("force-tls-key-material-export", I, I),
+    e(
+        "force-tls-key-material-export",
+        no("'force-tls-key-material-export' is not supported yet"),
+        no("'force-tls-key-material-export' is not supported yet"),
+    ),
     // TLS.
     e("ca", I, I),
     e("capath", I, I),
     e("cert", I, I),
     e("extra-certs", I, I),
     e("key", I, I),
-    e("dh", I, I),
+    e(
+        "dh",
+        na("only a TLS server uses Diffie-Hellman parameters"),
+        I,
+    ),
     e(
         "pkcs12",
         no(
@@ -503,39 +673,113 @@ pub static CATALOG: &[Entry] = &[
     e("tls-groups", I, I),
     e("ecdh-curve", I, I),
     e("tls-cert-profile", I, I),
-    e("tls-timeout", I, I),
+    e(
+        "tls-timeout",
+        no(
+            "'tls-timeout' is not supported yet: control packets are retransmitted on their own adaptive timer",
+        ),
+        no(
+            "'tls-timeout' is not supported yet: control packets are retransmitted on their own adaptive timer",
+        ),
+    ),
     e("tls-auth", I, I),
     e("tls-crypt", I, I),
     e("tls-crypt-v2", I, I),
-    e("tls-crypt-v2-verify", SERVER_ONLY, I),
-    e("tls-crypt-v2-max-age", SERVER_ONLY, I),
-    e("tls-exit", I, I),
-    e("tls-verify", I, I),
-    e("tls-export-cert", I, I),
+    e(
+        "tls-crypt-v2-verify",
+        SERVER_ONLY,
+        no(
+            "'tls-crypt-v2-verify' is not supported yet: client keys are accepted on the server key alone",
+        ),
+    ),
+    e(
+        "tls-crypt-v2-max-age",
+        SERVER_ONLY,
+        no("'tls-crypt-v2-max-age' is not supported yet"),
+    ),
+    e(
+        "tls-exit",
+        no("'tls-exit' is not supported yet"),
+        no("'tls-exit' is not supported yet"),
+    ),
+    e(
+        "tls-verify",
+        no(
+            "'tls-verify' is not supported yet: use verify-x509-name, remote-cert-tls or a tls-verify plugin",
+        ),
+        no(
+            "'tls-verify' is not supported yet: use verify-x509-name, remote-cert-tls or a tls-verify plugin",
+        ),
+    ),
+    e(
+        "tls-export-cert",
+        no("'tls-export-cert' is not supported yet"),
+        no("'tls-export-cert' is not supported yet"),
+    ),
     e("verify-x509-name", I, I),
-    e("verify-hash", I, I),
-    e("peer-fingerprint", I, I),
-    e("x509-track", I, I),
-    e("x509-username-field", SERVER_ONLY, I),
+    e(
+        "verify-hash",
+        no("'verify-hash' is not supported yet"),
+        no("'verify-hash' is not supported yet"),
+    ),
+    e(
+        "peer-fingerprint",
+        no("'peer-fingerprint' is not supported yet"),
+        no("'peer-fingerprint' is not supported yet"),
+    ),
+    e(
+        "x509-track",
+        no("'x509-track' is not supported yet"),
+        no("'x509-track' is not supported yet"),
+    ),
+    e(
+        "x509-username-field",
+        SERVER_ONLY,
+        no("'x509-username-field' is not supported yet: the common name is the username"),
+    ),
     e("ns-cert-type", I, I),
     e("remote-cert-tls", I, I),
     e("remote-cert-ku", I, I),
     e("remote-cert-eku", I, I),
     e("crl-verify", I, I),
-    e("single-session", I, I),
+    e(
+        "single-session",
+        no("'single-session' is not supported yet"),
+        no("'single-session' is not supported yet"),
+    ),
     e("hand-window", I, I),
-    e("tran-window", I, I),
+    e(
+        "tran-window",
+        no("'tran-window' is not supported yet by openvpn-client"),
+        I,
+    ),
     e("reneg-sec", I, I),
     e("reneg-bytes", I, I),
     e("reneg-pkts", I, I),
-    e("askpass", I, I),
+    e(
+        "askpass",
+        no(
+            "'askpass' is not supported yet: encrypted private keys must be decrypted first (openssl pkey)",
+        ),
+        no(
+            "'askpass' is not supported yet: encrypted private keys must be decrypted first (openssl pkey)",
+        ),
+    ),
     e("auth-nocache", I, CLIENT_SIDE),
     // Client authentication and push.
     e("auth-user-pass", I, SERVER_ONLY_CLIENT_OPTION),
     e("auth-retry", I, CLIENT_SIDE),
     e("static-challenge", I, CLIENT_SIDE),
-    e("auth-token", I, CLIENT_SIDE),
-    e("auth-token-user", I, CLIENT_SIDE),
+    e(
+        "auth-token",
+        no("'auth-token' in a profile is not supported yet (it is accepted when pushed)"),
+        CLIENT_SIDE,
+    ),
+    e(
+        "auth-token-user",
+        no("'auth-token-user' in a profile is not supported yet (it is accepted when pushed)"),
+        CLIENT_SIDE,
+    ),
     e("pull-filter", I, CLIENT_SIDE),
     e("push-peer-info", I, CLIENT_SIDE),
     e(
@@ -545,7 +789,9 @@ pub static CATALOG: &[Entry] = &[
     ),
     e(
         "dns",
-        I,
+        no(
+            "'dns' in a profile is not supported yet (a pushed 'dns' is applied); use dhcp-option DNS",
+        ),
         na("'dns' only acts on a client; a server pushes it with 'push'"),
     ),
     e("dns-updown", I, CLIENT_SIDE),
@@ -563,25 +809,65 @@ pub static CATALOG: &[Entry] = &[
     e("windows-driver", WINDOWS, WINDOWS),
     e("win-sys", WINDOWS, WINDOWS),
     e("msg-channel", WINDOWS, WINDOWS),
-    e("block-ipv4", I, I),
+    e(
+        "block-ipv4",
+        I,
+        no("'block-ipv4' in a server config is not supported yet"),
+    ),
     // Server mode.
     e("server", SERVER_ONLY, I),
     e("server-ipv6", SERVER_ONLY, I),
-    e("ifconfig-pool", SERVER_ONLY, I),
-    e("ifconfig-ipv6-pool", SERVER_ONLY, I),
+    e(
+        "ifconfig-pool",
+        SERVER_ONLY,
+        no("'ifconfig-pool' is not supported yet: use 'server NET MASK'"),
+    ),
+    e(
+        "ifconfig-ipv6-pool",
+        SERVER_ONLY,
+        no("'ifconfig-ipv6-pool' is not supported yet: use 'server-ipv6 NET/BITS'"),
+    ),
     e("ifconfig-pool-persist", SERVER_ONLY, I),
-    e("ifconfig-push", SERVER_ONLY, I),
-    e("ifconfig-ipv6-push", SERVER_ONLY, I),
-    e("iroute", SERVER_ONLY, I),
-    e("iroute-ipv6", SERVER_ONLY, I),
+    e(
+        "ifconfig-push",
+        SERVER_ONLY,
+        no(
+            "'ifconfig-push' belongs in a client-config-dir file or a client-connect script's output",
+        ),
+    ),
+    e(
+        "ifconfig-ipv6-push",
+        SERVER_ONLY,
+        no(
+            "'ifconfig-ipv6-push' belongs in a client-config-dir file or a client-connect script's output",
+        ),
+    ),
+    e(
+        "iroute",
+        SERVER_ONLY,
+        no("'iroute' belongs in a client-config-dir file or a client-connect script's output"),
+    ),
+    e(
+        "iroute-ipv6",
+        SERVER_ONLY,
+        no("'iroute-ipv6' belongs in a client-config-dir file or a client-connect script's output"),
+    ),
     e("push", SERVER_ONLY, I),
-    e("push-reset", SERVER_ONLY, I),
-    e("push-remove", SERVER_ONLY, I),
+    e(
+        "push-reset",
+        SERVER_ONLY,
+        no("'push-reset' belongs in a client-config-dir file or a client-connect script's output"),
+    ),
+    e(
+        "push-remove",
+        SERVER_ONLY,
+        no("'push-remove' belongs in a client-config-dir file or a client-connect script's output"),
+    ),
     e("client-to-client", SERVER_ONLY, I),
     e("duplicate-cn", SERVER_ONLY, I),
     e("client-config-dir", SERVER_ONLY, I),
     e("ccd-exclusive", SERVER_ONLY, I),
-    e("tmp-dir", SERVER_ONLY, I),
+    e("tmp-dir", SERVER_ONLY, no("'tmp-dir' is not supported yet")),
     e(
         "hash-size",
         SERVER_ONLY,
@@ -592,12 +878,32 @@ pub static CATALOG: &[Entry] = &[
         SERVER_ONLY,
         always("client-to-client packets are forwarded without a broadcast queue"),
     ),
-    e("tcp-queue-limit", SERVER_ONLY, I),
+    e(
+        "tcp-queue-limit",
+        SERVER_ONLY,
+        no("'tcp-queue-limit' is not supported yet"),
+    ),
     e("max-clients", SERVER_ONLY, I),
-    e("max-routes-per-client", SERVER_ONLY, I),
-    e("stale-routes-check", SERVER_ONLY, I),
-    e("connect-freq", SERVER_ONLY, I),
-    e("connect-freq-initial", SERVER_ONLY, I),
+    e(
+        "max-routes-per-client",
+        SERVER_ONLY,
+        no("'max-routes-per-client' is not supported yet"),
+    ),
+    e(
+        "stale-routes-check",
+        SERVER_ONLY,
+        no("'stale-routes-check' is not supported yet"),
+    ),
+    e(
+        "connect-freq",
+        SERVER_ONLY,
+        no("'connect-freq' is not supported yet"),
+    ),
+    e(
+        "connect-freq-initial",
+        SERVER_ONLY,
+        no("'connect-freq-initial' is not supported yet"),
+    ),
     e("learn-address", SERVER_ONLY, I),
     e("auth-user-pass-verify", SERVER_ONLY, I),
     e("auth-user-pass-optional", SERVER_ONLY, I),
@@ -605,7 +911,11 @@ pub static CATALOG: &[Entry] = &[
     e("auth-gen-token-secret", SERVER_ONLY, I),
     e("client-connect", SERVER_ONLY, I),
     e("client-disconnect", SERVER_ONLY, I),
-    e("client-crresponse", SERVER_ONLY, I),
+    e(
+        "client-crresponse",
+        SERVER_ONLY,
+        no("'client-crresponse' is not supported yet"),
+    ),
     e("username-as-common-name", SERVER_ONLY, I),
     e(
         "compat-names",
@@ -629,7 +939,11 @@ pub static CATALOG: &[Entry] = &[
     e("allow-compression", I, I),
     // Management.
     e("management", I, I),
-    e("management-client", I, I),
+    e(
+        "management-client",
+        no("'management-client' is not supported yet"),
+        no("'management-client' is not supported yet"),
+    ),
     e("management-client-auth", SERVER_ONLY, I),
     e(
         "management-client-pf",
@@ -638,14 +952,30 @@ pub static CATALOG: &[Entry] = &[
     ),
     e("management-hold", I, I),
     e("management-query-passwords", I, I),
-    e("management-query-proxy", I, CLIENT_SIDE),
-    e("management-query-remote", I, CLIENT_SIDE),
+    e(
+        "management-query-proxy",
+        no("'management-query-proxy' is not supported yet"),
+        CLIENT_SIDE,
+    ),
+    e(
+        "management-query-remote",
+        no("'management-query-remote' is not supported yet"),
+        CLIENT_SIDE,
+    ),
     e("management-forget-disconnect", I, I),
     e("management-signal", I, I),
     e("management-up-down", I, I),
     e("management-log-cache", I, I),
-    e("management-client-user", I, I),
-    e("management-client-group", I, I),
+    e(
+        "management-client-user",
+        no("'management-client-user' is not supported yet"),
+        no("'management-client-user' is not supported yet"),
+    ),
+    e(
+        "management-client-group",
+        no("'management-client-group' is not supported yet"),
+        no("'management-client-group' is not supported yet"),
+    ),
 ];
 
 const SERVER_ONLY_CLIENT_OPTION: Effect =

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openvpn_control::client::{ClientEvent, ClientPolicy, ClientSession};
+use openvpn_control::compression::AllowCompression;
 use openvpn_control::cookie::{CookieGate, GateVerdict, ServerWrapping};
 use openvpn_control::dataplane::{DataChannel, Payload, send_switch_delay};
 use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
@@ -79,6 +80,10 @@ pub struct Options {
     pub server_timers: Option<Timers>,
     pub client_tls_max: TlsVersionMax,
     pub server_tls_max: TlsVersionMax,
+    /// The client's `allow-compression` (effective mode).
+    pub client_allow_compression: AllowCompression,
+    /// Options the server pushes besides the fixed ones (e.g. `comp-lzo yes`).
+    pub extra_push: Vec<String>,
 }
 
 impl Default for Options {
@@ -102,6 +107,8 @@ impl Default for Options {
             server_timers: None,
             client_tls_max: TlsVersionMax::Tls13,
             server_tls_max: TlsVersionMax::Tls13,
+            client_allow_compression: AllowCompression::No,
+            extra_push: vec![],
         }
     }
 }
@@ -273,7 +280,7 @@ impl DataEnd {
                         self.received.insert(seq);
                     }
                     Payload::Ping => self.pings_received += 1,
-                    Payload::Occ(_) => {}
+                    Payload::Occ(_) | Payload::Decompressed => {}
                 }
                 true
             }
@@ -385,6 +392,7 @@ impl Pair {
             proto: opts.iv_proto,
             mtu: Some(1600),
             extra: vec![("IV_GUI_VER".into(), "pairtest_1.0".into())],
+            decompresses: opts.client_allow_compression != AllowCompression::No,
         }
         .render();
         let client_cfg = SessionConfig {
@@ -422,6 +430,7 @@ impl Pair {
                 fallback: None,
                 pull_filter: vec![],
                 route_nopull: false,
+                allow_compression: opts.client_allow_compression,
             },
         );
         let mut gkey = [0u8; 32];
@@ -435,12 +444,15 @@ impl Pair {
             server_policy: ServerPolicy {
                 ciphers: opts.server_ciphers,
                 fallback: None,
-                push: vec![
+                push: [
                     "topology subnet".into(),
                     "route-gateway 10.8.0.1".into(),
                     "ping 10".into(),
                     "ping-restart 60".into(),
-                ],
+                ]
+                .into_iter()
+                .chain(opts.extra_push)
+                .collect(),
                 dyn_tls_crypt: opts.dyn_tls_crypt,
                 tun_mtu: Some(1500),
             },
