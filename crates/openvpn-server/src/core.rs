@@ -369,12 +369,9 @@ fn digest(name: &str) -> Result<DigestKind, String> {
 /// Builds the TLS server configuration (certificates, CA, CRL, client-certificate policy).
 fn build_tls(cfg: &ServerConfig) -> Result<TlsConfig, String> {
     let creds = cfg.tls.credentials();
-    if cfg.verify_client_cert == VerifyClientCert::None
-        && cfg.auth_user_pass_verify.is_none()
-        && cfg.plugins.is_empty()
-    {
+    if cfg.verify_client_cert == VerifyClientCert::None && !cfg.has_password_check() {
         return Err(
-            "verify-client-cert none needs another authentication: add auth-user-pass-verify or an authentication plugin"
+            "verify-client-cert none needs another authentication: add auth-user-pass-verify, an authentication plugin or management-client-auth"
                 .into(),
         );
     }
