@@ -56,7 +56,12 @@ fn pki() -> TestPki {
         ca: ca.pem(),
         server: leaf("server", ExtendedKeyUsagePurpose::ServerAuth, true, None),
         server_no_ku: leaf("server", ExtendedKeyUsagePurpose::ServerAuth, false, None),
-        server_ns: leaf("server", ExtendedKeyUsagePurpose::ServerAuth, true, Some(0x40)),
+        server_ns: leaf(
+            "server",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            true,
+            Some(0x40),
+        ),
         client: leaf("client1", ExtendedKeyUsagePurpose::ClientAuth, true, None),
     }
 }
@@ -105,13 +110,21 @@ fn remote_cert_tls_needs_key_usage_and_the_right_eku() {
     let client = options("remote-cert-tls server\n", Role::Client, &p.ca, &p.client);
     handshake(&client, &server).expect("matching certificates");
     // A server certificate without a key usage extension: OpenVPN refuses it, so do we.
-    let bad = options("remote-cert-tls client\n", Role::Server, &p.ca, &p.server_no_ku);
+    let bad = options(
+        "remote-cert-tls client\n",
+        Role::Server,
+        &p.ca,
+        &p.server_no_ku,
+    );
     let e = handshake(&client, &bad).unwrap_err();
     assert!(e.contains("key usage"), "{e}");
     // The client's certificate presented as a server's: wrong extended key usage.
     let wrong = options("", Role::Server, &p.ca, &p.client);
     let e = handshake(&client, &wrong).unwrap_err();
-    assert!(e.contains("extended key usage") || e.contains("client"), "{e}");
+    assert!(
+        e.contains("extended key usage") || e.contains("client"),
+        "{e}"
+    );
 }
 
 #[test]

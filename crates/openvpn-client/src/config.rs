@@ -407,6 +407,9 @@ pub struct ClientConfig {
     /// `auth-nocache`: credentials from a file are read again for every connection instead
     /// of being kept; prompted ones are still kept (there is no terminal after start-up).
     pub auth_nocache: bool,
+    /// `route-delay [N] [W]`: wait N seconds (default 0) after the connection is up before
+    /// configuring the tunnel's routes (and addresses); W is Windows-only.
+    pub route_delay: Option<Duration>,
     /// `replay-window N [T]` (packets, seconds).
     pub replay_window: (u32, u32),
     /// `remote-random-hostname`: a random label is prepended to each remote host name.
@@ -480,6 +483,7 @@ impl Default for ClientConfig {
             suppress_timestamps: false,
             bind_local: None,
             replay_window: (64, 15),
+            route_delay: None,
             auth_file: None,
             auth_nocache: false,
             remote_random_hostname: false,
@@ -747,6 +751,13 @@ impl ClientConfig {
                 "local" => local = Some(arg(o, 0)?.to_owned()),
                 "lport" => lport = Some(num(o, 0)?),
                 "remote-random-hostname" => c.remote_random_hostname = true,
+                "route-delay" => {
+                    c.route_delay = Some(Duration::from_secs(if o.arg(0).is_some() {
+                        num(o, 0)?
+                    } else {
+                        0
+                    }))
+                }
                 "replay-window" => {
                     c.replay_window = (num(o, 0)?, if o.arg(1).is_some() { num(o, 1)? } else { 15 })
                 }

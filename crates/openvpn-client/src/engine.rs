@@ -700,6 +700,15 @@ async fn connect_once<T: TunBuilder>(
                     emit(s, VpnEvent::PushedOptions(Box::new(p.clone())));
                     if s.device.is_none() || s.device_settings.as_ref() != Some(&settings) {
                         s.device = None;
+                        if let Some(delay) = s.cfg.route_delay.filter(|d| !d.is_zero()) {
+                            // route-delay: routes (with the tunnel's addresses, which go up
+                            // with them here) wait this long after the connection is up.
+                            tracing::info!(
+                                "route-delay: configuring the tunnel in {} s",
+                                delay.as_secs()
+                            );
+                            tokio::time::sleep(delay).await;
+                        }
                         match s.builder.establish(&settings).await {
                             Ok(d) => {
                                 s.device = Some(Arc::new(d));

@@ -794,7 +794,9 @@ impl ServerConfig {
     /// (`auth-user-pass-verify`, `management-client-auth`, or a plugin), as `verify-client-cert
     /// none` requires.
     pub fn has_password_check(&self) -> bool {
-        self.auth_user_pass_verify.is_some() || self.management_client_auth || !self.plugins.is_empty()
+        self.auth_user_pass_verify.is_some()
+            || self.management_client_auth
+            || !self.plugins.is_empty()
     }
 
     /// The logging options (`verb`, `log`, `syslog`, …).

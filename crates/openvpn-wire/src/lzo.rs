@@ -232,10 +232,16 @@ mod tests {
             decompress(&[17 + 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x11, 0, 0], &mut out),
             Err(LzoError::OutputOverrun(8))
         );
-        // A long literal run (length bytes 0 … 0 1) over the limit.
+        // A long literal run (length bytes 0 … 0 1) longer than the input.
         let mut s = vec![0u8; 1000];
         s.push(1);
+        assert_eq!(decompress(&s, &mut out), Err(LzoError::InputOverrun));
+        // One of 19 literals (0, then 15 + 3 + 1) present but over the limit.
+        let mut s = vec![0u8, 1];
+        s.extend([7u8; 19]);
+        s.extend(END_MARKER);
         assert_eq!(decompress(&s, &mut out), Err(LzoError::OutputOverrun(8)));
+        assert_eq!(decompress(&s, &mut [0u8; 19]), Ok(19));
         // The end marker's length field is never used: a long one is no error, whatever
         // the room (found by the decompress fuzz target).
         let s = [18, b'E', 0x10, 0x00, 0x11, 0x00, 0x00];

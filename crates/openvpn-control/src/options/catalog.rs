@@ -466,7 +466,7 @@ pub static CATALOG: &[Entry] = &[
     ),
     e(
         "route-delay",
-        no("'route-delay' is not supported yet by openvpn-client"),
+        I,
         no("'route-delay' in a server config is not supported yet"),
     ),
     e(
