@@ -40,7 +40,7 @@ fn client_text(port: u16, extra: &str) -> String {
     let pki = shared_pki();
     let tc = StaticKey::generate(&mut ChaCha20Rng::seed_from_u64(3)).to_pem();
     format!(
-        "client\nproto udp\nremote 127.0.0.1 {port}\nremote-cert-tls server\n{extra}\n<ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n<tls-crypt>\n{tc}</tls-crypt>\n",
+        "client\nproto udp\nremote 127.0.0.1 {port}\n{extra}\n<ca>\n{ca}</ca>\n<cert>\n{c}</cert>\n<key>\n{k}</key>\n<tls-crypt>\n{tc}</tls-crypt>\n",
         ca = pki.ca,
         c = pki.client.0,
         k = pki.client.1
