@@ -139,3 +139,63 @@ pub fn tun_env(dev: &str, s: &TunSettings) -> Vec<(String, String)> {
     }
     env
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A profile's `plugin` line, called around the tunnel with the up script's argv.
+    #[test]
+    fn profile_plugin_gets_up_and_down() {
+        let dir = std::env::temp_dir().join(format!("ovrs-client-plugin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../openvpn-plugin/tests/test_plugin.c");
+        let so = dir.join("ovrs-test-plugin.so");
+        match std::process::Command::new("gcc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&so)
+            .arg(&src)
+            .status()
+        {
+            Ok(s) => assert!(s.success(), "gcc failed"),
+            Err(e) => {
+                eprintln!("SKIP: no gcc ({e})");
+                return;
+            }
+        }
+        let journal = dir.join("journal");
+        let cfg = ClientConfig {
+            plugins: vec![(
+                so.display().to_string(),
+                vec![journal.display().to_string()],
+            )],
+            ..ClientConfig::default()
+        };
+        let mut p = ClientPlugins::load(&cfg).unwrap().unwrap();
+        let s = TunSettings {
+            ipv4: Some(("10.8.0.2".parse().unwrap(), 24)),
+            mtu: 1500,
+            ..TunSettings::default()
+        };
+        // The module asks for UP and DOWN, not ROUTE_UP (which is then skipped).
+        assert!(p.up("tun9", &s));
+        assert!(p.down("tun9", &s));
+        drop(p);
+        let text = std::fs::read_to_string(&journal).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "open -",
+                "constructor",
+                "up tun9",
+                "type 1",
+                "destructor 2",
+                "close"
+            ]
+        );
+        assert_eq!(up_args("tun9", &s)[3..5], ["10.8.0.2", "255.255.255.0"]);
+    }
+}
