@@ -312,15 +312,22 @@ async fn debian_auth_pam_plugin_accepts_alice_and_denies_bob() {
         eprintln!("SKIP: {so} is not installed (apt-get install openvpn)");
         return;
     }
+    /// The test's PAM service file, removed however the test ends.
+    struct PamService(std::path::PathBuf);
+    impl Drop for PamService {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
     let service = format!("ovrs-hooks-{}", std::process::id());
-    let pam = std::path::Path::new("/etc/pam.d").join(&service);
+    let pam = PamService(std::path::Path::new("/etc/pam.d").join(&service));
     if std::fs::write(
-        &pam,
+        &pam.0,
         "auth required pam_succeed_if.so user = alice quiet\nauth required pam_permit.so\naccount required pam_permit.so\n",
     )
     .is_err()
     {
-        eprintln!("SKIP: cannot write {} (needs root)", pam.display());
+        eprintln!("SKIP: cannot write {} (needs root)", pam.0.display());
         return;
     }
     // Deferred, as OpenVPN servers usually run it: auth-pam's helper writes the verdict
@@ -332,7 +339,7 @@ async fn debian_auth_pam_plugin_accepts_alice_and_denies_bob() {
     )
     .await;
     let (bad, _) = session(&server, "<auth-user-pass>\nbob\nsecret\n</auth-user-pass>").await;
-    let _ = std::fs::remove_file(&pam);
+    drop(pam);
     assert!(
         ok.iter().any(|e| matches!(e, VpnEvent::Connected { .. })),
         "{ok:#?}"
