@@ -56,6 +56,10 @@ pub(crate) enum Scenario {
     Float,
     /// One continuous ping (-i 0.5) for this many seconds with no loss (reneg-sec cases).
     LongPing { secs: u32 },
+    /// Ten pings of compressible payload (`ping -p 00 -s 1000`) to 10.8.0.1, none lost: a
+    /// compressing peer compresses them (the case's `client_log_has` shows our side
+    /// decompressed them).
+    CompressiblePing,
     /// The real server, then ours, on the byte-identical generated server.conf; the client
     /// (real) connects to each and pings.
     SameConfig,
@@ -476,6 +480,39 @@ pub(crate) const CASES: &[Case] = &[
         scenario: Scenario::LongPing { secs: 35 },
         ..OURS_CLIENT
     },
+    // 8b. compression: the real server compresses (allow-compression yes) and pushes the
+    // algorithm; our client decompresses (allow-compression asym, or 2.6's default for a
+    // profile with the algorithm) and sends uncompressed (0xFA / lz4-v2 uncompressed).
+    Case {
+        name: "real-server-ours-client-compress-comp-lzo-yes",
+        server_extra: &[
+            "comp-lzo yes",
+            "allow-compression yes",
+            "push \"comp-lzo yes\"",
+        ],
+        client_extra: &["allow-compression asym"],
+        scenario: Scenario::CompressiblePing,
+        client_log_has: &[
+            "compression 'comp-lzo yes': LZO packets from the server are decompressed",
+            "decompressing: the server sent a compressed packet",
+        ],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "real-server-ours-client-compress-lz4-v2",
+        server_extra: &[
+            "compress lz4-v2",
+            "allow-compression yes",
+            "push \"compress lz4-v2\"",
+        ],
+        client_extra: &["compress lz4-v2"],
+        scenario: Scenario::CompressiblePing,
+        client_log_has: &[
+            "compression 'compress lz4-v2': LZ4 packets from the server are decompressed",
+            "decompressing: the server sent a compressed packet",
+        ],
+        ..OURS_CLIENT
+    },
     // 9. username/password checked by the real server's script.
     Case {
         name: "real-server-ours-client-auth-user-pass-right",
@@ -630,6 +667,30 @@ pub(crate) const CASES: &[Case] = &[
         server_extra: &["push \"route 10.66.0.0 255.255.0.0\""],
         scenario: Scenario::Laptop(Laptop::Unprivileged),
         ..OURS_CLIENT
+    },
+    // ---- Topologies: OpenVPN's default net30 (no 'topology' line) and p2p ----
+    Case {
+        name: "topology-net30-ours-server-real-client",
+        server_extra: &["topology net30"],
+        server_log_has: &["topology net30"],
+        client_log_has: &["10.8.0.6", "10.8.0.5"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "topology-p2p-ours-server-real-client",
+        server_extra: &["topology p2p"],
+        client_log_has: &["10.8.0.4"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "topology-net30-real-server-ours-client",
+        server_extra: &["topology net30"],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "topology-net30-ours-both",
+        server_extra: &["topology net30", "client-to-client"],
+        ..OURS_OURS
     },
     // ---- Server operations: our server, the real client (server_ops.rs) ----
     Case {

@@ -30,7 +30,7 @@ pub enum Directive {
         v6: bool,
     },
     /// `ifconfig-push ADDR [NETMASK]`: this client's fixed IPv4 address.
-    IfconfigPush(Ipv4Addr),
+    IfconfigPush(Ipv4Addr, Option<Ipv4Addr>),
     /// `ifconfig-ipv6-push ADDR/BITS [SERVER]`: this client's fixed IPv6 address, its prefix
     /// length and, if given, the server side of the tunnel.
     IfconfigIpv6Push(Ipv6Addr, u8, Option<Ipv6Addr>),
@@ -79,11 +79,14 @@ pub fn parse_directive(l: &OptionLine) -> Result<Directive, String> {
             let addr = a
                 .parse()
                 .map_err(|_| format!("bad ifconfig-push address '{a}'"))?;
-            if let Some(m) = l.arg(1) {
-                m.parse::<Ipv4Addr>()
-                    .map_err(|_| format!("bad ifconfig-push netmask '{m}'"))?;
-            }
-            Directive::IfconfigPush(addr)
+            let second = match l.arg(1) {
+                Some(m) => Some(
+                    m.parse::<Ipv4Addr>()
+                        .map_err(|_| format!("bad ifconfig-push netmask or peer address '{m}'"))?,
+                ),
+                None => None,
+            };
+            Directive::IfconfigPush(addr, second)
         }
         "ifconfig-ipv6-push" => {
             at_most(2)?;
@@ -211,7 +214,10 @@ mod tests {
     fn addresses_and_iroutes_parse() {
         assert_eq!(
             one("ifconfig-push 10.8.0.50 255.255.255.0"),
-            Ok(Directive::IfconfigPush("10.8.0.50".parse().unwrap()))
+            Ok(Directive::IfconfigPush(
+                "10.8.0.50".parse().unwrap(),
+                Some("255.255.255.0".parse().unwrap())
+            ))
         );
         assert_eq!(
             one("ifconfig-ipv6-push fd08::50/64 fd08::1"),

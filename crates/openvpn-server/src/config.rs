@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use openvpn_control::loading::{arg, file_or_inline, invalid as err, number as parse_num};
 use openvpn_control::options::catalog::{self, Role, Screened};
-use openvpn_control::options::{OptionLine, OptionSource, describe_location};
+use openvpn_control::options::{OptionLine, OptionSource};
 use openvpn_control::server::CompressionConfig;
+
+pub use crate::pool::Topology;
 
 /// Errors while loading the configuration (shared with the other binary's loader).
 pub use openvpn_control::loading::LoadError as ConfigError;
@@ -142,6 +144,8 @@ pub struct ServerConfig {
     pub user: Option<String>,
     /// `group`.
     pub group: Option<String>,
+    /// `cd`, `nice`, `mlock` (applied at start-up).
+    pub process: openvpn_control::process_options::ProcessOptions,
     /// `daemon [name]`.
     pub daemon: bool,
     /// `writepid FILE`.
@@ -200,6 +204,8 @@ pub struct ServerConfig {
     /// `down CMD`: run after the tun device is closed (as the unprivileged user if
     /// user/group dropped privileges, as in OpenVPN).
     pub down: Option<String>,
+    /// `topology` (net30 when absent, as in OpenVPN).
+    pub topology: Topology,
     /// `persist-tun`: a SIGUSR1 restart keeps the tun device (and its addresses) open.
     pub persist_tun: bool,
     /// `syslog [NAME]` (the program name, default `openvpn`).
@@ -286,6 +292,7 @@ impl Default for ServerConfig {
             plugins: Vec::new(),
             user: None,
             group: None,
+            process: Default::default(),
             daemon: false,
             writepid: None,
             log: None,
@@ -313,6 +320,7 @@ impl Default for ServerConfig {
             ifconfig_pool_persist: None,
             learn_address: None,
             persist_tun: false,
+            topology: Topology::Net30,
             up: None,
             down: None,
             syslog: None,
@@ -354,6 +362,8 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
     let mut key_direction: Option<u8> = None;
     let mut keepalive: Option<(u32, u32)> = None;
     let ignored = catalog::ignored_unknown(lines);
+    // `cd DIR` moves the base of the relative paths after it.
+    let mut base_dir = base.to_path_buf();
     for o in lines {
         let n = o.name.as_str();
         match catalog::screen(o, Role::Server)? {
@@ -364,6 +374,10 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             }
             Screened::Skip => continue,
         }
+        if c.process.apply(o, &mut base_dir)? {
+            continue;
+        }
+        let base = base_dir.as_path();
         if c.tls.apply(o, base, Role::Server)? {
             continue;
         }
@@ -564,6 +578,9 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 arg(o, 0)?.to_owned(),
                 openvpn_plugin::init_args(o.args.get(1..).unwrap_or_default()),
             )),
+            "setenv-safe" => c
+                .setenv
+                .push(openvpn_control::process_options::setenv_safe(o)?),
             "user" => c.user = Some(arg(o, 0)?.to_owned()),
             "group" => c.group = Some(arg(o, 0)?.to_owned()),
             "daemon" => c.daemon = true,
@@ -722,7 +739,6 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 .push(catalog::unhandled(o, Role::Server, &ignored)?),
         }
     }
-    let where_ = |name: &str| lines.iter().rev().find(|l| l.name == name).cloned();
     if !mode_server || !seen_tls_server {
         return Err(ConfigError::Invalid(
             "this is not a server config: add 'server NET MASK' (or 'mode server' and 'tls-server')".into(),
@@ -764,22 +780,26 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
         c.push.insert(0, format!("ping-restart {b}"));
         c.push.insert(0, format!("ping {a}"));
     }
-    let topo = topology.clone().unwrap_or_else(|| "net30".into());
-    if let Some((net, mask)) = c.server_v4 {
-        if topo != "subnet" {
-            let o = where_("server");
-            let at = o
-                .as_ref()
-                .map(describe_location)
-                .unwrap_or_else(|| "config".into());
-            return Err(ConfigError::Invalid(format!(
-                "{at}: 'server' with topology {topo} is not supported yet (OpenVPN's default when 'topology' is absent is net30): add 'topology subnet'"
-            )));
+    c.topology = match topology.as_deref() {
+        Some("subnet") => Topology::Subnet,
+        Some("p2p") => Topology::P2p,
+        _ => Topology::Net30,
+    };
+    if c.server_v4.is_some() {
+        if c.topology == Topology::Net30 {
+            c.notices.push(
+                "topology net30 (OpenVPN's default without a 'topology' line) is deprecated by OpenVPN 2.6 for IPv4 pools; 'topology subnet' is recommended"
+                    .into(),
+            );
         }
-        let gw = Ipv4Addr::from(u32::from(net) + 1);
-        let _ = mask;
-        c.push.insert(0, format!("route-gateway {gw}"));
-        c.push.insert(0, "topology subnet".to_owned());
+        let shape = crate::pool::PoolShape::of(&c);
+        for (i, line) in shape
+            .server_push(c.client_to_client)
+            .into_iter()
+            .enumerate()
+        {
+            c.push.insert(i, line);
+        }
     }
     if c.server_v4.is_none() && c.server_v6.is_none() {
         return Err(ConfigError::Invalid(
@@ -816,16 +836,9 @@ pub fn load_from(
     config_file: Option<&Path>,
     cli: Vec<OptionLine>,
 ) -> Result<ServerConfig, ConfigError> {
-    let mut lines = Vec::new();
-    let mut base = PathBuf::from(".");
-    if let Some(path) = config_file {
-        lines = openvpn_control::loading::read_config_file(path)?;
-        base = std::env::current_dir().unwrap_or_default();
-    }
-    lines.extend(
-        cli.into_iter()
-            .filter(|l| l.name != "config" || l.source != OptionSource::CommandLine),
-    );
+    // `--cd DIR` before `--config FILE` reads FILE (and its relative paths) from DIR.
+    let (mut lines, base) = openvpn_control::loading::config_lines(config_file, cli)?;
+    lines.retain(|l| l.name != "config" || l.source != OptionSource::CommandLine);
     let toml = lines
         .iter()
         .rev()
@@ -904,10 +917,17 @@ mod tests {
             e.contains("config line 20") && e.contains("'http' is not a valid number"),
             "{e}"
         );
-        let e = cfg(&BASE.replace("topology subnet\n", ""))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("topology subnet"), "{e}");
+        // No topology line: OpenVPN's net30, with its deprecation note.
+        let c = cfg(&BASE.replace("topology subnet\n", "")).unwrap();
+        assert_eq!(c.topology, Topology::Net30);
+        assert_eq!(&c.push[..2], &["topology net30", "route 10.8.0.1"]);
+        assert!(c.notices.iter().any(|n| n.contains("deprecated")));
+        let c =
+            cfg(&BASE.replace("topology subnet\n", "topology p2p\nclient-to-client\n")).unwrap();
+        assert_eq!(
+            &c.push[..2],
+            &["topology p2p", "route 10.8.0.0 255.255.255.0"]
+        );
         let e = cfg(&format!("{BASE}ca missing.crt\n"))
             .unwrap_err()
             .to_string();
@@ -972,5 +992,29 @@ mod tests {
             let c = cfg(&BASE.replace("proto udp", &format!("proto {p}"))).unwrap();
             assert_eq!((c.transport, c.family), (t, f), "{p}");
         }
+    }
+
+    /// `cd`, `nice`, `mlock`, `setenv-safe`: `cd` moves the base of later relative paths.
+    #[test]
+    fn process_options() {
+        let c = cfg(&format!(
+            "{BASE}status before.txt\ncd /\nnice 2\nmlock\nsetenv-safe NAME v\nlog after.log\n"
+        ))
+        .unwrap();
+        assert_eq!(c.process.cd.as_deref(), Some(Path::new("/")));
+        assert_eq!((c.process.nice, c.process.mlock), (2, true));
+        assert_eq!(c.log, Some((PathBuf::from("/after.log"), false)));
+        assert!(
+            c.status
+                .as_ref()
+                .is_some_and(|(p, _)| p.ends_with("before.txt") && p != Path::new("/before.txt"))
+        );
+        assert!(
+            c.setenv
+                .contains(&("OPENVPN_NAME".to_owned(), "v".to_owned()))
+        );
+        // ca.crt is beside the config, not in /: a cd before it changes where it is read.
+        let e = cfg(&format!("cd /\n{BASE}")).unwrap_err().to_string();
+        assert!(e.contains("ca.crt"), "{e}");
     }
 }

@@ -152,6 +152,8 @@ pub struct ClientConn {
     push_list: Option<Vec<String>>,
     /// `ifconfig-push` override.
     fixed_v4: Option<Ipv4Addr>,
+    /// The second address of a client-config-dir `ifconfig-push` (netmask or peer).
+    fixed_v4_second: Option<Ipv4Addr>,
     /// `ifconfig-ipv6-push` override: address, prefix length, server side (if given).
     fixed_v6: Option<(Ipv6Addr, u8, Option<Ipv6Addr>)>,
     /// `push-remove ifconfig` / `push-remove ifconfig-ipv6`: (IPv4, IPv6) not pushed.
@@ -478,7 +480,7 @@ impl ServerCore {
             unix_time: started_unix as u32,
         };
         let policy = build_policy(&cfg);
-        let shape = PoolShape::new(cfg.server_v4, cfg.server_v6);
+        let shape = PoolShape::of(&cfg);
         let token_key = cfg.auth_gen_token.map(|_| {
             cfg.auth_gen_token_secret
                 .clone()
@@ -546,7 +548,7 @@ impl ServerCore {
             .as_deref()
             .map(parse_pool_persist)
             .unwrap_or_default();
-        let pool = AddressPool::new(cfg.server_v4, cfg.server_v6);
+        let pool = AddressPool::with_shape(PoolShape::of(cfg));
         Arc::new(std::sync::Mutex::new(Leases::new(pool, persist)))
     }
 
@@ -897,6 +899,7 @@ impl ServerCore {
                     pending_credentials: None,
                     push_list: None,
                     fixed_v4: None,
+                    fixed_v4_second: None,
                     fixed_v6: None,
                     no_ifconfig: (false, false),
                     connect_seq: 0,
@@ -1608,8 +1611,21 @@ impl ServerCore {
             if let Some(a) = c.v4() {
                 env.push(("ifconfig_pool_remote_ip".into(), a.to_string()));
             }
-            if let Some(m) = self.shape.netmask_v4() {
-                env.push(("ifconfig_pool_netmask".into(), m.to_string()));
+            match (self.shape.topology(), c.v4()) {
+                (crate::pool::Topology::Subnet, _) => {
+                    if let Some(m) = self.shape.netmask_v4() {
+                        env.push(("ifconfig_pool_netmask".into(), m.to_string()));
+                    }
+                }
+                // net30 / p2p: the client's point-to-point peer address.
+                (_, Some(a)) => {
+                    if let Some(line) = self.shape.ifconfig_push(a, c.fixed_v4_second) {
+                        if let Some(peer) = line.split(' ').nth(2) {
+                            env.push(("ifconfig_pool_local_ip".into(), peer.to_owned()));
+                        }
+                    }
+                }
+                _ => {}
             }
             if let Some(a) = c.v6() {
                 env.push(("ifconfig_pool_remote_ip6".into(), a.to_string()));
@@ -2035,8 +2051,9 @@ impl ServerCore {
             }
             match d {
                 Directive::Disable => Err(at("client disabled (disable)".into())),
-                Directive::IfconfigPush(a) => {
+                Directive::IfconfigPush(a, second) => {
                     c.fixed_v4 = Some(a);
+                    c.fixed_v4_second = second;
                     Ok(())
                 }
                 Directive::IfconfigIpv6Push(a, bits, remote) => {
@@ -2086,12 +2103,14 @@ impl ServerCore {
             }
             _ => {}
         }
-        if let (Some(a), Some(m), false) = (
-            c.fixed_v4.or(lease.v4),
-            self.shape.netmask_v4(),
+        let second = c.fixed_v4.and(c.fixed_v4_second);
+        if let (Some(line), false) = (
+            c.fixed_v4
+                .or(lease.v4)
+                .and_then(|a| self.shape.ifconfig_push(a, second)),
             c.no_ifconfig.0,
         ) {
-            push.push(format!("ifconfig {a} {m}"));
+            push.push(line);
         }
         push.append(&mut c.token_push);
         if let Some(list) = &c.push_list {

@@ -80,6 +80,9 @@ fn main() -> anyhow::Result<()> {
     for note in &cfg.notices {
         tracing::info!("{note}");
     }
+    // cd, nice, mlock: before the runtime's threads start (they inherit the nice value).
+    let p = &cfg.process;
+    openvpn_tun::process::apply_start(p.cd.as_deref(), p.nice, p.mlock)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,4 +1,12 @@
-//! The IPv4/IPv6 address pool of `server` / `server-ipv6` (topology subnet).
+//! The IPv4/IPv6 address pool of `server` / `server-ipv6`, in OpenVPN's three topologies.
+//!
+//! ```text
+//!  server 10.8.0.0/24   server    clients                         pushed
+//!  subnet               .1/24     .2, .3, … (one address each)    ifconfig .2 255.255.255.0
+//!  net30                .1 (.2)   /30 blocks from .4: .6, .10, …  ifconfig .6 .5
+//!  p2p                  .1 (.2)   .4, .5, … (one address each)    ifconfig .4 .1
+//! ```
+//! IPv6 (`server-ipv6`) is the same in every topology: `net+0x1000+i`.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -108,6 +116,30 @@ impl Leases {
     }
 }
 
+/// `topology`: how IPv4 tunnel addresses are laid out (OpenVPN's default, when the config has
+/// no `topology` line, is `net30`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Topology {
+    /// One address per client in the server's subnet; the server is `.1`.
+    Subnet,
+    /// A /30 per client: the client's address and a virtual peer address (`.6` and `.5`).
+    #[default]
+    Net30,
+    /// One address per client from `.4`, with the server's `.1` as its point-to-point peer.
+    P2p,
+}
+
+impl Topology {
+    /// The option's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::Subnet => "subnet",
+            Topology::Net30 => "net30",
+            Topology::P2p => "p2p",
+        }
+    }
+}
+
 /// An address with its prefix length.
 pub type V4Net = (Ipv4Addr, u8);
 /// An IPv6 address with its prefix length.
@@ -119,6 +151,7 @@ pub type V6Net = (Ipv6Addr, u8);
 pub struct PoolShape {
     v4: Option<(Ipv4Addr, u8)>,
     v6: Option<(Ipv6Addr, u8)>,
+    topology: Topology,
 }
 
 /// Hands out tunnel addresses: the i-th lease is `net+2+i` (IPv4) and `net+0x1000+i` (IPv6).
@@ -152,13 +185,96 @@ impl PoolShape {
         PoolShape {
             v4: v4.map(|(n, m)| (Ipv4Addr::from(u32::from(n) & u32::from(m)), prefix_len(m))),
             v6,
+            topology: Topology::Subnet,
         }
+    }
+
+    /// The ranges and topology of a server config.
+    pub fn of(cfg: &crate::config::ServerConfig) -> Self {
+        PoolShape {
+            topology: cfg.topology,
+            ..PoolShape::new(cfg.server_v4, cfg.server_v6)
+        }
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// The IPv4 address of pool entry `index`.
+    fn v4_at(&self, index: usize) -> Option<Ipv4Addr> {
+        let (n, _) = self.v4?;
+        let i = u32::try_from(index).ok()?;
+        let offset = match self.topology {
+            Topology::Subnet => 2 + i,
+            Topology::Net30 => 4 * (i + 1) + 2,
+            Topology::P2p => 4 + i,
+        };
+        Some(Ipv4Addr::from(u32::from(n).checked_add(offset)?))
+    }
+
+    /// The pool entry of IPv4 address `a`.
+    fn v4_index(&self, a: Ipv4Addr) -> Option<usize> {
+        let (n, _) = self.v4?;
+        let off = u32::from(a).checked_sub(u32::from(n))?;
+        let i = match self.topology {
+            Topology::Subnet => off.checked_sub(2)?,
+            Topology::Net30 => {
+                if off % 4 != 2 {
+                    return None;
+                }
+                (off / 4).checked_sub(1)?
+            }
+            Topology::P2p => off.checked_sub(4)?,
+        };
+        usize::try_from(i).ok()
+    }
+
+    /// The `ifconfig` option pushed for a client with address `local`: `ifconfig A MASK`
+    /// (subnet), `ifconfig A PEER` (net30: the /30's other host address; p2p: the server's
+    /// address). `second` is the second argument of a client-config-dir `ifconfig-push`,
+    /// which wins where given.
+    pub fn ifconfig_push(&self, local: Ipv4Addr, second: Option<Ipv4Addr>) -> Option<String> {
+        let second = match (second, self.topology) {
+            (Some(s), _) => s,
+            (None, Topology::Subnet) => self.netmask_v4()?,
+            (None, Topology::Net30) => Ipv4Addr::from(u32::from(local) ^ 3),
+            (None, Topology::P2p) => self.server_addresses().0?.0,
+        };
+        Some(format!("ifconfig {local} {second}"))
+    }
+
+    /// The options `server` adds to the push list in this topology (before the config's
+    /// own `push` lines), as OpenVPN 2.6 does.
+    pub fn server_push(&self, client_to_client: bool) -> Vec<String> {
+        let mut v = vec![format!("topology {}", self.topology.as_str())];
+        let Some((server, _)) = self.server_addresses().0 else {
+            return v;
+        };
+        match self.topology {
+            Topology::Subnet => v.push(format!("route-gateway {server}")),
+            Topology::Net30 | Topology::P2p if client_to_client => {
+                if let (Some((n, _)), Some(m)) = (self.v4, self.netmask_v4()) {
+                    v.push(format!("route {n} {m}"));
+                }
+            }
+            Topology::Net30 => v.push(format!("route {server}")),
+            Topology::P2p => {}
+        }
+        v
     }
 
     /// How many clients the ranges hold (at most 65536).
     fn entries(&self) -> usize {
         let size_v4 = self.v4.map_or(usize::MAX, |(_, p)| {
-            (1usize << (32 - u32::from(p).min(31))).saturating_sub(4)
+            let size = 1usize << (32 - u32::from(p).min(31));
+            match self.topology {
+                Topology::Subnet => size.saturating_sub(4),
+                // OpenVPN's pool runs from net+4 to net+size-5.
+                Topology::Net30 => size.saturating_sub(8) / 4,
+                Topology::P2p => size.saturating_sub(8),
+            }
         });
         let size_v6 = self.v6.map_or(usize::MAX, |(_, p)| {
             if p >= 112 {
@@ -196,17 +312,21 @@ impl PoolShape {
         if let (Some(a), Some((s, p))) = (lease.v6, s6) {
             v.push(format!("ifconfig-ipv6 {a}/{p} {s}"));
         }
-        if let (Some(a), Some(m)) = (lease.v4, self.netmask_v4()) {
-            v.push(format!("ifconfig {a} {m}"));
+        if let Some(line) = lease.v4.and_then(|a| self.ifconfig_push(a, None)) {
+            v.push(line);
         }
         v
     }
 }
 
 impl AddressPool {
-    /// A pool for `server NET MASK` and `server-ipv6 NET/BITS`.
+    /// A pool for `server NET MASK` and `server-ipv6 NET/BITS` (topology subnet).
     pub fn new(v4: Option<(Ipv4Addr, Ipv4Addr)>, v6: Option<(Ipv6Addr, u8)>) -> Self {
-        let shape = PoolShape::new(v4, v6);
+        Self::with_shape(PoolShape::new(v4, v6))
+    }
+
+    /// A pool of these ranges and topology.
+    pub fn with_shape(shape: PoolShape) -> Self {
         AddressPool {
             shape,
             used: vec![false; shape.entries()],
@@ -235,7 +355,7 @@ impl AddressPool {
     /// The pool index of IPv4 address `a` (or, without IPv4, IPv6 address `a6`).
     pub fn index_of(&self, a: Option<Ipv4Addr>, a6: Option<Ipv6Addr>) -> Option<usize> {
         let i = match (self.shape.v4, a, self.shape.v6, a6) {
-            (Some((n, _)), Some(a), _, _) => u32::from(a).checked_sub(u32::from(n) + 2)? as usize,
+            (Some(_), Some(a), _, _) => self.shape.v4_index(a)?,
             (None, _, Some((n, _)), Some(a)) => {
                 u128::from(a).checked_sub(u128::from(n) + 0x1000)? as usize
             }
@@ -252,10 +372,7 @@ impl AddressPool {
         self.used[index] = true;
         Some(Lease {
             index,
-            v4: self
-                .shape
-                .v4
-                .map(|(n, _)| Ipv4Addr::from(u32::from(n) + 2 + index as u32)),
+            v4: self.shape.v4_at(index),
             v6: self
                 .shape
                 .v6
@@ -275,6 +392,60 @@ impl AddressPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net30_and_p2p_lay_out_addresses_like_openvpn() {
+        let net = Some((
+            "10.8.0.0".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+        ));
+        let shape = |t| PoolShape {
+            topology: t,
+            ..PoolShape::new(net, None)
+        };
+        let mut p = AddressPool::with_shape(shape(Topology::Net30));
+        let a = p.lease().unwrap();
+        let b = p.lease().unwrap();
+        assert_eq!(a.v4, Some("10.8.0.6".parse().unwrap()));
+        assert_eq!(b.v4, Some("10.8.0.10".parse().unwrap()));
+        assert_eq!(p.shape().push_options(&a), ["ifconfig 10.8.0.6 10.8.0.5"]);
+        assert_eq!(
+            p.index_of(Some("10.8.0.10".parse().unwrap()), None),
+            Some(1)
+        );
+        assert_eq!(p.index_of(Some("10.8.0.9".parse().unwrap()), None), None);
+        // 10.8.0.4/30 … 10.8.0.248/30: 62 clients in a /24, as OpenVPN's pool.
+        let mut n = 2;
+        while p.lease().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 62);
+        assert_eq!(
+            shape(Topology::Net30).server_push(false),
+            ["topology net30", "route 10.8.0.1"]
+        );
+        assert_eq!(
+            shape(Topology::Net30).server_push(true),
+            ["topology net30", "route 10.8.0.0 255.255.255.0"]
+        );
+        let mut p = AddressPool::with_shape(shape(Topology::P2p));
+        let a = p.lease().unwrap();
+        assert_eq!(a.v4, Some("10.8.0.4".parse().unwrap()));
+        assert_eq!(p.shape().push_options(&a), ["ifconfig 10.8.0.4 10.8.0.1"]);
+        assert_eq!(shape(Topology::P2p).server_push(false), ["topology p2p"]);
+        assert_eq!(
+            shape(Topology::Subnet).server_push(false),
+            ["topology subnet", "route-gateway 10.8.0.1"]
+        );
+        // A client-config-dir ifconfig-push's second address wins.
+        assert_eq!(
+            shape(Topology::Net30).ifconfig_push(
+                "10.8.0.9".parse().unwrap(),
+                Some("10.8.0.10".parse().unwrap())
+            ),
+            Some("ifconfig 10.8.0.9 10.8.0.10".into())
+        );
+    }
 
     #[test]
     fn persisted_addresses_come_back_and_are_kept_from_others() {
