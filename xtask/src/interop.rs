@@ -411,6 +411,23 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
                 );
             }
         }
+        Scenario::CompressiblePing => {
+            let r = ping_result(ping_start_with(
+                &cd.dir,
+                CLIENT_NS,
+                PING_TARGETS[0],
+                10,
+                "0.2",
+                &["-p", "00", "-s", "1000"],
+            )?)?;
+            println!("interop: compressible pings: {}", r.summary());
+            ensure!(
+                r.all_ok(),
+                "compressible pings were lost: {}\n{}",
+                r.summary(),
+                procs.tails()
+            );
+        }
         Scenario::Flood => flood(&cd, &mut procs, server)?,
         Scenario::ServerRestart => server_restart(env, case, &cd, &mut procs, server, client)?,
         Scenario::ServerOps(ops) => {
@@ -994,12 +1011,25 @@ fn ping_start(
     count: u32,
     interval: &str,
 ) -> Result<(Bg, String, u32, f64)> {
+    ping_start_with(dir, ns, target, count, interval, &[])
+}
+
+/// [`ping_start`] with more ping options (e.g. `-p 00 -s 1000`) before the target.
+fn ping_start_with(
+    dir: &Path,
+    ns: &str,
+    target: &str,
+    count: u32,
+    interval: &str,
+    options: &[&str],
+) -> Result<(Bg, String, u32, f64)> {
     let n = PING_SEQ.fetch_add(1, Ordering::Relaxed);
     let count_s = count.to_string();
     let mut cmd = Command::new("ip");
     cmd.args([
-        "netns", "exec", ns, "ping", "-n", "-c", &count_s, "-i", interval, "-W", "2", target,
+        "netns", "exec", ns, "ping", "-n", "-c", &count_s, "-i", interval, "-W", "2",
     ]);
+    cmd.args(options).arg(target);
     let bg = Bg::start(&mut cmd, &dir.join(format!("ping-{n}.txt")))?;
     let secs = f64::from(count) * interval.parse::<f64>().unwrap_or(1.0);
     Ok((bg, target.to_owned(), count, secs))
