@@ -17,6 +17,32 @@ use crate::tls::{
     TlsVersionMin, X509NameCheck, eku_oid,
 };
 
+/// Control-channel wrapping with key material (file text): `tls-auth`, `tls-crypt`,
+/// `tls-crypt-v2` (the server's key on a server, the client's key on a client).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsWrap {
+    /// None.
+    #[default]
+    None,
+    /// `tls-auth FILE [dir]` (+ `key-direction`).
+    Auth {
+        /// Key file text.
+        key: String,
+        /// 0, 1 or bidirectional (`None`).
+        direction: Option<u8>,
+    },
+    /// `tls-crypt FILE`.
+    Crypt {
+        /// Key file text.
+        key: String,
+    },
+    /// `tls-crypt-v2 FILE`.
+    CryptV2 {
+        /// Key file text.
+        key: String,
+    },
+}
+
 /// The TLS settings of a config (file contents already read).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsOptions {
@@ -38,7 +64,19 @@ pub struct TlsOptions {
     pub algorithms: Algorithms,
     /// Checks on the peer's certificate.
     pub peer_policy: PeerCertPolicy,
+    /// `tls-auth` / `tls-crypt` / `tls-crypt-v2` (with `key-direction` applied by
+    /// [`TlsOptions::finish`]).
+    pub wrap: TlsWrap,
+    key_direction: Option<u8>,
     extra_certs: Option<String>,
+}
+
+fn direction(o: &OptionLine, d: &str) -> Result<u8, LoadError> {
+    match d {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        x => Err(invalid(o, format!("key direction '{x}' must be 0 or 1"))),
+    }
 }
 
 impl TlsOptions {
@@ -138,6 +176,25 @@ impl TlsOptions {
                 }
                 v => return Err(invalid(o, format!("'{v}' is not a TLS version (1.2, 1.3)"))),
             },
+            "tls-auth" => {
+                let key = file_or_inline(o, base)?;
+                let dir = if o.is_inline() { None } else { o.arg(1) };
+                self.wrap = TlsWrap::Auth {
+                    key,
+                    direction: dir.map(|d| direction(o, d)).transpose()?,
+                };
+            }
+            "key-direction" => self.key_direction = Some(direction(o, arg(o, 0)?)?),
+            "tls-crypt" => {
+                self.wrap = TlsWrap::Crypt {
+                    key: file_or_inline(o, base)?,
+                }
+            }
+            "tls-crypt-v2" => {
+                self.wrap = TlsWrap::CryptV2 {
+                    key: file_or_inline(o, base)?,
+                }
+            }
             "tls-cipher" => self.algorithms.tls12 = Some(arg(o, 0)?.to_owned()),
             "tls-ciphersuites" => self.algorithms.tls13 = Some(arg(o, 0)?.to_owned()),
             "tls-groups" | "ecdh-curve" => self.algorithms.groups = Some(arg(o, 0)?.to_owned()),
@@ -195,6 +252,11 @@ impl TlsOptions {
     /// What one sees after loading: `extra-certs` joined to the chain. Call once, after the
     /// last line.
     pub fn finish(&mut self) {
+        if let (TlsWrap::Auth { direction, .. }, Some(k)) = (&mut self.wrap, self.key_direction) {
+            if direction.is_none() {
+                *direction = Some(k);
+            }
+        }
         if let (Some(cert), Some(extra)) = (&mut self.cert, self.extra_certs.take()) {
             if !cert.ends_with('\n') {
                 cert.push('\n');

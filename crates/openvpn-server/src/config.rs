@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use openvpn_control::loading::{arg, file_or_inline, invalid as err, number as parse_num};
+use openvpn_control::loading::{self, arg, file_or_inline, invalid as err, number as parse_num};
 use openvpn_control::options::catalog::{self, Role, Screened};
 use openvpn_control::options::{OptionLine, OptionSource};
 use openvpn_control::server::CompressionConfig;
@@ -35,29 +35,7 @@ pub enum Family {
     V6,
 }
 
-/// Control-channel wrapping with key material (PEM/hex text).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TlsWrap {
-    /// None.
-    None,
-    /// `tls-auth FILE [dir]` (+ `key-direction`).
-    Auth {
-        /// Key file text.
-        key: String,
-        /// 0, 1 or bidirectional.
-        direction: Option<u8>,
-    },
-    /// `tls-crypt FILE`.
-    Crypt {
-        /// Key file text.
-        key: String,
-    },
-    /// `tls-crypt-v2 FILE` (server key).
-    CryptV2 {
-        /// Server key text.
-        key: String,
-    },
-}
+pub use openvpn_control::tls_options::TlsWrap;
 
 /// `verify-client-cert`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +73,6 @@ pub struct ServerConfig {
     pub data_ciphers_fallback: Option<String>,
     /// `auth` digest name (CBC ciphers and tls-auth).
     pub auth: String,
-    /// Control-channel wrapping.
-    pub tls_wrap: TlsWrap,
     /// `verify-client-cert`.
     pub verify_client_cert: VerifyClientCert,
     /// `ping` seconds.
@@ -269,7 +245,6 @@ impl Default for ServerConfig {
             ],
             data_ciphers_fallback: None,
             auth: "SHA1".into(),
-            tls_wrap: TlsWrap::None,
             verify_client_cert: VerifyClientCert::Require,
             ping: None,
             ping_restart: None,
@@ -359,7 +334,6 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
     let mut seen_tls_server = false;
     let mut mode_server = false;
     let mut topology: Option<String> = None;
-    let mut key_direction: Option<u8> = None;
     let mut keepalive: Option<(u32, u32)> = None;
     let ignored = catalog::ignored_unknown(lines);
     // `cd DIR` moves the base of the relative paths after it.
@@ -446,68 +420,12 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                     // A DH file is harmless: only ECDHE is used.
                 }
             }
-            "data-ciphers" | "ncp-ciphers" => {
-                c.data_ciphers = arg(o, 0)?
-                    .split(':')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                for cipher in &c.data_ciphers {
-                    if openvpn_crypto::CipherKind::from_name(cipher).is_none() {
-                        return Err(err(
-                            o,
-                            format!(
-                                "cipher '{cipher}' is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305, AES-256-CBC …)"
-                            ),
-                        ));
-                    }
-                }
-            }
-            "data-ciphers-fallback" | "cipher" => {
-                let name = arg(o, 0)?;
-                if openvpn_crypto::CipherKind::from_name(name).is_none() {
-                    return Err(err(o, format!("cipher '{name}' is not supported")));
-                }
-                c.data_ciphers_fallback = Some(name.to_owned());
-            }
-            "auth" => {
-                let d = arg(o, 0)?;
-                if openvpn_crypto::DigestKind::from_name(d).is_none() {
-                    return Err(err(
-                        o,
-                        format!("digest '{d}' is not supported (SHA1, SHA256, SHA512)"),
-                    ));
-                }
-                c.auth = d.to_owned();
-            }
-            "tls-auth" => {
-                let key = file_or_inline(o, base)?;
-                let dir = if o.is_inline() { None } else { o.arg(1) };
-                let direction = match dir {
-                    None => None,
-                    Some("0") => Some(0),
-                    Some("1") => Some(1),
-                    Some(d) => return Err(err(o, format!("key direction '{d}' must be 0 or 1"))),
-                };
-                c.tls_wrap = TlsWrap::Auth { key, direction };
-            }
-            "key-direction" => {
-                key_direction = match arg(o, 0)? {
-                    "0" => Some(0),
-                    "1" => Some(1),
-                    d => return Err(err(o, format!("'{d}' must be 0 or 1"))),
-                }
-            }
-            "tls-crypt" => {
-                c.tls_wrap = TlsWrap::Crypt {
-                    key: file_or_inline(o, base)?,
-                }
-            }
-            "tls-crypt-v2" => {
-                c.tls_wrap = TlsWrap::CryptV2 {
-                    key: file_or_inline(o, base)?,
-                }
-            }
+            "data-ciphers" | "ncp-ciphers" => c.data_ciphers = loading::cipher_list(o)?,
+            "data-ciphers-fallback" | "cipher" => match loading::fallback_cipher(o)? {
+                Ok(name) => c.data_ciphers_fallback = Some(name),
+                Err(note) => c.notices.push(note),
+            },
+            "auth" => c.auth = loading::digest(o)?,
             "verify-client-cert" => {
                 c.verify_client_cert = match arg(o, 0)? {
                     "require" => VerifyClientCert::Require,
@@ -769,11 +687,6 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "a server needs 'ca', 'cert' and 'key'".into(),
         ));
     }
-    if let (TlsWrap::Auth { direction, .. }, Some(kd)) = (&mut c.tls_wrap, key_direction) {
-        if direction.is_none() {
-            *direction = Some(kd);
-        }
-    }
     if let Some((a, b)) = keepalive {
         c.ping = Some(a);
         c.ping_restart = Some(b.saturating_mul(2));
@@ -891,7 +804,7 @@ mod tests {
                 "ping-restart 60"
             ]
         );
-        assert!(matches!(c.tls_wrap, TlsWrap::Crypt { .. }));
+        assert!(matches!(c.tls.wrap, TlsWrap::Crypt { .. }));
     }
 
     #[test]

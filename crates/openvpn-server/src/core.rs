@@ -394,7 +394,7 @@ fn build_policy(cfg: &ServerConfig) -> ServerPolicy {
 
 /// Builds the server-side control wrapping from the config.
 fn server_wrapping(cfg: &ServerConfig) -> Result<ServerWrapping, String> {
-    Ok(match &cfg.tls_wrap {
+    Ok(match &cfg.tls.wrap {
         TlsWrap::None => ServerWrapping::None,
         TlsWrap::Auth { key, direction } => {
             let k = StaticKey::parse_pem(key).map_err(|e| format!("tls-auth: {e}"))?;
@@ -435,12 +435,12 @@ fn options_string(cfg: &ServerConfig) -> String {
     );
     if let TlsWrap::Auth {
         direction: Some(d), ..
-    } = cfg.tls_wrap
+    } = cfg.tls.wrap
     {
         s.push_str(&format!(",keydir {d}"));
     }
     s.push_str(&format!(",auth {},keysize 128", cfg.auth.to_uppercase()));
-    if matches!(cfg.tls_wrap, TlsWrap::Auth { .. }) {
+    if matches!(cfg.tls.wrap, TlsWrap::Auth { .. }) {
         s.push_str(",tls-auth");
     }
     s.push_str(",key-method 2,tls-server");
@@ -685,7 +685,7 @@ impl ServerCore {
         {
             ignored.push("dev/server/server-ipv6".to_owned());
         }
-        if new.tls_wrap != self.cfg.tls_wrap {
+        if new.tls.wrap != self.cfg.tls.wrap {
             ignored.push("tls-auth/tls-crypt/tls-crypt-v2".to_owned());
         }
         if new.plugins != self.cfg.plugins {
@@ -710,7 +710,7 @@ impl ServerCore {
             self.cfg.dev.clone(),
             self.cfg.server_v4,
             self.cfg.server_v6,
-            self.cfg.tls_wrap.clone(),
+            self.cfg.tls.wrap.clone(),
         );
         self.cfg = new;
         (
@@ -720,7 +720,7 @@ impl ServerCore {
             self.cfg.dev,
             self.cfg.server_v4,
             self.cfg.server_v6,
-            self.cfg.tls_wrap,
+            self.cfg.tls.wrap,
         ) = keep;
         Ok(ignored)
     }
@@ -1058,6 +1058,13 @@ impl ServerCore {
                 ip.clear();
                 if let Some(c) = self.clients.get(pid as usize).and_then(Option::as_ref) {
                     ip.extend_from_slice(c.data.decompressed());
+                    if c.data.stats().decompressed == 1 {
+                        info!(
+                            "peer {} ({}): decompressing what the client compresses (openvpn-rs sends uncompressed)",
+                            c.peer_id,
+                            c.common_name.as_deref().unwrap_or("?")
+                        );
+                    }
                 }
                 self.deliver(now, pid, &ip, out);
                 self.inflated = ip;
