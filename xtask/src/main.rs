@@ -14,6 +14,7 @@
 
 mod bench;
 mod cases;
+mod corpus;
 mod deps;
 mod flood;
 mod fuzz;
@@ -41,6 +42,8 @@ commands:
                               N concurrent clients (default 1000, --quick = 100) against one
                               server, ours and real OpenVPN: handshakes/s, memory and CPU per
                               client, ping success (root); target/bench/load.{json,md}
+  corpus [--update]           tests/corpus through --check-config vs the real 2.6's
+                              verdicts (expected.tsv) and the last accepted run (ours.tsv)
   fuzz-smoke [--seconds N]    fuzz targets over seeds + mutants on stable (default 20 s)";
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn run() -> Result<()> {
         "bench" => bench::run(&bench::Options::parse(rest)?),
         "load" => load::run(&load::Options::parse(rest)?),
         "fuzz-smoke" => fuzz::smoke(rest),
+        "corpus" => corpus::run(&workspace_root()?, rest.iter().any(|a| a == "--update")),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -98,6 +102,7 @@ fn ci() -> Result<()> {
         &["test", "--workspace"],
         &["test", "-p", "openvpn-crypto", "--features", "rustcrypto"],
         &["xtask", "fuzz-smoke", "--seconds", "20"],
+        &["xtask", "corpus"],
     ] {
         let mut cmd = Command::new(&cargo);
         cmd.args(args).current_dir(&root);

@@ -98,6 +98,9 @@ const NO_P2P: Effect = no(
 const NO_STATIC_KEY: Effect = no(
     "static-key mode ('secret') is deprecated in OpenVPN 2.6 and not supported; use TLS with 'tls-crypt'",
 );
+const PROXY_RETRY: Effect = na(
+    "removed in OpenVPN 2.4 (2.6 accepts it with a warning): a proxy connection is retried like any other; 'connect-retry-max 1' gives the old behaviour",
+);
 const NO_PKCS11: Effect =
     no("smart cards and PKCS#11 are not supported yet; use 'cert'/'key' files");
 
@@ -145,53 +148,25 @@ pub static CATALOG: &[Entry] = &[
     ),
     e("suppress-timestamps", I, I),
     e("machine-readable-output", I, I),
-    e(
-        "user",
-        no(
-            "'user' in a client profile is not supported yet: run openvpn-client as an ordinary user with the root helper instead (README)",
-        ),
-        I,
-    ),
-    e(
-        "group",
-        no(
-            "'group' in a client profile is not supported yet: run openvpn-client as an ordinary user with the root helper instead (README)",
-        ),
-        I,
-    ),
+    e("user", I, I),
+    e("group", I, I),
     e(
         "chroot",
         no("'chroot' is not supported by openvpn-client"),
         no("'chroot' is not supported yet"),
     ),
-    e(
-        "cd",
-        no("'cd' is not supported yet: give absolute paths or start in that directory"),
-        no("'cd' is not supported yet: give absolute paths or start in that directory"),
-    ),
-    e(
-        "nice",
-        no("'nice' is not supported yet: start the process with nice(1)"),
-        no("'nice' is not supported yet: start the process with nice(1)"),
-    ),
+    e("cd", I, I),
+    e("nice", I, I),
     e(
         "setcon",
         no("SELinux contexts (setcon) are not supported"),
         no("SELinux contexts (setcon) are not supported"),
     ),
-    e(
-        "mlock",
-        no("'mlock' is not supported yet"),
-        no("'mlock' is not supported yet"),
-    ),
+    e("mlock", I, I),
     e("status", I, I),
     e("status-version", I, I),
     e("setenv", I, I),
-    e(
-        "setenv-safe",
-        no("'setenv-safe' is not supported yet"),
-        no("'setenv-safe' is not supported yet"),
-    ),
+    e("setenv-safe", I, I),
     e("ignore-unknown-option", I, I),
     e("script-security", I, I),
     e(
@@ -256,36 +231,14 @@ pub static CATALOG: &[Entry] = &[
         always("the local address is resolved once, at start"),
         always("the local address is resolved once, at start"),
     ),
-    e(
-        "http-proxy",
-        no("'http-proxy' is not supported yet: connect directly or through a system-wide proxy"),
-        CLIENT_SIDE,
-    ),
-    e(
-        "http-proxy-option",
-        no(
-            "'http-proxy-option' is not supported yet: connect directly or through a system-wide proxy",
-        ),
-        CLIENT_SIDE,
-    ),
-    e(
-        "http-proxy-user-pass",
-        no(
-            "'http-proxy-user-pass' is not supported yet: connect directly or through a system-wide proxy",
-        ),
-        CLIENT_SIDE,
-    ),
-    e(
-        "socks-proxy",
-        no("'socks-proxy' is not supported yet: connect directly or through a system-wide proxy"),
-        CLIENT_SIDE,
-    ),
+    e("http-proxy", I, CLIENT_SIDE),
+    e("http-proxy-option", I, CLIENT_SIDE),
+    e("http-proxy-user-pass", I, CLIENT_SIDE),
+    e("socks-proxy", I, CLIENT_SIDE),
+    e("http-proxy-retry", PROXY_RETRY, PROXY_RETRY),
+    e("socks-proxy-retry", PROXY_RETRY, PROXY_RETRY),
     e("explicit-exit-notify", I, I),
-    e(
-        "passtos",
-        no("'passtos' is not supported yet"),
-        no("'passtos' is not supported yet"),
-    ),
+    e("passtos", I, no("'passtos' is not supported yet")),
     e(
         "sndbuf",
         always("socket buffers are sized for batched I/O"),
@@ -471,12 +424,12 @@ pub static CATALOG: &[Entry] = &[
     ),
     e(
         "route-up",
-        no("'route-up' is not supported yet by openvpn-client"),
+        I,
         no("'route-up' in a server config is not supported yet"),
     ),
     e(
         "route-pre-down",
-        no("'route-pre-down' is not supported yet by openvpn-client"),
+        I,
         no("'route-pre-down' in a server config is not supported yet"),
     ),
     e(
@@ -524,18 +477,18 @@ pub static CATALOG: &[Entry] = &[
     ),
     e(
         "up-restart",
-        no("'up-restart' is not supported yet"),
-        no("'up-restart' is not supported yet"),
+        I,
+        no("'up-restart' in a server config is not supported yet"),
     ),
     e("down", I, I),
     e(
         "down-pre",
-        no("'down-pre' is not supported yet by openvpn-client"),
+        I,
         no("'down-pre' in a server config is not supported yet"),
     ),
     e(
         "ipchange",
-        no("'ipchange' is not supported yet by openvpn-client"),
+        I,
         na("'ipchange' runs when a point-to-point peer's address changes; a server has none"),
     ),
     e("plugin", I, I),
@@ -553,11 +506,7 @@ pub static CATALOG: &[Entry] = &[
         always("the ping timers run only with a known remote, and every client has one"),
     ),
     e("keepalive", I, I),
-    e(
-        "inactive",
-        no("'inactive' is not supported yet"),
-        no("'inactive' is not supported yet"),
-    ),
+    e("inactive", I, no("'inactive' is not supported yet")),
     e(
         "session-timeout",
         no("'session-timeout' is not supported yet"),
@@ -699,8 +648,8 @@ pub static CATALOG: &[Entry] = &[
     ),
     e(
         "tls-exit",
-        no("'tls-exit' is not supported yet"),
-        no("'tls-exit' is not supported yet"),
+        I,
+        no("'tls-exit' in a server config is not supported yet"),
     ),
     e(
         "tls-verify",
@@ -1087,6 +1036,34 @@ pub fn report(lines: &[OptionLine], role: Role) -> String {
     out
 }
 
+/// `docs/options.md`: every option in the catalog with its effect in each role (the unit test
+/// `docs_options_md_is_current` keeps the committed file equal to this).
+pub fn markdown() -> String {
+    use std::fmt::Write as _;
+    let cell = |e: Effect| match e.reason() {
+        Some(why) => format!("{}: {}", e.label(), why.replace('|', "\\|")),
+        None => e.label().to_owned(),
+    };
+    let mut out = String::from(
+        "# What each OpenVPN 2.6 option does in openvpn-rs\n\n\
+         Generated from `crates/openvpn-control/src/options/catalog.rs` (the table both binaries \
+         and `--check-config` use; `cargo test -p openvpn-control docs_options_md` checks this file \
+         is current, `OVRS_WRITE_DOCS=1` rewrites it). *implemented*: OpenVPN's meaning; \
+         *no effect on Linux*: accepted with one logged line, because OpenVPN itself does nothing \
+         with it on Linux or in that role; *refused*: the config is rejected with the line number \
+         and this reason.\n\n| option | client (`openvpn-client`) | server (`openvpn-server`) |\n|---|---|---|\n",
+    );
+    let mut entries: Vec<&Entry> = CATALOG.iter().collect();
+    entries.sort_by_key(|e| e.name);
+    for e in entries {
+        let _ = writeln!(out, "| `{}` | {} | {} |", e.name, cell(e.client), cell(e.server));
+    }
+    for name in OURS {
+        let _ = writeln!(out, "| `{name}` | implemented: an openvpn-rs option | implemented: an openvpn-rs option |");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1109,6 +1086,20 @@ mod tests {
         );
         assert!(r.contains("fragment") && r.contains("refused"), "{r}");
         assert!(r.contains("frob") && r.contains("ignored"), "{r}");
+    }
+
+    #[test]
+    fn docs_options_md_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/options.md");
+        let want = markdown();
+        if std::env::var_os("OVRS_WRITE_DOCS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/options.md is stale: run OVRS_WRITE_DOCS=1 cargo test -p openvpn-control docs_options_md"
+        );
     }
 
     #[test]
