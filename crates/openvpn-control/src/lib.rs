@@ -27,6 +27,7 @@ pub mod mgmt_words;
 pub mod ncp;
 pub mod options;
 pub mod peer_info;
+pub mod process_options;
 pub mod reliable;
 pub mod server;
 pub mod session;

@@ -617,6 +617,12 @@ impl Drop for RouteManager {
             let _ = std::fs::remove_file(&self.journal);
             return;
         }
+        if crate::process::privileges_dropped() {
+            // Without root nothing here can be undone (or the journal deleted): it stays for
+            // a root process that watches it (the client's guardian) or the next start.
+            tracing::info!(dev = %self.dev, journal = %self.journal.display(), "privileges were dropped (user/group): routes and DNS are left to the guardian");
+            return;
+        }
         if let Err(e) = self.cleanup() {
             tracing::warn!(dev = %self.dev, %e, "cleanup on drop failed; the journal is kept for recover");
         }

@@ -1,7 +1,16 @@
-//! Process helpers that need `unsafe` libc calls: daemonizing and dropping privileges.
+//! Process helpers that need `unsafe` libc calls: daemonizing, dropping privileges, and the
+//! start-up options `cd`, `nice` and `mlock` ([`apply_start`]).
 
 use std::ffi::CString;
 use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once [`drop_privileges`] changed the user or group.
+static DROPPED: AtomicBool = AtomicBool::new(false);
+
+/// The memory-lock limit `mlock` asks for when the current one is lower (OpenVPN's 100 MB).
+pub const MLOCK_LIMIT: u64 = 100 * 1024 * 1024;
 
 /// Detaches from the terminal like OpenVPN's `daemon`: fork (parent exits), new session,
 /// stdin/stdout/stderr to /dev/null. Call before starting any threads (before tokio).
@@ -37,30 +46,143 @@ pub fn daemonize() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether [`drop_privileges`] switched user or group in this process: what needs root
+/// (routes, DNS) can no longer be undone here and is left to a root process (the client's
+/// guardian) or the next start.
+pub fn privileges_dropped() -> bool {
+    DROPPED.load(Ordering::Relaxed)
+}
+
 /// Switches to `group` then `user` (names or numeric ids), also dropping supplementary groups.
+/// glibc applies the change to every thread of the process.
 pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
-    if let Some(g) = group {
-        let gid = lookup_group(g)?;
-        // SAFETY: setgroups with an empty list, then setgid; plain syscalls.
-        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 || unsafe { libc::setgid(gid) } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+    let gid = group.map(lookup_group).transpose()?;
+    let uid = user.map(lookup_user).transpose()?;
+    // The user's primary group unless `group` names one.
+    let Some(gid) = gid.or(uid.map(|(_, g)| g)) else {
+        return Ok(());
+    };
+    // Set before the first change: should a call below fail half-way, root-only clean-up is
+    // not attempted either.
+    DROPPED.store(true, Ordering::Relaxed);
+    // SAFETY: setgroups with an empty list, then setgid; plain syscalls.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 || unsafe { libc::setgid(gid) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    if let Some(u) = user {
-        let (uid, gid) = lookup_user(u)?;
-        if group.is_none() {
-            // SAFETY: as above.
-            if unsafe { libc::setgroups(0, std::ptr::null()) } != 0
-                || unsafe { libc::setgid(gid) } != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
+    if let Some((uid, _)) = uid {
         // SAFETY: plain syscall.
         if unsafe { libc::setuid(uid) } != 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// `cd`, `nice`, `mlock` as OpenVPN applies them at start-up: change the working directory
+/// (later relative paths, scripts included, start there), add `nice` to the scheduling
+/// priority, lock all memory. Call it before any thread is started (Linux keeps the nice
+/// value per thread; new threads inherit it). A failing `cd` or memory-lock limit is an
+/// error; a failing nice or mlockall is logged, as OpenVPN does.
+pub fn apply_start(cd: Option<&Path>, nice: i32, mlock: bool) -> io::Result<()> {
+    if let Some(dir) = cd {
+        std::env::set_current_dir(dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("cd to '{}' failed: {e}", dir.display()))
+        })?;
+        tracing::info!("cd {}: working directory changed", dir.display());
+    }
+    if nice != 0 {
+        match renice(nice) {
+            Ok(now) => tracing::info!("nice {nice} succeeded (priority now {now})"),
+            Err(e) => tracing::warn!("WARNING: nice {nice} failed: {e}"),
+        }
+    }
+    if mlock {
+        let (soft, hard) = raise_memlock_limit(MLOCK_LIMIT).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("mlock: setrlimit(RLIMIT_MEMLOCK) failed: {e}"),
+            )
+        })?;
+        tracing::info!(
+            "mlock: MEMLOCK limit: soft={} KB, hard={} KB",
+            soft / 1024,
+            hard / 1024
+        );
+        match mlock_all() {
+            Ok(()) => tracing::info!("mlockall call succeeded"),
+            Err(e) => tracing::warn!("WARNING: mlockall call failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Adds `inc` to the calling thread's nice value (clamped to -20..=19, like nice(2));
+/// returns the new value. Threads started afterwards inherit it.
+pub fn renice(inc: i32) -> io::Result<i32> {
+    let now = priority()?;
+    let want = now.saturating_add(inc).clamp(-20, 19);
+    // SAFETY: plain syscall without pointers; `who` 0 is the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, want) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(want)
+}
+
+/// The calling thread's nice value.
+pub fn priority() -> io::Result<i32> {
+    // SAFETY: errno is thread-local; getpriority can legitimately return -1, so errno is
+    // cleared first and checked after, as its manual page prescribes.
+    let p = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    if p == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(0) {
+            return Err(e);
+        }
+    }
+    Ok(p)
+}
+
+/// Raises RLIMIT_MEMLOCK to at least `min` bytes (the hard limit too, if it is lower); returns
+/// the (soft, hard) limits in force afterwards.
+pub fn raise_memlock_limit(min: u64) -> io::Result<(u64, u64)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if rl.rlim_cur < min {
+        rl.rlim_cur = min;
+        rl.rlim_max = rl.rlim_max.max(min);
+        // SAFETY: `rl` is a valid rlimit read above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((rl.rlim_cur, rl.rlim_max))
+}
+
+/// `mlockall(MCL_CURRENT | MCL_FUTURE)`: no page of this process is ever swapped out (keys
+/// included). Memory allocated later counts against RLIMIT_MEMLOCK unless the process keeps
+/// CAP_IPC_LOCK ([`raise_memlock_limit`] first).
+pub fn mlock_all() -> io::Result<()> {
+    // SAFETY: plain syscall with constant flags.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Undoes [`mlock_all`] (for tests).
+pub fn munlock_all() -> io::Result<()> {
+    // SAFETY: plain syscall without arguments.
+    if unsafe { libc::munlockall() } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -107,5 +229,50 @@ mod tests {
         assert_eq!(lookup_user("root").map(|u| u.0).ok(), Some(0));
         assert_eq!(lookup_group("root").ok(), Some(0));
         assert!(lookup_user("no-such-user-ovrs").is_err());
+    }
+
+    /// `nice 1` lowers this thread's priority by one (a test thread: the others keep theirs).
+    #[test]
+    fn renice_adds_to_the_threads_priority() {
+        let handle = std::thread::spawn(|| {
+            let before = priority().expect("getpriority");
+            let after = renice(1).expect("setpriority");
+            assert_eq!(after, (before + 1).min(19));
+            assert_eq!(priority().expect("getpriority"), after);
+            // A thread started now inherits it.
+            let child = std::thread::spawn(priority).join().expect("join");
+            assert_eq!(child.expect("getpriority"), after);
+        });
+        handle.join().expect("test thread");
+    }
+
+    /// `mlock`: after mlock_all the process has locked memory (VmLck > 0); undone at once so
+    /// the other tests run unlocked. Without the privilege (an unprivileged CI) the call
+    /// fails with EPERM/ENOMEM, which apply_start logs as OpenVPN does.
+    #[test]
+    fn mlock_all_locks_the_process_memory() {
+        let vm_lck = || -> u64 {
+            std::fs::read_to_string("/proc/self/status")
+                .expect("status")
+                .lines()
+                .find_map(|l| l.strip_prefix("VmLck:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+                .and_then(|v| v.parse().ok())
+                .expect("VmLck")
+        };
+        let limits = raise_memlock_limit(MLOCK_LIMIT);
+        match (limits, mlock_all()) {
+            (Ok((soft, _)), Ok(())) => {
+                assert!(soft >= MLOCK_LIMIT);
+                let locked = vm_lck();
+                munlock_all().expect("munlockall");
+                assert!(locked > 0, "VmLck is 0 after mlockall");
+                assert_eq!(vm_lck(), 0);
+            }
+            (l, m) => {
+                let _ = munlock_all();
+                eprintln!("SKIP: no privilege to lock memory here ({l:?}, {m:?})");
+            }
+        }
     }
 }
