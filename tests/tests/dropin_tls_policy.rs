@@ -196,3 +196,145 @@ fn verify_client_cert_none_is_allowed_with_management_client_auth() {
         .expect("no authentication at all is refused");
     assert!(e.contains("management-client-auth"), "{e}");
 }
+
+#[test]
+fn tls_verify_sees_every_depth_root_first_and_can_refuse() {
+    use std::sync::{Arc, Mutex};
+    let p = pki();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hook = |refuse_leaf: bool| {
+        let seen = Arc::clone(&seen);
+        openvpn_control::tls::CertHook(Arc::new(move |c: &openvpn_control::tls::CertInfo| {
+            seen.lock().unwrap().push((
+                c.depth,
+                c.subject.clone(),
+                c.env
+                    .iter()
+                    .any(|(k, v)| k == &format!("X509_{}_CN", c.depth) && !v.is_empty()),
+            ));
+            !(refuse_leaf && c.depth == 0)
+        }))
+    };
+    let client = options("", Role::Client, &p.ca, &p.client);
+    let server = options("", Role::Server, &p.ca, &p.server);
+    let run = |h| {
+        let c = TlsConfig::client(&client.credentials_with(Some(h))).unwrap();
+        let s = TlsConfig::server(&server.credentials(), false).unwrap();
+        let mut cs = TlsSession::new(&c, None).unwrap();
+        let mut ss = TlsSession::new(&s, None).unwrap();
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            cs.take_tls(&mut buf);
+            ss.read_tls(&buf).map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            ss.take_tls(&mut buf);
+            cs.read_tls(&buf).map_err(|e| e.to_string())?;
+            if !cs.is_handshaking() && !ss.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err("unfinished".to_string())
+    };
+    run(hook(false)).expect("accepted by the hook");
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].0, 1, "the root CA first: {calls:?}");
+    assert!(calls[0].1.contains("policy-ca") && calls[1].1.contains("server"));
+    assert!(calls.iter().all(|c| c.2), "X509_<depth>_CN set: {calls:?}");
+    let e = run(hook(true)).unwrap_err();
+    assert!(e.contains("tls-verify"), "{e}");
+}
+
+#[test]
+fn tls_verify_runs_the_command_with_depth_and_subject() {
+    let dir = std::env::temp_dir().join(format!("ovrs-tlsverify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("calls");
+    let script = dir.join("verify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1|$2|$script_type|$X509_0_CN|$MY_ENV\" >> {}\n[ \"$1\" != 0 ] || [ \"$X509_0_CN\" = server ]\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let info = |cn: &str| openvpn_control::tls::CertInfo {
+        depth: 0,
+        subject: format!("CN={cn}, O=it's"),
+        env: vec![("X509_0_CN".into(), cn.into())],
+    };
+    let env = [("MY_ENV".to_owned(), "x".to_owned())];
+    let cmd = format!("sh {}", script.display());
+    let ok = |c: &openvpn_control::tls::CertInfo| {
+        openvpn_tun::process::run_tls_verify(&cmd, c.depth, &c.subject, &c.env, &env)
+    };
+    assert!(ok(&info("server")));
+    assert!(!ok(&info("mallory")));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text,
+        "0|CN=server, O=it's|tls-verify|server|x\n0|CN=mallory, O=it's|tls-verify|mallory|x\n"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn peer_fingerprint_pins_a_self_signed_server_without_ca() {
+    use sha2_digest::sha256_colon;
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["server".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "server");
+    let cert = params.self_signed(&key).unwrap();
+    let server_leaf = Leaf {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
+    let fp = sha256_colon(cert.der());
+    let p = pki();
+    // The server verifies its client with the ordinary CA; the client pins the server.
+    let server = options("", Role::Server, &p.ca, &server_leaf);
+    let pinned = |fp: &str| {
+        let mut t = TlsOptions::default();
+        let text = format!(
+            "<cert>\n{}</cert>\n<key>\n{}</key>\n<peer-fingerprint>\n{fp}\n</peer-fingerprint>\n",
+            p.client.cert, p.client.key
+        );
+        for o in parse_config(&text).unwrap() {
+            t.apply(&o, std::path::Path::new("/"), Role::Client)
+                .unwrap();
+        }
+        t.finish();
+        t
+    };
+    handshake(&pinned(&fp), &server).expect("the pinned fingerprint");
+    let wrong = fp.replacen(&fp[..2], if &fp[..2] == "00" { "01" } else { "00" }, 1);
+    let e = handshake(&pinned(&wrong), &server).unwrap_err();
+    assert!(e.contains("peer-fingerprint"), "{e}");
+    // Neither ca nor peer-fingerprint: refused when the TLS configuration is built.
+    let mut none = TlsOptions::default();
+    none.finish();
+    assert!(TlsConfig::client(&none.credentials()).is_err());
+}
+
+mod sha2_digest {
+    /// SHA-256 as `AB:CD:…`, as `openssl x509 -fingerprint -sha256` prints it.
+    pub fn sha256_colon(der: &[u8]) -> String {
+        let out = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-binary"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(der)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        out.stdout
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openvpn_control::client::PullFilterAction;
-use openvpn_control::loading::{arg, file_or_inline, invalid as err, number as num};
+use openvpn_control::loading::{self, arg, file_or_inline, invalid as err, number as num};
 use openvpn_control::options::catalog::{self, Role, Screened};
 use openvpn_control::options::{self, OptionLine};
 
 /// Errors while loading the configuration (shared with the other binary's loader).
 pub use openvpn_control::loading::LoadError as ConfigError;
+
+pub use crate::proxy::{HttpAuth, HttpProxy, Proxy, SocksProxy};
 
 /// Transport of a remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,31 +48,12 @@ pub struct Remote {
     pub proto: Proto,
     /// Family.
     pub family: Family,
+    /// `http-proxy` / `socks-proxy` in front of this remote (the profile's, or its
+    /// `<connection>` block's).
+    pub proxy: Option<Proxy>,
 }
 
-/// Control-channel wrapping keys (file contents).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TlsWrap {
-    /// None.
-    None,
-    /// `tls-auth` with direction.
-    Auth {
-        /// Key file text.
-        key: String,
-        /// Key direction (0/1) or bidirectional.
-        direction: Option<u8>,
-    },
-    /// `tls-crypt`.
-    Crypt {
-        /// Key file text.
-        key: String,
-    },
-    /// `tls-crypt-v2` client key.
-    CryptV2 {
-        /// Key file text.
-        key: String,
-    },
-}
+pub use openvpn_control::tls_options::TlsWrap;
 
 /// How username/password are obtained.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,8 +276,6 @@ pub struct ClientConfig {
     pub dev: String,
     /// The TLS options (`ca`, `cert`, `key`, `crl-verify`, `tls-cipher`, `remote-cert-tls`, …).
     pub tls: openvpn_control::tls_options::TlsOptions,
-    /// Control-channel wrapping.
-    pub tls_wrap: TlsWrap,
     /// `data-ciphers`.
     pub data_ciphers: Vec<String>,
     /// `data-ciphers-fallback` / `cipher`.
@@ -359,6 +340,26 @@ pub struct ClientConfig {
     pub up: Option<String>,
     /// `down` script.
     pub down: Option<String>,
+    /// `route-up CMD`: run after the routes are added (`script_type=route-up`).
+    pub route_up: Option<String>,
+    /// `route-pre-down CMD`: run before the routes are removed.
+    pub route_pre_down: Option<String>,
+    /// `down-pre`: the `down` script runs before the tun device is closed, not after.
+    pub down_pre: bool,
+    /// `up-restart`: `down` and `up` also run (context `restart`) around a restart that keeps
+    /// the tun device.
+    pub up_restart: bool,
+    /// `ipchange CMD`: run with the server's `ip port` each time a connection to it is
+    /// authenticated.
+    pub ipchange: Option<String>,
+    /// `tls-exit`: a TLS failure ends the client instead of trying again.
+    pub tls_exit: bool,
+    /// `user NAME` / `group NAME`: switch to them once the tunnel is first up.
+    pub user: Option<String>,
+    /// See [`ClientConfig::user`].
+    pub group: Option<String>,
+    /// `cd`, `nice`, `mlock` (applied by the binary at start-up).
+    pub process: openvpn_control::process_options::ProcessOptions,
     /// `plugin MODULE [ARGS…]` in profile order: the module as written and its arguments (a
     /// single init string split into words, as OpenVPN does). Called for UP, ROUTE_UP and
     /// DOWN.
@@ -416,6 +417,11 @@ pub struct ClientConfig {
     pub remote_random_hostname: bool,
     /// `persist-remote-ip`: a restart reuses the addresses already resolved.
     pub persist_remote_ip: bool,
+    /// `passtos`: the link socket's TOS / traffic class follows each tunnelled packet's.
+    pub passtos: bool,
+    /// `inactive N [BYTES]`: exit after N seconds in which fewer than BYTES of tunnel
+    /// payload passed (both directions; pings and control packets do not count).
+    pub inactive: Option<(Duration, u64)>,
     /// One line each for options accepted without effect here (logged at start-up).
     pub notices: Vec<String>,
 }
@@ -427,7 +433,6 @@ impl Default for ClientConfig {
             remote_random: false,
             dev: "tun".into(),
             tls: Default::default(),
-            tls_wrap: TlsWrap::None,
             data_ciphers: vec![
                 "AES-256-GCM".into(),
                 "AES-128-GCM".into(),
@@ -463,6 +468,15 @@ impl Default for ClientConfig {
             verb: 1,
             up: None,
             down: None,
+            route_up: None,
+            route_pre_down: None,
+            down_pre: false,
+            up_restart: false,
+            ipchange: None,
+            tls_exit: false,
+            user: None,
+            group: None,
+            process: Default::default(),
             plugins: Vec::new(),
             script_security: 1,
             persist_tun: false,
@@ -488,6 +502,8 @@ impl Default for ClientConfig {
             auth_nocache: false,
             remote_random_hostname: false,
             persist_remote_ip: false,
+            passtos: false,
+            inactive: None,
             notices: Vec::new(),
         }
     }
@@ -534,6 +550,7 @@ fn remote_from(o: &OptionLine, d: &Defaults) -> Result<Remote, ConfigError> {
         port,
         proto,
         family,
+        proxy: None,
     })
 }
 
@@ -600,14 +617,17 @@ impl ClientConfig {
             family: Family::Any,
         };
         let mut remote_lines: Vec<OptionLine> = Vec::new();
-        let mut connection_blocks: Vec<Vec<OptionLine>> = Vec::new();
-        let mut key_direction: Option<u8> = None;
+        // Each block with the profile's proxy lines above it (OpenVPN's defaulting).
+        let mut connection_blocks: Vec<(Vec<OptionLine>, crate::proxy::ProxyLines)> = Vec::new();
+        let mut proxy = crate::proxy::ProxyLines::default();
         let mut is_client = false;
         let mut mgmt = MgmtLines::default();
         let ignored = catalog::ignored_unknown(lines);
         let (mut nobind, mut bind_asked) = (false, false);
         let mut local: Option<String> = None;
         let mut lport: Option<u16> = None;
+        // `cd DIR` moves the base of the relative paths after it.
+        let mut base_dir = base.to_path_buf();
         for o in lines {
             let n = o.name.as_str();
             if n == "client" || n == "pull" || n == "tls-client" {
@@ -621,13 +641,26 @@ impl ClientConfig {
                 }
                 Screened::Skip => continue,
             }
+            if c.process.apply(o, &mut base_dir)? {
+                continue;
+            }
+            let base = base_dir.as_path();
             if c.tls.apply(o, base, Role::Client)? {
                 continue;
             }
             match n {
                 "config" | "client" | "pull" | "tls-client" | "ignore-unknown-option" => {}
                 "remote" => remote_lines.push(o.clone()),
-                "connection" => connection_blocks.push(o.connection_options()?),
+                "connection" => connection_blocks.push((o.connection_options()?, proxy.clone())),
+                "http-proxy" | "http-proxy-option" | "http-proxy-user-pass" | "socks-proxy" => {
+                    proxy.add(o, base)?
+                }
+                "passtos" => c.passtos = true,
+                "inactive" => {
+                    let bytes = if o.arg(1).is_some() { num(o, 1)? } else { 0 };
+                    let secs: u64 = num(o, 0)?;
+                    c.inactive = (secs > 0).then(|| (Duration::from_secs(secs), bytes));
+                }
                 "remote-random" => c.remote_random = true,
                 "port" | "rport" => d.port = num(o, 0)?,
                 "proto" => (d.proto, d.family) = parse_proto(o, arg(o, 0)?)?,
@@ -637,61 +670,12 @@ impl ClientConfig {
                         return Err(err(o, "only 'dev-type tun' is supported (tap is not)"));
                     }
                 }
-                "tls-auth" => {
-                    let key = file_or_inline(o, base)?;
-                    let direction = match if o.is_inline() { None } else { o.arg(1) } {
-                        None => None,
-                        Some("0") => Some(0),
-                        Some("1") => Some(1),
-                        Some(x) => {
-                            return Err(err(o, format!("key direction '{x}' must be 0 or 1")));
-                        }
-                    };
-                    c.tls_wrap = TlsWrap::Auth { key, direction };
-                }
-                "key-direction" => {
-                    key_direction = match arg(o, 0)? {
-                        "0" => Some(0),
-                        "1" => Some(1),
-                        x => return Err(err(o, format!("'{x}' must be 0 or 1"))),
-                    }
-                }
-                "tls-crypt" => {
-                    c.tls_wrap = TlsWrap::Crypt {
-                        key: file_or_inline(o, base)?,
-                    }
-                }
-                "tls-crypt-v2" => {
-                    c.tls_wrap = TlsWrap::CryptV2 {
-                        key: file_or_inline(o, base)?,
-                    }
-                }
-                "data-ciphers" | "ncp-ciphers" => {
-                    c.data_ciphers = arg(o, 0)?
-                        .split(':')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect();
-                    for x in &c.data_ciphers {
-                        if openvpn_crypto::CipherKind::from_name(x).is_none() {
-                            return Err(err(o, format!("cipher '{x}' is not supported")));
-                        }
-                    }
-                }
-                "data-ciphers-fallback" | "cipher" => {
-                    let x = arg(o, 0)?;
-                    if openvpn_crypto::CipherKind::from_name(x).is_none() {
-                        return Err(err(o, format!("cipher '{x}' is not supported")));
-                    }
-                    c.data_ciphers_fallback = Some(x.to_owned());
-                }
-                "auth" => {
-                    let x = arg(o, 0)?;
-                    if openvpn_crypto::DigestKind::from_name(x).is_none() {
-                        return Err(err(o, format!("digest '{x}' is not supported")));
-                    }
-                    c.auth = x.to_owned();
-                }
+                "data-ciphers" | "ncp-ciphers" => c.data_ciphers = loading::cipher_list(o)?,
+                "data-ciphers-fallback" | "cipher" => match loading::fallback_cipher(o)? {
+                    Ok(name) => c.data_ciphers_fallback = Some(name),
+                    Err(note) => c.notices.push(note),
+                },
+                "auth" => c.auth = loading::digest(o)?,
                 "static-challenge" => {
                     c.static_challenge =
                         Some((arg(o, 0)?.to_owned(), o.arg(1).is_some_and(|e| e == "1")));
@@ -796,6 +780,17 @@ impl ClientConfig {
                 "machine-readable-output" => {}
                 "up" => c.up = Some(arg(o, 0)?.to_owned()),
                 "down" => c.down = Some(arg(o, 0)?.to_owned()),
+                "route-up" => c.route_up = Some(arg(o, 0)?.to_owned()),
+                "route-pre-down" => c.route_pre_down = Some(arg(o, 0)?.to_owned()),
+                "down-pre" => c.down_pre = true,
+                "up-restart" => c.up_restart = true,
+                "ipchange" => c.ipchange = Some(arg(o, 0)?.to_owned()),
+                "tls-exit" => c.tls_exit = true,
+                "user" => c.user = Some(arg(o, 0)?.to_owned()),
+                "group" => c.group = Some(arg(o, 0)?.to_owned()),
+                "setenv-safe" => c
+                    .setenv
+                    .push(openvpn_control::process_options::setenv_safe(o)?),
                 "plugin" => c.plugins.push((
                     arg(o, 0)?.to_owned(),
                     openvpn_plugin::init_args(o.args.get(1..).unwrap_or_default()),
@@ -936,10 +931,23 @@ impl ClientConfig {
             };
             c.bind_local = Some((addr, lport.unwrap_or(1194)));
         }
+        // With only <connection> blocks, the profile's own proxy lines are just their
+        // defaults (OpenVPN checks each block).
+        let global_proxy = if remote_lines.is_empty() {
+            None
+        } else {
+            proxy.finish()?
+        };
         for o in &remote_lines {
-            c.remotes.push(remote_from(o, &d)?);
+            let r = remote_from(o, &d)?;
+            c.remotes.push(crate::proxy::apply(
+                r,
+                global_proxy.as_ref(),
+                &mut c.notices,
+            )?);
         }
-        for block in &connection_blocks {
+        for (block, inherited) in &connection_blocks {
+            let mut block_proxy = inherited.clone();
             let mut bd = Defaults {
                 port: d.port,
                 proto: d.proto,
@@ -966,6 +974,10 @@ impl ClientConfig {
                     "tun-mtu" => c.tun_mtu = num(o, 0)?,
                     "nobind" => c.bind_local = None,
                     "float" | "tun-mtu-extra" => {}
+                    "http-proxy" | "http-proxy-option" | "socks-proxy" => {
+                        block_proxy.add(o, base)?
+                    }
+                    "http-proxy-retry" | "socks-proxy-retry" => {}
                     other => {
                         return Err(err(
                             o,
@@ -974,8 +986,14 @@ impl ClientConfig {
                     }
                 }
             }
+            let block_proxy = block_proxy.finish()?;
             for o in &hosts {
-                c.remotes.push(remote_from(o, &bd)?);
+                let r = remote_from(o, &bd)?;
+                c.remotes.push(crate::proxy::apply(
+                    r,
+                    block_proxy.as_ref(),
+                    &mut c.notices,
+                )?);
             }
         }
         c.management = mgmt.finish(lines)?;
@@ -990,29 +1008,24 @@ impl ClientConfig {
                 "no 'ca' given: the server certificate cannot be verified".into(),
             ));
         }
+        if c.tls.tls_verify.is_some() && c.script_security < 2 {
+            return Err(ConfigError::Invalid(
+                "'tls-verify' runs an external command: it needs 'script-security 2'".into(),
+            ));
+        }
         if let (Some(DnsUpdown::Command(_)), true) = (&c.dns_updown, c.script_security < 2) {
             return Err(ConfigError::Invalid(
                 "'dns-updown COMMAND' runs an external command: it needs 'script-security 2'"
                     .into(),
             ));
         }
-        if let (TlsWrap::Auth { direction, .. }, Some(k)) = (&mut c.tls_wrap, key_direction) {
-            if direction.is_none() {
-                *direction = Some(k);
-            }
-        }
         Ok(c)
     }
 
     /// Loads a profile file plus command-line options.
+    /// `--cd DIR` before `--config FILE` on the command line reads FILE from DIR.
     pub fn load(file: Option<&Path>, cli: Vec<OptionLine>) -> Result<Self, ConfigError> {
-        let mut lines = Vec::new();
-        let mut base = PathBuf::from(".");
-        if let Some(path) = file {
-            lines = openvpn_control::loading::read_config_file(path)?;
-            base = std::env::current_dir().unwrap_or_default();
-        }
-        lines.extend(cli);
+        let (lines, base) = openvpn_control::loading::config_lines(file, cli)?;
         Self::from_lines(&lines, &base)
     }
 }
@@ -1093,7 +1106,8 @@ mod tests {
                 host: "a.example".into(),
                 port: 443,
                 proto: Proto::Tcp,
-                family: Family::Any
+                family: Family::Any,
+                proxy: None,
             }
         );
         assert_eq!(c.remotes[2].family, Family::V6);
@@ -1298,6 +1312,63 @@ mod tests {
         );
         assert!(prof("management 127.0.0.1 notaport\n").is_err());
         assert!(prof("auth-retry sometimes\n").is_err());
+    }
+
+    #[test]
+    fn process_and_script_options() {
+        let c = prof(
+            "user nobody\ngroup nogroup\nnice 3\nmlock\nsetenv-safe GREETING \"hi there\"\n\
+             script-security 2\nroute-up \"/bin/echo r\"\nroute-pre-down /x/pre.sh\n\
+             down-pre\nup-restart\nipchange /x/ip.sh\ntls-exit\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.user.as_deref(), c.group.as_deref()),
+            (Some("nobody"), Some("nogroup"))
+        );
+        assert_eq!(
+            (c.process.nice, c.process.mlock, c.process.cd),
+            (3, true, None)
+        );
+        assert_eq!(
+            c.setenv,
+            [("OPENVPN_GREETING".to_owned(), "hi there".to_owned())]
+        );
+        assert_eq!(c.route_up.as_deref(), Some("/bin/echo r"));
+        assert_eq!(c.route_pre_down.as_deref(), Some("/x/pre.sh"));
+        assert_eq!(c.ipchange.as_deref(), Some("/x/ip.sh"));
+        assert!(c.down_pre && c.up_restart && c.tls_exit);
+        let d = prof("").unwrap();
+        assert!(!d.down_pre && !d.up_restart && !d.tls_exit && d.user.is_none());
+        assert_eq!(d.process, Default::default());
+    }
+
+    /// `cd DIR`: the relative paths after it are read from DIR, those before it are not.
+    #[test]
+    fn cd_is_the_base_of_later_relative_paths() {
+        let dir = std::env::temp_dir().join(format!("ovrs-client-cd-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("keys/ta.key"), "ta-key-text").unwrap();
+        let text = format!(
+            "client\nremote vpn.example\n<ca>\n{CA}</ca>\nlog before.log\ncd keys\ntls-crypt ta.key\nlog-append after.log\n"
+        );
+        let c = ClientConfig::from_ovpn(&text, &dir).unwrap();
+        assert_eq!(c.process.cd, Some(dir.join("keys")));
+        assert_eq!(
+            c.tls.wrap,
+            TlsWrap::Crypt {
+                key: "ta-key-text".into()
+            }
+        );
+        assert_eq!(c.log, Some((dir.join("keys/after.log"), true)));
+        // Without the cd the key is looked for beside the profile, and is not there.
+        let e = ClientConfig::from_ovpn(&text.replace("cd keys\n", ""), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ta.key"), "{e}");
+        let e = prof("cd no-such-dir-ovrs\n").unwrap_err().to_string();
+        assert!(e.contains("config line 10") && e.contains("cd to"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Every option the catalog calls implemented for clients reaches an arm of `from_lines`

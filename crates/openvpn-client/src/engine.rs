@@ -10,7 +10,7 @@ use openvpn_control::client::{
 };
 use openvpn_control::compression::{AllowCompression, framing_for};
 use openvpn_control::dataplane::{DataChannel, Payload, decompress_limit};
-use openvpn_control::keepalive::{Keepalive, KeepaliveAction};
+use openvpn_control::keepalive::{Inactivity, Keepalive, KeepaliveAction};
 use openvpn_control::peer_info::{self, ClientPeerInfo};
 use openvpn_control::tls::TlsConfig;
 use openvpn_control::{ControlWrapping, Session, SessionConfig, Timers};
@@ -59,7 +59,7 @@ fn emit<T: TunBuilder>(s: &Shared<T>, e: VpnEvent) {
 }
 
 fn wrapping(cfg: &ClientConfig) -> Result<ControlWrapping, String> {
-    Ok(match &cfg.tls_wrap {
+    Ok(match &cfg.tls.wrap {
         TlsWrap::None => ControlWrapping::None,
         TlsWrap::Auth { key, direction } => {
             let k = StaticKey::parse_pem(key).map_err(|e| format!("tls-auth: {e}"))?;
@@ -91,7 +91,15 @@ fn wrapping(cfg: &ClientConfig) -> Result<ControlWrapping, String> {
 }
 
 fn tls_config(cfg: &ClientConfig) -> Result<TlsConfig, String> {
-    TlsConfig::client(&cfg.tls.credentials()).map_err(|e| e.to_string())
+    let hook = cfg.tls.tls_verify.clone().map(|cmd| {
+        let env = cfg.setenv.clone();
+        openvpn_control::tls::CertHook(std::sync::Arc::new(
+            move |c: &openvpn_control::tls::CertInfo| {
+                openvpn_tun::process::run_tls_verify(&cmd, c.depth, &c.subject, &c.env, &env)
+            },
+        ))
+    });
+    TlsConfig::client(&cfg.tls.credentials_with(hook)).map_err(|e| e.to_string())
 }
 
 fn options_string(cfg: &ClientConfig, proto: Proto) -> String {
@@ -106,12 +114,12 @@ fn options_string(cfg: &ClientConfig, proto: Proto) -> String {
     );
     if let TlsWrap::Auth {
         direction: Some(d), ..
-    } = cfg.tls_wrap
+    } = cfg.tls.wrap
     {
         s.push_str(&format!(",keydir {d}"));
     }
     s.push_str(&format!(",auth {},keysize 128", cfg.auth.to_uppercase()));
-    if matches!(cfg.tls_wrap, TlsWrap::Auth { .. }) {
+    if matches!(cfg.tls.wrap, TlsWrap::Auth { .. }) {
         s.push_str(",tls-auth");
     }
     s.push_str(",key-method 2,tls-client");
@@ -255,25 +263,32 @@ pub(crate) async fn run<T: TunBuilder>(
         for ri in 0..remotes.len() {
             let idx = (start_at + ri) % remotes.len();
             let remote = remotes[idx].clone();
-            emit(
-                &s,
-                VpnEvent::Resolving {
-                    host: remote.host.clone(),
-                },
-            );
             let host = if s.cfg.remote_random_hostname {
                 random_hostname(&remote.host, s.rng.next_u64())
             } else {
                 remote.host.clone()
             };
+            // Through a proxy, the client connects to the proxy; the server's name goes to
+            // the proxy as written (SOCKS over UDP resolves it in open_link).
+            let (lookup, port) = match &remote.proxy {
+                Some(p) => (p.host().to_owned(), p.port()),
+                None => (host.clone(), remote.port),
+            };
+            emit(
+                &s,
+                VpnEvent::Resolving {
+                    host: lookup.clone(),
+                },
+            );
             let addrs = match presolved
                 .as_ref()
+                .filter(|_| remote.proxy.is_none())
                 .and_then(|p| p.get(idx))
                 .or(kept.get(&idx))
                 .filter(|a| !a.is_empty())
             {
                 Some(a) => a.clone(),
-                None => match resolve(&host, remote.port, remote.family).await {
+                None => match resolve(&lookup, port, remote.family).await {
                     Ok(a) => {
                         if s.cfg.persist_remote_ip {
                             kept.insert(idx, a.clone());
@@ -303,7 +318,7 @@ pub(crate) async fn run<T: TunBuilder>(
                         proto: remote.proto,
                     },
                 );
-                match connect_once(&mut s, &remote, addr).await {
+                match connect_once(&mut s, &remote, &host, addr).await {
                     Outcome::Unreachable(reason) => {
                         emit(
                             &s,
@@ -421,6 +436,46 @@ enum Link {
         openvpn_wire::StreamDecoder,
         Vec<u8>,
     ),
+    /// UDP through a SOCKS5 relay (`socks-proxy` with `proto udp`).
+    SocksUdp(SocksUdp),
+}
+
+/// A SOCKS5 UDP association: every datagram to and from `relay` carries the relay header.
+struct SocksUdp {
+    sock: UdpSocket,
+    relay: SocketAddr,
+    /// The header of every datagram we send (the server's address).
+    header: Vec<u8>,
+    /// Reused send buffer: header ‖ packet.
+    out: Vec<u8>,
+    /// The TCP connection to the proxy: the association lives as long as it is open.
+    _control: TcpStream,
+}
+
+impl SocksUdp {
+    async fn send(&mut self, pkt: &[u8]) -> std::io::Result<()> {
+        self.out.clear();
+        self.out.extend_from_slice(&self.header);
+        self.out.extend_from_slice(pkt);
+        self.sock.send_to(&self.out, self.relay).await.map(|_| ())
+    }
+
+    async fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        loop {
+            buf.resize(65_535, 0);
+            let (n, src) = self.sock.recv_from(buf).await?;
+            if src.ip().to_canonical() != self.relay.ip().to_canonical()
+                || src.port() != self.relay.port()
+            {
+                continue;
+            }
+            let Some(start) = buf.get(..n).and_then(crate::proxy::udp_payload) else {
+                continue;
+            };
+            buf.copy_within(start..n, 0);
+            return Ok(n - start);
+        }
+    }
 }
 
 impl Link {
@@ -428,6 +483,7 @@ impl Link {
     async fn send(&mut self, pkt: &[u8]) -> std::io::Result<()> {
         match self {
             Link::Udp(s, to) => s.send_to(pkt, *to).await.map(|_| ()),
+            Link::SocksUdp(u) => u.send(pkt).await,
             Link::Tcp(..) => {
                 self.queue(pkt).await?;
                 self.flush().await
@@ -440,6 +496,7 @@ impl Link {
     async fn queue(&mut self, pkt: &[u8]) -> std::io::Result<()> {
         match self {
             Link::Udp(s, to) => s.send_to(pkt, *to).await.map(|_| ()),
+            Link::SocksUdp(u) => u.send(pkt).await,
             Link::Tcp(_, w, _, out) => {
                 openvpn_wire::frame_tcp(pkt, out)
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -476,6 +533,7 @@ impl Link {
                     return Ok(n);
                 }
             },
+            Link::SocksUdp(u) => u.recv(buf).await,
             Link::Tcp(r, _, dec, _) => loop {
                 if let Some(p) = dec
                     .next_packet()
@@ -497,16 +555,82 @@ impl Link {
             },
         }
     }
+
+    /// `passtos`: sets the socket's TOS / traffic class (TCP: after writing what is queued,
+    /// which was sealed under the previous value).
+    async fn set_tos(&mut self, tos: u8) {
+        match self {
+            Link::Udp(s, to) => crate::tos::set_tos(s, to.is_ipv6(), tos),
+            Link::SocksUdp(u) => crate::tos::set_tos(&u.sock, u.relay.is_ipv6(), tos),
+            Link::Tcp(..) => {
+                let _ = self.flush().await;
+                if let Link::Tcp(_, w, ..) = self {
+                    let v6 = w.peer_addr().is_ok_and(|a| a.is_ipv6());
+                    crate::tos::set_tos(w.as_ref(), v6, tos);
+                }
+            }
+        }
+    }
 }
 
+fn tcp_link(stream: TcpStream) -> Link {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    Link::Tcp(r, w, openvpn_wire::StreamDecoder::new(4096), Vec::new())
+}
+
+/// Opens the link to `addr`: the server, or the proxy in front of it (which is then asked
+/// for `host` and the remote's port).
 async fn open_link(
     remote: &Remote,
+    host: &str,
     addr: SocketAddr,
     timeout: Duration,
     bind_local: Option<(Option<std::net::IpAddr>, u16)>,
 ) -> Result<Link, String> {
-    match remote.proto {
-        Proto::Udp => {
+    use crate::proxy::{self, Proxy};
+    match (remote.proto, &remote.proxy) {
+        (Proto::Udp, Some(Proxy::Socks(p))) => {
+            let (control, relay) = proxy::socks_udp_associate(addr, timeout, p)
+                .await
+                .map_err(|e| e.to_string())?;
+            let server = *resolve(host, remote.port, remote.family)
+                .await?
+                .first()
+                .ok_or("no address")?;
+            let any: std::net::IpAddr = if relay.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            let sock = UdpSocket::bind(SocketAddr::new(any, 0))
+                .await
+                .map_err(|e| format!("UDP socket: {e}"))?;
+            tracing::info!(proxy = %addr, %relay, %server, "SOCKS proxy relays UDP");
+            Ok(Link::SocksUdp(SocksUdp {
+                sock,
+                relay,
+                header: proxy::udp_header(server),
+                out: Vec::with_capacity(2048),
+                _control: control,
+            }))
+        }
+        (Proto::Udp, Some(Proxy::Http(_))) => {
+            Err("an HTTP proxy carries TCP only (use proto tcp-client)".into())
+        }
+        (Proto::Tcp, Some(Proxy::Http(p))) => {
+            proxy::connect_http(addr, timeout, p, host, remote.port)
+                .await
+                .map(tcp_link)
+                .map_err(|e| e.to_string())
+        }
+        (Proto::Tcp, Some(Proxy::Socks(p))) => {
+            proxy::connect_socks(addr, timeout, p, host, remote.port)
+                .await
+                .map(tcp_link)
+                .map_err(|e| e.to_string())
+        }
+        (Proto::Udp, None) => {
             let any: std::net::IpAddr = if addr.is_ipv4() {
                 std::net::Ipv4Addr::UNSPECIFIED.into()
             } else {
@@ -521,19 +645,12 @@ async fn open_link(
                 .map_err(|e| format!("UDP socket: {e}"))?;
             Ok(Link::Udp(s, addr))
         }
-        Proto::Tcp => {
+        (Proto::Tcp, None) => {
             let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
                 .await
                 .map_err(|_| format!("TCP connect to {addr} timed out"))?
                 .map_err(|e| format!("TCP connect to {addr}: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            let (r, w) = stream.into_split();
-            Ok(Link::Tcp(
-                r,
-                w,
-                openvpn_wire::StreamDecoder::new(4096),
-                Vec::new(),
-            ))
+            Ok(tcp_link(stream))
         }
     }
 }
@@ -545,9 +662,11 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// One connection to `addr` (the server, or the proxy that is asked for `host`).
 async fn connect_once<T: TunBuilder>(
     s: &mut Shared<T>,
     remote: &Remote,
+    host: &str,
     addr: SocketAddr,
 ) -> Outcome {
     // The device kept from the last connection (routes, blocks and DNS stay while we
@@ -570,10 +689,11 @@ async fn connect_once<T: TunBuilder>(
             }
         }
     }
-    let mut link = match open_link(remote, addr, s.cfg.connect_timeout, s.cfg.bind_local).await {
-        Ok(l) => l,
-        Err(e) => return Outcome::Unreachable(e),
-    };
+    let mut link =
+        match open_link(remote, host, addr, s.cfg.connect_timeout, s.cfg.bind_local).await {
+            Ok(l) => l,
+            Err(e) => return Outcome::Unreachable(e),
+        };
     let now = Instant::now();
     let mut seed = [0u8; 32];
     s.rng.fill_bytes(&mut seed);
@@ -627,7 +747,14 @@ async fn connect_once<T: TunBuilder>(
     let mut tbuf = vec![0u8; 65_535];
     // Batched data path: tun batches always (unless OPENVPN_RS_FAST_IO=0), recvmmsg/GSO on UDP.
     let fast_io = crate::fast::enabled();
+    // passtos: the TOS last set on the link socket. The batched path's sends give every
+    // message its own TOS (0), so with passtos each packet goes out by itself.
+    let mut passtos = s.cfg.passtos.then(crate::tos::PassTos::default);
     let mut fast = match &link {
+        Link::Udp(..) if fast_io && passtos.is_some() => {
+            tracing::info!("passtos: one datagram per call (batched UDP sends carry no TOS)");
+            None
+        }
         Link::Udp(sock, _) if fast_io => match FastUdp::new(sock) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -644,6 +771,11 @@ async fn connect_once<T: TunBuilder>(
     let split = fast.is_some() && crate::fast::split_enabled();
     let mut sealer: Option<crate::fast::SealTask> = None;
     let connect_deadline = now + s.cfg.connect_timeout;
+    // inactive: from the start of each connection, as OpenVPN restarts its timer.
+    let mut inactivity = s
+        .cfg
+        .inactive
+        .map(|(secs, bytes)| Inactivity::new(now, secs, bytes));
     loop {
         // Flush control output.
         let now = Instant::now();
@@ -809,6 +941,7 @@ async fn connect_once<T: TunBuilder>(
             ctl.poll_timeout(),
             keepalive.poll_timeout(),
             (!connected).then_some(connect_deadline),
+            inactivity.as_ref().map(Inactivity::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -824,6 +957,9 @@ async fn connect_once<T: TunBuilder>(
         }
         if let Some(t) = sealer.as_mut().and_then(crate::fast::SealTask::take_sent) {
             keepalive.on_sent(t);
+            if let (Some(i), Some(task)) = (inactivity.as_mut(), &sealer) {
+                i.on_traffic(t, task.take_bytes());
+            }
         }
         let tun_active = tun_active && sealer.is_none();
         tokio::select! {
@@ -852,6 +988,9 @@ async fn connect_once<T: TunBuilder>(
                         if res.received_data || accepted {
                             keepalive.on_received(now);
                         }
+                        if let (Some(i), 1..) = (inactivity.as_mut(), res.tun_bytes) {
+                            i.on_traffic(now, res.tun_bytes);
+                        }
                         if res.occ_exit {
                             return Outcome::Restart { reason: "server sent OCC_EXIT".into(), next_server: false };
                         }
@@ -871,6 +1010,9 @@ async fn connect_once<T: TunBuilder>(
                     match data.open(now, unix_now(), pkt) {
                         Ok(Payload::Ip(r)) => {
                             keepalive.on_received(now);
+                            if let Some(i) = inactivity.as_mut() {
+                                i.on_traffic(now, r.len() as u64);
+                            }
                             if let Some(d) = &device {
                                 if let Some(mss) = mss {
                                     openvpn_wire::clamp_mss(&mut pkt[r.clone()], mss);
@@ -880,6 +1022,9 @@ async fn connect_once<T: TunBuilder>(
                         }
                         Ok(Payload::Decompressed) => {
                             keepalive.on_received(now);
+                            if let Some(i) = inactivity.as_mut() {
+                                i.on_traffic(now, data.decompressed().len() as u64);
+                            }
                             note_decompressed(&data, &mut decompress_logged);
                             if let Some(d) = &device {
                                 if let Some(mss) = mss {
@@ -920,8 +1065,11 @@ async fn connect_once<T: TunBuilder>(
                             let sent = f
                                 .seal_and_send(sock, *server, &mut tun_in, now, &mut data, &mut s.rng, mss, s.device_settings.as_ref(), &**d)
                                 .await;
-                            if sent {
+                            if sent > 0 {
                                 keepalive.on_sent(now);
+                                if let Some(i) = inactivity.as_mut() {
+                                    i.on_traffic(now, sent);
+                                }
                             }
                         }
                         _ => {
@@ -929,6 +1077,12 @@ async fn connect_once<T: TunBuilder>(
                                 let pkt = tun_in.get_mut(i);
                                 if let Some(sealed) = seal_one(pkt, now, &mut data, &mut s.rng, mss, s.device_settings.as_ref(), &**d).await {
                                     keepalive.on_sent(now);
+                                    if let Some(i) = inactivity.as_mut() {
+                                        i.on_traffic(now, pkt.len() as u64);
+                                    }
+                                    if let Some(tos) = passtos.as_mut().and_then(|p| p.update(pkt)) {
+                                        link.set_tos(tos).await;
+                                    }
                                     let _ = link.queue(sealed.as_slice()).await;
                                 }
                             }
@@ -938,6 +1092,12 @@ async fn connect_once<T: TunBuilder>(
                     Ok(TunIn::One(n)) => {
                         if let Some(sealed) = seal_one(&mut tbuf[..n], now, &mut data, &mut s.rng, mss, s.device_settings.as_ref(), &**d).await {
                             keepalive.on_sent(now);
+                            if let Some(i) = inactivity.as_mut() {
+                                i.on_traffic(now, n as u64);
+                            }
+                            if let Some(tos) = passtos.as_mut().and_then(|p| p.update(&tbuf[..n])) {
+                                link.set_tos(tos).await;
+                            }
                             let _ = link.send(sealed.as_slice()).await;
                         }
                     }
@@ -950,6 +1110,17 @@ async fn connect_once<T: TunBuilder>(
                 data.tick(now);
                 if let Some(t) = sealer.as_mut().and_then(crate::fast::SealTask::take_sent) {
                     keepalive.on_sent(t);
+                    if let (Some(i), Some(task)) = (inactivity.as_mut(), &sealer) {
+                        i.on_traffic(t, task.take_bytes());
+                    }
+                }
+                if inactivity.as_ref().is_some_and(|i| i.expired(now)) {
+                    // OpenVPN: "Inactivity timeout (--inactive), exiting" (a SIGTERM: the
+                    // server is told when explicit-exit-notify asks for it).
+                    if connected {
+                        exit_notify(s, &mut ctl, &mut data, &mut link, pushed_cc_exit, remote.proto, now).await;
+                    }
+                    return Outcome::Exit(ExitReason::Inactive);
                 }
                 match keepalive.handle_timeout(now) {
                     Some(KeepaliveAction::SendPing) if connected => {

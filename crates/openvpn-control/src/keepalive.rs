@@ -1,4 +1,4 @@
-//! Keepalive timers (`ping`, `ping-restart`), sans-I/O.
+//! Keepalive timers (`ping`, `ping-restart`) and the `inactive` timer, sans-I/O.
 
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,53 @@ impl Keepalive {
     }
 }
 
+/// `inactive N [BYTES]`: the tunnel ends after `N` seconds in which fewer than `BYTES`
+/// (default 0: any packet) of tunnel payload passed, both directions combined. Pings,
+/// OCC and control packets are not traffic. As in OpenVPN 2.6, the count is kept from the
+/// last time it reached `BYTES` (which restarts the `N` seconds), not per fixed window.
+#[derive(Debug, Clone)]
+pub struct Inactivity {
+    timeout: Duration,
+    min_bytes: u64,
+    bytes: u64,
+    deadline: Instant,
+}
+
+impl Inactivity {
+    /// Starts the timer at `now`.
+    pub fn new(now: Instant, timeout: Duration, min_bytes: u64) -> Self {
+        Inactivity {
+            timeout,
+            min_bytes,
+            bytes: 0,
+            deadline: now + timeout,
+        }
+    }
+
+    /// `n` bytes of tunnel payload were read from or written to the tun device (0: nothing
+    /// happened).
+    pub fn on_traffic(&mut self, now: Instant, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes >= self.min_bytes {
+            self.bytes = 0;
+            self.deadline = now + self.timeout;
+        }
+    }
+
+    /// When the tunnel is inactive if no more traffic comes.
+    pub fn poll_timeout(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the tunnel is inactive at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        now >= self.deadline
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -114,5 +161,30 @@ mod tests {
             k.handle_timeout(t + Duration::from_secs(90)),
             Some(KeepaliveAction::Restart)
         );
+    }
+
+    #[test]
+    fn inactivity_counts_both_directions_up_to_the_minimum() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        // No minimum: any packet restarts the timer.
+        let mut i = Inactivity::new(t, s(10), 0);
+        assert_eq!(i.poll_timeout(), t + s(10));
+        i.on_traffic(t + s(4), 1);
+        assert_eq!(i.poll_timeout(), t + s(14));
+        i.on_traffic(t + s(5), 0);
+        assert_eq!(i.poll_timeout(), t + s(14));
+        assert!(!i.expired(t + s(13)) && i.expired(t + s(14)));
+        // A minimum: the timer restarts only once that many bytes passed.
+        let mut i = Inactivity::new(t, s(10), 1000);
+        i.on_traffic(t + s(1), 600);
+        assert_eq!(i.poll_timeout(), t + s(10));
+        i.on_traffic(t + s(2), 399);
+        assert!(i.expired(t + s(10)));
+        i.on_traffic(t + s(3), 1);
+        assert_eq!(i.poll_timeout(), t + s(13));
+        // The count starts again from zero after a restart.
+        i.on_traffic(t + s(5), 999);
+        assert_eq!(i.poll_timeout(), t + s(13));
     }
 }

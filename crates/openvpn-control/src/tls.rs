@@ -22,8 +22,8 @@ use crate::error::ControlError;
 mod policy;
 
 pub use policy::{
-    Algorithms, CertProfile, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, NsCertType, PeerCertPolicy, eku_oid,
-    select_groups, select_tls12, select_tls13,
+    Algorithms, CertHook, CertInfo, CertProfile, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, NsCertType,
+    PeerCertPolicy, eku_oid, parse_fingerprint, select_groups, select_tls12, select_tls13,
 };
 
 /// TLS protocol versions a peer may use (`tls-version-min`).
@@ -143,6 +143,21 @@ fn roots(ca_pem: &str) -> Result<Arc<rustls::RootCertStore>, ControlError> {
     Ok(Arc::new(store))
 }
 
+/// Whether the peer is identified by `peer-fingerprint` alone (no `ca`): its chain is then not
+/// verified, only its fingerprint, as OpenVPN does for self-signed peers.
+fn fingerprint_only(creds: &TlsCredentials) -> Result<bool, ControlError> {
+    match (
+        creds.ca_pem.trim().is_empty(),
+        creds.peer_policy.fingerprints.is_empty(),
+    ) {
+        (true, true) => Err(ControlError::Config(
+            "no 'ca' (nor 'peer-fingerprint'): the peer's certificate cannot be verified".into(),
+        )),
+        (true, false) => Ok(true),
+        (false, _) => Ok(false),
+    }
+}
+
 /// The provider and protocol versions the options leave.
 fn limited(
     creds: &TlsCredentials,
@@ -192,29 +207,101 @@ fn versions(
 /// server's host name (that is what `verify-x509-name` is for).
 #[derive(Debug)]
 struct OpenVpnServerVerifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    /// webpki's chain check; `None` with `peer-fingerprint` and no `ca` (the fingerprint
+    /// alone identifies the peer, as in OpenVPN).
+    inner: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     name: Option<X509NameCheck>,
+    checks: Checks,
+}
+
+/// What both verifiers check after (or, with fingerprints only, instead of) the chain.
+#[derive(Debug)]
+struct Checks {
     policy: PeerCertPolicy,
+    /// The `ca` certificates (DER), for `tls-verify`'s root.
+    roots: Vec<Vec<u8>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl Checks {
+    fn new(creds: &TlsCredentials, provider: &rustls::crypto::CryptoProvider) -> Self {
+        let roots = if creds.ca_pem.is_empty() {
+            Vec::new()
+        } else {
+            load_certs(&creds.ca_pem, "ca")
+                .map(|v| v.into_iter().map(|c| c.as_ref().to_vec()).collect())
+                .unwrap_or_default()
+        };
+        Checks {
+            policy: creds.peer_policy.clone(),
+            roots,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    /// The certificate policy and `tls-verify` over the presented chain.
+    fn after_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        self.policy
+            .check(end_entity.as_ref())
+            .map_err(rustls::Error::General)?;
+        let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
+            .chain(intermediates.iter().map(|c| c.as_ref()))
+            .collect();
+        self.policy
+            .run_hook(&chain, &self.roots)
+            .map_err(rustls::Error::General)
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
 }
 
 /// Server verifier: webpki's chain and CRL checks, then OpenVPN's certificate policy.
 #[derive(Debug)]
 struct OpenVpnClientVerifier {
-    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    policy: PeerCertPolicy,
+    /// webpki's chain and CRL checks; `None` with `peer-fingerprint` and no `ca`.
+    inner: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// `verify-client-cert optional|none` (used without `inner`).
+    optional: bool,
+    checks: Checks,
 }
 
 impl rustls::server::danger::ClientCertVerifier for OpenVpnClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        self.inner.as_ref().is_none_or(|i| i.offer_client_auth())
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        match &self.inner {
+            Some(i) => i.client_auth_mandatory(),
+            None => !self.optional,
+        }
     }
 
     fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
+        match &self.inner {
+            Some(i) => i.root_hint_subjects(),
+            None => &[],
+        }
     }
 
     fn verify_client_cert(
@@ -223,13 +310,11 @@ impl rustls::server::danger::ClientCertVerifier for OpenVpnClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let ok = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        self.policy
-            .check(end_entity.as_ref())
-            .map_err(rustls::Error::General)?;
-        Ok(ok)
+        if let Some(inner) = &self.inner {
+            inner.verify_client_cert(end_entity, intermediates, now)?;
+        }
+        self.checks.after_chain(end_entity, intermediates)?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -238,7 +323,7 @@ impl rustls::server::danger::ClientCertVerifier for OpenVpnClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.checks.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -247,11 +332,11 @@ impl rustls::server::danger::ClientCertVerifier for OpenVpnClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.checks.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.checks.algorithms.supported_schemes()
     }
 }
 
@@ -264,15 +349,15 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Ok(_) => {}
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => {}
-            Err(e) => return Err(e),
+        if let Some(inner) = &self.inner {
+            match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                Ok(_) => {}
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => {}
+                Err(e) => return Err(e),
+            }
         }
         if let Some(check) = &self.name {
             if !check.matches(end_entity) {
@@ -281,9 +366,7 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
                 ));
             }
         }
-        self.policy
-            .check(end_entity.as_ref())
-            .map_err(rustls::Error::General)?;
+        self.checks.after_chain(end_entity, intermediates)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -293,7 +376,7 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.checks.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -302,11 +385,11 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.checks.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.checks.algorithms.supported_schemes()
     }
 }
 
@@ -331,20 +414,27 @@ impl TlsConfig {
         creds: &TlsCredentials,
         max: TlsVersionMax,
     ) -> Result<Self, ControlError> {
-        let roots = roots(&creds.ca_pem)?;
         let (provider, versions) = limited(creds, max)?;
-        let mut builder =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
-        if let Some(crl) = &creds.crl_pem {
-            builder = builder.with_crls(load_crls(crl)?);
-        }
-        let inner = builder
-            .build()
-            .map_err(|e| ControlError::Config(format!("ca: {e}")))?;
+        let inner = if fingerprint_only(creds)? {
+            None
+        } else {
+            let mut builder = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots(&creds.ca_pem)?,
+                provider.clone(),
+            );
+            if let Some(crl) = &creds.crl_pem {
+                builder = builder.with_crls(load_crls(crl)?);
+            }
+            Some(
+                builder
+                    .build()
+                    .map_err(|e| ControlError::Config(format!("ca: {e}")))?,
+            )
+        };
         let verifier = Arc::new(OpenVpnServerVerifier {
             inner,
             name: creds.verify_name.clone(),
-            policy: creds.peer_policy.clone(),
+            checks: Checks::new(creds, &provider),
         });
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
@@ -380,20 +470,30 @@ impl TlsConfig {
         client_cert_optional: bool,
         max: TlsVersionMax,
     ) -> Result<Self, ControlError> {
-        let roots = roots(&creds.ca_pem)?;
         let (provider, versions) = limited(creds, max)?;
-        let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
-        if let Some(crl) = &creds.crl_pem {
-            builder = builder.with_crls(load_crls(crl)?);
-        }
-        if client_cert_optional {
-            builder = builder.allow_unauthenticated();
-        }
+        let inner = if fingerprint_only(creds)? {
+            None
+        } else {
+            let mut builder = WebPkiClientVerifier::builder_with_provider(
+                roots(&creds.ca_pem)?,
+                provider.clone(),
+            );
+            if let Some(crl) = &creds.crl_pem {
+                builder = builder.with_crls(load_crls(crl)?);
+            }
+            if client_cert_optional {
+                builder = builder.allow_unauthenticated();
+            }
+            Some(
+                builder
+                    .build()
+                    .map_err(|e| ControlError::Config(format!("ca: {e}")))?,
+            )
+        };
         let verifier = Arc::new(OpenVpnClientVerifier {
-            inner: builder
-                .build()
-                .map_err(|e| ControlError::Config(format!("ca: {e}")))?,
-            policy: creds.peer_policy.clone(),
+            inner,
+            optional: client_cert_optional,
+            checks: Checks::new(creds, &provider),
         });
         let (Some(cert), Some(key)) = (&creds.cert_pem, &creds.key_pem) else {
             return Err(ControlError::Config(

@@ -13,8 +13,8 @@ use crate::loading::{LoadError, arg, file_or_inline, invalid};
 use crate::options::OptionLine;
 use crate::options::catalog::Role;
 use crate::tls::{
-    Algorithms, CertProfile, NsCertType, PeerCertPolicy, TlsCredentials, TlsVersionMax,
-    TlsVersionMin, X509NameCheck, eku_oid,
+    Algorithms, CertHook, CertProfile, NsCertType, PeerCertPolicy, TlsCredentials, TlsVersionMax,
+    TlsVersionMin, X509NameCheck, eku_oid, parse_fingerprint,
 };
 
 /// Control-channel wrapping with key material (file text): `tls-auth`, `tls-crypt`,
@@ -64,6 +64,9 @@ pub struct TlsOptions {
     pub algorithms: Algorithms,
     /// Checks on the peer's certificate.
     pub peer_policy: PeerCertPolicy,
+    /// `tls-verify CMD`: the command the binary runs for each certificate of the peer's
+    /// chain ([`TlsOptions::credentials_with`] takes the hook that runs it).
+    pub tls_verify: Option<String>,
     /// `tls-auth` / `tls-crypt` / `tls-crypt-v2` (with `key-direction` applied by
     /// [`TlsOptions::finish`]).
     pub wrap: TlsWrap,
@@ -195,6 +198,27 @@ impl TlsOptions {
                     key: file_or_inline(o, base)?,
                 }
             }
+            "tls-verify" => self.tls_verify = Some(o.args.join(" ")).filter(|c| !c.is_empty()),
+            "peer-fingerprint" => {
+                let text = match o.inline_content() {
+                    Some(t) => t.to_owned(),
+                    None => o.args.join(";"),
+                };
+                for fp in text
+                    .split([';', '\n'])
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                {
+                    self.peer_policy
+                        .fingerprints
+                        .push(parse_fingerprint(fp).ok_or_else(|| {
+                            invalid(
+                                o,
+                                format!("'{fp}' is not a SHA-256 fingerprint (32 hex bytes separated by ':')"),
+                            )
+                        })?);
+                }
+            }
             "tls-cipher" => self.algorithms.tls12 = Some(arg(o, 0)?.to_owned()),
             "tls-ciphersuites" => self.algorithms.tls13 = Some(arg(o, 0)?.to_owned()),
             "tls-groups" | "ecdh-curve" => self.algorithms.groups = Some(arg(o, 0)?.to_owned()),
@@ -274,6 +298,14 @@ impl TlsOptions {
                 "name-prefix" => X509NameCheck::CommonNamePrefix(n.clone()),
                 _ => X509NameCheck::Subject(n.clone()),
             })
+    }
+
+    /// [`TlsOptions::credentials`] with the `tls-verify` hook (`None` when there is no
+    /// `tls-verify`, or the caller runs no scripts).
+    pub fn credentials_with(&self, hook: Option<CertHook>) -> TlsCredentials {
+        let mut c = self.credentials();
+        c.peer_policy.verify_hook = hook;
+        c
     }
 
     /// The credentials for [`crate::tls::TlsConfig`].

@@ -662,13 +662,19 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "this is not a server config: add 'server NET MASK' (or 'mode server' and 'tls-server')".into(),
         ));
     }
-    let scripts = [&c.client_connect, &c.client_disconnect, &c.up, &c.down]
-        .iter()
-        .any(|x| x.is_some())
+    let scripts = [
+        &c.client_connect,
+        &c.client_disconnect,
+        &c.up,
+        &c.down,
+        &c.tls.tls_verify,
+    ]
+    .iter()
+    .any(|x| x.is_some())
         || c.auth_user_pass_verify.is_some();
     if scripts && c.script_security < 2 {
         return Err(ConfigError::Invalid(
-            "auth-user-pass-verify / client-connect / client-disconnect / up / down need 'script-security 2'"
+            "auth-user-pass-verify / client-connect / client-disconnect / up / down / tls-verify need 'script-security 2'"
                 .into(),
         ));
     }

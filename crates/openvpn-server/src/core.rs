@@ -370,7 +370,14 @@ fn digest(name: &str) -> Result<DigestKind, String> {
 
 /// Builds the TLS server configuration (certificates, CA, CRL, client-certificate policy).
 fn build_tls(cfg: &ServerConfig) -> Result<TlsConfig, String> {
-    let creds = cfg.tls.credentials();
+    let creds = cfg
+        .tls
+        .credentials_with(cfg.tls.tls_verify.clone().map(|cmd| {
+            let env = cfg.setenv.clone();
+            openvpn_control::tls::CertHook(Arc::new(move |c: &openvpn_control::tls::CertInfo| {
+                openvpn_tun::process::run_tls_verify(&cmd, c.depth, &c.subject, &c.env, &env)
+            }))
+        }));
     if cfg.verify_client_cert == VerifyClientCert::None && !cfg.has_password_check() {
         return Err(
             "verify-client-cert none needs another authentication: add auth-user-pass-verify, an authentication plugin or management-client-auth"

@@ -651,15 +651,7 @@ pub static CATALOG: &[Entry] = &[
         I,
         no("'tls-exit' in a server config is not supported yet"),
     ),
-    e(
-        "tls-verify",
-        no(
-            "'tls-verify' is not supported yet: use verify-x509-name, remote-cert-tls or a tls-verify plugin",
-        ),
-        no(
-            "'tls-verify' is not supported yet: use verify-x509-name, remote-cert-tls or a tls-verify plugin",
-        ),
-    ),
+    e("tls-verify", I, I),
     e(
         "tls-export-cert",
         no("'tls-export-cert' is not supported yet"),
@@ -671,11 +663,7 @@ pub static CATALOG: &[Entry] = &[
         no("'verify-hash' is not supported yet"),
         no("'verify-hash' is not supported yet"),
     ),
-    e(
-        "peer-fingerprint",
-        no("'peer-fingerprint' is not supported yet"),
-        no("'peer-fingerprint' is not supported yet"),
-    ),
+    e("peer-fingerprint", I, I),
     e(
         "x509-track",
         no("'x509-track' is not supported yet"),
@@ -1056,10 +1044,19 @@ pub fn markdown() -> String {
     let mut entries: Vec<&Entry> = CATALOG.iter().collect();
     entries.sort_by_key(|e| e.name);
     for e in entries {
-        let _ = writeln!(out, "| `{}` | {} | {} |", e.name, cell(e.client), cell(e.server));
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            e.name,
+            cell(e.client),
+            cell(e.server)
+        );
     }
     for name in OURS {
-        let _ = writeln!(out, "| `{name}` | implemented: an openvpn-rs option | implemented: an openvpn-rs option |");
+        let _ = writeln!(
+            out,
+            "| `{name}` | implemented: an openvpn-rs option | implemented: an openvpn-rs option |"
+        );
     }
     out
 }

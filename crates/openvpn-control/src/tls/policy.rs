@@ -20,9 +20,114 @@ pub enum NsCertType {
     Client,
 }
 
+/// One certificate of the peer's chain as `tls-verify` sees it: depth 0 is the peer's own,
+/// the highest is the root CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Depth in the chain.
+    pub depth: usize,
+    /// The subject in OpenSSL's one-line form (`C=US, O=Org, CN=name`).
+    pub subject: String,
+    /// OpenVPN's per-certificate variables: `X509_{depth}_{field}`, `tls_serial_{depth}`,
+    /// `tls_serial_hex_{depth}`, `tls_digest_{depth}`, `tls_digest_sha256_{depth}`.
+    pub env: Vec<(String, String)>,
+}
+
+impl CertInfo {
+    /// Reads a DER certificate at `depth`.
+    pub fn of(der: &[u8], depth: usize) -> Option<Self> {
+        use sha2::Digest as _;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let colon_hex = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        let mut env = Vec::new();
+        for rdn in cert.subject().iter() {
+            for attr in rdn.iter() {
+                let oid = attr.attr_type().to_id_string();
+                let key = match oid.as_str() {
+                    "2.5.4.3" => "CN",
+                    "2.5.4.6" => "C",
+                    "2.5.4.7" => "L",
+                    "2.5.4.8" => "ST",
+                    "2.5.4.10" => "O",
+                    "2.5.4.11" => "OU",
+                    "2.5.4.5" => "serialNumber",
+                    "1.2.840.113549.1.9.1" => "emailAddress",
+                    other => other,
+                };
+                if let Ok(v) = attr.as_str() {
+                    env.push((format!("X509_{depth}_{key}"), v.to_owned()));
+                }
+            }
+        }
+        let serial = cert.tbs_certificate.serial.clone();
+        env.push((format!("tls_serial_{depth}"), serial.to_string()));
+        env.push((
+            format!("tls_serial_hex_{depth}"),
+            colon_hex(&serial.to_bytes_be()).to_lowercase(),
+        ));
+        env.push((
+            format!("tls_digest_{depth}"),
+            colon_hex(&sha1::Sha1::digest(der)).to_lowercase(),
+        ));
+        env.push((
+            format!("tls_digest_sha256_{depth}"),
+            colon_hex(&sha2::Sha256::digest(der)).to_lowercase(),
+        ));
+        Some(CertInfo {
+            depth,
+            subject: cert.subject().to_string(),
+            env,
+        })
+    }
+}
+
+/// `tls-verify`: called for each certificate of the verified chain, root first (as OpenVPN
+/// does); `false` rejects the peer. The binary supplies it (it runs the command), so that this
+/// crate runs no process.
+#[derive(Clone)]
+pub struct CertHook(pub std::sync::Arc<dyn Fn(&CertInfo) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for CertHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertHook")
+    }
+}
+
+impl PartialEq for CertHook {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CertHook {}
+
+/// A `peer-fingerprint` value: `AB:CD:…` (32 bytes of SHA-256).
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|h| {
+            (h.len() == 2)
+                .then(|| u8::from_str_radix(h, 16).ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
 /// Checks on the peer's leaf certificate, after its chain verified.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerCertPolicy {
+    /// `peer-fingerprint`: the SHA-256 of the peer's certificate must be one of these.
+    pub fingerprints: Vec<[u8; 32]>,
+    /// `tls-verify`.
+    pub verify_hook: Option<CertHook>,
     /// `ns-cert-type`.
     pub ns_cert_type: Option<NsCertType>,
     /// `remote-cert-ku [v…]` (values in OpenSSL's hex order, e.g. `a0`); `Some(empty)`: the
@@ -74,10 +179,55 @@ impl PeerCertPolicy {
         );
     }
 
+    /// Runs `tls-verify` over the chain (`chain[0]` is the peer's certificate; the issuer of
+    /// the last one is looked up in `roots`), root first.
+    pub fn run_hook(&self, chain: &[&[u8]], roots: &[Vec<u8>]) -> Result<(), String> {
+        let Some(hook) = &self.verify_hook else {
+            return Ok(());
+        };
+        let mut all: Vec<&[u8]> = chain.to_vec();
+        if let Some(last) = chain.last() {
+            let issuer_of = |der: &[u8]| {
+                x509_parser::parse_x509_certificate(der)
+                    .ok()
+                    .map(|(_, c)| (c.issuer().as_raw().to_vec(), c.subject().as_raw().to_vec()))
+            };
+            if let Some((issuer, subject)) = issuer_of(last) {
+                if issuer != subject {
+                    if let Some(root) = roots
+                        .iter()
+                        .find(|r| issuer_of(r).is_some_and(|(_, s)| s == issuer))
+                    {
+                        all.push(root);
+                    }
+                }
+            }
+        }
+        for depth in (0..all.len()).rev() {
+            let info = CertInfo::of(all[depth], depth).ok_or_else(|| {
+                format!("tls-verify: certificate at depth {depth} does not parse")
+            })?;
+            if !(hook.0)(&info) {
+                return Err(format!(
+                    "tls-verify rejected the certificate at depth {depth} ({})",
+                    info.subject
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a DER leaf certificate; the error names the failed check.
     pub fn check(&self, der: &[u8]) -> Result<(), String> {
         if self.is_empty() {
             return Ok(());
+        }
+        if !self.fingerprints.is_empty() {
+            use sha2::Digest as _;
+            let fp: [u8; 32] = sha2::Sha256::digest(der).into();
+            if !self.fingerprints.contains(&fp) {
+                return Err("peer-fingerprint: the peer certificate's SHA-256 matches none".into());
+            }
         }
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| format!("peer certificate does not parse: {e}"))?;
