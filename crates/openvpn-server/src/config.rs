@@ -180,6 +180,9 @@ pub struct ServerConfig {
     /// `down CMD`: run after the tun device is closed (as the unprivileged user if
     /// user/group dropped privileges, as in OpenVPN).
     pub down: Option<String>,
+    /// `tcp-queue-limit N`: packets queued to one TCP client before more are dropped (ours
+    /// is 256 when absent; OpenVPN's default is 64).
+    pub tcp_queue_limit: Option<usize>,
     /// `topology` (net30 when absent, as in OpenVPN).
     pub topology: Topology,
     /// `persist-tun`: a SIGUSR1 restart keeps the tun device (and its addresses) open.
@@ -296,6 +299,7 @@ impl Default for ServerConfig {
             learn_address: None,
             persist_tun: false,
             topology: Topology::Net30,
+            tcp_queue_limit: None,
             up: None,
             down: None,
             syslog: None,
@@ -507,6 +511,13 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
             "verb" => c.verb = parse_num(o, 0)?,
             "persist-tun" => c.persist_tun = true,
+            "tcp-queue-limit" => {
+                let n: usize = parse_num(o, 0)?;
+                if n == 0 {
+                    return Err(err(o, "must be at least 1"));
+                }
+                c.tcp_queue_limit = Some(n);
+            }
             "syslog" => c.syslog = Some(o.arg(0).unwrap_or("openvpn").to_owned()),
             "errors-to-stderr" => c.errors_to_stderr = true,
             "suppress-timestamps" => c.suppress_timestamps = true,
@@ -898,6 +909,14 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "not handled: {missing:?}");
+    }
+
+    #[test]
+    fn tcp_queue_limit() {
+        assert_eq!(cfg(BASE).unwrap().tcp_queue_limit, None);
+        let c = cfg(&format!("{BASE}tcp-queue-limit 32\n")).unwrap();
+        assert_eq!(c.tcp_queue_limit, Some(32));
+        assert!(cfg(&format!("{BASE}tcp-queue-limit 0\n")).is_err());
     }
 
     #[test]

@@ -20,8 +20,9 @@ use crate::management;
 use crate::plugins::PluginChain;
 use crate::udpio;
 
-/// Frames queued to one TCP client before we drop (a stuck client never blocks others).
-const TCP_QUEUE: usize = 256;
+/// Frames queued to one TCP client before we drop (a stuck client never blocks others),
+/// unless `tcp-queue-limit` says otherwise.
+pub(crate) const TCP_QUEUE: usize = 256;
 /// Bytes of queued frames a TCP client's writer joins into one write.
 const TCP_WRITE_BATCH: usize = 65_536;
 
@@ -596,7 +597,7 @@ pub(crate) struct TcpRoute {
 }
 
 /// Accepts TCP connections; connection `id` goes to `routes[id % routes.len()]`.
-pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>) {
+pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>, queue: usize) {
     if routes.is_empty() {
         return;
     }
@@ -609,7 +610,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>) {
         let id = next_id;
         next_id += 1;
         let route = &routes[(id % routes.len() as u64) as usize];
-        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(queue.max(1));
         if route.new_conn.send((id, wtx)).await.is_err() {
             return;
         }

@@ -235,7 +235,8 @@ async fn serve_on<D: PacketDevice + 'static>(
     }
     match tcp {
         Some(listener) => {
-            tokio::spawn(accept_loop(listener, tcp_routes));
+            let queue = cfg.tcp_queue_limit.unwrap_or(crate::runtime::TCP_QUEUE);
+            tokio::spawn(accept_loop(listener, tcp_routes, queue));
         }
         None => drop(tcp_routes),
     }

@@ -815,11 +815,7 @@ pub static CATALOG: &[Entry] = &[
         SERVER_ONLY,
         always("client-to-client packets are forwarded without a broadcast queue"),
     ),
-    e(
-        "tcp-queue-limit",
-        SERVER_ONLY,
-        no("'tcp-queue-limit' is not supported yet"),
-    ),
+    e("tcp-queue-limit", SERVER_ONLY, I),
     e("max-clients", SERVER_ONLY, I),
     e(
         "max-routes-per-client",
