@@ -1,5 +1,6 @@
 //! The guardian: a small child process that undoes a root-run client's routes and DNS when the
-//! client dies without cleaning up (`kill -9`, a crash, the OOM killer).
+//! client dies without cleaning up (`kill -9`, a crash, the OOM killer), or can no longer
+//! undo them itself (it dropped root with `user`/`group`: [`finish`]).
 //!
 //! ```text
 //!  openvpn-client (root)                                  openvpn-client __guardian
@@ -10,6 +11,9 @@
 //!   clean exit: cleanup, journal deleted ── EOF ──────▶  journal gone: exit
 //!   kill -9: the kernel closes the pipe ── EOF ───────▶  RouteManager::recover_owned(
 //!                                                           journal, token): undo, delete
+//!   after user/group, tun closed (lock released):
+//!     finish(): closes the pipe ─────────── EOF ───────▶  the same, then exits
+//!     … waits for the guardian's exit
 //! ```
 //!
 //! The guardian undoes a journal only if it still carries the owner token of the watched run
@@ -20,7 +24,7 @@
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,6 +40,7 @@ pub const SUBCOMMAND: &str = "__guardian";
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 static PIPE: Mutex<Option<ChildStdin>> = Mutex::new(None);
+static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 
 /// Starts the guardian (once per process; later calls do nothing). Its output is appended to
 /// `log` when given, else it goes to this process's stderr. Call it before the first tunnel.
@@ -62,9 +67,35 @@ pub fn spawn(log: Option<&Path>) -> std::io::Result<u32> {
     let mut child = cmd.spawn()?;
     let pid = child.id();
     *pipe = child.stdin.take();
-    // The child is not waited for: it outlives us when it matters, and init reaps it.
-    drop(child);
+    // Kept for `finish`; otherwise never waited for: it outlives us when it matters, and
+    // init reaps it.
+    *CHILD.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
     Ok(pid)
+}
+
+/// Hands what is still journaled to the guardian now and waits (up to `wait`) until it has
+/// undone it and exited: for a process that can no longer undo its own routes and DNS
+/// (after `user`/`group`). Its journals' locks must be released first (their managers
+/// dropped). Later [`watch`] calls do nothing. Returns whether the guardian finished.
+pub fn finish(wait: Duration) -> bool {
+    // End of input: the guardian undoes each watched journal still its owner's, and exits.
+    drop(PIPE.lock().unwrap_or_else(|e| e.into_inner()).take());
+    let Some(mut child) = CHILD.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                tracing::warn!("the guardian did not finish within {} s", wait.as_secs());
+                return false;
+            }
+        }
+    }
 }
 
 /// Tells the guardian (if one runs) to undo `journal` should this process die while the
@@ -137,7 +168,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let lines = serve(std::io::stdin().lock());
     let mut err = std::io::stderr();
     for l in &lines {
-        let _ = writeln!(err, "{l}: process {watched} ended without undoing it");
+        let _ = writeln!(err, "{l} (left by process {watched})");
     }
     Ok(())
 }

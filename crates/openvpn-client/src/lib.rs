@@ -16,6 +16,7 @@ pub mod config;
 mod engine;
 mod fast;
 pub mod guardian;
+pub mod hooks;
 pub mod management;
 pub mod plugins;
 pub mod privsep;
@@ -24,6 +25,7 @@ pub mod tun;
 use std::net::SocketAddr;
 
 pub use config::{ClientConfig, ConfigError};
+pub use hooks::{HookedTunBuilder, TunHooks};
 use openvpn_control::client::PushedOptions;
 pub use privsep::{HelperTun, HelperTunBuilder};
 use tokio::sync::mpsc;
@@ -146,6 +148,8 @@ pub enum ExitReason {
     ConfigError(String),
     /// The tun device could not be created.
     TunError(String),
+    /// `tls-exit`: the TLS negotiation failed.
+    TlsError(String),
 }
 
 /// A running client: events out, commands in.

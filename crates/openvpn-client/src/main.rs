@@ -10,8 +10,8 @@ use openvpn_client::management::{
 };
 use openvpn_client::plugins::ClientPlugins;
 use openvpn_client::{
-    ClientConfig, ClientHandle, Command, ExitReason, HelperTunBuilder, OffloadTunBuilder,
-    TunSettings, VpnEvent,
+    ClientConfig, ClientHandle, Command, ExitReason, HelperTunBuilder, OffloadTunBuilder, TunHooks,
+    VpnEvent,
 };
 use openvpn_control::options;
 use tracing::{error, info, warn};
@@ -26,56 +26,18 @@ fn prompt(label: &str, echo: bool) -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn run_script(
-    cmd: &str,
-    script_type: &str,
-    dev: &str,
-    settings: Option<&openvpn_client::TunSettings>,
-) {
-    let mut c = std::process::Command::new("/bin/sh");
-    c.arg("-c").arg(format!("{cmd} {dev}"));
-    c.env("script_type", script_type).env("dev", dev);
-    if let Some(s) = settings {
-        c.envs(openvpn_client::plugins::tun_env(dev, s));
-    }
-    match c.status() {
-        Ok(st) if st.success() => {}
-        Ok(st) => warn!("{script_type} script '{cmd}' exited with {st}"),
-        Err(e) => warn!("{script_type} script '{cmd}': {e}"),
-    }
-}
-
-/// Logs the client's events and, once the tunnel is first up, calls the modules' UP and
-/// ROUTE_UP and runs the `up` script (modules first, as OpenVPN does).
+/// Logs the client's events and feeds them to the hooks (`up-restart`, `ipchange`); the
+/// hooks of a new or closing device run in its builder ([`TunHooks::wrap`]).
 struct EventLog {
-    plugins: Option<ClientPlugins>,
-    up: Option<String>,
-    dev: String,
-    ran_up: bool,
-    last_settings: Option<TunSettings>,
+    hooks: TunHooks,
 }
 
 impl EventLog {
     fn on_event(&mut self, ev: &VpnEvent) {
         match ev {
-            VpnEvent::Connected {
-                server,
-                settings,
-                cipher,
-            } => {
+            VpnEvent::Connected { server, cipher, .. } => {
                 info!("Data Channel: cipher '{cipher}', connected to {server}");
-                if !self.ran_up {
-                    if let Some(p) = self.plugins.as_mut() {
-                        if !p.up(&self.dev, settings) {
-                            warn!("a plugin's PLUGIN_UP or PLUGIN_ROUTE_UP failed");
-                        }
-                    }
-                    if let Some(up) = &self.up {
-                        run_script(up, "up", &self.dev, Some(settings));
-                    }
-                    self.ran_up = true;
-                }
-                self.last_settings = Some(settings.clone());
+                self.hooks.on_event(ev);
                 info!("Initialization Sequence Completed");
             }
             VpnEvent::Connecting {
@@ -89,7 +51,10 @@ impl EventLog {
             VpnEvent::ConnectFailed { remote, reason } => {
                 warn!("connection to {remote} failed: {reason}")
             }
-            VpnEvent::Reconnecting { reason } => warn!("Restart: {reason}"),
+            VpnEvent::Reconnecting { reason } => {
+                warn!("Restart: {reason}");
+                self.hooks.on_event(ev);
+            }
             VpnEvent::AuthFailed { reason } => error!(
                 "AUTH: Received control message: AUTH_FAILED{}",
                 if reason.is_empty() {
@@ -104,8 +69,9 @@ impl EventLog {
     }
 }
 
-/// Sends SIGTERM, SIGINT (Ctrl-C), SIGUSR1 and SIGHUP to `tx` (on the current runtime).
-fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<Signal>) {
+/// Sends SIGTERM, SIGINT (Ctrl-C), SIGUSR1 and SIGHUP to `tx` (on the current runtime), and
+/// tells the hooks (the `signal` of the scripts that follow).
+fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<Signal>, hooks: TunHooks) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let kinds = [
@@ -128,6 +94,13 @@ fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<Signal>) {
         }
         drop(stx);
         while let Some(s) = srx.recv().await {
+            hooks.set_signal(match s {
+                Signal::Term => "sigterm",
+                Signal::Int => "sigint",
+                Signal::Usr1 => "sigusr1",
+                Signal::Hup => "sighup",
+                Signal::Usr2 => "sigusr2",
+            });
             if tx.send(s).is_err() {
                 break;
             }
@@ -262,21 +235,27 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
+    if cfg.user.is_some() || cfg.group.is_some() {
+        // OpenVPN warns that restarts may fail; here a restart keeps the tun device and its
+        // routes, and only one that needs a new device fails.
+        warn!(
+            "WARNING: you are using user/group: privileges are dropped once the tunnel is up; a restart that needs a new tun device (the server pushed other settings) then fails, and routes and DNS are undone by the guardian at exit"
+        );
+    }
+    // Scripts and modules around the tunnel (and user/group once it is first up).
+    let hooks = TunHooks::new(&cfg, plugins);
+    // cd, nice, mlock: before the runtime's threads start (they inherit the nice value).
+    let p = &cfg.process;
+    openvpn_tun::process::apply_start(p.cd.as_deref(), p.nice, p.mlock)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let code = rt.block_on(async move {
         let dev = cfg.dev.clone();
-        let up = cfg.up.clone().filter(|_| cfg.script_security >= 2);
-        let down = cfg.down.clone().filter(|_| cfg.script_security >= 2);
         let name = (dev != "tun").then(|| dev.clone());
         let mut log = EventLog {
-            plugins,
-            up,
-            dev: dev.clone(),
-            ran_up: false,
-            last_settings: None,
+            hooks: hooks.clone(),
         };
         if let Some(b) = &helper {
             info!("using the privileged helper at {}", b.socket.display());
@@ -301,20 +280,20 @@ fn main() -> anyhow::Result<()> {
                 };
                 settings.credentials = creds.take();
                 let mgmt = ClientManagement::new(listener, settings);
-                forward_signals(mgmt.signals());
+                forward_signals(mgmt.signals(), hooks.clone());
                 let start = |counters: &ByteCounters| -> ClientHandle {
                     match helper.clone() {
                         Some(b) => openvpn_client::connect(
                             cfg.clone(),
-                            CountingTunBuilder::new(b, counters.clone()),
+                            CountingTunBuilder::new(hooks.wrap(b), counters.clone()),
                         ),
                         None => openvpn_client::connect(
                             cfg.clone(),
                             CountingTunBuilder::new(
-                                OffloadTunBuilder {
+                                hooks.wrap(OffloadTunBuilder {
                                     name: name.clone(),
                                     dns: cfg.dns_backend(),
-                                },
+                                }),
                                 counters.clone(),
                             ),
                         ),
@@ -324,14 +303,14 @@ fn main() -> anyhow::Result<()> {
             }
             None => {
                 let mut handle = match helper {
-                    Some(b) => openvpn_client::connect(cfg, b),
+                    Some(b) => openvpn_client::connect(cfg, hooks.wrap(b)),
                     None => {
                         let dns = cfg.dns_backend();
-                        openvpn_client::connect(cfg, OffloadTunBuilder { name, dns })
+                        openvpn_client::connect(cfg, hooks.wrap(OffloadTunBuilder { name, dns }))
                     }
                 };
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                forward_signals(tx);
+                forward_signals(tx, hooks.clone());
                 let cmd = handle.commander();
                 tokio::spawn(async move {
                     while let Some(s) = rx.recv().await {
@@ -355,14 +334,8 @@ fn main() -> anyhow::Result<()> {
                 handle.wait().await
             }
         };
-        if let (Some(p), Some(s), true) = (log.plugins.as_mut(), &log.last_settings, log.ran_up) {
-            if !p.down(&dev, s) {
-                warn!("a plugin's PLUGIN_DOWN failed");
-            }
-        }
-        if let (Some(down), Some(s)) = (&down, &log.last_settings) {
-            run_script(down, "down", &dev, Some(s));
-        }
+        // The device (and with it route-pre-down and down) has closed when the engine
+        // stopped, unless the data path's send task still holds it (then: below).
         match reason {
             ExitReason::Disconnected => {
                 info!("SIGTERM received, process exiting");
@@ -378,6 +351,10 @@ fn main() -> anyhow::Result<()> {
     // runtime, and the device with them: routes and DNS are undone here, before exit (which
     // runs no destructors), not by the guardian afterwards.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    if openvpn_tun::process::privileges_dropped() {
+        // Whatever the closing device could not hand over (it does so itself).
+        openvpn_client::guardian::finish(std::time::Duration::from_secs(5));
+    }
     std::process::exit(code);
 }
 

@@ -433,6 +433,7 @@ pub fn exit_detail(r: &ExitReason) -> &'static str {
         ExitReason::Unreachable => "connection-failed",
         ExitReason::ConfigError(_) => "config-error",
         ExitReason::TunError(_) => "tun-error",
+        ExitReason::TlsError(_) => "tls-error",
     }
 }
 

@@ -2,19 +2,19 @@
 //! around the tunnel's life, each before the matching script, as OpenVPN does.
 //!
 //! ```text
-//!  start:                     ClientPlugins::load(cfg)  (in profile order)
-//!  first Connected{settings}: up(dev, settings)   → PLUGIN_UP, then PLUGIN_ROUTE_UP
-//!  exit:                      down(dev, settings) → PLUGIN_DOWN
+//!  start:  ClientPlugins::load(cfg)  (in profile order)
+//!  then:   call(kind, argv, env) from the hooks (`crate::hooks`): PLUGIN_UP, PLUGIN_ROUTE_UP,
+//!          PLUGIN_IPCHANGE, PLUGIN_ROUTE_PREDOWN, PLUGIN_DOWN, each with its script's argv
+//!          and environment
 //! ```
 //!
 //! Calls block (down-root's UP starts its root helper, DOWN waits for the command): the
-//! binary makes them where it runs its `up` and `down` scripts.
+//! hooks make them where they run the scripts.
 
 use openvpn_plugin::{CallStatus, Plugin, PluginError, PluginKind};
 use tracing::{info, warn};
 
 use crate::config::ClientConfig;
-use crate::tun::TunSettings;
 
 /// The profile's modules, in order.
 #[derive(Debug)]
@@ -52,27 +52,20 @@ impl ClientPlugins {
         Ok(Some(ClientPlugins { modules, base_env }))
     }
 
-    /// The tunnel is configured: `PLUGIN_UP` (argv `dev tun_mtu link_mtu ifconfig_local
-    /// ifconfig_netmask init`), then `PLUGIN_ROUTE_UP` (routes are set with the device).
+    /// Whether a module asked for `kind`.
+    pub fn handles(&self, kind: PluginKind) -> bool {
+        self.modules.iter().any(|p| p.handles(kind))
+    }
+
+    /// Calls `kind` of every module that asked for it, in profile order, with `args` (the
+    /// matching script's arguments) and `env` (its environment, after `verb`/`daemon`).
     /// False if a module failed.
-    pub fn up(&mut self, dev: &str, settings: &TunSettings) -> bool {
-        let args = up_args(dev, settings);
-        let up = self.call(PluginKind::Up, &args, dev, settings);
-        up && self.call(PluginKind::RouteUp, &[], dev, settings)
-    }
-
-    /// The tunnel is going away: `PLUGIN_DOWN` with the arguments `up` had.
-    pub fn down(&mut self, dev: &str, settings: &TunSettings) -> bool {
-        let args = up_args(dev, settings);
-        self.call(PluginKind::Down, &args, dev, settings)
-    }
-
-    fn call(&mut self, kind: PluginKind, args: &[String], dev: &str, s: &TunSettings) -> bool {
-        let mut env = self.base_env.clone();
-        env.extend(tun_env(dev, s));
+    pub fn call(&mut self, kind: PluginKind, args: &[String], env: &[(String, String)]) -> bool {
+        let mut all = self.base_env.clone();
+        all.extend(env.iter().cloned());
         let mut ok = true;
         for p in self.modules.iter_mut().filter(|p| p.handles(kind)) {
-            match p.call(kind, args, &env, None) {
+            match p.call(kind, args, &all, None) {
                 Ok(o) if o.status == CallStatus::Success => {}
                 Ok(o) => {
                     warn!(
@@ -92,58 +85,11 @@ impl ClientPlugins {
     }
 }
 
-fn netmask(prefix: u8) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::from(if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    })
-}
-
-fn up_args(dev: &str, s: &TunSettings) -> Vec<String> {
-    let (local, mask) = s
-        .ipv4
-        .map(|(a, p)| (a.to_string(), netmask(p).to_string()))
-        .unwrap_or_default();
-    vec![
-        dev.to_owned(),
-        s.mtu.to_string(),
-        s.mtu.to_string(),
-        local,
-        mask,
-        "init".to_owned(),
-    ]
-}
-
-/// The environment OpenVPN's up/down scripts and modules get for the tunnel: `dev`,
-/// `tun_mtu`, `ifconfig_local`/`ifconfig_netmask`, `ifconfig_ipv6_local`/`_netbits`, and
-/// each pushed DNS server as `foreign_option_N`.
-pub fn tun_env(dev: &str, s: &TunSettings) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("dev".to_owned(), dev.to_owned()),
-        ("tun_mtu".to_owned(), s.mtu.to_string()),
-    ];
-    if let Some((a, p)) = s.ipv4 {
-        env.push(("ifconfig_local".to_owned(), a.to_string()));
-        env.push(("ifconfig_netmask".to_owned(), netmask(p).to_string()));
-    }
-    if let Some((a, p)) = s.ipv6 {
-        env.push(("ifconfig_ipv6_local".to_owned(), a.to_string()));
-        env.push(("ifconfig_ipv6_netbits".to_owned(), p.to_string()));
-    }
-    for (i, d) in s.dns_servers.iter().enumerate() {
-        env.push((
-            format!("foreign_option_{}", i + 1),
-            format!("dhcp-option DNS {d}"),
-        ));
-    }
-    env
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::tun::TunSettings;
 
     /// A profile's `plugin` line, called around the tunnel with the up script's argv.
     #[test]
@@ -179,9 +125,12 @@ mod tests {
             mtu: 1500,
             ..TunSettings::default()
         };
-        // The module asks for UP and DOWN, not ROUTE_UP (which is then skipped).
-        assert!(p.up("tun9", &s));
-        assert!(p.down("tun9", &s));
+        let args = crate::hooks::script_args("tun9", &s, crate::hooks::Context::Init);
+        // The module asks for UP and DOWN, not ROUTE_UP.
+        assert!(p.handles(PluginKind::Up) && !p.handles(PluginKind::RouteUp));
+        assert!(p.call(PluginKind::Up, &args, &[]));
+        assert!(p.call(PluginKind::RouteUp, &[], &[]));
+        assert!(p.call(PluginKind::Down, &args, &[]));
         drop(p);
         let text = std::fs::read_to_string(&journal).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -196,6 +145,9 @@ mod tests {
                 "close"
             ]
         );
-        assert_eq!(up_args("tun9", &s)[3..5], ["10.8.0.2", "255.255.255.0"]);
+        assert_eq!(
+            args,
+            ["tun9", "1500", "0", "10.8.0.2", "255.255.255.0", "init"]
+        );
     }
 }

@@ -1301,6 +1301,7 @@ mod tests {
                         metric: None,
                     },
                 ],
+                ..Default::default()
             }),
         };
         let line = encode_settings(&s);

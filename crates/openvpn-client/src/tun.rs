@@ -60,6 +60,9 @@ pub struct RouteDetails {
     /// Routes around the tunnel: the profile's `route … net_gateway` lines (or with a
     /// gateway address outside the tunnel). Never from the server.
     pub outside: Vec<OutsideRoute>,
+    /// The tunnel's IPv4 gateway (`route_vpn_gateway` of scripts): the pushed
+    /// `route-gateway`, else the peer of a net30/p2p `ifconfig`.
+    pub vpn_gateway: Option<Ipv4Addr>,
 }
 
 /// What to do with a packet read from the tun device.
@@ -99,6 +102,9 @@ impl TunSettings {
                 s.routes_v4.push((remote, 32));
             }
         }
+        s.route_details.vpn_gateway = p
+            .route_gateway
+            .or(p.ifconfig.filter(|_| !topology_subnet).map(|(_, r)| r));
         if !route_noexec {
             // Pushed routes go into the tunnel whatever gateway they name (a server cannot
             // route traffic around it); their metric is kept.
