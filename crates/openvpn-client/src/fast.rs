@@ -57,6 +57,8 @@ pub(crate) struct LinkBatchResult {
     pub received_data: bool,
     /// The server sent OCC_EXIT.
     pub occ_exit: bool,
+    /// Bytes of IP packets for the tun device (`inactive`).
+    pub tun_bytes: u64,
 }
 
 /// Batched UDP state of one connection.
@@ -129,6 +131,7 @@ impl FastUdp {
                 match data.open(now, unix_now, pkt) {
                     Ok(Payload::Ip(r)) => {
                         res.received_data = true;
+                        res.tun_bytes += r.len() as u64;
                         let ip = &mut pkt[r];
                         if let Some(mss) = mss {
                             openvpn_wire::clamp_mss(ip, mss);
@@ -137,6 +140,7 @@ impl FastUdp {
                     }
                     Ok(Payload::Decompressed) => {
                         res.received_data = true;
+                        res.tun_bytes += data.decompressed().len() as u64;
                         self.tun_out.push(data.decompressed());
                         if let Some(mss) = mss {
                             let last = self.tun_out.len() - 1;
@@ -163,7 +167,8 @@ impl FastUdp {
     }
 
     /// Seals every packet of `batch` (blocked families answered locally, MSS clamped) and
-    /// sends them to `server` in GSO runs. Returns whether anything was sent.
+    /// sends them to `server` in GSO runs. Returns the bytes of the IP packets sent (0:
+    /// nothing).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn seal_and_send<D: PacketDevice>(
         &mut self,
@@ -176,7 +181,7 @@ impl FastUdp {
         mss: Option<u16>,
         settings: Option<&TunSettings>,
         device: &D,
-    ) -> bool {
+    ) -> u64 {
         let mut out = SealOut {
             sendq: &mut self.sendq,
             sbuf: &mut self.sbuf,
@@ -246,6 +251,7 @@ impl FastUdp {
         };
         let base = Instant::now();
         let sent_at = Arc::new(AtomicU64::new(0));
+        let sent_bytes = Arc::new(AtomicU64::new(0));
         let job = SealJob {
             sock: dup,
             sendq: SendQueue::new(udp.max_gso_segments()),
@@ -258,6 +264,7 @@ impl FastUdp {
             max_packet,
             base,
             sent_at: Arc::clone(&sent_at),
+            sent_bytes: Arc::clone(&sent_bytes),
         };
         tracing::debug!("send task started");
         *task = Some(SealTask {
@@ -268,6 +275,7 @@ impl FastUdp {
             max_packet,
             base,
             sent_at,
+            sent_bytes,
             reported: 0,
         });
     }
@@ -282,7 +290,7 @@ struct SealOut<'a> {
 
 impl SealOut<'_> {
     /// Filters (block-ipv4/-ipv6), clamps and seals every packet of `batch` with `seal` and
-    /// queues it. Returns whether anything was queued.
+    /// queues it. Returns the bytes of the IP packets queued.
     async fn seal_batch<D: PacketDevice>(
         &mut self,
         batch: &mut TunBatch,
@@ -290,8 +298,8 @@ impl SealOut<'_> {
         settings: Option<&TunSettings>,
         device: &D,
         mut seal: impl FnMut(&mut PacketBuf) -> bool,
-    ) -> bool {
-        let mut sent = false;
+    ) -> u64 {
+        let mut sent = 0;
         for i in 0..batch.len() {
             let pkt = batch.get_mut(i);
             match settings.map_or(TunVerdict::Forward, |t| t.verdict(pkt)) {
@@ -309,7 +317,7 @@ impl SealOut<'_> {
             self.sbuf.extend_from_slice(pkt);
             if seal(self.sbuf) {
                 self.sendq.push(self.server, self.sbuf.as_slice());
-                sent = true;
+                sent += pkt.len() as u64;
             }
         }
         sent
@@ -326,6 +334,8 @@ pub(crate) struct SealTask {
     base: Instant,
     /// Nanoseconds after `base` of the last send (0 = nothing yet).
     sent_at: Arc<AtomicU64>,
+    /// Bytes of IP packets sent since the last [`SealTask::take_bytes`].
+    sent_bytes: Arc<AtomicU64>,
     reported: u64,
 }
 
@@ -339,6 +349,11 @@ impl SealTask {
         }
         self.reported = at;
         Some(self.base + Duration::from_nanos(at))
+    }
+
+    /// Bytes of IP packets the task sent since the last call (for `inactive`).
+    pub(crate) fn take_bytes(&self) -> u64 {
+        self.sent_bytes.swap(0, Ordering::Relaxed)
     }
 }
 
@@ -361,6 +376,7 @@ struct SealJob<D> {
     max_packet: usize,
     base: Instant,
     sent_at: Arc<AtomicU64>,
+    sent_bytes: Arc<AtomicU64>,
 }
 
 impl<D: PacketDevice + 'static> SealJob<D> {
@@ -395,7 +411,8 @@ impl<D: PacketDevice + 'static> SealJob<D> {
             if !self.sendq.is_empty() {
                 let _ = self.sendq.flush(&self.udp, &self.sock).await;
             }
-            if sent {
+            if sent > 0 {
+                self.sent_bytes.fetch_add(sent, Ordering::Relaxed);
                 let at = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 self.sent_at.store(at.max(1), Ordering::Relaxed);
             }

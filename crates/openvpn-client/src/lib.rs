@@ -20,6 +20,8 @@ pub mod hooks;
 pub mod management;
 pub mod plugins;
 pub mod privsep;
+mod proxy;
+mod tos;
 pub mod tun;
 
 use std::net::SocketAddr;
@@ -142,6 +144,8 @@ pub enum ExitReason {
     Halted(String),
     /// `ping-exit` expired.
     PingExit,
+    /// `inactive`: too little tunnel traffic for that long ("Inactivity timeout").
+    Inactive,
     /// `connect-retry-max` reached without a connection.
     Unreachable,
     /// The profile could not be used.

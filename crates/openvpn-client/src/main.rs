@@ -341,6 +341,10 @@ fn main() -> anyhow::Result<()> {
                 info!("SIGTERM received, process exiting");
                 0
             }
+            ExitReason::Inactive => {
+                info!("Inactivity timeout (--inactive), exiting");
+                0
+            }
             other => {
                 error!("exiting: {other:?}");
                 1

@@ -430,6 +430,7 @@ pub fn exit_detail(r: &ExitReason) -> &'static str {
         ExitReason::AuthFailed(_) => "auth-failure",
         ExitReason::Halted(_) => "server-pushed-halt",
         ExitReason::PingExit => "ping-exit",
+        ExitReason::Inactive => "inactive",
         ExitReason::Unreachable => "connection-failed",
         ExitReason::ConfigError(_) => "config-error",
         ExitReason::TunError(_) => "tun-error",

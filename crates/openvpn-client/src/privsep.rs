@@ -741,17 +741,22 @@ impl Policy {
 }
 
 /// The server addresses a profile can connect to: its literal `remote` addresses, the
-/// addresses its host names resolve to now, and `ip-remote-hint`.
+/// addresses its host names resolve to now, and `ip-remote-hint`; for a remote behind a
+/// proxy, the proxy's (the link goes there).
 pub async fn profile_servers(cfg: &ClientConfig) -> Vec<IpAddr> {
     let mut out = Vec::new();
     if let Some(Some(hint)) = &cfg.presolve {
         out.extend(hint.parse::<IpAddr>().ok());
     }
     for r in &cfg.remotes {
-        match r.host.parse::<IpAddr>() {
+        let (host, port) = match &r.proxy {
+            Some(p) => (p.host(), p.port()),
+            None => (r.host.as_str(), r.port),
+        };
+        match host.parse::<IpAddr>() {
             Ok(a) => out.push(a),
             Err(_) => {
-                if let Ok(addrs) = tokio::net::lookup_host((r.host.as_str(), r.port)).await {
+                if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
                     out.extend(addrs.map(|a| a.ip()));
                 }
             }
