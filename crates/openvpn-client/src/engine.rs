@@ -914,6 +914,11 @@ async fn connect_once<T: TunBuilder>(
                 }
                 CtlEvent::Closed(r) => {
                     let reason = format!("{r:?}");
+                    // tls-exit: a failed TLS negotiation ends the client (OpenVPN's
+                    // "tls-error" becomes SIGTERM instead of SIGUSR1).
+                    if s.cfg.tls_exit && !matches!(r, openvpn_control::CloseReason::Local) {
+                        return Outcome::Exit(ExitReason::TlsError(reason));
+                    }
                     return if established_once {
                         Outcome::Restart {
                             reason,
