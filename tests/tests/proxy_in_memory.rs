@@ -275,8 +275,9 @@ async fn socks_udp_proxy(server: SocketAddr) -> (SocketAddr, Arc<Seen>) {
     (addr, seen)
 }
 
-fn auth_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ovpn-rs-proxy-test-{}", std::process::id()));
+/// A directory with `proxy-auth.txt` (puser/ppass), one per test (they run in parallel).
+fn auth_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ovpn-rs-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("proxy-auth.txt"), "puser\nppass\n").unwrap();
     dir
@@ -291,7 +292,7 @@ async fn http_proxy_with_basic_authfile() {
             "proto tcp-client\nremote vpn.invalid 1194\nhttp-proxy 127.0.0.1 {} proxy-auth.txt basic\nhttp-proxy-option VERSION 1.1\nhttp-proxy-option AGENT memtest",
             proxy.port()
         ),
-        &auth_dir(),
+        &auth_dir("http-basic"),
     );
     tunnel_works(cfg, &mut server).await;
     assert_eq!(seen.tunnels.load(Ordering::SeqCst), 1);
@@ -359,7 +360,7 @@ async fn socks_proxy_over_tcp_with_username_and_password() {
             "proto tcp-client\nremote vpn.invalid 1194\nsocks-proxy 127.0.0.1 {} proxy-auth.txt\nsocks-proxy-retry",
             proxy.port()
         ),
-        &auth_dir(),
+        &auth_dir("socks-tcp"),
     );
     tunnel_works(cfg, &mut server).await;
     assert_eq!(seen.tunnels.load(Ordering::SeqCst), 1);
@@ -374,7 +375,7 @@ async fn socks_proxy_relays_udp() {
             "proto udp\nremote 192.0.2.1 1194\nsocks-proxy 127.0.0.1 {} proxy-auth.txt",
             proxy.port()
         ),
-        &auth_dir(),
+        &auth_dir("socks-udp"),
     );
     tunnel_works(cfg, &mut server).await;
     assert_eq!(seen.tunnels.load(Ordering::SeqCst), 1);
