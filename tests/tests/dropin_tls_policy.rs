@@ -79,7 +79,7 @@ fn options(text: &str, role: Role, ca: &str, leaf: &Leaf) -> TlsOptions {
             o.name
         );
     }
-    t.finish();
+    t.finish().unwrap();
     t
 }
 
@@ -304,7 +304,7 @@ fn peer_fingerprint_pins_a_self_signed_server_without_ca() {
             t.apply(&o, std::path::Path::new("/"), Role::Client)
                 .unwrap();
         }
-        t.finish();
+        t.finish().unwrap();
         t
     };
     handshake(&pinned(&fp), &server).expect("the pinned fingerprint");
@@ -313,7 +313,7 @@ fn peer_fingerprint_pins_a_self_signed_server_without_ca() {
     assert!(e.contains("peer-fingerprint"), "{e}");
     // Neither ca nor peer-fingerprint: refused when the TLS configuration is built.
     let mut none = TlsOptions::default();
-    none.finish();
+    none.finish().unwrap();
     assert!(TlsConfig::client(&none.credentials()).is_err());
 }
 

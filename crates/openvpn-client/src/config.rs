@@ -1002,7 +1002,7 @@ impl ClientConfig {
                 "no 'remote' given: add 'remote HOST [PORT] [PROTO]'".into(),
             ));
         }
-        c.tls.finish();
+        c.tls.finish()?;
         if c.tls.ca.is_empty() {
             return Err(ConfigError::Invalid(
                 "no 'ca' given: the server certificate cannot be verified".into(),

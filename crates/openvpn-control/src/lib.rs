@@ -21,6 +21,7 @@ pub mod cookie;
 pub mod dataplane;
 pub mod error;
 pub mod keepalive;
+mod keyfile;
 pub mod loading;
 pub mod messages;
 pub mod mgmt_words;

@@ -1,17 +1,23 @@
 //! The TLS options both roles share, parsed in one place: `ca`, `capath`, `cert`,
 //! `extra-certs`, `key`, `crl-verify`, `verify-x509-name`, `remote-cert-tls`,
 //! `remote-cert-ku`, `remote-cert-eku`, `ns-cert-type`, `tls-version-min`, `tls-version-max`,
-//! `tls-cipher`, `tls-ciphersuites`, `tls-groups`, `ecdh-curve`, `tls-cert-profile`.
+//! `tls-cipher`, `tls-ciphersuites`, `tls-groups`, `ecdh-curve`, `tls-cert-profile`,
+//! `pkcs12`, `askpass`.
 //!
 //! ```text
-//!  OptionLine ──TlsOptions::apply──▶ TlsOptions ──credentials()──▶ tls::TlsCredentials
+//!  OptionLine ──TlsOptions::apply──▶ TlsOptions ──finish()──▶ ──credentials()──▶ tls::TlsCredentials
+//!                                     (pkcs12 bundle, encrypted key: unwrapped by finish)
 //! ```
 
 use std::path::Path;
 
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use crate::keyfile::{self, Passphrase, UnwrapError};
 use crate::loading::{LoadError, arg, file_or_inline, invalid};
-use crate::options::OptionLine;
 use crate::options::catalog::Role;
+use crate::options::{OptionLine, describe_location};
 use crate::tls::{
     Algorithms, CertHook, CertProfile, NsCertType, PeerCertPolicy, TlsCredentials, TlsVersionMax,
     TlsVersionMin, X509NameCheck, eku_oid, parse_fingerprint,
@@ -72,6 +78,79 @@ pub struct TlsOptions {
     pub wrap: TlsWrap,
     key_direction: Option<u8>,
     extra_certs: Option<String>,
+    wrapped: Wrapped,
+}
+
+/// What [`TlsOptions::finish`] unwraps: a `pkcs12` bundle and an encrypted `key`, with the
+/// `askpass` passphrase (which may come before or after them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Wrapped {
+    /// `pkcs12`: where (for messages), the file's name, its bytes.
+    pkcs12: Option<(String, String, Zeroizing<Vec<u8>>)>,
+    /// Where the `key` line is.
+    key_at: Option<String>,
+    /// `askpass`: where, and the passphrase (`None`: OpenVPN would ask on the terminal).
+    askpass: Option<(String, Option<Passphrase>)>,
+    ca_given: bool,
+    capath_given: bool,
+}
+
+/// `config line 7: 'pkcs12'`: the start of a message about `o`.
+fn location(o: &OptionLine) -> String {
+    format!("{}: '{}'", describe_location(o), o.name)
+}
+
+/// `pkcs12 FILE` (DER) or `<pkcs12>` (base64, as OpenVPN wants it inline): the name for
+/// messages and the bytes.
+fn pkcs12_bytes(o: &OptionLine, base: &Path) -> Result<(String, Zeroizing<Vec<u8>>), LoadError> {
+    if let Some(text) = o.inline_content() {
+        let b64: Zeroizing<String> =
+            Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| {
+                invalid(
+                    o,
+                    "an inline <pkcs12> block holds the bundle in base64 (openssl base64 -in FILE.p12)",
+                )
+            })?;
+        return Ok(("<pkcs12>".into(), Zeroizing::new(der)));
+    }
+    let name = arg(o, 0)?;
+    let path = base.join(name);
+    let der = std::fs::read(&path).map_err(|source| LoadError::Io {
+        what: location(o),
+        path,
+        source,
+    })?;
+    Ok((name.to_owned(), Zeroizing::new(der)))
+}
+
+/// `askpass [FILE]`: the first line of FILE; `None` without FILE.
+fn askpass(o: &OptionLine, base: &Path) -> Result<Option<Passphrase>, LoadError> {
+    if o.is_inline() {
+        return Err(invalid(
+            o,
+            "takes a file name (the passphrase is the file's first line), not an inline block",
+        ));
+    }
+    let Some(name) = o.arg(0) else {
+        return Ok(None);
+    };
+    let path = base.join(name);
+    let text = Zeroizing::new(
+        std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+            what: location(o),
+            path,
+            source,
+        })?,
+    );
+    Passphrase::first_line(&text).map(Some).ok_or_else(|| {
+        invalid(
+            o,
+            format!("'{name}' is empty: its first line is the passphrase"),
+        )
+    })
 }
 
 fn direction(o: &OptionLine, d: &str) -> Result<u8, LoadError> {
@@ -87,11 +166,25 @@ impl TlsOptions {
     /// `role` is this side: a client checks `remote-cert-tls server`, a server `client`.
     pub fn apply(&mut self, o: &OptionLine, base: &Path, role: Role) -> Result<bool, LoadError> {
         match o.name.as_str() {
-            "ca" => self.ca.push_str(&file_or_inline(o, base)?),
-            "capath" => self.capath(o, base)?,
+            "ca" => {
+                self.ca.push_str(&file_or_inline(o, base)?);
+                self.wrapped.ca_given = true;
+            }
+            "capath" => {
+                self.capath(o, base)?;
+                self.wrapped.capath_given = true;
+            }
             "cert" => self.cert = Some(file_or_inline(o, base)?),
             "extra-certs" => self.extra_certs = Some(file_or_inline(o, base)?),
-            "key" => self.key = Some(file_or_inline(o, base)?),
+            "key" => {
+                self.key = Some(file_or_inline(o, base)?);
+                self.wrapped.key_at = Some(location(o));
+            }
+            "pkcs12" => {
+                let (name, der) = pkcs12_bytes(o, base)?;
+                self.wrapped.pkcs12 = Some((location(o), name, der));
+            }
+            "askpass" => self.wrapped.askpass = Some((location(o), askpass(o, base)?)),
             "crl-verify" => {
                 if o.arg(1) == Some("dir") {
                     return Err(invalid(
@@ -273,20 +366,79 @@ impl TlsOptions {
         Ok(())
     }
 
-    /// What one sees after loading: `extra-certs` joined to the chain. Call once, after the
-    /// last line.
-    pub fn finish(&mut self) {
+    /// What one sees after loading: the `pkcs12` bundle read into `cert`, `key` and (without
+    /// `ca`) `ca`; an encrypted `key` decrypted with the `askpass` passphrase; `extra-certs`
+    /// joined to the chain. Call once, after the last line.
+    pub fn finish(&mut self) -> Result<(), LoadError> {
         if let (TlsWrap::Auth { direction, .. }, Some(k)) = (&mut self.wrap, self.key_direction) {
             if direction.is_none() {
                 *direction = Some(k);
             }
         }
+        self.unwrap_credentials()?;
         if let (Some(cert), Some(extra)) = (&mut self.cert, self.extra_certs.take()) {
             if !cert.ends_with('\n') {
                 cert.push('\n');
             }
             cert.push_str(&extra);
         }
+        Ok(())
+    }
+
+    /// `pkcs12` and an encrypted `key`, read as OpenVPN reads them: the bundle's other
+    /// certificates complete the chain and, without `ca`, are the CA; a passphrase comes
+    /// from `askpass FILE` (an empty one is tried first for a bundle).
+    fn unwrap_credentials(&mut self) -> Result<(), LoadError> {
+        let w = std::mem::take(&mut self.wrapped);
+        let pass = w.askpass.as_ref().and_then(|(_, p)| p.as_ref());
+        let ask_at = w.askpass.as_ref().map(|(at, _)| at.as_str()).unwrap_or("");
+        let failed = |at: &str, what: &str, e: UnwrapError| {
+            LoadError::Invalid(match e {
+                UnwrapError::NeedsPassphrase if w.askpass.is_some() => format!(
+                    "{at}: {what} needs a passphrase, and {ask_at} without a file would ask for it on the terminal, which openvpn-rs does not do yet: give 'askpass FILE' with the passphrase on the file's first line"
+                ),
+                UnwrapError::NeedsPassphrase => format!(
+                    "{at}: {what} needs a passphrase: add 'askpass FILE' with the passphrase on the file's first line (asking on the terminal or the management interface is not supported yet)"
+                ),
+                UnwrapError::WrongPassphrase => {
+                    format!("{at}: the passphrase of {ask_at} does not open {what}")
+                }
+                UnwrapError::Bad(why) => format!("{at}: cannot read {what}: {why}"),
+            })
+        };
+        if let Some((at, name, der)) = &w.pkcs12 {
+            for (given, option) in [
+                (self.cert.is_some(), "cert"),
+                (self.key.is_some(), "key"),
+                (w.capath_given, "capath"),
+            ] {
+                if given {
+                    return Err(LoadError::Invalid(format!(
+                        "{at}: '{option}' cannot be used with 'pkcs12' (the bundle is the certificate, key and CA)"
+                    )));
+                }
+            }
+            let what = format!("'{name}'");
+            let mut bundle = keyfile::pkcs12(der, pass).map_err(|e| failed(at, &what, e))?;
+            if !w.ca_given {
+                self.ca.push_str(&bundle.others);
+            }
+            bundle.cert.push_str(&bundle.others);
+            self.cert = Some(bundle.cert);
+            self.key = Some(std::mem::take(&mut *bundle.key));
+        }
+        if self.key.as_deref().is_some_and(keyfile::is_encrypted_key) {
+            let at = w.key_at.as_deref().unwrap_or("'key'");
+            let what = "the encrypted private key";
+            let pem = self.key.as_deref().unwrap_or_default();
+            let mut plain = match pass {
+                Some(p) => keyfile::decrypt_key(pem, p),
+                None => Err(UnwrapError::NeedsPassphrase),
+            }
+            .map_err(|e| failed(at, what, e))?;
+            self.key = Some(std::mem::take(&mut *plain));
+        }
+        Ok(())
     }
 
     /// The `verify-x509-name` check.
@@ -342,7 +494,7 @@ mod tests {
         for o in parse_config(text).map_err(LoadError::from)? {
             assert!(t.apply(&o, Path::new("/"), role)?, "{}", o.name);
         }
-        t.finish();
+        t.finish()?;
         Ok(t)
     }
 
@@ -382,5 +534,187 @@ mod tests {
                 "{text}: {e}"
             );
         }
+    }
+
+    // pkcs12 and askpass, against fixtures made by tests/data/keyfile/make.sh with OpenSSL 3:
+    // whatever was read must complete a real handshake as the right certificate.
+
+    fn data() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/keyfile")
+    }
+
+    fn load_data(text: &str, role: Role) -> Result<TlsOptions, LoadError> {
+        let mut t = TlsOptions::default();
+        for o in parse_config(text).map_err(LoadError::from)? {
+            assert!(t.apply(&o, &data(), role)?, "{}", o.name);
+        }
+        t.finish()?;
+        Ok(t)
+    }
+
+    fn read(name: &str) -> String {
+        std::fs::read_to_string(data().join(name)).unwrap()
+    }
+
+    /// An in-memory handshake between the two configs; the common name each side saw.
+    fn handshake(client: &TlsOptions, server: &TlsOptions) -> Result<(String, String), String> {
+        use crate::tls::{TlsConfig, TlsSession};
+        let c = TlsConfig::client(&client.credentials()).map_err(|e| e.to_string())?;
+        let s = TlsConfig::server(&server.credentials(), false).map_err(|e| e.to_string())?;
+        let mut cs = TlsSession::new(&c, None).map_err(|e| e.to_string())?;
+        let mut ss = TlsSession::new(&s, None).map_err(|e| e.to_string())?;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            cs.take_tls(&mut buf);
+            ss.read_tls(&buf).map_err(|e| format!("server: {e}"))?;
+            let mut buf = Vec::new();
+            ss.take_tls(&mut buf);
+            cs.read_tls(&buf).map_err(|e| format!("client: {e}"))?;
+            if !cs.is_handshaking() && !ss.is_handshaking() {
+                return Ok((
+                    cs.peer_common_name().unwrap_or_default(),
+                    ss.peer_common_name().unwrap_or_default(),
+                ));
+            }
+        }
+        Err("handshake did not finish".into())
+    }
+
+    fn server() -> TlsOptions {
+        // OpenSSL 3's `pkcs12 -export -passout pass:`: PBES2/AES-256-CBC, MAC SHA-256.
+        load_data("pkcs12 server.p12\nremote-cert-tls client\n", Role::Server).unwrap()
+    }
+
+    fn client_key_der(t: &TlsOptions) -> Vec<u8> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let der = PrivateKeyDer::from_pem_slice(t.key.as_deref().unwrap().as_bytes()).unwrap();
+        der.secret_der().to_vec()
+    }
+
+    #[test]
+    fn pkcs12_bundles_are_the_cert_key_and_ca() {
+        let server = server();
+        assert_eq!(server.ca, read("ca.crt"), "the bundle's CA is the ca");
+        let want_key = {
+            let t = load_data("cert client.crt\nkey client.key\n", Role::Client).unwrap();
+            client_key_der(&t)
+        };
+        let b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(data().join("client.p12")).unwrap())
+        };
+        for text in [
+            // OpenSSL 3's default, as the corpus makes its bundles.
+            "pkcs12 client.p12\n".to_owned(),
+            // OpenSSL 1.1's algorithms (RC2-40 certificates, 3DES key, SHA-1 MAC), no password.
+            "pkcs12 client-legacy.p12\n".to_owned(),
+            // Nothing encrypted, no MAC.
+            "pkcs12 client-plain.p12\n".to_owned(),
+            // With a password, given by askpass before or after.
+            "pkcs12 client-pw.p12\naskpass pass.txt\n".to_owned(),
+            "askpass pass.txt\npkcs12 client-legacy-pw.p12\n".to_owned(),
+            // Inline, in base64 (64-column lines, as `openssl base64` writes).
+            format!(
+                "<pkcs12>\n{}\n</pkcs12>\n",
+                b64.as_bytes()
+                    .chunks(64)
+                    .map(|c| std::str::from_utf8(c).unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        ] {
+            let text = format!("{text}remote-cert-tls server\n");
+            let client = load_data(&text, Role::Client).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(client_key_der(&client), want_key, "{text}");
+            assert!(
+                client
+                    .cert
+                    .as_deref()
+                    .unwrap()
+                    .starts_with(read("client.crt").trim_end()),
+                "{text}: the leaf first"
+            );
+            let (server_cn, client_cn) =
+                handshake(&client, &server).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                (server_cn.as_str(), client_cn.as_str()),
+                ("server", "client"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn pkcs12_with_ca_keeps_that_ca() {
+        let ca = read("ca.crt");
+        let t = load_data(
+            &format!("<ca>\n{ca}</ca>\npkcs12 client.p12\n"),
+            Role::Client,
+        )
+        .unwrap();
+        assert_eq!(t.ca, ca, "the bundle's CA is not added to a given 'ca'");
+        // ... but still completes the chain sent to the peer.
+        assert!(t.cert.as_deref().unwrap().ends_with(&ca));
+    }
+
+    #[test]
+    fn encrypted_keys_are_decrypted_with_askpass() {
+        let der = |plain: &str| {
+            let t = load_data(&format!("key {plain}\n"), Role::Client).unwrap();
+            client_key_der(&t)
+        };
+        let server = server();
+        for (key, plain) in [
+            ("client-enc.key", "client.key"),
+            ("client-trad.key", "client-sec1.key"),
+            ("client-trad-des3.key", "client-sec1.key"),
+        ] {
+            let want = der(plain);
+            for text in [
+                format!("ca ca.crt\ncert client.crt\nkey {key}\naskpass pass.txt\n"),
+                format!("askpass pass.txt\nca ca.crt\ncert client.crt\nkey {key}\n"),
+            ] {
+                let client =
+                    load_data(&text, Role::Client).unwrap_or_else(|e| panic!("{text}: {e}"));
+                assert_eq!(client_key_der(&client), want, "{text}");
+                let (server_cn, _) =
+                    handshake(&client, &server).unwrap_or_else(|e| panic!("{text}: {e}"));
+                assert_eq!(server_cn, "server");
+            }
+        }
+        // A plain key with askpass: the passphrase is not needed, nothing changes.
+        let t = load_data("key client.key\naskpass pass.txt\n", Role::Client).unwrap();
+        assert_eq!(t.key.as_deref(), Some(read("client.key").as_str()));
+    }
+
+    #[test]
+    fn wrapped_credentials_name_the_line_and_the_fix() {
+        let dir = std::env::temp_dir().join(format!("ovrs-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let wrong = dir.join("wrong.txt");
+        std::fs::write(&wrong, "not-it\n").unwrap();
+        let empty = dir.join("empty.txt");
+        std::fs::write(&empty, "").unwrap();
+        let (wrong, empty) = (wrong.display(), empty.display());
+        for (text, want) in [
+            ("key client-enc.key\n", "config line 1: 'key': the encrypted private key needs a passphrase: add 'askpass FILE'".to_owned()),
+            ("key client-trad.key\naskpass\n", "config line 2: 'askpass' without a file would ask for it on the terminal".to_owned()),
+            (&*format!("key client-enc.key\naskpass {wrong}\n"), "config line 1: 'key': the passphrase of config line 2: 'askpass' does not open the encrypted private key".to_owned()),
+            (&*format!("askpass {wrong}\nkey client-trad-des3.key\n"), "does not open the encrypted private key".to_owned()),
+            ("pkcs12 client-pw.p12\n", "config line 1: 'pkcs12': 'client-pw.p12' needs a passphrase".to_owned()),
+            (&*format!("pkcs12 client-legacy-pw.p12\naskpass {wrong}\n"), "does not open 'client-legacy-pw.p12'".to_owned()),
+            ("pkcs12 ca.crt\n", "cannot read 'ca.crt': not a PKCS#12 file".to_owned()),
+            ("pkcs12 client.p12\ncert client.crt\n", "'cert' cannot be used with 'pkcs12'".to_owned()),
+            ("key client.key\npkcs12 client.p12\n", "'key' cannot be used with 'pkcs12'".to_owned()),
+            ("<pkcs12>\n-----BEGIN PKCS12-----\n</pkcs12>\n", "base64".to_owned()),
+            (&*format!("askpass {empty}\n"), "is empty".to_owned()),
+            ("askpass missing.txt\n", "cannot read".to_owned()),
+        ] {
+            let e = load_data(text, Role::Client).unwrap_err().to_string();
+            assert!(e.contains(&want), "{text}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

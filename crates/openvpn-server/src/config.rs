@@ -694,7 +694,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "management-client-auth / management-hold need 'management IP PORT' or 'management PATH unix'".into(),
         ));
     }
-    c.tls.finish();
+    c.tls.finish()?;
     c.pool_persist_seed = c
         .ifconfig_pool_persist
         .as_ref()

@@ -592,15 +592,7 @@ pub static CATALOG: &[Entry] = &[
         na("only a TLS server uses Diffie-Hellman parameters"),
         I,
     ),
-    e(
-        "pkcs12",
-        no(
-            "'pkcs12' is not supported yet: convert it with 'openssl pkcs12 -nodes' into 'ca', 'cert' and 'key'",
-        ),
-        no(
-            "'pkcs12' is not supported yet: convert it with 'openssl pkcs12 -nodes' into 'ca', 'cert' and 'key'",
-        ),
-    ),
+    e("pkcs12", I, I),
     e("pkcs11-providers", NO_PKCS11, NO_PKCS11),
     e("pkcs11-id", NO_PKCS11, NO_PKCS11),
     e("pkcs11-id-management", NO_PKCS11, NO_PKCS11),
@@ -693,15 +685,7 @@ pub static CATALOG: &[Entry] = &[
     e("reneg-sec", I, I),
     e("reneg-bytes", I, I),
     e("reneg-pkts", I, I),
-    e(
-        "askpass",
-        no(
-            "'askpass' is not supported yet: encrypted private keys must be decrypted first (openssl pkey)",
-        ),
-        no(
-            "'askpass' is not supported yet: encrypted private keys must be decrypted first (openssl pkey)",
-        ),
-    ),
+    e("askpass", I, I),
     e("auth-nocache", I, CLIENT_SIDE),
     // Client authentication and push.
     e("auth-user-pass", I, SERVER_ONLY_CLIENT_OPTION),
