@@ -89,6 +89,19 @@ pub(crate) enum Scenario {
     /// run in a private mount namespace inside ovrs-cli; `resolvectl` must show the pushed
     /// server and domains while connected, and the link is reverted on exit.
     Resolved,
+    /// The client reaches the server only through the lab's proxy in ovrs-srv (`proxy_lab.rs`):
+    /// its remote does not resolve (TCP) or does not answer (UDP); the proxy must have carried
+    /// the tunnel, with username/password.
+    Proxy(ProxyKind),
+}
+
+/// The proxy of a [`Scenario::Proxy`] case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyKind {
+    /// `http-proxy … AUTHFILE basic` (TCP only).
+    Http,
+    /// `socks-proxy … AUTHFILE`: CONNECT over TCP, UDP ASSOCIATE over UDP.
+    Socks,
 }
 
 /// What a [`Scenario::Laptop`] case checks.
@@ -109,6 +122,10 @@ pub(crate) enum Laptop {
     Dns,
     /// The client as uid 65534 with the root helper; refusals.
     Unprivileged,
+    /// `user nobody` / `group nogroup` in the profile: uid/gid 65534 once the tunnel is up, a
+    /// SIGUSR1 restart keeps working, `route-pre-down`/`down` run as nobody, and the guardian
+    /// (still root) restores routes and resolv.conf after SIGTERM.
+    UserGroup,
     /// `redirect-gateway def1 block-local bypass-dhcp` pushed: the laptop's LAN goes into the
     /// tunnel except the server; then `redirect-gateway def1 local` from the profile (the
     /// pushed one filtered): no host route to the on-link server.
@@ -498,6 +515,33 @@ pub(crate) const CASES: &[Case] = &[
         ],
         ..OURS_CLIENT
     },
+    // The other way: the real client compresses to our server (its profile's algorithm with
+    // allow-compression yes; it ignores the pushed stub), ours decompresses and answers
+    // uncompressed.
+    Case {
+        name: "ours-server-real-client-compress-comp-lzo-yes",
+        server_extra: &["comp-lzo yes"],
+        client_extra: &[
+            "comp-lzo yes",
+            "allow-compression yes",
+            "pull-filter ignore comp-lzo",
+        ],
+        scenario: Scenario::CompressiblePing,
+        server_log_has: &["decompressing what the client compresses"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ours-server-real-client-compress-lz4",
+        server_extra: &["compress lz4", "allow-compression yes"],
+        client_extra: &[
+            "compress lz4",
+            "allow-compression yes",
+            "pull-filter ignore compress",
+        ],
+        scenario: Scenario::CompressiblePing,
+        server_log_has: &["decompressing what the client compresses"],
+        ..OURS_SERVER
+    },
     Case {
         name: "real-server-ours-client-compress-lz4-v2",
         server_extra: &[
@@ -668,6 +712,18 @@ pub(crate) const CASES: &[Case] = &[
         scenario: Scenario::Laptop(Laptop::Unprivileged),
         ..OURS_CLIENT
     },
+    // 19b. user/group in the profile: privileges dropped once the tunnel is up.
+    Case {
+        name: "laptop-user-group-drops-privileges",
+        server_extra: &[
+            "push \"redirect-gateway def1 ipv6\"",
+            "push \"dhcp-option DNS 10.8.0.1\"",
+        ],
+        client_extra: &["user nobody", "group nogroup"],
+        client_log_has: &["dropped privileges: user nobody group nogroup"],
+        scenario: Scenario::Laptop(Laptop::UserGroup),
+        ..OURS_CLIENT
+    },
     // ---- Topologies: OpenVPN's default net30 (no 'topology' line) and p2p ----
     Case {
         name: "topology-net30-ours-server-real-client",
@@ -779,6 +835,38 @@ pub(crate) const CASES: &[Case] = &[
         name: "ops-sighup-crl-revokes-on-renegotiation",
         scenario: Scenario::ServerOps(Ops::CrlHup),
         ..OURS_SERVER
+    },
+    // ---- Proxies (proxy_lab.rs): the lab's proxy is the only way to the server. Real
+    // against real proves the proxy script; then our client. ----
+    Case {
+        name: "proxy-http-real-real",
+        proto: Proto::Tcp,
+        scenario: Scenario::Proxy(ProxyKind::Http),
+        ..BASE
+    },
+    Case {
+        name: "proxy-http-real-server-ours-client",
+        proto: Proto::Tcp,
+        scenario: Scenario::Proxy(ProxyKind::Http),
+        client_log_has: &["HTTP proxy: HTTP/1.1 200"],
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "proxy-socks-tcp-real-server-ours-client",
+        proto: Proto::Tcp,
+        scenario: Scenario::Proxy(ProxyKind::Socks),
+        ..OURS_CLIENT
+    },
+    Case {
+        name: "proxy-socks-udp-real-real",
+        scenario: Scenario::Proxy(ProxyKind::Socks),
+        ..BASE
+    },
+    Case {
+        name: "proxy-socks-udp-real-server-ours-client",
+        scenario: Scenario::Proxy(ProxyKind::Socks),
+        client_log_has: &["SOCKS proxy relays UDP"],
+        ..OURS_CLIENT
     },
 ];
 
