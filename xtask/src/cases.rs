@@ -542,6 +542,33 @@ pub(crate) const CASES: &[Case] = &[
         server_log_has: &["decompressing what the client compresses"],
         ..OURS_SERVER
     },
+    // The other way: the real client compresses to our server (its profile's algorithm with
+    // allow-compression yes; it ignores the pushed stub), ours decompresses and answers
+    // uncompressed.
+    Case {
+        name: "ours-server-real-client-compress-comp-lzo-yes",
+        server_extra: &["comp-lzo yes"],
+        client_extra: &[
+            "comp-lzo yes",
+            "allow-compression yes",
+            "pull-filter ignore comp-lzo",
+        ],
+        scenario: Scenario::CompressiblePing,
+        server_log_has: &["decompressing what the client compresses"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ours-server-real-client-compress-lz4",
+        server_extra: &["compress lz4", "allow-compression yes"],
+        client_extra: &[
+            "compress lz4",
+            "allow-compression yes",
+            "pull-filter ignore compress",
+        ],
+        scenario: Scenario::CompressiblePing,
+        server_log_has: &["decompressing what the client compresses"],
+        ..OURS_SERVER
+    },
     Case {
         name: "real-server-ours-client-compress-lz4-v2",
         server_extra: &[
