@@ -55,11 +55,14 @@ pub mod data {
     //! Data-channel side: header parse → emit reproduces the prefix, peek_peer_id agrees,
     //! compression framing decap/encap and OCC parse/emit round trip.
     use super::*;
-    const FRAMINGS: [CompressionFraming; 4] = [
+    const FRAMINGS: [CompressionFraming; 7] = [
         CompressionFraming::None,
         CompressionFraming::LzoStub,
         CompressionFraming::Stub,
         CompressionFraming::StubV2,
+        CompressionFraming::Lzo,
+        CompressionFraming::Lz4,
+        CompressionFraming::Lz4V2,
     ];
 
     /// Runs the target on one input.
