@@ -110,6 +110,7 @@ pub(super) fn run(env: &Env, case: &Case, cd: &CaseDir, check: Laptop) -> Result
         Laptop::BlockIpv6 => block_ipv6(env, case, cd, &mut procs)?,
         Laptop::Dns => dns(env, case, cd, &mut procs)?,
         Laptop::Unprivileged => unprivileged(env, cd, &mut procs, &before)?,
+        Laptop::UserGroup => user_group(env, case, cd, &mut procs)?,
         Laptop::RedirectFlags => redirect_flags(env, cd, &mut procs)?,
         Laptop::ReconnectLeakGuard => reconnect_leak_guard(env, case, cd, &mut procs, server)?,
     }
@@ -869,6 +870,105 @@ fn unprivileged(env: &Env, cd: &CaseDir, procs: &mut Procs, before: &Tables) -> 
     procs.kill(client)?;
     wait_restored(before, Duration::from_secs(5), procs)?;
     Ok(())
+}
+
+/// `user nobody` + `group nogroup`: OpenVPN drops privileges once the tunnel is up (after
+/// `up` and `route-up`, which run as root), and so do we. Then: the process is uid/gid 65534
+/// and pings; SIGUSR1 reconnects (the device and its routes are kept, nothing needs root);
+/// SIGTERM runs `route-pre-down` and `down` as nobody, and the guardian, still root, undoes
+/// the host route to the server and resolv.conf before the client exits (`run` compares the
+/// tables and resolv.conf with the snapshot).
+fn user_group(env: &Env, case: &Case, cd: &CaseDir, procs: &mut Procs) -> Result<()> {
+    // A script that notes its type, uid and context (nobody can write the log, read it).
+    let calls = cd.dir.join("hooks.calls");
+    let script = cd.dir.join("hooks.sh");
+    fs::write(&calls, "")?;
+    set_mode(&calls, 0o666)?;
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$script_type $(id -u) ${{script_context:-}} ${{signal:-}}\" >> '{}'\n",
+            calls.display()
+        ),
+    )?;
+    set_mode(&script, 0o755)?;
+    let mut conf = fs::read_to_string(&cd.client_conf)?;
+    for hook in ["up", "route-up", "route-pre-down", "down"] {
+        conf.push_str(&format!("{hook} {}\n", script.display()));
+    }
+    conf.push_str("script-security 2\n");
+    fs::write(&cd.client_conf, conf)?;
+
+    let client = start_client(env, cd, procs, "client (user nobody)")?;
+    let ids = |procs: &Procs| -> Result<()> {
+        let pid = procs.pid(client)?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        for key in ["Uid:", "Gid:"] {
+            let line = status.lines().find(|l| l.starts_with(key)).unwrap_or("");
+            ensure!(
+                line.split_whitespace().skip(1).all(|u| u == "65534"),
+                "the client does not run as nobody/nogroup: {line}"
+            );
+        }
+        let groups = status
+            .lines()
+            .find(|l| l.starts_with("Groups:"))
+            .unwrap_or("");
+        ensure!(
+            groups.split_whitespace().count() == 1,
+            "supplementary groups kept: {groups}"
+        );
+        println!("interop: client pid {pid} runs as uid/gid 65534 (real, effective, saved)");
+        Ok(())
+    };
+    ids(procs)?;
+    for target in PING_TARGETS {
+        ping_ok(&cd.dir, CLIENT_NS, target, procs)?;
+    }
+    redirect_routes(procs)?;
+    let resolv = fs::read_to_string(RESOLV)?;
+    ensure!(
+        resolv.contains("10.8.0.1"),
+        "the pushed DNS is not in {RESOLV}:\n{resolv}"
+    );
+
+    // SIGUSR1: a restart as nobody keeps the device and its routes.
+    let pid = procs.pid(client)?.to_string();
+    let _ = Command::new("kill").args(["-USR1", &pid]).status();
+    procs
+        .wait_inits(client, 2, Duration::from_secs(30), |_| Ok(()))
+        .context("no reconnection after SIGUSR1 as nobody")?;
+    ids(procs)?;
+    ping_ok(&cd.dir, CLIENT_NS, PING_TARGETS[0], procs)?;
+    redirect_routes(procs)?;
+    println!("interop: SIGUSR1 as nobody: reconnected, routes kept, pings pass");
+
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = wait_exit(procs, client, Duration::from_secs(15))?;
+    ensure!(
+        status.success(),
+        "SIGTERM: the client exited with {status}\n{}",
+        procs.tails()
+    );
+    let text = fs::read_to_string(&calls)?;
+    let got: Vec<&str> = text.lines().collect();
+    ensure!(
+        got == [
+            "up 0 init ",
+            "route-up 0 init ",
+            "route-pre-down 65534 init sigterm",
+            "down 65534 init sigterm",
+        ],
+        "the hooks did not run as expected (type, uid, context, signal):\n{text}"
+    );
+    println!("interop: up and route-up ran as root, route-pre-down and down as nobody");
+    let log = fs::read_to_string(cd.client_conf.with_extension("log"))?;
+    let line = log
+        .lines()
+        .find(|l| l.contains("guardian: undid"))
+        .context("the guardian did not undo the routes and DNS after SIGTERM")?;
+    println!("interop: {}", line.trim());
+    procs.check_logs(&[(client, case.client_log_has)])
 }
 
 // ---- helpers ----

@@ -59,13 +59,18 @@ pub fn init(opts: &LogOptions, crate_name: &str, extra: Option<ExtraLayer>) -> i
     let fmt = || tracing_subscriber::fmt::layer().with_target(false);
     let mut redirected = false;
     if let Some((path, append)) = &opts.file {
+        let err =
+            |e: io::Error| io::Error::new(e.kind(), format!("log file {}: {e}", path.display()));
+        if !*append {
+            // `log`: emptied once here; written in append mode below like `log-append`, so
+            // that what other processes append (the client's guardian) is never overwritten.
+            std::fs::File::create(path).map_err(err)?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(*append)
-            .write(true)
-            .truncate(!*append)
+            .append(true)
             .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("log file {}: {e}", path.display())))?;
+            .map_err(err)?;
         let writer = Mutex::new(file);
         layers.push(if opts.suppress_timestamps {
             fmt()

@@ -220,6 +220,40 @@ fn lookup_group(name: &str) -> io::Result<libc::gid_t> {
     name.parse().map_err(|_| not_found("group", name))
 }
 
+/// Runs a `tls-verify` command for one certificate as OpenVPN does: `/bin/sh -c "CMD DEPTH
+/// 'SUBJECT'"` with `script_type=tls-verify`, the certificate's variables and `env` (the
+/// config's `setenv`); exit status 0 accepts. The server and client both call this from their
+/// TLS verifier (like OpenVPN, the handshake waits for it).
+pub fn run_tls_verify(
+    cmd: &str,
+    depth: usize,
+    subject: &str,
+    cert_env: &[(String, String)],
+    env: &[(String, String)],
+) -> bool {
+    let quoted = format!("'{}'", subject.replace('\'', "'\\''"));
+    let line = format!("{cmd} {depth} {quoted}");
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&line)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(cert_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("script_type", "tls-verify")
+        .stdin(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            tracing::warn!("tls-verify: '{line}' rejected the certificate ({s})");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("tls-verify: cannot run '{line}': {e}");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,40 +307,6 @@ mod tests {
                 let _ = munlock_all();
                 eprintln!("SKIP: no privilege to lock memory here ({l:?}, {m:?})");
             }
-        }
-    }
-}
-
-/// Runs a `tls-verify` command for one certificate as OpenVPN does: `/bin/sh -c "CMD DEPTH
-/// 'SUBJECT'"` with `script_type=tls-verify`, the certificate's variables and `env` (the
-/// config's `setenv`); exit status 0 accepts. The server and client both call this from their
-/// TLS verifier (like OpenVPN, the handshake waits for it).
-pub fn run_tls_verify(
-    cmd: &str,
-    depth: usize,
-    subject: &str,
-    cert_env: &[(String, String)],
-    env: &[(String, String)],
-) -> bool {
-    let quoted = format!("'{}'", subject.replace('\'', "'\\''"));
-    let line = format!("{cmd} {depth} {quoted}");
-    let status = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&line)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(cert_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("script_type", "tls-verify")
-        .stdin(std::process::Stdio::null())
-        .status();
-    match status {
-        Ok(s) if s.success() => true,
-        Ok(s) => {
-            tracing::warn!("tls-verify: '{line}' rejected the certificate ({s})");
-            false
-        }
-        Err(e) => {
-            tracing::warn!("tls-verify: cannot run '{line}': {e}");
-            false
         }
     }
 }
