@@ -47,7 +47,11 @@ fn check_limits(alg: Algorithm, input: &[u8], out: &mut [u8]) {
     };
     assert!(n > 0 && n <= out.len(), "{alg}: {n} bytes");
     let mut exact = vec![0u8; n];
-    assert_eq!(alg.decompress(input, &mut exact), Ok(n), "{alg}: exact room");
+    assert_eq!(
+        alg.decompress(input, &mut exact),
+        Ok(n),
+        "{alg}: exact room"
+    );
     assert_eq!(&exact[..], &out[..n], "{alg}: same payload");
     assert!(
         alg.decompress(input, &mut exact[..n - 1]).is_err(),
