@@ -437,45 +437,7 @@ enum Link {
         Vec<u8>,
     ),
     /// UDP through a SOCKS5 relay (`socks-proxy` with `proto udp`).
-    SocksUdp(SocksUdp),
-}
-
-/// A SOCKS5 UDP association: every datagram to and from `relay` carries the relay header.
-struct SocksUdp {
-    sock: UdpSocket,
-    relay: SocketAddr,
-    /// The header of every datagram we send (the server's address).
-    header: Vec<u8>,
-    /// Reused send buffer: header ‖ packet.
-    out: Vec<u8>,
-    /// The TCP connection to the proxy: the association lives as long as it is open.
-    _control: TcpStream,
-}
-
-impl SocksUdp {
-    async fn send(&mut self, pkt: &[u8]) -> std::io::Result<()> {
-        self.out.clear();
-        self.out.extend_from_slice(&self.header);
-        self.out.extend_from_slice(pkt);
-        self.sock.send_to(&self.out, self.relay).await.map(|_| ())
-    }
-
-    async fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        loop {
-            buf.resize(65_535, 0);
-            let (n, src) = self.sock.recv_from(buf).await?;
-            if src.ip().to_canonical() != self.relay.ip().to_canonical()
-                || src.port() != self.relay.port()
-            {
-                continue;
-            }
-            let Some(start) = buf.get(..n).and_then(crate::proxy::udp_payload) else {
-                continue;
-            };
-            buf.copy_within(start..n, 0);
-            return Ok(n - start);
-        }
-    }
+    SocksUdp(crate::proxy::UdpRelay),
 }
 
 impl Link {
@@ -561,7 +523,7 @@ impl Link {
     async fn set_tos(&mut self, tos: u8) {
         match self {
             Link::Udp(s, to) => crate::tos::set_tos(s, to.is_ipv6(), tos),
-            Link::SocksUdp(u) => crate::tos::set_tos(&u.sock, u.relay.is_ipv6(), tos),
+            Link::SocksUdp(u) => crate::tos::set_tos(u.socket(), u.relay().is_ipv6(), tos),
             Link::Tcp(..) => {
                 let _ = self.flush().await;
                 if let Link::Tcp(_, w, ..) = self {
@@ -591,29 +553,14 @@ async fn open_link(
     use crate::proxy::{self, Proxy};
     match (remote.proto, &remote.proxy) {
         (Proto::Udp, Some(Proxy::Socks(p))) => {
-            let (control, relay) = proxy::socks_udp_associate(addr, timeout, p)
-                .await
-                .map_err(|e| e.to_string())?;
             let server = *resolve(host, remote.port, remote.family)
                 .await?
                 .first()
                 .ok_or("no address")?;
-            let any: std::net::IpAddr = if relay.is_ipv4() {
-                std::net::Ipv4Addr::UNSPECIFIED.into()
-            } else {
-                std::net::Ipv6Addr::UNSPECIFIED.into()
-            };
-            let sock = UdpSocket::bind(SocketAddr::new(any, 0))
+            proxy::UdpRelay::open(addr, timeout, p, server)
                 .await
-                .map_err(|e| format!("UDP socket: {e}"))?;
-            tracing::info!(proxy = %addr, %relay, %server, "SOCKS proxy relays UDP");
-            Ok(Link::SocksUdp(SocksUdp {
-                sock,
-                relay,
-                header: proxy::udp_header(server),
-                out: Vec::with_capacity(2048),
-                _control: control,
-            }))
+                .map(Link::SocksUdp)
+                .map_err(|e| e.to_string())
         }
         (Proto::Udp, Some(Proxy::Http(_))) => {
             Err("an HTTP proxy carries TCP only (use proto tcp-client)".into())

@@ -4,8 +4,8 @@
 //! ```text
 //!  profile lines ─▶ options::ProxyLines (per scope) ─▶ Remote::proxy
 //!  TCP to the proxy ─▶ connect_http / connect_socks ─▶ the same stream, a pipe to HOST:PORT
-//!  TCP to the proxy ─▶ socks_udp_associate ─▶ the relay's address (the TCP stream keeps the
-//!      association alive); each datagram to and from the relay = udp_header(server) ‖ packet
+//!  TCP to the proxy ─▶ UdpRelay::open (UDP ASSOCIATE; the TCP stream keeps the association
+//!      alive) ─▶ each datagram to and from the relay = udp_header(server) ‖ packet
 //! ```
 //!
 //! Over TCP the server's name goes to the proxy as written and the proxy resolves it, as
@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 
 pub(crate) use http::connect_http;
 pub(crate) use options::{ProxyLines, apply};
-pub(crate) use socks::{connect_socks, socks_udp_associate, udp_header, udp_payload};
+pub(crate) use socks::{UdpRelay, connect_socks};
 
 /// A proxy in front of one remote.
 #[derive(Clone, Debug, PartialEq, Eq)]

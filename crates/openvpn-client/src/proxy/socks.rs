@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::{ProxyError, SocksProxy, tcp};
 
@@ -173,7 +173,7 @@ pub(crate) async fn connect_socks(
 /// Opens a UDP association through the SOCKS5 proxy at `addr`: the TCP connection (keep it
 /// open as long as the association is used) and the relay's address (the proxy's own
 /// address when it answers with an unspecified one).
-pub(crate) async fn socks_udp_associate(
+async fn socks_udp_associate(
     addr: SocketAddr,
     timeout: Duration,
     p: &SocksProxy,
@@ -198,9 +198,88 @@ pub(crate) async fn socks_udp_associate(
     Ok((s, relay))
 }
 
+/// UDP through a SOCKS5 relay (`socks-proxy` with `proto udp`): every datagram to and from
+/// the relay carries the relay header.
+pub(crate) struct UdpRelay {
+    sock: UdpSocket,
+    relay: SocketAddr,
+    /// The header of every datagram we send (the server's address).
+    header: Vec<u8>,
+    /// Reused send buffer: header ‖ packet.
+    out: Vec<u8>,
+    /// The TCP connection to the proxy: the association lives as long as it is open.
+    _control: TcpStream,
+}
+
+impl UdpRelay {
+    /// Associates through the SOCKS5 proxy at `addr` and binds a socket for its relay, which
+    /// forwards what we send to `server`.
+    pub(crate) async fn open(
+        addr: SocketAddr,
+        timeout: Duration,
+        p: &SocksProxy,
+        server: SocketAddr,
+    ) -> Result<Self, ProxyError> {
+        let (control, relay) = socks_udp_associate(addr, timeout, p).await?;
+        let any: IpAddr = if relay.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let sock = UdpSocket::bind(SocketAddr::new(any, 0))
+            .await
+            .map_err(|e| ProxyError::Io(format!("UDP socket for the relay {relay}: {e}")))?;
+        tracing::info!(proxy = %addr, %relay, %server, "SOCKS proxy relays UDP");
+        Ok(UdpRelay {
+            sock,
+            relay,
+            header: udp_header(server),
+            out: Vec::with_capacity(2048),
+            _control: control,
+        })
+    }
+
+    /// The UDP socket (for `passtos`).
+    pub(crate) fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    /// The relay's address.
+    pub(crate) fn relay(&self) -> SocketAddr {
+        self.relay
+    }
+
+    /// Sends one packet to the server through the relay.
+    pub(crate) async fn send(&mut self, pkt: &[u8]) -> std::io::Result<()> {
+        self.out.clear();
+        self.out.extend_from_slice(&self.header);
+        self.out.extend_from_slice(pkt);
+        self.sock.send_to(&self.out, self.relay).await.map(|_| ())
+    }
+
+    /// Receives one packet from the relay into `buf` (its header removed); returns its length.
+    /// Datagrams from elsewhere, malformed ones and fragments are dropped.
+    pub(crate) async fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        loop {
+            buf.resize(65_535, 0);
+            let (n, src) = self.sock.recv_from(buf).await?;
+            if src.ip().to_canonical() != self.relay.ip().to_canonical()
+                || src.port() != self.relay.port()
+            {
+                continue;
+            }
+            let Some(start) = buf.get(..n).and_then(udp_payload) else {
+                continue;
+            };
+            buf.copy_within(start..n, 0);
+            return Ok(n - start);
+        }
+    }
+}
+
 /// The header of every datagram sent through a SOCKS5 relay to `target` (RFC 1928 §7:
 /// `RSV RSV FRAG ATYP ADDR PORT`).
-pub(crate) fn udp_header(target: SocketAddr) -> Vec<u8> {
+fn udp_header(target: SocketAddr) -> Vec<u8> {
     let mut h = vec![0, 0, 0];
     h.extend_from_slice(&socks_socket_address(target));
     h
@@ -208,7 +287,7 @@ pub(crate) fn udp_header(target: SocketAddr) -> Vec<u8> {
 
 /// Where the payload of a datagram from the relay starts (`None`: malformed, or a fragment,
 /// which OpenVPN does not reassemble either).
-pub(crate) fn udp_payload(datagram: &[u8]) -> Option<usize> {
+fn udp_payload(datagram: &[u8]) -> Option<usize> {
     let &[_, _, frag, atyp, ..] = datagram else {
         return None;
     };
