@@ -36,6 +36,8 @@ use crate::cases::{CASES, Case, Expect, Impl, Proto, Scenario};
 #[path = "laptop.rs"]
 mod laptop;
 
+#[path = "proxy_lab.rs"]
+mod proxy_lab;
 #[path = "resolved.rs"]
 mod resolved;
 #[path = "server_ops.rs"]
@@ -310,7 +312,9 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         &scenario_server,
     )?;
     let client_args = ConfArgs {
-        remote: (case.scenario == Scenario::DualStack).then_some("vpn.test"),
+        remote: (case.scenario == Scenario::DualStack)
+            .then_some("vpn.test")
+            .or(proxy_lab::remote(case)),
         ..ConfArgs::default()
     };
     write_conf(
@@ -340,6 +344,7 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         dual_address_hosts()?;
     }
     let _agent = server_ops::before_client(case, &cd)?;
+    let _proxy = proxy_lab::before_client(case, &cd)?;
     let client = procs.start(
         env,
         case.client,
@@ -433,6 +438,7 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         Scenario::ServerOps(ops) => {
             server_ops::run(ops, env, case, &cd, &mut procs, server, client)?
         }
+        Scenario::Proxy(_) => proxy_lab::check(&cd)?,
         Scenario::DualStack => {
             procs.check_in_order(
                 client,
@@ -487,6 +493,7 @@ fn scenario_extra(case: &Case, role: Role, dir: &Path) -> Result<Vec<String>> {
             vec![format!("auth-user-pass {}", file.display())]
         }
         (Scenario::ServerOps(ops), role) => server_ops::extra(ops, role, dir)?,
+        (Scenario::Proxy(kind), role) => proxy_lab::extra(kind, role, dir)?,
         _ => Vec::new(),
     })
 }
