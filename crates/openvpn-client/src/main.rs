@@ -345,6 +345,11 @@ fn main() -> anyhow::Result<()> {
                 info!("Inactivity timeout (--inactive), exiting");
                 0
             }
+            ExitReason::TlsError(why) => {
+                // tls-exit: OpenVPN turns the TLS error into SIGTERM and exits with status 0.
+                info!("SIGTERM[soft,tls-error] received, process exiting ({why})");
+                0
+            }
             other => {
                 error!("exiting: {other:?}");
                 1
