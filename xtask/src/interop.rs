@@ -338,13 +338,15 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
     // Dropping these guards stops whatever was started and undoes namespace changes, on
     // every return path. Declared first, so dropped after the processes.
     let _net = NetGuard;
+    // The lab proxy outlives the client (dropped after `procs`), so that stopping the case
+    // does not look like a lost connection to it.
+    let _proxy = proxy_lab::before_client(case, &cd)?;
     let mut procs = Procs(Vec::new());
     let server = procs.start_server(env, case, &cd)?;
     if case.scenario == Scenario::DualStack {
         dual_address_hosts()?;
     }
     let _agent = server_ops::before_client(case, &cd)?;
-    let _proxy = proxy_lab::before_client(case, &cd)?;
     let client = procs.start(
         env,
         case.client,
