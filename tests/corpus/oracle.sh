@@ -10,6 +10,12 @@
 #     bash tests/corpus/oracle.sh client/nyr-client-block-outside-dns.ovpn
 #         (named files only, with each materialised config and log on stderr)
 #     CORPUS=dir bash copy-of-oracle.sh    # run a copy over the corpus in dir
+#     MATERIALISE_TO=DIR bash tests/corpus/oracle.sh server/X.conf [client/Y.ovpn ...]
+#         (materialise only: make the PKI, copy the fixture set -- ca.key included,
+#         for callers that sign more certificates -- into DIR and write each named
+#         file there as step 2 below makes it: DIR/config when one file is named,
+#         else DIR/<its file name>, all from the same PKI; nothing is run, no root
+#         needed; exit 0.  The interop harness's corpus-* cases use this.)
 #
 # What it does
 # ------------
@@ -98,7 +104,10 @@ OPENVPN=${OPENVPN:-openvpn}
 TIMEOUT=${TIMEOUT:-10}
 OK_RE='Initialization Sequence Completed|TUN/TAP device .* opened|(UDP|TCP)(v4|v6)?(_SERVER|_CLIENT)? link local|link local \(bound\)|Listening for incoming TCP connection|Attempting to establish TCP connection|RESOLVE: Cannot resolve host address'
 
-[ "$(id -u)" = 0 ] || { echo "oracle.sh: must run as root (ip netns)" >&2; exit 2; }
+MATERIALISE_TO=${MATERIALISE_TO:-}
+if [ -z "$MATERIALISE_TO" ]; then
+    [ "$(id -u)" = 0 ] || { echo "oracle.sh: must run as root (ip netns)" >&2; exit 2; }
+fi
 command -v "$OPENVPN" >/dev/null || { echo "oracle.sh: no openvpn" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/ovpn-oracle.XXXXXX)
@@ -249,12 +258,12 @@ if sock is not None and alive():
         pass
 EOF
 
-# materialise one corpus file into run dir $2 (role $3)
+# materialise one corpus file into run dir $2 (role $3) as $2/${4:-config}
 materialise() {
-    local src=$1 dir=$2 role=$3
-    python3 - "$src" "$dir" "$role" <<'EOF'
+    local src=$1 dir=$2 role=$3 name=${4:-config}
+    python3 - "$src" "$dir" "$role" "$name" <<'EOF'
 import sys, os, re
-src, d, role = sys.argv[1:4]
+src, d, role, name = sys.argv[1:5]
 pem = lambda n: open(os.path.join(d, n)).read().rstrip("\n")
 m = {"@@CA@@": "ca.crt", "@@CERT@@": role + ".crt", "@@KEY@@": role + ".key",
      "@@TA@@": "ta.key", "@@TC@@": "tc.key", "@@DH@@": "dh.pem", "@@CRL@@": "crl.pem",
@@ -277,8 +286,9 @@ for n, line in enumerate(raw.splitlines(keepends=True), 1):
         line = nl          # blanked, so that line numbers stay those of the corpus file
     out.append(line)
     linemap.append(n)
-open(os.path.join(d, "config"), "wb").write("".join(out).encode("utf-8", errors="surrogateescape"))
-open(os.path.join(d, "linemap"), "w").write("\n".join(map(str, linemap)) + "\n")
+open(os.path.join(d, name), "wb").write("".join(out).encode("utf-8", errors="surrogateescape"))
+open(os.path.join(d, "linemap" if name == "config" else name + ".linemap"), "w").write(
+    "\n".join(map(str, linemap)) + "\n")
 EOF
 }
 
@@ -382,6 +392,18 @@ run_one() {
 }
 
 make_pki
+if [ -n "$MATERIALISE_TO" ]; then
+    [ $# -gt 0 ] || { echo "oracle.sh: MATERIALISE_TO needs the corpus files to materialise" >&2; exit 2; }
+    mkdir -p "$MATERIALISE_TO" && cp -a "$PKI/." "$MATERIALISE_TO/" || exit 2
+    for a in "$@"; do
+        f=$HERE/$a; [ -f "$f" ] || f=$a
+        [ -f "$f" ] || { echo "oracle.sh: no corpus file $a" >&2; exit 2; }
+        case $f in */server/*) r=server ;; *) r=client ;; esac
+        if [ $# -eq 1 ]; then out=config; else out=$(basename "$f"); fi
+        materialise "$f" "$MATERIALISE_TO" "$r" "$out" || exit 2
+    done
+    exit 0
+fi
 if [ $# -gt 0 ]; then
     for a in "$@"; do
         f=$HERE/$a; [ -f "$f" ] || f=$a

@@ -93,6 +93,18 @@ pub(crate) enum Scenario {
     /// its remote does not resolve (TCP) or does not answer (UDP); the proxy must have carried
     /// the tunnel, with username/password.
     Proxy(ProxyKind),
+    /// A server config of `tests/corpus/server/` (this file name) as the real 2.6 starts it
+    /// (`corpus_lab.rs`): our server on the materialised file, unchanged, in its directory; the
+    /// real 2.6 client on a profile written to match; both initialise and the server's tunnel
+    /// address(es) answer pings from ovrs-cli.
+    CorpusServer(&'static str),
+    /// A profile of `tests/corpus/client/` run by our client (only its `remote` lines rewritten
+    /// to the lab server) against the real 2.6 server on the matching file of
+    /// `tests/corpus/server/` (`corpus_lab.rs`); pings as for [`Scenario::CorpusServer`].
+    CorpusClient {
+        profile: &'static str,
+        server: &'static str,
+    },
 }
 
 /// The proxy of a [`Scenario::Proxy`] case.
@@ -300,6 +312,32 @@ macro_rules! matrix {
             proto: Proto::$proto,
             wrap: Wrap::$wrap,
             ..$base
+        }
+    };
+}
+
+/// `corpus-server-<stem>`: our server on `tests/corpus/server/<stem>.conf`, the real client.
+macro_rules! corpus_server {
+    ($stem:literal) => {
+        Case {
+            name: concat!("corpus-server-", $stem),
+            scenario: Scenario::CorpusServer(concat!($stem, ".conf")),
+            ..OURS_SERVER
+        }
+    };
+}
+
+/// `corpus-client-<stem>`: our client on `tests/corpus/client/<stem>.ovpn`, the real server on
+/// `tests/corpus/server/<server>.conf`.
+macro_rules! corpus_client {
+    ($stem:literal, $server:literal) => {
+        Case {
+            name: concat!("corpus-client-", $stem),
+            scenario: Scenario::CorpusClient {
+                profile: concat!($stem, ".ovpn"),
+                server: concat!($server, ".conf"),
+            },
+            ..OURS_CLIENT
         }
     };
 }
@@ -895,6 +933,26 @@ pub(crate) const CASES: &[Case] = &[
         client_log_has: &["SOCKS proxy relays UDP"],
         ..OURS_CLIENT
     },
+    // ---- Corpus files started for real (corpus_lab.rs): installer and sample configs the
+    // real 2.6 starts (expected.tsv), materialised by oracle.sh. Our server on the file as is
+    // against the real client; then corpus profiles for our client against the real server on
+    // the matching corpus server (the profile's `remote` lines rewritten to the lab). ----
+    corpus_server!("angristan-tls-crypt-ecdsa"),
+    corpus_server!("nyr-server-udp-ipv6"),
+    corpus_server!("nyr-server-tcp-status"),
+    corpus_server!("nyr-server-legacy-tls-auth"),
+    corpus_server!("pivpn-server-tls-auth"),
+    corpus_server!("pivpn-server-ecdsa-tls-crypt"),
+    corpus_server!("kylemanna-genconfig-udp"),
+    corpus_server!("openvpn-sample-server"),
+    corpus_server!("openvpn-sample-server-tcp-comp-lzo"),
+    corpus_server!("angristan-ipv6-tls-auth-lz4"),
+    corpus_client!("angristan-client-tls-crypt", "angristan-tls-crypt-ecdsa"),
+    corpus_client!("nyr-client-block-outside-dns", "nyr-server-udp-ipv6"),
+    corpus_client!("pivpn-client-tls-crypt", "pivpn-server-ecdsa-tls-crypt"),
+    corpus_client!("pivpn-client-tls-auth-legacy", "pivpn-server-tls-auth"),
+    corpus_client!("kylemanna-getclient-combined", "kylemanna-genconfig-udp"),
+    corpus_client!("openvpn-sample-client", "openvpn-sample-server"),
 ];
 
 /// Issue item 1: our server, every proto x wrapping.
@@ -920,6 +978,36 @@ mod tests {
             );
             assert!(seen.insert(case.name), "duplicate case {}", case.name);
         }
+    }
+
+    #[test]
+    fn corpus_cases_name_files_the_real_openvpn_starts() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus");
+        let expected = std::fs::read_to_string(corpus.join("expected.tsv")).expect("expected.tsv");
+        let real_ok = |role: &str, file: &str| {
+            expected
+                .lines()
+                .any(|l| l.starts_with(&format!("{role}\t{file}\tok")))
+        };
+        let mut n = 0;
+        for case in CASES {
+            let files: &[(&str, &str)] = match case.scenario {
+                Scenario::CorpusServer(file) => &[("server", file)],
+                Scenario::CorpusClient { profile, server } => {
+                    &[("client", profile), ("server", server)]
+                }
+                _ => continue,
+            };
+            n += 1;
+            for (role, file) in files {
+                assert!(corpus.join(role).join(file).is_file(), "{role}/{file}");
+                assert!(
+                    real_ok(role, file),
+                    "{role}/{file} is not ok in expected.tsv"
+                );
+            }
+        }
+        assert!(n >= 7, "{n} corpus cases");
     }
 
     #[test]

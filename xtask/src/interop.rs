@@ -36,6 +36,10 @@ use crate::cases::{CASES, Case, Expect, Impl, Proto, Scenario};
 #[path = "laptop.rs"]
 mod laptop;
 
+/// The corpus cases ([`Scenario::CorpusServer`], [`Scenario::CorpusClient`]).
+#[path = "corpus_lab.rs"]
+mod corpus_lab;
+
 #[path = "proxy_lab.rs"]
 mod proxy_lab;
 #[path = "resolved.rs"]
@@ -301,6 +305,9 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         client_conf: dir.join("client1.conf"),
         dir,
     };
+    if let Scenario::CorpusServer(_) | Scenario::CorpusClient { .. } = case.scenario {
+        return corpus_lab::run(env, case, &cd);
+    }
     let scenario_server = scenario_extra(case, Role::Server, &cd.dir)?;
     let scenario_client = scenario_extra(case, Role::Client, &cd.dir)?;
     write_conf(
@@ -387,7 +394,9 @@ fn run_case(env: &Env, case: &Case) -> Result<()> {
         | Scenario::UserPass { .. }
         | Scenario::SameConfig
         | Scenario::Laptop(_)
-        | Scenario::Resolved => {}
+        | Scenario::Resolved
+        | Scenario::CorpusServer(_)
+        | Scenario::CorpusClient { .. } => {}
         Scenario::TwoClients { second_ciphers } => {
             two_clients(env, case, &cd, &mut procs, second_ciphers)?
         }
