@@ -104,8 +104,12 @@ OPENVPN=${OPENVPN:-openvpn}
 TIMEOUT=${TIMEOUT:-10}
 OK_RE='Initialization Sequence Completed|TUN/TAP device .* opened|(UDP|TCP)(v4|v6)?(_SERVER|_CLIENT)? link local|link local \(bound\)|Listening for incoming TCP connection|Attempting to establish TCP connection|RESOLVE: Cannot resolve host address'
 
+# OURS=DIR: judge openvpn-rs instead: DIR/openvpn-server or DIR/openvpn-client with
+# --check-config (parse, read every file, validate; nothing is opened on the network, so no
+# namespace and no root are needed). The real openvpn is still used to make the keys.
+OURS=${OURS:-}
 MATERIALISE_TO=${MATERIALISE_TO:-}
-if [ -z "$MATERIALISE_TO" ]; then
+if [ -z "$OURS" ] && [ -z "$MATERIALISE_TO" ]; then
     [ "$(id -u)" = 0 ] || { echo "oracle.sh: must run as root (ip netns)" >&2; exit 2; }
 fi
 command -v "$OPENVPN" >/dev/null || { echo "oracle.sh: no openvpn" >&2; exit 2; }
@@ -356,6 +360,17 @@ run_one() {
     mkdir -p "$dir"
     cp -a "$PKI/." "$dir/"
     materialise "$file" "$dir" "$role"
+    if [ -n "$OURS" ]; then
+        local out
+        if out=$(cd "$dir" && "$OURS/openvpn-$role" --check-config --config config 2>&1); then
+            printf '%s\t%s\tok\t\n' "$role" "$name"
+        else
+            printf '%s\t%s\tfail\t%s\n' "$role" "$name" \
+                "$(printf '%s\n' "$out" | grep -m1 -E 'config refused|openvpn-(server|client):' | sed 's/^config refused: //')"
+        fi
+        [ "$verbose" = 1 ] && printf '%s\n' "$out" >&2
+        return
+    fi
     local t pwf
     { read -r t; read -r pwf; } < <(mgmt_target "$dir/config")
     local mgmt_pw=""

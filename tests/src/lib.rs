@@ -40,6 +40,8 @@ pub fn pki() -> Pki {
         let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![eku];
+        // As real PKIs (easy-rsa, the installers) make them: `remote-cert-tls` needs it.
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         let k = KeyPair::generate().unwrap();
         (
             p.signed_by(&k, &ca, &ca_key).unwrap().pem(),

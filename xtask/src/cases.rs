@@ -175,6 +175,10 @@ pub(crate) enum Ops {
     /// opened before the privilege drop (OpenVPN's order), so the socket answers and both
     /// files are updated by the unprivileged server.
     PrivDropFiles,
+    /// `user nobody` + `persist-tun`: SIGUSR1 to the (unprivileged) server restarts every
+    /// client, which reconnects and pings again; SIGUSR2 logs the client list; the server
+    /// lives on (their default action would end it).
+    OsSignals,
     /// management-client-auth with an external agent (python3) on the unix socket: the first
     /// attempt is denied (client log: AUTH_FAILED), the retry approved with `client-auth` and a
     /// pushed route (in ovrs-cli's routes), `status 3` lists client1, then `client-kill` and the
@@ -580,33 +584,6 @@ pub(crate) const CASES: &[Case] = &[
         server_log_has: &["decompressing what the client compresses"],
         ..OURS_SERVER
     },
-    // The other way: the real client compresses to our server (its profile's algorithm with
-    // allow-compression yes; it ignores the pushed stub), ours decompresses and answers
-    // uncompressed.
-    Case {
-        name: "ours-server-real-client-compress-comp-lzo-yes",
-        server_extra: &["comp-lzo yes"],
-        client_extra: &[
-            "comp-lzo yes",
-            "allow-compression yes",
-            "pull-filter ignore comp-lzo",
-        ],
-        scenario: Scenario::CompressiblePing,
-        server_log_has: &["decompressing what the client compresses"],
-        ..OURS_SERVER
-    },
-    Case {
-        name: "ours-server-real-client-compress-lz4",
-        server_extra: &["compress lz4", "allow-compression yes"],
-        client_extra: &[
-            "compress lz4",
-            "allow-compression yes",
-            "pull-filter ignore compress",
-        ],
-        scenario: Scenario::CompressiblePing,
-        server_log_has: &["decompressing what the client compresses"],
-        ..OURS_SERVER
-    },
     Case {
         name: "real-server-ours-client-compress-lz4-v2",
         server_extra: &[
@@ -871,6 +848,13 @@ pub(crate) const CASES: &[Case] = &[
         name: "ops-user-nobody-keeps-root-opened-files",
         scenario: Scenario::ServerOps(Ops::PrivDropFiles),
         server_log_has: &["dropped privileges to user nobody"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-sigusr1-unprivileged-restart-sigusr2-status",
+        client_extra: &["ping 2", "ping-restart 6"],
+        scenario: Scenario::ServerOps(Ops::OsSignals),
+        server_log_has: &["SIGUSR1 received", "client1"],
         ..OURS_SERVER
     },
     Case {

@@ -58,7 +58,9 @@ pub(crate) fn compare(real: &Verdicts, before: &Verdicts, now: &Verdicts) -> (St
         .filter(|(_, (ok, _))| *ok)
         .filter(|(k, _)| !now.get(*k).is_some_and(|v| v.0))
         .map(|((role, file), _)| {
-            let note = now.get(&(role.clone(), file.clone())).map_or("missing", |v| &v.1);
+            let note = now
+                .get(&(role.clone(), file.clone()))
+                .map_or("missing", |v| &v.1);
             format!("{role}/{file}: {note}")
         })
         .collect();
@@ -83,10 +85,7 @@ pub(crate) fn run(root: &Path, update: bool) -> Result<()> {
         .output()
         .context("cannot run tests/corpus/oracle.sh")?;
     if !out.status.success() {
-        bail!(
-            "oracle.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("oracle.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let now = parse(&String::from_utf8_lossy(&out.stdout));
     let real = parse(&std::fs::read_to_string(dir.join("expected.tsv"))?);

@@ -151,6 +151,12 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
                 "explicit-exit-notify 1".into(),
             ]
         }
+        Ops::OsSignals => vec![
+            "user nobody".into(),
+            "group nogroup".into(),
+            "persist-tun".into(),
+            "persist-key".into(),
+        ],
         Ops::PrivDropFiles => {
             // Only root may write here; the unprivileged server keeps what it opened before.
             let ro = dir.join("root-only");
@@ -718,6 +724,19 @@ pub(super) fn run(
             ensure!(a == "10.8.0.3", "after the restart the client got {a}");
         }
         Ops::CrlHup => crl_hup(env, case, cd, procs, server)?,
+        Ops::OsSignals => {
+            let pid = procs.pid(server)?.to_string();
+            output(Command::new("kill").args(["-USR2", &pid]))?;
+            output(Command::new("kill").args(["-USR1", &pid]))?;
+            println!("interop: SIGUSR2, then SIGUSR1 to the server");
+            procs.wait_inits(client, 2, Duration::from_secs(40), |_| Ok(()))?;
+            ping_until_ok(cd, procs, 20)?;
+            ensure!(
+                procs.count(server, "SIGUSR1 received")? == 1,
+                "the server did not log SIGUSR1\n{}",
+                procs.tails()
+            );
+        }
         Ops::PrivDropFiles => {
             let ro = cd.dir.join("root-only");
             let deadline = Instant::now() + Duration::from_secs(10);

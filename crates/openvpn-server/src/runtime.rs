@@ -131,6 +131,10 @@ pub struct ServeOptions {
     /// The management listener and files opened before the privilege drop ([`run_with`]
     /// opens them as root); `None`: opened when serving starts.
     pub prebound: Option<crate::prebind::Prebound>,
+    /// Operating-system SIGUSR1/SIGUSR2 ([`run_with`] installs the handlers): handled as the
+    /// management interface's `signal SIGUSR1|SIGUSR2` (restart every client and re-read the
+    /// configuration; log the client list).
+    pub os_signals: Option<mpsc::UnboundedReceiver<management::Signal>>,
     /// The `plugin` modules, already opened ([`run_with`] opens them before dropping
     /// privileges); `None`: opened from the configuration when serving starts.
     pub plugins: Option<Arc<PluginChain>>,
@@ -223,10 +227,11 @@ pub async fn run_with(
     opts.prebound = Some(crate::prebind::Prebound::open(&cfg).await?);
     crate::process::after_setup(&cfg)?;
     info!("Initialization Sequence Completed");
-    let (shutdown, hup_rx) = signals()?;
+    let (shutdown, hup_rx, usr_rx) = signals()?;
     if let Some(r) = reloader {
         opts.reload = Some((r, hup_rx));
     }
+    opts.os_signals = Some(usr_rx);
     opts.plugins = plugins.clone();
     let down_cfg = (plugins.is_some() || cfg.down.is_some()).then(|| cfg.clone());
     // One worker is the plain server (no shard), as with `serve_with`.
@@ -291,6 +296,7 @@ fn run_tun_script(cmd: &str, kind: &str, cfg: &ServerConfig, dev: &str) -> anyho
 fn signals() -> anyhow::Result<(
     impl std::future::Future<Output = ()>,
     mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<management::Signal>,
 )> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -310,7 +316,30 @@ fn signals() -> anyhow::Result<(
             }
         }
     });
-    Ok((shutdown, hup_rx))
+    // SIGUSR1/SIGUSR2 would otherwise end the process (their default action): OpenVPN's
+    // meanings instead, as through the management interface.
+    let (usr_tx, usr_rx) = mpsc::unbounded_channel();
+    for (kind, signal) in [
+        (
+            tokio::signal::unix::SignalKind::user_defined1(),
+            management::Signal::Usr1,
+        ),
+        (
+            tokio::signal::unix::SignalKind::user_defined2(),
+            management::Signal::Usr2,
+        ),
+    ] {
+        let mut stream = tokio::signal::unix::signal(kind)?;
+        let tx = usr_tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok((shutdown, hup_rx, usr_rx))
 }
 
 /// Serves clients on an already bound socket and an existing packet device until

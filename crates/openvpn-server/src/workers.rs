@@ -209,7 +209,9 @@ async fn serve_on<D: PacketDevice + 'static>(
         authenticator,
         plugins,
         prebound,
+        os_signals,
     } = opts;
+    let mut os_signals = os_signals;
     let prebound = prebound.unwrap_or_default();
     // Embedders and tests that serve without `run_with` get the modules opened here.
     let plugins = match plugins {
@@ -347,6 +349,21 @@ async fn serve_on<D: PacketDevice + 'static>(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(()) = async { match reload_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => reload_all(),
+            Some(sig) = async { match os_signals.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => match sig {
+                Signal::Usr1 => {
+                    info!("SIGUSR1 received: restarting every client (the tun device and keys persist)");
+                    workers.broadcast(|| WorkerMsg::RestartAll);
+                    reload_all();
+                }
+                Signal::Usr2 => {
+                    let rows: Vec<ClientRow> =
+                        workers.ask_all(WorkerMsg::Rows).await.into_iter().flatten().collect();
+                    for l in status::render_rows(2, &rows).lines() {
+                        info!("{l}");
+                    }
+                }
+                _ => {}
+            },
             Some((req, reply)) = req_rx.recv() => {
                 let mut stop = false;
                 match &req {

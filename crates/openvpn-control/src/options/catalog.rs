@@ -110,6 +110,11 @@ pub static CATALOG: &[Entry] = &[
     // General and process.
     e("config", I, I),
     e(
+        "connection",
+        I,
+        no("'<connection>' blocks belong in a client profile"),
+    ),
+    e(
         "mode",
         no("a client profile has no 'mode' (use 'client')"),
         I,
