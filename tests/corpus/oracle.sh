@@ -368,8 +368,8 @@ run_one() {
             printf '%s\t%s\tfail\t%s\n' "$role" "$name" \
                 "$(printf '%s\n' "$out" | grep -m1 -E 'config refused|openvpn-(server|client):' | sed 's/^config refused: //')"
         fi
-        [ "$verbose" = 1 ] && printf '%s\n' "$out" >&2
-        return
+        if [ "$verbose" = 1 ]; then printf '%s\n' "$out" >&2; fi
+        return 0
     fi
     local t pwf
     { read -r t; read -r pwf; } < <(mgmt_target "$dir/config")

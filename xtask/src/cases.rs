@@ -175,6 +175,9 @@ pub(crate) enum Ops {
     /// opened before the privilege drop (OpenVPN's order), so the socket answers and both
     /// files are updated by the unprivileged server.
     PrivDropFiles,
+    /// tls-crypt-v2-verify: the script sees `metadata_type` and the metadata file and accepts
+    /// (`true`) or rejects (`false`, no tunnel) before any TLS.
+    CryptV2Verify(bool),
     /// `user nobody` + `persist-tun`: SIGUSR1 to the (unprivileged) server restarts every
     /// client, which reconnects and pings again; SIGUSR2 logs the client list; the server
     /// lives on (their default action would end it).
@@ -855,6 +858,20 @@ pub(crate) const CASES: &[Case] = &[
         client_extra: &["ping 2", "ping-restart 6"],
         scenario: Scenario::ServerOps(Ops::OsSignals),
         server_log_has: &["SIGUSR1 received", "client1"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-tls-crypt-v2-verify-accepts",
+        wrap: Wrap::TlsCryptV2,
+        scenario: Scenario::ServerOps(Ops::CryptV2Verify(true)),
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-tls-crypt-v2-verify-rejects",
+        wrap: Wrap::TlsCryptV2,
+        scenario: Scenario::ServerOps(Ops::CryptV2Verify(false)),
+        expect: Expect::NoTunnel,
+        server_log_has: &["tls-crypt-v2-verify rejected the client key"],
         ..OURS_SERVER
     },
     Case {

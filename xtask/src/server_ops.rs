@@ -151,6 +151,20 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
                 "explicit-exit-notify 1".into(),
             ]
         }
+        Ops::CryptV2Verify(accept) => {
+            let s = script(
+                dir,
+                "tc2-verify.sh",
+                &format!(
+                    "echo \"type=$metadata_type script=$script_type bytes=$(wc -c < \"$metadata_file\")\" >> {d}/tc2-verify.log\nexit {}\n",
+                    if accept { 0 } else { 1 }
+                ),
+            )?;
+            vec![
+                "script-security 2".into(),
+                format!("tls-crypt-v2-verify {s}"),
+            ]
+        }
         Ops::OsSignals => vec![
             "user nobody".into(),
             "group nogroup".into(),
@@ -724,6 +738,13 @@ pub(super) fn run(
             ensure!(a == "10.8.0.3", "after the restart the client got {a}");
         }
         Ops::CrlHup => crl_hup(env, case, cd, procs, server)?,
+        Ops::CryptV2Verify(_) => {
+            let log = read(&cd.dir.join("tc2-verify.log"));
+            ensure!(
+                log.contains("script=tls-crypt-v2-verify") && log.contains("type="),
+                "tls-crypt-v2-verify log: {log}"
+            );
+        }
         Ops::OsSignals => {
             let pid = procs.pid(server)?.to_string();
             output(Command::new("kill").args(["-USR2", &pid]))?;

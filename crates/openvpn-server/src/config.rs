@@ -180,6 +180,8 @@ pub struct ServerConfig {
     /// `down CMD`: run after the tun device is closed (as the unprivileged user if
     /// user/group dropped privileges, as in OpenVPN).
     pub down: Option<String>,
+    /// `tls-crypt-v2-verify CMD`: run for each client key's metadata before the handshake.
+    pub tls_crypt_v2_verify: Option<String>,
     /// `tcp-queue-limit N`: packets queued to one TCP client before more are dropped (ours
     /// is 256 when absent; OpenVPN's default is 64).
     pub tcp_queue_limit: Option<usize>,
@@ -300,6 +302,7 @@ impl Default for ServerConfig {
             persist_tun: false,
             topology: Topology::Net30,
             tcp_queue_limit: None,
+            tls_crypt_v2_verify: None,
             up: None,
             down: None,
             syslog: None,
@@ -511,6 +514,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
             "verb" => c.verb = parse_num(o, 0)?,
             "persist-tun" => c.persist_tun = true,
+            "tls-crypt-v2-verify" => c.tls_crypt_v2_verify = Some(o.args.join(" ")),
             "tcp-queue-limit" => {
                 let n: usize = parse_num(o, 0)?;
                 if n == 0 {
@@ -679,6 +683,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
         &c.up,
         &c.down,
         &c.tls.tls_verify,
+        &c.tls_crypt_v2_verify,
     ]
     .iter()
     .any(|x| x.is_some())

@@ -313,6 +313,9 @@ pub struct ServerCore {
     authenticator: bool,
     /// Hooks that loaded plug-ins handle besides any script (set by the runtime).
     plugin_hooks: Vec<JobKind>,
+    /// `tls-crypt-v2-verify`: decides on a client key's metadata before any TLS (the driver
+    /// supplies the function that runs the command; it blocks, as in OpenVPN).
+    crypt_v2_verify: Option<CryptV2Verify>,
     /// auth-gen-token secret (`None` = no tokens).
     token_key: Option<TokenKey>,
     /// The pool's leases and the `ifconfig-pool-persist` memory (shared by the workers).
@@ -366,6 +369,16 @@ pub fn parse_pool_persist(
 
 fn digest(name: &str) -> Result<DigestKind, String> {
     DigestKind::from_name(name).ok_or_else(|| format!("unsupported digest '{name}'"))
+}
+
+/// The `tls-crypt-v2-verify` decision on a client key's metadata (type byte, then data).
+#[derive(Clone)]
+pub struct CryptV2Verify(pub Arc<dyn Fn(&[u8]) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for CryptV2Verify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CryptV2Verify")
+    }
 }
 
 /// Builds the TLS server configuration (certificates, CA, CRL, client-certificate policy).
@@ -518,6 +531,7 @@ impl ServerCore {
             hold: false,
             authenticator: false,
             plugin_hooks: Vec::new(),
+            crypt_v2_verify: None,
             token_key,
             leases,
             timers: TimerHeap::default(),
@@ -818,8 +832,15 @@ impl ServerCore {
                 client_sid,
                 server_sid,
                 wrapping,
-                ..
+                metadata,
             } => {
+                if let (Some(verify), Some(meta)) = (&self.crypt_v2_verify, &metadata) {
+                    if !(verify.0)(meta) {
+                        self.stats.gate_drops += 1;
+                        warn!("{from}: tls-crypt-v2-verify rejected the client key");
+                        return;
+                    }
+                }
                 let Some(peer_id) = self.clients.iter().position(Option::is_none) else {
                     warn!(
                         "{from}: max-clients ({}) reached, dropping new client",
@@ -949,6 +970,7 @@ impl ServerCore {
         let Some(client_sid) = openvpn_wire::peek_session_id(pkt) else {
             return GateVerdict::Drop(GateDrop::Malformed);
         };
+        let mut metadata = None;
         let wrapping = match self.gate.wrapping() {
             ServerWrapping::None => ControlWrapping::None,
             ServerWrapping::TlsAuth(a, k) => ControlWrapping::TlsAuth(a.clone(), k.clone()),
@@ -957,9 +979,10 @@ impl ServerCore {
                 let Ok((_, wkc)) = openvpn_crypto::split_wkc(pkt) else {
                     return GateVerdict::Drop(GateDrop::Wrap);
                 };
-                let Ok((kc, _)) = server.unwrap_client_key(wkc) else {
+                let Ok((kc, meta)) = server.unwrap_client_key(wkc) else {
                     return GateVerdict::Drop(GateDrop::Wrap);
                 };
+                metadata = Some(meta);
                 ControlWrapping::TlsCrypt(Arc::new(TlsCrypt::new(&kc, Role::Server)), Arc::new(kc))
             }
         };
@@ -967,7 +990,7 @@ impl ServerCore {
             client_sid,
             server_sid: client_sid,
             wrapping,
-            metadata: None,
+            metadata,
         }
     }
 
@@ -1753,6 +1776,12 @@ impl ServerCore {
     /// Whether an embedder's [`crate::auth::Authenticator`] decides (set by the runtime).
     pub fn set_authenticator(&mut self, on: bool) {
         self.authenticator = on;
+    }
+
+    /// Sets the `tls-crypt-v2-verify` check (called with the client key's metadata: type byte,
+    /// then the data).
+    pub fn set_crypt_v2_verify(&mut self, verify: Option<CryptV2Verify>) {
+        self.crypt_v2_verify = verify;
     }
 
     /// The hooks loaded plug-ins handle ([`crate::plugins::PluginChain::hooks`]): their jobs

@@ -298,6 +298,7 @@ async fn serve_on<D: PacketDevice + 'static>(
             core.set_hold(true);
         }
         core.set_authenticator(authenticator.is_some());
+        core.set_crypt_v2_verify(crate::scripts::crypt_v2_verify(&cfg));
         if let Some(p) = &plugins {
             core.set_plugin_hooks(p.hooks());
         }

@@ -631,13 +631,7 @@ pub static CATALOG: &[Entry] = &[
     e("tls-auth", I, I),
     e("tls-crypt", I, I),
     e("tls-crypt-v2", I, I),
-    e(
-        "tls-crypt-v2-verify",
-        SERVER_ONLY,
-        no(
-            "'tls-crypt-v2-verify' is not supported yet: client keys are accepted on the server key alone",
-        ),
-    ),
+    e("tls-crypt-v2-verify", SERVER_ONLY, I),
     e(
         "tls-crypt-v2-max-age",
         SERVER_ONLY,
