@@ -338,3 +338,29 @@ mod sha2_digest {
             .join(":")
     }
 }
+
+#[test]
+fn crl_verify_dir_refuses_a_serial_that_has_a_file() {
+    let p = pki();
+    let dir = std::env::temp_dir().join(format!("ovrs-crldir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!("crl-verify {} dir\n", dir.display());
+    let client = options("", Role::Client, &p.ca, &p.client);
+    let server = options(&text, Role::Server, &p.ca, &p.server);
+    handshake(&client, &server).expect("nothing revoked yet");
+    // Revoke the client's serial: a file named after it, in decimal, as OpenVPN expects.
+    let der = rustls_pki_der(&p.client.cert);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    std::fs::write(dir.join(cert.tbs_certificate.serial.to_string()), "").unwrap();
+    let e = handshake(&client, &server).unwrap_err();
+    assert!(e.contains("revoked"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn rustls_pki_der(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}

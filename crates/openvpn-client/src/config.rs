@@ -1003,9 +1003,10 @@ impl ClientConfig {
             ));
         }
         c.tls.finish()?;
-        if c.tls.ca.is_empty() {
+        if !c.tls.can_verify_peer() {
             return Err(ConfigError::Invalid(
-                "no 'ca' given: the server certificate cannot be verified".into(),
+                "no 'ca' (nor 'peer-fingerprint') given: the server certificate cannot be verified"
+                    .into(),
             ));
         }
         if c.tls.tls_verify.is_some() && c.script_security < 2 {

@@ -23,7 +23,8 @@ mod policy;
 
 pub use policy::{
     Algorithms, CertHook, CertInfo, CertProfile, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, NsCertType,
-    PeerCertPolicy, eku_oid, parse_fingerprint, select_groups, select_tls12, select_tls13,
+    PeerCertPolicy, SerialCheck, eku_oid, parse_fingerprint, select_groups, select_tls12,
+    select_tls13,
 };
 
 /// TLS protocol versions a peer may use (`tls-version-min`).

@@ -187,10 +187,19 @@ impl TlsOptions {
             "askpass" => self.wrapped.askpass = Some((location(o), askpass(o, base)?)),
             "crl-verify" => {
                 if o.arg(1) == Some("dir") {
-                    return Err(invalid(
-                        o,
-                        "'crl-verify DIR dir' is not supported yet; give a CRL file",
+                    let dir = base.join(arg(o, 0)?);
+                    if !dir.is_dir() {
+                        return Err(invalid(
+                            o,
+                            format!("'{}' is not a directory", dir.display()),
+                        ));
+                    }
+                    self.peer_policy.revoked_serial = Some(crate::tls::SerialCheck(
+                        std::sync::Arc::new(move |serial: &str| {
+                            !serial.contains(['/', '.']) && dir.join(serial).exists()
+                        }),
                     ));
+                    return Ok(true);
                 }
                 self.crl
                     .get_or_insert_with(String::new)
@@ -439,6 +448,11 @@ impl TlsOptions {
             self.key = Some(std::mem::take(&mut *plain));
         }
         Ok(())
+    }
+
+    /// Whether the peer can be verified: a `ca` (or `capath`), or `peer-fingerprint`.
+    pub fn can_verify_peer(&self) -> bool {
+        !self.ca.trim().is_empty() || !self.peer_policy.fingerprints.is_empty()
     }
 
     /// The `verify-x509-name` check.

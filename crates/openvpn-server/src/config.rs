@@ -704,9 +704,9 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
         .ifconfig_pool_persist
         .as_ref()
         .and_then(|(p, _)| std::fs::read_to_string(p).ok());
-    if c.tls.ca.is_empty() || c.tls.cert.is_none() || c.tls.key.is_none() {
+    if !c.tls.can_verify_peer() || c.tls.cert.is_none() || c.tls.key.is_none() {
         return Err(ConfigError::Invalid(
-            "a server needs 'ca', 'cert' and 'key'".into(),
+            "a server needs 'ca' (or 'peer-fingerprint'), 'cert' and 'key'".into(),
         ));
     }
     if let Some((a, b)) = keepalive {

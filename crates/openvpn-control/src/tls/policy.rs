@@ -107,6 +107,24 @@ impl PartialEq for CertHook {
 
 impl Eq for CertHook {}
 
+/// `crl-verify DIR dir`'s check: true when the decimal serial number is revoked.
+#[derive(Clone)]
+pub struct SerialCheck(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SerialCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SerialCheck")
+    }
+}
+
+impl PartialEq for SerialCheck {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SerialCheck {}
+
 /// A `peer-fingerprint` value: `AB:CD:…` (32 bytes of SHA-256).
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
     let bytes: Vec<u8> = s
@@ -128,6 +146,9 @@ pub struct PeerCertPolicy {
     pub fingerprints: Vec<[u8; 32]>,
     /// `tls-verify`.
     pub verify_hook: Option<CertHook>,
+    /// `crl-verify DIR dir`: whether a serial number (decimal) is revoked (a file of that
+    /// name exists in the directory; looked up at each handshake).
+    pub revoked_serial: Option<SerialCheck>,
     /// `ns-cert-type`.
     pub ns_cert_type: Option<NsCertType>,
     /// `remote-cert-ku [v…]` (values in OpenSSL's hex order, e.g. `a0`); `Some(empty)`: the
@@ -231,6 +252,14 @@ impl PeerCertPolicy {
         }
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| format!("peer certificate does not parse: {e}"))?;
+        if let Some(revoked) = &self.revoked_serial {
+            let serial = cert.tbs_certificate.serial.to_string();
+            if (revoked.0)(&serial) {
+                return Err(format!(
+                    "crl-verify dir: the peer certificate's serial {serial} is revoked"
+                ));
+            }
+        }
         if let Some(kind) = self.ns_cert_type {
             let ok = cert
                 .extensions()
