@@ -156,7 +156,12 @@ fn main() -> anyhow::Result<()> {
         .and_then(|l| l.arg(0))
         .map(PathBuf::from);
     if check_only {
-        std::process::exit(check_config(file.as_deref(), cli));
+        std::process::exit(openvpn_control::loading::check_config(
+            file.as_deref(),
+            cli,
+            openvpn_control::options::catalog::Role::Client,
+            ClientConfig::load,
+        ));
     }
     let mut cfg = match ClientConfig::load(file.as_deref(), cli) {
         Ok(c) => c,
@@ -365,30 +370,4 @@ fn main() -> anyhow::Result<()> {
         openvpn_client::guardian::finish(std::time::Duration::from_secs(5));
     }
     std::process::exit(code);
-}
-
-/// `--check-config`: prints what each option line does and whether the profile loads (files
-/// are read, nothing is opened on the network); the exit status is 0 when it loads.
-fn check_config(file: Option<&std::path::Path>, cli: Vec<options::OptionLine>) -> i32 {
-    use openvpn_control::options::catalog::{Role, report};
-    let mut lines = match file.map(openvpn_control::loading::read_config_file) {
-        Some(Ok(l)) => l,
-        Some(Err(e)) => {
-            eprintln!("openvpn-client: {e}");
-            return 1;
-        }
-        None => Vec::new(),
-    };
-    lines.extend(cli.iter().filter(|l| l.name != "config").cloned());
-    print!("{}", report(&lines, Role::Client));
-    match ClientConfig::load(file, cli) {
-        Ok(_) => {
-            println!("config OK: openvpn-client would start with it");
-            0
-        }
-        Err(e) => {
-            println!("config refused: {e}");
-            1
-        }
-    }
 }

@@ -59,7 +59,12 @@ fn main() -> anyhow::Result<()> {
         .and_then(|l| l.arg(0))
         .map(PathBuf::from);
     if check_only {
-        std::process::exit(check_config(config_file.as_deref(), cli));
+        std::process::exit(openvpn_control::loading::check_config(
+            config_file.as_deref(),
+            cli,
+            openvpn_control::options::catalog::Role::Server,
+            config::load_from,
+        ));
     }
     let cfg = match config::load_from(config_file.as_deref(), cli) {
         Ok(c) => c,
@@ -101,30 +106,4 @@ fn main() -> anyhow::Result<()> {
         tracing::error!("fatal: {e:#}");
     }
     result
-}
-
-/// `--check-config`: prints what each option line does and whether the config loads (files
-/// are read, nothing is opened on the network); the exit status is 0 when it loads.
-fn check_config(file: Option<&std::path::Path>, cli: Vec<options::OptionLine>) -> i32 {
-    use openvpn_control::options::catalog::{Role, report};
-    let mut lines = match file.map(openvpn_control::loading::read_config_file) {
-        Some(Ok(l)) => l,
-        Some(Err(e)) => {
-            eprintln!("openvpn-server: {e}");
-            return 1;
-        }
-        None => Vec::new(),
-    };
-    lines.extend(cli.iter().filter(|l| l.name != "config").cloned());
-    print!("{}", report(&lines, Role::Server));
-    match config::load_from(file, cli) {
-        Ok(_) => {
-            println!("config OK: openvpn-server would start with it");
-            0
-        }
-        Err(e) => {
-            println!("config refused: {e}");
-            1
-        }
-    }
 }
