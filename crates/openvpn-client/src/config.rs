@@ -1392,6 +1392,38 @@ mod tests {
     }
 
     #[test]
+    fn network_options_from_real_profiles() {
+        let c = prof(
+            "persist-remote-ip\nremote-random-hostname\nroute-delay 4\nreplay-window 512 30\nresolv-retry 60\nlport 5000\nlocal 127.0.0.2\n<connection>\nremote b.example 443 tcp\nconnect-retry-max 3\nconnect-timeout 9\n</connection>\n",
+        )
+        .unwrap();
+        assert!(c.persist_remote_ip && c.remote_random_hostname);
+        assert_eq!(c.route_delay, Some(Duration::from_secs(4)));
+        assert_eq!(c.replay_window, (512, 30));
+        assert_eq!(c.resolv_retry, Some(Duration::from_secs(60)));
+        assert_eq!(
+            c.bind_local,
+            Some((Some("127.0.0.2".parse().unwrap()), 5000))
+        );
+        assert_eq!(c.connect_retry_max, Some(3));
+        assert_eq!(c.connect_timeout, Duration::from_secs(9));
+        // `bind` alone binds OpenVPN's port; `nobind` wins over everything.
+        assert_eq!(prof("bind\n").unwrap().bind_local, Some((None, 1194)));
+        assert_eq!(prof("lport 5000\nnobind\n").unwrap().bind_local, None);
+        assert_eq!(prof("").unwrap().bind_local, None);
+        assert!(prof("local vpn.example\n").is_err());
+        assert_eq!(prof("resolv-retry infinite\n").unwrap().resolv_retry, None);
+        // OpenVPN's old default cipher is accepted as the fallback it is, with a note.
+        let c = prof("cipher BF-CBC\n").unwrap();
+        assert!(
+            c.notices.iter().any(|n| n.contains("BF-CBC")),
+            "{:?}",
+            c.notices
+        );
+        assert!(prof("data-ciphers-fallback BF-CBC\n").is_err());
+    }
+
+    #[test]
     fn proto_restrictions() {
         let c = prof("proto tcp6-client\nremote other 443\n").unwrap();
         // `proto` is global, as in OpenVPN: it applies to every remote without its own proto.

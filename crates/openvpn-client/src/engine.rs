@@ -1173,3 +1173,22 @@ async fn exit_notify<T: TunBuilder>(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = IpAddr::from([0u8; 4]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_hostnames_prefix_names_not_addresses() {
+        assert_eq!(
+            random_hostname("vpn.example", 0xab),
+            "0000000000ab.vpn.example"
+        );
+        assert_eq!(
+            random_hostname("vpn.example", u64::MAX),
+            "ffffffffffff.vpn.example"
+        );
+        assert_eq!(random_hostname("192.0.2.1", 7), "192.0.2.1");
+        assert_eq!(random_hostname("2001:db8::1", 7), "2001:db8::1");
+    }
+}

@@ -503,6 +503,29 @@ mod tests {
     use super::*;
     use crate::options::parse_config;
 
+    #[test]
+    fn capath_collects_the_directorys_certificates_and_crls() {
+        let dir = std::env::temp_dir().join(format!("ovrs-capath-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("abcd1234.0"),
+            "-----BEGIN CERTIFICATE-----\nQQ==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("abcd1234.r0"),
+            "-----BEGIN X509 CRL-----\nQg==\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("README"), "not a certificate").unwrap();
+        let t = load(&format!("capath {}\n", dir.display()), Role::Server).unwrap();
+        assert!(t.ca.contains("QQ==") && !t.ca.contains("not a certificate"));
+        assert!(t.crl.as_deref().is_some_and(|c| c.contains("Qg==")));
+        assert!(t.can_verify_peer());
+        assert!(load("capath /nonexistent-ovrs\n", Role::Server).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     fn load(text: &str, role: Role) -> Result<TlsOptions, LoadError> {
         let mut t = TlsOptions::default();
         for o in parse_config(text).map_err(LoadError::from)? {

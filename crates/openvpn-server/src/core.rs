@@ -373,7 +373,10 @@ fn digest(name: &str) -> Result<DigestKind, String> {
 
 /// The `tls-crypt-v2-verify` decision on a client key's metadata (type byte, then data).
 #[derive(Clone)]
-pub struct CryptV2Verify(pub Arc<dyn Fn(&[u8]) -> bool + Send + Sync>);
+pub struct CryptV2Verify(pub Arc<MetadataCheck>);
+
+/// The function behind [`CryptV2Verify`]: true accepts the metadata.
+pub type MetadataCheck = dyn Fn(&[u8]) -> bool + Send + Sync;
 
 impl std::fmt::Debug for CryptV2Verify {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -691,3 +691,44 @@ pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>, qu
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_and_down_scripts_get_openvpn_arguments_and_environment() {
+        let dir = std::env::temp_dir().join(format!("ovrs-updown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let log = dir.join("log");
+        let script = dir.join("updown.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "echo \"$script_type $dev $ifconfig_local $ifconfig_netmask $MY: $*\" >> {}\n",
+                log.display()
+            ),
+        )
+        .expect("script");
+        let cmd = format!("sh {}", script.display());
+        let cfg = ServerConfig {
+            server_v4: Some((
+                "10.8.0.0".parse().expect("ip"),
+                "255.255.255.0".parse().expect("ip"),
+            )),
+            setenv: vec![("MY".into(), "x".into())],
+            ..ServerConfig::default()
+        };
+        run_tun_script(&cmd, "up", &cfg, "tun7").expect("up ran");
+        run_tun_script(&cmd, "down", &cfg, "tun7").expect("down ran");
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(
+            text,
+            "up tun7 10.8.0.1 255.255.255.0 x: tun7 1500 1541 10.8.0.1 255.255.255.0 init\n\
+             down tun7 10.8.0.1 255.255.255.0 x: tun7 1500 1541 10.8.0.1 255.255.255.0 init\n"
+        );
+        let e = run_tun_script("exit 3", "up", &cfg, "tun7").expect_err("a failing up");
+        assert!(e.to_string().contains("exited"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

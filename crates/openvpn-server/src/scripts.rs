@@ -276,6 +276,54 @@ pub(crate) fn result(job: &ScriptJob, success: bool, dynamic_config: Option<Stri
     }
 }
 
+/// The `tls-crypt-v2-verify` check of `cfg`, if it has one: writes the key's metadata (without
+/// its type byte) to a temporary file and runs the command with `script_type`,
+/// `metadata_type` (0 user data, 1 timestamp) and `metadata_file`, as OpenVPN does; exit
+/// status 0 accepts. The server waits for it (OpenVPN blocks too), so keep it quick.
+pub fn crypt_v2_verify(cfg: &crate::config::ServerConfig) -> Option<crate::core::CryptV2Verify> {
+    let cmd = cfg.tls_crypt_v2_verify.clone()?;
+    let env = cfg.setenv.clone();
+    Some(crate::core::CryptV2Verify(std::sync::Arc::new(
+        move |meta: &[u8]| {
+            let (kind, data) = match meta.split_first() {
+                Some((k, d)) => (*k, d),
+                None => (0, &[][..]),
+            };
+            let file = match tempfile_with(data) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!("tls-crypt-v2-verify: cannot write the metadata file: {e}");
+                    return false;
+                }
+            };
+            let status = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&cmd)
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env("script_type", "tls-crypt-v2-verify")
+                .env("metadata_type", kind.to_string())
+                .env("metadata_file", &file)
+                .stdin(Stdio::null())
+                .status();
+            let _ = std::fs::remove_file(&file);
+            matches!(status, Ok(s) if s.success())
+        },
+    )))
+}
+
+/// A new private temporary file holding `data`.
+fn tempfile_with(data: &[u8]) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = temp_path("tc2");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(data)?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,52 +424,4 @@ mod tests {
         );
         assert_eq!(r.generation, 7);
     }
-}
-
-/// The `tls-crypt-v2-verify` check of `cfg`, if it has one: writes the key's metadata (without
-/// its type byte) to a temporary file and runs the command with `script_type`,
-/// `metadata_type` (0 user data, 1 timestamp) and `metadata_file`, as OpenVPN does; exit
-/// status 0 accepts. The server waits for it (OpenVPN blocks too), so keep it quick.
-pub fn crypt_v2_verify(cfg: &crate::config::ServerConfig) -> Option<crate::core::CryptV2Verify> {
-    let cmd = cfg.tls_crypt_v2_verify.clone()?;
-    let env = cfg.setenv.clone();
-    Some(crate::core::CryptV2Verify(std::sync::Arc::new(
-        move |meta: &[u8]| {
-            let (kind, data) = match meta.split_first() {
-                Some((k, d)) => (*k, d),
-                None => (0, &[][..]),
-            };
-            let file = match tempfile_with(data) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!("tls-crypt-v2-verify: cannot write the metadata file: {e}");
-                    return false;
-                }
-            };
-            let status = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&cmd)
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .env("script_type", "tls-crypt-v2-verify")
-                .env("metadata_type", kind.to_string())
-                .env("metadata_file", &file)
-                .stdin(Stdio::null())
-                .status();
-            let _ = std::fs::remove_file(&file);
-            matches!(status, Ok(s) if s.success())
-        },
-    )))
-}
-
-/// A new private temporary file holding `data`.
-fn tempfile_with(data: &[u8]) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = temp_path("tc2");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(data)?;
-    Ok(path)
 }
