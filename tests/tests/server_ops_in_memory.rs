@@ -455,3 +455,30 @@ async fn dropping_the_serve_future_stops_the_server() {
     c.command(openvpn_client::Command::Disconnect);
     let _ = c.wait().await;
 }
+
+/// `inactive 2` in a server config: a client whose tunnel carries nothing for 2 s is closed
+/// (its keepalive pings do not count), as OpenVPN closes an inactive client instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactive_closes_an_idle_client_despite_its_pings() {
+    let pki = openvpn_tests::pki();
+    let d = tempdir("inactive");
+    let log = d.join("learn.log");
+    let conf = format!(
+        "inactive 2\nscript-security 2\nlearn-address \"/bin/sh -c 'echo \\\"$*\\\" >> {}' --\"",
+        log.display()
+    );
+    let s = server(&pki, &conf).await;
+    let (c, events, _h) = client(&pki, s.port, "ping 1").await;
+    assert!(connected(&events), "{events:#?}");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while lines(&log).len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        lines(&log),
+        vec!["add 10.8.0.2 client1", "delete 10.8.0.2"],
+        "the idle client was not closed"
+    );
+    disconnect(c).await;
+    s.stop().await;
+}

@@ -180,6 +180,9 @@ pub struct ServerConfig {
     /// `down CMD`: run after the tun device is closed (as the unprivileged user if
     /// user/group dropped privileges, as in OpenVPN).
     pub down: Option<String>,
+    /// `inactive N [BYTES]`: a client whose tunnel carries fewer than BYTES (default 0: no
+    /// packet) in N seconds is closed (OpenVPN's meaning in server mode: per client instance).
+    pub inactive: Option<(u32, u64)>,
     /// `tls-crypt-v2-verify CMD`: run for each client key's metadata before the handshake.
     pub tls_crypt_v2_verify: Option<String>,
     /// `tcp-queue-limit N`: packets queued to one TCP client before more are dropped (ours
@@ -303,6 +306,7 @@ impl Default for ServerConfig {
             topology: Topology::Net30,
             tcp_queue_limit: None,
             tls_crypt_v2_verify: None,
+            inactive: None,
             up: None,
             down: None,
             syslog: None,
@@ -514,6 +518,15 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
             "verb" => c.verb = parse_num(o, 0)?,
             "persist-tun" => c.persist_tun = true,
+            "inactive" => {
+                let secs: u32 = parse_num(o, 0)?;
+                let bytes: u64 = if o.arg(1).is_some() {
+                    parse_num(o, 1)?
+                } else {
+                    0
+                };
+                c.inactive = (secs > 0).then_some((secs, bytes));
+            }
             "tls-crypt-v2-verify" => c.tls_crypt_v2_verify = Some(o.args.join(" ")),
             "tcp-queue-limit" => {
                 let n: usize = parse_num(o, 0)?;

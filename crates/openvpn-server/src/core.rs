@@ -128,6 +128,9 @@ pub struct ClientConn {
     control: ServerSession,
     data: DataChannel,
     keepalive: Keepalive,
+    /// `inactive N [BYTES]`: closes the client after N seconds with too little tunnel
+    /// traffic (started when its tunnel is up).
+    inactivity: Option<openvpn_control::keepalive::Inactivity>,
     /// Certificate common name.
     pub common_name: Option<String>,
     /// Username, if any.
@@ -208,6 +211,7 @@ impl ClientConn {
             keepalive,
             self.close_at,
             self.auth_deadline,
+            self.inactivity.as_ref().map(|i| i.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -911,6 +915,7 @@ impl ServerCore {
                         d.set_replay_window(window, u64::from(secs));
                         d
                     },
+                    inactivity: None,
                     keepalive: Keepalive::new(
                         now,
                         ping,
@@ -1125,6 +1130,14 @@ impl ServerCore {
             self.stats.spoofed_source += 1;
             return;
         }
+        if let Some(i) = self
+            .clients
+            .get_mut(pid as usize)
+            .and_then(Option::as_mut)
+            .and_then(|c| c.inactivity.as_mut())
+        {
+            i.on_traffic(now, ip.len() as u64);
+        }
         if self.cfg.client_to_client {
             match self.route_or_forward(dst) {
                 RouteTo::Local(to) if to != pid => {
@@ -1254,8 +1267,12 @@ impl ServerCore {
         if let Some(mss) = mss_limit(self.cfg.mssfix, &c.control) {
             openvpn_wire::clamp_mss(buf.as_mut_slice(), mss);
         }
+        let payload = buf.len() as u64;
         c.data.seal(now, buf, &mut self.rng).ok()?;
         c.keepalive.on_sent(now);
+        if let Some(i) = c.inactivity.as_mut() {
+            i.on_traffic(now, payload);
+        }
         Some(c.addr)
     }
 
@@ -1390,6 +1407,13 @@ impl ServerCore {
                 }
                 ServerEvent::Pushed => {
                     c.established = true;
+                    if let Some((secs, bytes)) = self.cfg.inactive {
+                        c.inactivity = Some(openvpn_control::keepalive::Inactivity::new(
+                            now,
+                            Duration::from_secs(u64::from(secs)),
+                            bytes,
+                        ));
+                    }
                     c.data.set_framing(c.control.framing());
                     self.stats.handshakes += 1;
                     if self.cfg.management_client_auth {
@@ -2369,6 +2393,14 @@ impl ServerCore {
             c.control.handle_timeout(now);
         }
         c.data.tick(now);
+        if c.inactivity.as_ref().is_some_and(|i| i.expired(now)) {
+            info!(
+                "peer {pid} ({}): Inactivity timeout (--inactive), closing",
+                c.addr
+            );
+            self.remove_client(pid, out);
+            return;
+        }
         let mut ping = false;
         if c.established {
             match c.keepalive.handle_timeout(now) {

@@ -511,7 +511,7 @@ pub static CATALOG: &[Entry] = &[
         always("the ping timers run only with a known remote, and every client has one"),
     ),
     e("keepalive", I, I),
-    e("inactive", I, no("'inactive' is not supported yet")),
+    e("inactive", I, I),
     e(
         "session-timeout",
         no("'session-timeout' is not supported yet"),
