@@ -175,6 +175,9 @@ pub(crate) enum Ops {
     /// opened before the privilege drop (OpenVPN's order), so the socket answers and both
     /// files are updated by the unprivileged server.
     PrivDropFiles,
+    /// `chroot DIR` + `user nobody`: the server's root is DIR (`/proc/PID/root`) and it still
+    /// serves the client.
+    Chroot,
     /// tls-crypt-v2-verify: the script sees `metadata_type` and the metadata file and accepts
     /// (`true`) or rejects (`false`, no tunnel) before any TLS.
     CryptV2Verify(bool),
@@ -872,6 +875,12 @@ pub(crate) const CASES: &[Case] = &[
         scenario: Scenario::ServerOps(Ops::CryptV2Verify(false)),
         expect: Expect::NoTunnel,
         server_log_has: &["tls-crypt-v2-verify rejected the client key"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-chroot-user-nobody",
+        scenario: Scenario::ServerOps(Ops::Chroot),
+        server_log_has: &["chroot to"],
         ..OURS_SERVER
     },
     Case {

@@ -165,6 +165,15 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
                 format!("tls-crypt-v2-verify {s}"),
             ]
         }
+        Ops::Chroot => {
+            let jail = dir.join("jail");
+            fs::create_dir_all(&jail)?;
+            vec![
+                format!("chroot {}", jail.display()),
+                "user nobody".into(),
+                "group nogroup".into(),
+            ]
+        }
         Ops::OsSignals => vec![
             "user nobody".into(),
             "group nogroup".into(),
@@ -743,6 +752,18 @@ pub(super) fn run(
             ensure!(
                 log.contains("script=tls-crypt-v2-verify") && log.contains("type="),
                 "tls-crypt-v2-verify log: {log}"
+            );
+        }
+        Ops::Chroot => {
+            let pid = procs.pid(server)?;
+            let root = fs::read_link(format!("/proc/{pid}/root"))
+                .context("cannot read the server's /proc/PID/root")?;
+            let jail = fs::canonicalize(cd.dir.join("jail"))?;
+            ensure!(
+                root == jail,
+                "the server's root is {}, not {}",
+                root.display(),
+                jail.display()
             );
         }
         Ops::OsSignals => {

@@ -180,6 +180,9 @@ pub struct ServerConfig {
     /// `down CMD`: run after the tun device is closed (as the unprivileged user if
     /// user/group dropped privileges, as in OpenVPN).
     pub down: Option<String>,
+    /// `chroot DIR`: the process's root after set-up (before `user`/`group`); files read
+    /// later (CRL on SIGHUP, client-config-dir, scripts) are looked up inside it.
+    pub chroot: Option<PathBuf>,
     /// `inactive N [BYTES]`: a client whose tunnel carries fewer than BYTES (default 0: no
     /// packet) in N seconds is closed (OpenVPN's meaning in server mode: per client instance).
     pub inactive: Option<(u32, u64)>,
@@ -307,6 +310,7 @@ impl Default for ServerConfig {
             tcp_queue_limit: None,
             tls_crypt_v2_verify: None,
             inactive: None,
+            chroot: None,
             up: None,
             down: None,
             syslog: None,
@@ -518,6 +522,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
             "verb" => c.verb = parse_num(o, 0)?,
             "persist-tun" => c.persist_tun = true,
+            "chroot" => c.chroot = Some(base.join(arg(o, 0)?)),
             "inactive" => {
                 let secs: u32 = parse_num(o, 0)?;
                 let bytes: u64 = if o.arg(1).is_some() {

@@ -10,9 +10,16 @@ pub fn after_setup(cfg: &ServerConfig) -> anyhow::Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writepid {}", p.display()))?;
     }
-    if cfg.user.is_some() || cfg.group.is_some() {
-        openvpn_tun::process::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
-            .context("cannot drop privileges (user/group)")?;
+    if let Some(dir) = &cfg.chroot {
+        tracing::info!("chroot to '{}'", dir.display());
+    }
+    if cfg.user.is_some() || cfg.group.is_some() || cfg.chroot.is_some() {
+        openvpn_tun::process::drop_privileges_in(
+            cfg.user.as_deref(),
+            cfg.group.as_deref(),
+            cfg.chroot.as_deref(),
+        )
+        .context("cannot drop privileges (chroot/user/group)")?;
         tracing::info!(
             "dropped privileges to user {} group {}",
             cfg.user.as_deref().unwrap_or("-"),

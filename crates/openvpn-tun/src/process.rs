@@ -56,8 +56,31 @@ pub fn privileges_dropped() -> bool {
 /// Switches to `group` then `user` (names or numeric ids), also dropping supplementary groups.
 /// glibc applies the change to every thread of the process.
 pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
+    drop_privileges_in(user, group, None)
+}
+
+/// [`drop_privileges`] after `chroot DIR` (OpenVPN's order: the names are looked up first,
+/// while /etc/passwd is still visible, then the root changes, then the ids).
+pub fn drop_privileges_in(
+    user: Option<&str>,
+    group: Option<&str>,
+    chroot: Option<&Path>,
+) -> io::Result<()> {
     let gid = group.map(lookup_group).transpose()?;
     let uid = user.map(lookup_user).transpose()?;
+    if let Some(dir) = chroot {
+        let c = CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chroot path has a NUL"))?;
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+        if unsafe { libc::chroot(c.as_ptr()) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("chroot to '{}' failed: {e}", dir.display()),
+            ));
+        }
+        std::env::set_current_dir("/")?;
+    }
     // The user's primary group unless `group` names one.
     let Some(gid) = gid.or(uid.map(|(_, g)| g)) else {
         return Ok(());

@@ -158,7 +158,7 @@ pub static CATALOG: &[Entry] = &[
     e(
         "chroot",
         no("'chroot' is not supported by openvpn-client"),
-        no("'chroot' is not supported yet"),
+        I,
     ),
     e("cd", I, I),
     e("nice", I, I),
