@@ -676,6 +676,7 @@ impl ClientConfig {
                     Err(note) => c.notices.push(note),
                 },
                 "auth" => c.auth = loading::digest(o)?,
+                "dev-node" => loading::dev_node(o)?,
                 "static-challenge" => {
                     c.static_challenge =
                         Some((arg(o, 0)?.to_owned(), o.arg(1).is_some_and(|e| e == "1")));

@@ -130,6 +130,18 @@ pub fn fallback_cipher(o: &OptionLine) -> Result<Result<String, String>, LoadErr
     Err(invalid(o, format!("cipher '{name}' is not supported")))
 }
 
+/// `dev-node PATH`: the tun clone device. On Linux that is `/dev/net/tun`, which is accepted
+/// (it is what is opened anyway); another path is refused.
+pub fn dev_node(o: &OptionLine) -> Result<(), LoadError> {
+    match arg(o, 0)? {
+        "/dev/net/tun" => Ok(()),
+        other => Err(invalid(
+            o,
+            format!("'{other}': only the Linux clone device /dev/net/tun is supported"),
+        )),
+    }
+}
+
 /// `auth DIGEST`.
 pub fn digest(o: &OptionLine) -> Result<String, LoadError> {
     let d = arg(o, 0)?;
@@ -191,6 +203,15 @@ pub fn read_config_file(path: &Path) -> Result<Vec<OptionLine>, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dev_node_is_the_linux_clone_device() {
+        let lines =
+            crate::options::parse_config("dev-node /dev/net/tun\ndev-node /dev/tun1\n").unwrap();
+        assert!(dev_node(&lines[0]).is_ok());
+        let e = dev_node(&lines[1]).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("/dev/net/tun"), "{e}");
+    }
 
     #[test]
     fn errors_name_line_and_option() {

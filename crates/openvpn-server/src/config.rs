@@ -441,6 +441,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 Err(note) => c.notices.push(note),
             },
             "auth" => c.auth = loading::digest(o)?,
+            "dev-node" => loading::dev_node(o)?,
             "verify-client-cert" => {
                 c.verify_client_cert = match arg(o, 0)? {
                     "require" => VerifyClientCert::Require,

@@ -297,11 +297,7 @@ pub static CATALOG: &[Entry] = &[
     // Device.
     e("dev", I, I),
     e("dev-type", I, I),
-    e(
-        "dev-node",
-        no("'dev-node' is not supported yet: the tun device is always /dev/net/tun"),
-        no("'dev-node' is not supported yet: the tun device is always /dev/net/tun"),
-    ),
+    e("dev-node", I, I),
     e(
         "topology",
         always(
