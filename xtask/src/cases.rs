@@ -175,6 +175,9 @@ pub(crate) enum Ops {
     /// opened before the privilege drop (OpenVPN's order), so the socket answers and both
     /// files are updated by the unprivileged server.
     PrivDropFiles,
+    /// `port-share 127.0.0.1 8443` on a TCP server: the real client's tunnel works, and a
+    /// plain TCP request to the server's port from ovrs-cli is answered by the web service.
+    PortShare,
     /// `chroot DIR` + `user nobody`: the server's root is DIR (`/proc/PID/root`) and it still
     /// serves the client.
     Chroot,
@@ -881,6 +884,12 @@ pub(crate) const CASES: &[Case] = &[
         name: "ops-chroot-user-nobody",
         scenario: Scenario::ServerOps(Ops::Chroot),
         server_log_has: &["chroot to"],
+        ..OURS_SERVER
+    },
+    Case {
+        name: "ops-port-share-tcp",
+        proto: Proto::Tcp,
+        scenario: Scenario::ServerOps(Ops::PortShare),
         ..OURS_SERVER
     },
     Case {

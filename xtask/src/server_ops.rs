@@ -165,6 +165,7 @@ pub(super) fn extra(ops: Ops, role: Role, dir: &Path) -> Result<Vec<String>> {
                 format!("tls-crypt-v2-verify {s}"),
             ]
         }
+        Ops::PortShare => vec!["port-share 127.0.0.1 8443".into()],
         Ops::Chroot => {
             let jail = dir.join("jail");
             fs::create_dir_all(&jail)?;
@@ -753,6 +754,32 @@ pub(super) fn run(
                 log.contains("script=tls-crypt-v2-verify") && log.contains("type="),
                 "tls-crypt-v2-verify log: {log}"
             );
+        }
+        Ops::PortShare => {
+            // The "web server" in ovrs-srv on loopback; a plain request from ovrs-cli to the
+            // OpenVPN port must reach it.
+            let mut web = Command::new("ip")
+                .args(["netns", "exec", SERVER_NS, "python3", "-c"])
+                .arg(
+                    "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                     s.bind(('127.0.0.1', 8443)); s.listen(1)\nc, _ = s.accept(); c.recv(100)\n\
+                     c.sendall(b'HTTP/1.0 200 shared\\r\\n\\r\\n'); c.close()",
+                )
+                .spawn()
+                .context("python3 web stand-in")?;
+            pause(Duration::from_millis(500))?;
+            let reply = output(
+                Command::new("ip")
+                    .args(["netns", "exec", CLIENT_NS, "python3", "-c"])
+                    .arg(
+                        "import socket\nc=socket.create_connection(('10.77.0.1', 1194), timeout=10)\n\
+                         c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(c.recv(100).decode())",
+                    ),
+            );
+            let _ = web.kill();
+            let _ = web.wait();
+            let reply = reply?;
+            ensure!(reply.contains("200 shared"), "port-share reply: {reply}");
         }
         Ops::Chroot => {
             let pid = procs.pid(server)?;

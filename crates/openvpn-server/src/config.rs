@@ -180,6 +180,8 @@ pub struct ServerConfig {
     /// `down CMD`: run after the tun device is closed (as the unprivileged user if
     /// user/group dropped privileges, as in OpenVPN).
     pub down: Option<String>,
+    /// `port-share HOST PORT`: TCP connections that are not OpenVPN go to HOST:PORT.
+    pub port_share: Option<(String, u16)>,
     /// `chroot DIR`: the process's root after set-up (before `user`/`group`); files read
     /// later (CRL on SIGHUP, client-config-dir, scripts) are looked up inside it.
     pub chroot: Option<PathBuf>,
@@ -311,6 +313,7 @@ impl Default for ServerConfig {
             tls_crypt_v2_verify: None,
             inactive: None,
             chroot: None,
+            port_share: None,
             up: None,
             down: None,
             syslog: None,
@@ -523,6 +526,15 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
             "log-append" => c.log = Some((base.join(arg(o, 0)?), true)),
             "verb" => c.verb = parse_num(o, 0)?,
             "persist-tun" => c.persist_tun = true,
+            "port-share" => {
+                if o.arg(2).is_some() {
+                    return Err(err(
+                        o,
+                        "the DIR argument (files with the real client addresses) is not supported yet",
+                    ));
+                }
+                c.port_share = Some((arg(o, 0)?.to_owned(), parse_num(o, 1)?));
+            }
             "chroot" => c.chroot = Some(base.join(arg(o, 0)?)),
             "inactive" => {
                 let secs: u32 = parse_num(o, 0)?;
@@ -754,6 +766,11 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
         {
             c.push.insert(i, line);
         }
+    }
+    if c.port_share.is_some() && c.transport != Transport::Tcp {
+        return Err(ConfigError::Invalid(
+            "'port-share' needs 'proto tcp-server' (it shares a TCP port)".into(),
+        ));
     }
     if c.server_v4.is_none() && c.server_v6.is_none() {
         return Err(ConfigError::Invalid(

@@ -17,6 +17,7 @@ pub mod management;
 pub mod metrics;
 pub mod plugins;
 pub mod pool;
+pub mod port_share;
 pub mod prebind;
 pub mod process;
 pub mod runtime;

@@ -626,10 +626,17 @@ pub(crate) struct TcpRoute {
 }
 
 /// Accepts TCP connections; connection `id` goes to `routes[id % routes.len()]`.
-pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>, queue: usize) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    routes: Vec<TcpRoute>,
+    queue: usize,
+    port_share: Option<(String, u16)>,
+) {
     if routes.is_empty() {
         return;
     }
+    let routes = Arc::new(routes);
+    let port_share = port_share.map(Arc::new);
     let mut next_id = 1u64;
     loop {
         let Ok((stream, from)) = listener.accept().await else {
@@ -638,58 +645,83 @@ pub(crate) async fn accept_loop(listener: TcpListener, routes: Vec<TcpRoute>, qu
         let _ = stream.set_nodelay(true);
         let id = next_id;
         next_id += 1;
-        let route = &routes[(id % routes.len() as u64) as usize];
-        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(queue.max(1));
-        if route.new_conn.send((id, wtx)).await.is_err() {
-            return;
+        let routes = Arc::clone(&routes);
+        match &port_share {
+            None => serve_tcp_client(stream, from, id, &routes, queue).await,
+            Some(share) => {
+                // The first bytes decide, without holding up other connections.
+                let share = Arc::clone(share);
+                tokio::spawn(async move {
+                    if crate::port_share::is_openvpn(&stream).await {
+                        serve_tcp_client(stream, from, id, &routes, queue).await;
+                    } else {
+                        crate::port_share::proxy(stream, from, &share.0, share.1).await;
+                    }
+                });
+            }
         }
-        let (mut rd, mut wr) = stream.into_split();
-        tokio::spawn(async move {
-            // The frames queued by now go out in one write (up to 64 KiB).
-            let mut buf = Vec::with_capacity(TCP_WRITE_BATCH);
-            while let Some(frame) = wrx.recv().await {
-                buf.clear();
-                buf.extend_from_slice(&frame);
-                while buf.len() < TCP_WRITE_BATCH {
-                    match wrx.try_recv() {
-                        Ok(f) => buf.extend_from_slice(&f),
-                        Err(_) => break,
-                    }
-                }
-                if wr.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let events = route.events.clone();
-        tokio::spawn(async move {
-            let peer = PeerAddr {
-                addr: from,
-                conn: Some(id),
-            };
-            let mut dec = openvpn_wire::StreamDecoder::new(4096);
-            let mut buf = vec![0u8; 16 * 1024];
-            'conn: loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                dec.push(&buf[..n]);
-                loop {
-                    match dec.next_packet() {
-                        Ok(Some(p)) => {
-                            if events.send(TcpEvent::Packet(peer, p)).await.is_err() {
-                                break 'conn;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(_) => break 'conn,
-                    }
-                }
-            }
-            let _ = events.send(TcpEvent::Closed(id)).await;
-        });
     }
+}
+
+/// Hands one accepted TCP connection to its worker: a writer task (frames queued to it go
+/// out joined, up to 64 KiB per write) and a reader task (frames to the worker).
+async fn serve_tcp_client(
+    stream: tokio::net::TcpStream,
+    from: SocketAddr,
+    id: u64,
+    routes: &[TcpRoute],
+    queue: usize,
+) {
+    let route = &routes[(id % routes.len() as u64) as usize];
+    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(queue.max(1));
+    if route.new_conn.send((id, wtx)).await.is_err() {
+        return;
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(TCP_WRITE_BATCH);
+        while let Some(frame) = wrx.recv().await {
+            buf.clear();
+            buf.extend_from_slice(&frame);
+            while buf.len() < TCP_WRITE_BATCH {
+                match wrx.try_recv() {
+                    Ok(f) => buf.extend_from_slice(&f),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let events = route.events.clone();
+    tokio::spawn(async move {
+        let peer = PeerAddr {
+            addr: from,
+            conn: Some(id),
+        };
+        let mut dec = openvpn_wire::StreamDecoder::new(4096);
+        let mut buf = vec![0u8; 16 * 1024];
+        'conn: loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            dec.push(&buf[..n]);
+            loop {
+                match dec.next_packet() {
+                    Ok(Some(p)) => {
+                        if events.send(TcpEvent::Packet(peer, p)).await.is_err() {
+                            break 'conn;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => break 'conn,
+                }
+            }
+        }
+        let _ = events.send(TcpEvent::Closed(id)).await;
+    });
 }
 
 #[cfg(test)]

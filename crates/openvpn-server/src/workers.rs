@@ -238,7 +238,12 @@ async fn serve_on<D: PacketDevice + 'static>(
     match tcp {
         Some(listener) => {
             let queue = cfg.tcp_queue_limit.unwrap_or(crate::runtime::TCP_QUEUE);
-            tokio::spawn(accept_loop(listener, tcp_routes, queue));
+            tokio::spawn(accept_loop(
+                listener,
+                tcp_routes,
+                queue,
+                cfg.port_share.clone(),
+            ));
         }
         None => drop(tcp_routes),
     }

@@ -284,11 +284,7 @@ pub static CATALOG: &[Entry] = &[
         always("TCP sockets always set TCP_NODELAY"),
         always("TCP sockets always set TCP_NODELAY"),
     ),
-    e(
-        "port-share",
-        SERVER_ONLY,
-        no("'port-share' is not supported yet"),
-    ),
+    e("port-share", SERVER_ONLY, I),
     e(
         "inetd",
         no("inetd mode is not supported"),
