@@ -8,6 +8,7 @@
 //! (or reconnected) is ignored.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -185,9 +186,11 @@ fn run_with(job: &ScriptJob, deferral: Option<(&PathBuf, &PathBuf)>) -> JobResul
     let mut cleanup = Vec::new();
     if let Some((u, p)) = &job.credentials_file {
         let path = temp_path("up");
+        // Only this process's user may read the password (OpenVPN creates it 0600 too).
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .and_then(|mut f| writeln!(f, "{u}\n{p}"));
         if written.is_err() {
@@ -313,7 +316,6 @@ pub fn crypt_v2_verify(cfg: &crate::config::ServerConfig) -> Option<crate::core:
 
 /// A new private temporary file holding `data`.
 fn tempfile_with(data: &[u8]) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = temp_path("tc2");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -408,6 +410,18 @@ mod tests {
         assert!(run(&j).success);
         j.credentials_file = Some(("alice".into(), "wrong".into()));
         assert!(!run(&j).success);
+    }
+
+    /// The via-file credentials file holds a password: no other user may read it, whatever
+    /// the umask (it was created with the default mode, 0644 under the usual umask).
+    #[test]
+    fn via_file_credentials_are_readable_by_the_owner_only() {
+        let mut j = job(
+            JobKind::AuthUserPass,
+            "f() { [ \"$(stat -c %a \"$1\")\" = 600 ]; }; f",
+        );
+        j.credentials_file = Some(("alice".into(), "secret".into()));
+        assert!(run(&j).success, "the credentials file is not mode 0600");
     }
 
     #[test]
