@@ -966,6 +966,8 @@ pub(crate) const CASES: &[Case] = &[
     corpus_server!("openvpn-sample-server"),
     corpus_server!("openvpn-sample-server-tcp-comp-lzo"),
     corpus_server!("angristan-ipv6-tls-auth-lz4"),
+    corpus_server!("openvpn-man-server-expanded-net30"),
+    corpus_server!("openvpn-man-server-expanded-subnet"),
     corpus_client!("angristan-client-tls-crypt", "angristan-tls-crypt-ecdsa"),
     corpus_client!("nyr-client-block-outside-dns", "nyr-server-udp-ipv6"),
     corpus_client!("pivpn-client-tls-crypt", "pivpn-server-ecdsa-tls-crypt"),

@@ -374,6 +374,10 @@ impl ServerFacts {
                     let net: Ipv4Addr = arg(1).parse().context("server NET")?;
                     tunnel4 = Some(Ipv4Addr::from(u32::from(net) + 1));
                 }
+                // The explicit form of `server`: the server's own tunnel address.
+                "ifconfig" if tunnel4.is_none() => {
+                    tunnel4 = Some(arg(1).parse().context("ifconfig LOCAL")?);
+                }
                 "server-ipv6" => {
                     let net = arg(1);
                     let net: Ipv6Addr = net
@@ -424,7 +428,7 @@ impl ServerFacts {
             f.wrap = Some(format!("tls-auth {file}{client_dir}"));
         }
         f.tunnel4 = tunnel4.context(
-            "no `server NET MASK` line: only server-mode configs are run by these cases",
+            "no `server NET MASK` (or `ifconfig`) line: only server-mode configs are run by these cases",
         )?;
         if f.dev_type.is_empty() {
             f.dev_type = if dev.starts_with("tap") { "tap" } else { "tun" }.into();

@@ -180,6 +180,10 @@ pub struct ServerConfig {
     /// `down CMD`: run after the tun device is closed (as the unprivileged user if
     /// user/group dropped privileges, as in OpenVPN).
     pub down: Option<String>,
+    /// `ifconfig-pool START END` of the explicit server form (without `server`).
+    pub pool_v4: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// `ifconfig-ipv6-pool START/BITS` of the explicit server form.
+    pub pool_v6_start: Option<Ipv6Addr>,
     /// `port-share HOST PORT`: TCP connections that are not OpenVPN go to HOST:PORT.
     pub port_share: Option<(String, u16)>,
     /// `chroot DIR`: the process's root after set-up (before `user`/`group`); files read
@@ -314,6 +318,8 @@ impl Default for ServerConfig {
             inactive: None,
             chroot: None,
             port_share: None,
+            pool_v4: None,
+            pool_v6_start: None,
             up: None,
             down: None,
             syslog: None,
@@ -353,6 +359,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
     let mut mode_server = false;
     let mut topology: Option<String> = None;
     let mut keepalive: Option<(u32, u32)> = None;
+    let mut explicit = Explicit::default();
     let ignored = catalog::ignored_unknown(lines);
     // `cd DIR` moves the base of the relative paths after it.
     let mut base_dir = base.to_path_buf();
@@ -399,6 +406,20 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                 c.server_v4 = Some((net, mask));
             }
             "server-ipv6" => c.server_v6 = Some(ipv6_prefix(o, 0)?),
+            // The explicit form of `server` (OpenVPN's manual spells it out): the server's
+            // tunnel addresses and the client pool, interpreted once every line is read.
+            "ifconfig" => explicit.v4 = Some((o.clone(), ipv4(o, 0)?, ipv4(o, 1)?)),
+            "ifconfig-pool" => {
+                if o.arg(2).is_some() {
+                    ipv4(o, 2)?;
+                }
+                explicit.pool_v4 = Some((o.clone(), ipv4(o, 0)?, ipv4(o, 1)?))
+            }
+            "ifconfig-ipv6" => {
+                let (a, bits) = ipv6_prefix(o, 0)?;
+                explicit.v6 = Some((o.clone(), a, bits));
+            }
+            "ifconfig-ipv6-pool" => explicit.pool_v6 = Some(ipv6_prefix(o, 0)?.0),
             "topology" => {
                 let t = arg(o, 0)?;
                 if !matches!(t, "subnet" | "net30" | "p2p") {
@@ -751,7 +772,9 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
         Some("p2p") => Topology::P2p,
         _ => Topology::Net30,
     };
-    if c.server_v4.is_some() {
+    let server_directive = c.server_v4.is_some();
+    explicit.apply(&mut c)?;
+    if server_directive {
         if c.topology == Topology::Net30 {
             c.notices.push(
                 "topology net30 (OpenVPN's default without a 'topology' line) is deprecated by OpenVPN 2.6 for IPv4 pools; 'topology subnet' is recommended"
@@ -799,6 +822,88 @@ impl ServerConfig {
             errors_to_stderr: self.errors_to_stderr,
             suppress_timestamps: self.suppress_timestamps,
         }
+    }
+}
+
+/// The explicit server form's lines (`ifconfig`, `ifconfig-pool`, `ifconfig-ipv6`,
+/// `ifconfig-ipv6-pool`), applied after every line is read (topology and routes are known).
+#[derive(Default)]
+struct Explicit {
+    v4: Option<(OptionLine, Ipv4Addr, Ipv4Addr)>,
+    pool_v4: Option<(OptionLine, Ipv4Addr, Ipv4Addr)>,
+    v6: Option<(OptionLine, Ipv6Addr, u8)>,
+    pool_v6: Option<Ipv6Addr>,
+}
+
+impl Explicit {
+    /// Turns the lines into the server's ranges, as `server`/`server-ipv6` would set them, and
+    /// the pool bounds. The config pushes what it needs itself (nothing is added).
+    fn apply(self, c: &mut ServerConfig) -> Result<(), ConfigError> {
+        if let Some((o, local, second)) = self.v4 {
+            if c.server_v4.is_some() {
+                return Err(err(&o, "'server' already sets the server's addresses"));
+            }
+            let (net, mask) = match c.topology {
+                Topology::Subnet => (Ipv4Addr::from(u32::from(local) & u32::from(second)), second),
+                // net30/p2p: `ifconfig LOCAL PEER`; the network comes from the `route` line
+                // that covers LOCAL (the expanded form has one).
+                Topology::Net30 | Topology::P2p => c
+                    .routes
+                    .iter()
+                    .find(|(n, m)| u32::from(local) & u32::from(*m) == u32::from(*n))
+                    .copied()
+                    .ok_or_else(|| {
+                        err(&o, "add the 'route NET MASK' that covers the server's address (as OpenVPN's expanded server form does)")
+                    })?,
+            };
+            if u32::from(local) != u32::from(net) + 1 {
+                return Err(err(
+                    &o,
+                    format!(
+                        "the server's address must be the network's first ({}); openvpn-rs lays out its pool from there",
+                        Ipv4Addr::from(u32::from(net) + 1)
+                    ),
+                ));
+            }
+            let Some((po, start, end)) = self.pool_v4 else {
+                return Err(err(
+                    &o,
+                    "add 'ifconfig-pool START END' (without a pool, clients need a client-config-dir ifconfig-push; not supported yet)",
+                ));
+            };
+            let inside = |a: Ipv4Addr| u32::from(a) & u32::from(mask) == u32::from(net);
+            if !inside(start) || !inside(end) || start > end {
+                return Err(err(
+                    &po,
+                    "the pool must lie inside the server's network, START before END",
+                ));
+            }
+            // The server's network is the tun's own: a route for it would only repeat it.
+            c.routes.retain(|r| *r != (net, mask));
+            c.server_v4 = Some((net, mask));
+            c.pool_v4 = Some((start, end));
+        }
+        if let Some((o, local, bits)) = self.v6 {
+            if c.server_v6.is_some() {
+                return Err(err(
+                    &o,
+                    "'server-ipv6' already sets the server's IPv6 address",
+                ));
+            }
+            let net = openvpn_tun::route::mask(local.into(), bits);
+            let std::net::IpAddr::V6(net) = net else {
+                return Err(err(&o, "not an IPv6 address"));
+            };
+            if u128::from(local) != u128::from(net) + 1 {
+                return Err(err(
+                    &o,
+                    "the server's IPv6 address must be the network's first",
+                ));
+            }
+            c.server_v6 = Some((net, bits));
+            c.pool_v6_start = self.pool_v6;
+        }
+        Ok(())
     }
 }
 
@@ -950,6 +1055,66 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "not handled: {missing:?}");
+    }
+
+    /// OpenVPN's manual spells `server` out as ifconfig + ifconfig-pool (+ route for net30):
+    /// the same ranges, the pool's bounds honoured, and nothing pushed on the config's behalf.
+    #[test]
+    fn explicit_server_form() {
+        let base = BASE
+            .replace("server 10.8.0.0 255.255.255.0\n", "")
+            .replace("server-ipv6 fd08::/64\n", "");
+        let c = cfg(&format!(
+            "{base}ifconfig 10.8.0.1 255.255.255.0\nifconfig-pool 10.8.0.10 10.8.0.20 255.255.255.0\nifconfig-ipv6 fd50::1/64 fd50::2\nifconfig-ipv6-pool fd50::100/64\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.server_v4,
+            Some((
+                "10.8.0.0".parse().unwrap(),
+                "255.255.255.0".parse().unwrap()
+            ))
+        );
+        assert!(
+            !c.push.iter().any(|p| p.starts_with("topology")),
+            "{:?}",
+            c.push
+        );
+        let mut pool = crate::pool::AddressPool::with_shape(crate::pool::PoolShape::of(&c));
+        let first = pool.lease().unwrap();
+        assert_eq!(first.v4, Some("10.8.0.10".parse().unwrap()));
+        assert_eq!(first.v6, Some("fd50::100".parse().unwrap()));
+        let mut n = 1;
+        while pool.lease().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 11, "10.8.0.10 ..= 10.8.0.20");
+        // net30: the network comes from the route line; the pool is /30 blocks.
+        let net30 = base.replace("topology subnet\n", "");
+        let c = cfg(&format!(
+            "{net30}ifconfig 10.8.0.1 10.8.0.2\nifconfig-pool 10.8.0.4 10.8.0.251\nroute 10.8.0.0 255.255.255.0\n"
+        ))
+        .unwrap();
+        assert!(
+            c.routes.is_empty(),
+            "the tun's own network is not routed again"
+        );
+        let mut pool = crate::pool::AddressPool::with_shape(crate::pool::PoolShape::of(&c));
+        let a = pool.lease().unwrap();
+        assert_eq!(
+            pool.shape().push_options(&a),
+            ["ifconfig 10.8.0.6 10.8.0.5"]
+        );
+        let e = cfg(&format!(
+            "{net30}ifconfig 10.8.0.1 10.8.0.2\nifconfig-pool 10.8.0.4 10.8.0.251\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("route NET MASK"), "{e}");
+        let e = cfg(&format!("{base}ifconfig 10.8.0.1 255.255.255.0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ifconfig-pool"), "{e}");
     }
 
     #[test]

@@ -152,6 +152,11 @@ pub struct PoolShape {
     v4: Option<(Ipv4Addr, u8)>,
     v6: Option<(Ipv6Addr, u8)>,
     topology: Topology,
+    /// An explicit `ifconfig-pool START END` (offsets from the network), instead of the
+    /// range `server` implies.
+    v4_range: Option<(u32, u32)>,
+    /// An explicit `ifconfig-ipv6-pool START/BITS` (offset from the network).
+    v6_start: Option<u128>,
 }
 
 /// Hands out tunnel addresses: the i-th lease is `net+2+i` (IPv4) and `net+0x1000+i` (IPv6).
@@ -186,14 +191,28 @@ impl PoolShape {
             v4: v4.map(|(n, m)| (Ipv4Addr::from(u32::from(n) & u32::from(m)), prefix_len(m))),
             v6,
             topology: Topology::Subnet,
+            v4_range: None,
+            v6_start: None,
         }
     }
 
     /// The ranges and topology of a server config.
     pub fn of(cfg: &crate::config::ServerConfig) -> Self {
+        let base = PoolShape::new(cfg.server_v4, cfg.server_v6);
         PoolShape {
             topology: cfg.topology,
-            ..PoolShape::new(cfg.server_v4, cfg.server_v6)
+            v4_range: cfg.pool_v4.and_then(|(a, b)| {
+                let (n, _) = base.v4?;
+                Some((
+                    u32::from(a).checked_sub(u32::from(n))?,
+                    u32::from(b).checked_sub(u32::from(n))?,
+                ))
+            }),
+            v6_start: cfg.pool_v6_start.and_then(|a| {
+                let (n, _) = base.v6?;
+                u128::from(a).checked_sub(u128::from(n))
+            }),
+            ..base
         }
     }
 
@@ -206,10 +225,10 @@ impl PoolShape {
     fn v4_at(&self, index: usize) -> Option<Ipv4Addr> {
         let (n, _) = self.v4?;
         let i = u32::try_from(index).ok()?;
+        let start = self.v4_start();
         let offset = match self.topology {
-            Topology::Subnet => 2 + i,
-            Topology::Net30 => 4 * (i + 1) + 2,
-            Topology::P2p => 4 + i,
+            Topology::Subnet | Topology::P2p => start + i,
+            Topology::Net30 => start + 4 * i + 2,
         };
         Some(Ipv4Addr::from(u32::from(n).checked_add(offset)?))
     }
@@ -218,17 +237,31 @@ impl PoolShape {
     fn v4_index(&self, a: Ipv4Addr) -> Option<usize> {
         let (n, _) = self.v4?;
         let off = u32::from(a).checked_sub(u32::from(n))?;
+        let rel = off.checked_sub(self.v4_start())?;
         let i = match self.topology {
-            Topology::Subnet => off.checked_sub(2)?,
+            Topology::Subnet | Topology::P2p => rel,
             Topology::Net30 => {
-                if off % 4 != 2 {
+                if rel % 4 != 2 {
                     return None;
                 }
-                (off / 4).checked_sub(1)?
+                rel / 4
             }
-            Topology::P2p => off.checked_sub(4)?,
         };
         usize::try_from(i).ok()
+    }
+
+    /// The offset of the first IPv6 pool address (0x1000 unless `ifconfig-ipv6-pool` says).
+    fn v6_offset(&self) -> u128 {
+        self.v6_start.unwrap_or(0x1000)
+    }
+
+    /// The offset of the pool's first address (or, for net30, of its first /30).
+    fn v4_start(&self) -> u32 {
+        match (self.v4_range, self.topology) {
+            (Some((start, _)), _) => start,
+            (None, Topology::Subnet) => 2,
+            (None, Topology::Net30 | Topology::P2p) => 4,
+        }
     }
 
     /// The `ifconfig` option pushed for a client with address `local`: `ifconfig A MASK`
@@ -269,11 +302,15 @@ impl PoolShape {
     fn entries(&self) -> usize {
         let size_v4 = self.v4.map_or(usize::MAX, |(_, p)| {
             let size = 1usize << (32 - u32::from(p).min(31));
-            match self.topology {
-                Topology::Subnet => size.saturating_sub(4),
+            match (self.v4_range, self.topology) {
+                (Some((start, end)), Topology::Net30) => {
+                    (end.saturating_sub(start) as usize + 1) / 4
+                }
+                (Some((start, end)), _) => end.saturating_sub(start) as usize + 1,
+                (None, Topology::Subnet) => size.saturating_sub(4),
                 // OpenVPN's pool runs from net+4 to net+size-5.
-                Topology::Net30 => size.saturating_sub(8) / 4,
-                Topology::P2p => size.saturating_sub(8),
+                (None, Topology::Net30) => size.saturating_sub(8) / 4,
+                (None, Topology::P2p) => size.saturating_sub(8),
             }
         });
         let size_v6 = self.v6.map_or(usize::MAX, |(_, p)| {
@@ -357,7 +394,7 @@ impl AddressPool {
         let i = match (self.shape.v4, a, self.shape.v6, a6) {
             (Some(_), Some(a), _, _) => self.shape.v4_index(a)?,
             (None, _, Some((n, _)), Some(a)) => {
-                u128::from(a).checked_sub(u128::from(n) + 0x1000)? as usize
+                u128::from(a).checked_sub(u128::from(n) + self.shape.v6_offset())? as usize
             }
             _ => return None,
         };
@@ -373,10 +410,9 @@ impl AddressPool {
         Some(Lease {
             index,
             v4: self.shape.v4_at(index),
-            v6: self
-                .shape
-                .v6
-                .map(|(n, _)| Ipv6Addr::from(u128::from(n) + 0x1000 + index as u128)),
+            v6: self.shape.v6.map(|(n, _)| {
+                Ipv6Addr::from(u128::from(n) + self.shape.v6_offset() + index as u128)
+            }),
             token: 0,
         })
     }

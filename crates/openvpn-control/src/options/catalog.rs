@@ -348,8 +348,8 @@ pub static CATALOG: &[Entry] = &[
         no("'txqueuelen' is not supported yet: set it with 'ip link set DEV txqueuelen N'"),
     ),
     e("lladdr", NO_TAP, NO_TAP),
-    e("ifconfig", NO_P2P, NO_P2P),
-    e("ifconfig-ipv6", NO_P2P, NO_P2P),
+    e("ifconfig", NO_P2P, I),
+    e("ifconfig-ipv6", NO_P2P, I),
     e(
         "ifconfig-noexec",
         no("'ifconfig-noexec' is not supported yet"),
@@ -729,16 +729,8 @@ pub static CATALOG: &[Entry] = &[
     // Server mode.
     e("server", SERVER_ONLY, I),
     e("server-ipv6", SERVER_ONLY, I),
-    e(
-        "ifconfig-pool",
-        SERVER_ONLY,
-        no("'ifconfig-pool' is not supported yet: use 'server NET MASK'"),
-    ),
-    e(
-        "ifconfig-ipv6-pool",
-        SERVER_ONLY,
-        no("'ifconfig-ipv6-pool' is not supported yet: use 'server-ipv6 NET/BITS'"),
-    ),
+    e("ifconfig-pool", SERVER_ONLY, I),
+    e("ifconfig-ipv6-pool", SERVER_ONLY, I),
     e("ifconfig-pool-persist", SERVER_ONLY, I),
     e(
         "ifconfig-push",
