@@ -156,7 +156,7 @@ fn main() -> anyhow::Result<()> {
         .and_then(|l| l.arg(0))
         .map(PathBuf::from);
     if check_only {
-        std::process::exit(openvpn_control::loading::check_config(
+        std::process::exit(openvpn_control::options::check_config(
             file.as_deref(),
             cli,
             openvpn_control::options::catalog::Role::Client,

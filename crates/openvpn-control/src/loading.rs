@@ -154,42 +154,6 @@ pub fn digest(o: &OptionLine) -> Result<String, LoadError> {
     Ok(d.to_owned())
 }
 
-/// `--check-config` for either binary: prints what each option line of `file` and `cli` does
-/// in `role` ([`crate::options::catalog::report`]), then whether `load` (the role's full
-/// loader: every referenced file is read, nothing is opened on the network) accepts them.
-/// The exit status: 0 when it does.
-pub fn check_config<T>(
-    file: Option<&Path>,
-    cli: Vec<OptionLine>,
-    role: crate::options::catalog::Role,
-    load: impl FnOnce(Option<&Path>, Vec<OptionLine>) -> Result<T, LoadError>,
-) -> i32 {
-    let binary = match role {
-        crate::options::catalog::Role::Client => "openvpn-client",
-        crate::options::catalog::Role::Server => "openvpn-server",
-    };
-    let mut lines = match file.map(read_config_file) {
-        Some(Ok(l)) => l,
-        Some(Err(e)) => {
-            eprintln!("{binary}: {e}");
-            return 1;
-        }
-        None => Vec::new(),
-    };
-    lines.extend(cli.iter().filter(|l| l.name != "config").cloned());
-    print!("{}", crate::options::catalog::report(&lines, role));
-    match load(file, cli) {
-        Ok(_) => {
-            println!("config OK: {binary} would start with it");
-            0
-        }
-        Err(e) => {
-            println!("config refused: {e}");
-            1
-        }
-    }
-}
-
 /// Reads and parses a config file.
 pub fn read_config_file(path: &Path) -> Result<Vec<OptionLine>, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {

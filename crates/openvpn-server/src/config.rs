@@ -781,7 +781,7 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
                     .into(),
             );
         }
-        let shape = crate::pool::PoolShape::of(&c);
+        let shape = c.pool_shape();
         for (i, line) in shape
             .server_push(c.client_to_client)
             .into_iter()
@@ -804,6 +804,16 @@ pub fn load(lines: &[OptionLine], base: &Path) -> Result<ServerConfig, ConfigErr
 }
 
 impl ServerConfig {
+    /// The address pool's ranges and layout (`server`/`server-ipv6` or the explicit form,
+    /// `topology`).
+    pub fn pool_shape(&self) -> crate::pool::PoolShape {
+        crate::pool::PoolShape::new(self.server_v4, self.server_v6).with_layout(
+            self.topology,
+            self.pool_v4,
+            self.pool_v6_start,
+        )
+    }
+
     /// Whether something other than the client certificate decides who may connect
     /// (`auth-user-pass-verify`, `management-client-auth`, or a plugin), as `verify-client-cert
     /// none` requires.
@@ -1080,7 +1090,7 @@ mod tests {
             "{:?}",
             c.push
         );
-        let mut pool = crate::pool::AddressPool::with_shape(crate::pool::PoolShape::of(&c));
+        let mut pool = crate::pool::AddressPool::with_shape(c.pool_shape());
         let first = pool.lease().unwrap();
         assert_eq!(first.v4, Some("10.8.0.10".parse().unwrap()));
         assert_eq!(first.v6, Some("fd50::100".parse().unwrap()));
@@ -1099,7 +1109,7 @@ mod tests {
             c.routes.is_empty(),
             "the tun's own network is not routed again"
         );
-        let mut pool = crate::pool::AddressPool::with_shape(crate::pool::PoolShape::of(&c));
+        let mut pool = crate::pool::AddressPool::with_shape(c.pool_shape());
         let a = pool.lease().unwrap();
         assert_eq!(
             pool.shape().push_options(&a),

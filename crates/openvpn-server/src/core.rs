@@ -319,7 +319,7 @@ pub struct ServerCore {
     plugin_hooks: Vec<JobKind>,
     /// `tls-crypt-v2-verify`: decides on a client key's metadata before any TLS (the driver
     /// supplies the function that runs the command; it blocks, as in OpenVPN).
-    crypt_v2_verify: Option<CryptV2Verify>,
+    crypt_v2_verify: Option<crate::scripts::CryptV2Verify>,
     /// auth-gen-token secret (`None` = no tokens).
     token_key: Option<TokenKey>,
     /// The pool's leases and the `ifconfig-pool-persist` memory (shared by the workers).
@@ -373,19 +373,6 @@ pub fn parse_pool_persist(
 
 fn digest(name: &str) -> Result<DigestKind, String> {
     DigestKind::from_name(name).ok_or_else(|| format!("unsupported digest '{name}'"))
-}
-
-/// The `tls-crypt-v2-verify` decision on a client key's metadata (type byte, then data).
-#[derive(Clone)]
-pub struct CryptV2Verify(pub Arc<MetadataCheck>);
-
-/// The function behind [`CryptV2Verify`]: true accepts the metadata.
-pub type MetadataCheck = dyn Fn(&[u8]) -> bool + Send + Sync;
-
-impl std::fmt::Debug for CryptV2Verify {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CryptV2Verify")
-    }
 }
 
 /// Builds the TLS server configuration (certificates, CA, CRL, client-certificate policy).
@@ -507,7 +494,7 @@ impl ServerCore {
             unix_time: started_unix as u32,
         };
         let policy = build_policy(&cfg);
-        let shape = PoolShape::of(&cfg);
+        let shape = cfg.pool_shape();
         let token_key = cfg.auth_gen_token.map(|_| {
             cfg.auth_gen_token_secret
                 .clone()
@@ -576,7 +563,7 @@ impl ServerCore {
             .as_deref()
             .map(parse_pool_persist)
             .unwrap_or_default();
-        let pool = AddressPool::with_shape(PoolShape::of(cfg));
+        let pool = AddressPool::with_shape(cfg.pool_shape());
         Arc::new(std::sync::Mutex::new(Leases::new(pool, persist)))
     }
 
@@ -1807,7 +1794,7 @@ impl ServerCore {
 
     /// Sets the `tls-crypt-v2-verify` check (called with the client key's metadata: type byte,
     /// then the data).
-    pub fn set_crypt_v2_verify(&mut self, verify: Option<CryptV2Verify>) {
+    pub fn set_crypt_v2_verify(&mut self, verify: Option<crate::scripts::CryptV2Verify>) {
         self.crypt_v2_verify = verify;
     }
 

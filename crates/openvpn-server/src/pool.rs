@@ -196,23 +196,28 @@ impl PoolShape {
         }
     }
 
-    /// The ranges and topology of a server config.
-    pub fn of(cfg: &crate::config::ServerConfig) -> Self {
-        let base = PoolShape::new(cfg.server_v4, cfg.server_v6);
+    /// These ranges laid out in `topology`, with explicit pool bounds (`ifconfig-pool START
+    /// END`, `ifconfig-ipv6-pool START`) where a config gives them.
+    pub fn with_layout(
+        self,
+        topology: Topology,
+        pool_v4: Option<(Ipv4Addr, Ipv4Addr)>,
+        pool_v6_start: Option<Ipv6Addr>,
+    ) -> Self {
         PoolShape {
-            topology: cfg.topology,
-            v4_range: cfg.pool_v4.and_then(|(a, b)| {
-                let (n, _) = base.v4?;
+            topology,
+            v4_range: pool_v4.and_then(|(a, b)| {
+                let (n, _) = self.v4?;
                 Some((
                     u32::from(a).checked_sub(u32::from(n))?,
                     u32::from(b).checked_sub(u32::from(n))?,
                 ))
             }),
-            v6_start: cfg.pool_v6_start.and_then(|a| {
-                let (n, _) = base.v6?;
+            v6_start: pool_v6_start.and_then(|a| {
+                let (n, _) = self.v6?;
                 u128::from(a).checked_sub(u128::from(n))
             }),
-            ..base
+            ..self
         }
     }
 

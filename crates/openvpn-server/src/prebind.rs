@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
-use crate::config::ServerConfig;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::{ManagementListen, ServerConfig};
 use crate::management;
 
 /// A file opened once and rewritten in place (truncated, then written from the start).
@@ -78,7 +81,7 @@ impl Prebound {
     /// Opens what `cfg` names (call as root, before [`crate::process::after_setup`]).
     pub async fn open(cfg: &ServerConfig) -> anyhow::Result<Self> {
         let management = match &cfg.management {
-            Some(m) => Some(crate::runtime::bind_management(&m.listen).await?),
+            Some(m) => Some(bind_management(&m.listen).await?),
             None => None,
         };
         let keep = |p: &Path, what: &str| -> anyhow::Result<Arc<KeptFile>> {
@@ -100,6 +103,39 @@ impl Prebound {
                 .transpose()?,
         })
     }
+}
+
+/// Binds the management listener (a stale unix socket file is replaced).
+pub(crate) async fn bind_management(
+    listen: &ManagementListen,
+) -> anyhow::Result<management::Listener> {
+    Ok(match listen {
+        ManagementListen::Tcp(host, port) => {
+            let l = TcpListener::bind((host.as_str(), *port))
+                .await
+                .with_context(|| format!("management {host} {port}"))?;
+            info!("MANAGEMENT: TCP Socket listening on [AF_INET]{host}:{port}");
+            management::Listener::Tcp(l)
+        }
+        ManagementListen::Unix(path) => {
+            if std::fs::symlink_metadata(path)
+                .map(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                })
+                .unwrap_or(false)
+            {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("management {} unix", path.display()))?;
+            info!(
+                "MANAGEMENT: unix domain socket listening on {}",
+                path.display()
+            );
+            management::Listener::Unix(l)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::auth::{Authenticator, DecisionMsg};
-use crate::config::ManagementListen;
 use crate::config::{Family, ServerConfig, Transport};
 use crate::core::{Outputs, PeerAddr, ServerCore};
 use crate::management;
@@ -505,7 +504,7 @@ pub(crate) async fn start_management(
     };
     let listener = match prebound {
         Some(l) => l,
-        None => bind_management(&m.listen).await?,
+        None => crate::prebind::bind_management(&m.listen).await?,
     };
     let password = match &m.password_file {
         Some(p) => Some(
@@ -545,39 +544,6 @@ pub(crate) async fn start_metrics(
         tokio::spawn(crate::metrics::serve(l, req_tx.clone()));
     }
     Ok(())
-}
-
-/// Binds the management listener (a stale unix socket file is replaced).
-pub(crate) async fn bind_management(
-    listen: &ManagementListen,
-) -> anyhow::Result<management::Listener> {
-    Ok(match listen {
-        ManagementListen::Tcp(host, port) => {
-            let l = TcpListener::bind((host.as_str(), *port))
-                .await
-                .with_context(|| format!("management {host} {port}"))?;
-            info!("MANAGEMENT: TCP Socket listening on [AF_INET]{host}:{port}");
-            management::Listener::Tcp(l)
-        }
-        ManagementListen::Unix(path) => {
-            if std::fs::symlink_metadata(path)
-                .map(|m| {
-                    use std::os::unix::fs::FileTypeExt;
-                    m.file_type().is_socket()
-                })
-                .unwrap_or(false)
-            {
-                let _ = std::fs::remove_file(path);
-            }
-            let l = tokio::net::UnixListener::bind(path)
-                .with_context(|| format!("management {} unix", path.display()))?;
-            info!(
-                "MANAGEMENT: unix domain socket listening on {}",
-                path.display()
-            );
-            management::Listener::Unix(l)
-        }
-    })
 }
 
 /// Sends what the core produced without batched UDP: one datagram per call, and the tun

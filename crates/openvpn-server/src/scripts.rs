@@ -279,39 +279,50 @@ pub(crate) fn result(job: &ScriptJob, success: bool, dynamic_config: Option<Stri
     }
 }
 
+/// The `tls-crypt-v2-verify` decision on a client key's metadata (type byte, then data).
+#[derive(Clone)]
+pub struct CryptV2Verify(pub std::sync::Arc<MetadataCheck>);
+
+/// The function behind [`CryptV2Verify`]: true accepts the metadata.
+pub type MetadataCheck = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+impl std::fmt::Debug for CryptV2Verify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CryptV2Verify")
+    }
+}
+
 /// The `tls-crypt-v2-verify` check of `cfg`, if it has one: writes the key's metadata (without
 /// its type byte) to a temporary file and runs the command with `script_type`,
 /// `metadata_type` (0 user data, 1 timestamp) and `metadata_file`, as OpenVPN does; exit
 /// status 0 accepts. The server waits for it (OpenVPN blocks too), so keep it quick.
-pub fn crypt_v2_verify(cfg: &crate::config::ServerConfig) -> Option<crate::core::CryptV2Verify> {
+pub fn crypt_v2_verify(cfg: &crate::config::ServerConfig) -> Option<CryptV2Verify> {
     let cmd = cfg.tls_crypt_v2_verify.clone()?;
     let env = cfg.setenv.clone();
-    Some(crate::core::CryptV2Verify(std::sync::Arc::new(
-        move |meta: &[u8]| {
-            let (kind, data) = match meta.split_first() {
-                Some((k, d)) => (*k, d),
-                None => (0, &[][..]),
-            };
-            let file = match tempfile_with(data) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!("tls-crypt-v2-verify: cannot write the metadata file: {e}");
-                    return false;
-                }
-            };
-            let status = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&cmd)
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .env("script_type", "tls-crypt-v2-verify")
-                .env("metadata_type", kind.to_string())
-                .env("metadata_file", &file)
-                .stdin(Stdio::null())
-                .status();
-            let _ = std::fs::remove_file(&file);
-            matches!(status, Ok(s) if s.success())
-        },
-    )))
+    Some(CryptV2Verify(std::sync::Arc::new(move |meta: &[u8]| {
+        let (kind, data) = match meta.split_first() {
+            Some((k, d)) => (*k, d),
+            None => (0, &[][..]),
+        };
+        let file = match tempfile_with(data) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("tls-crypt-v2-verify: cannot write the metadata file: {e}");
+                return false;
+            }
+        };
+        let status = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("script_type", "tls-crypt-v2-verify")
+            .env("metadata_type", kind.to_string())
+            .env("metadata_file", &file)
+            .stdin(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&file);
+        matches!(status, Ok(s) if s.success())
+    })))
 }
 
 /// A new private temporary file holding `data`.

@@ -30,6 +30,7 @@
 //! *between* words is dropped. [`quote_arg`] never produces either form.
 
 pub mod catalog;
+mod check;
 mod cli;
 mod config;
 mod lexer;
@@ -37,6 +38,7 @@ mod push;
 
 use std::fmt;
 
+pub use check::check_config;
 pub use cli::parse_cli_args;
 pub use config::{parse_config, parse_connection_block};
 pub use lexer::quote_arg;
