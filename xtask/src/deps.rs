@@ -110,6 +110,23 @@ mod tests {
     }
 
     #[test]
+    fn ci_run_installs_every_package_of_the_list() {
+        let deps = parse(include_str!("../../scripts/test-deps.txt")).unwrap();
+        let mut want: Vec<&str> = deps.iter().map(|d| d.package.as_str()).collect();
+        want.sort_unstable();
+        want.dedup();
+        let run = include_str!("../../.ci/run");
+        let line = run
+            .lines()
+            .find_map(|l| l.strip_prefix("packages=("))
+            .and_then(|l| l.strip_suffix(')'))
+            .expect(".ci/run has a packages=(...) line");
+        let mut have: Vec<&str> = line.split_whitespace().collect();
+        have.sort_unstable();
+        assert_eq!(have, want, ".ci/run and scripts/test-deps.txt disagree");
+    }
+
+    #[test]
     fn the_committed_list_names_every_tool_the_cases_check() {
         let text = include_str!("../../scripts/test-deps.txt");
         let deps = parse(text).unwrap();
