@@ -185,17 +185,10 @@ fn run_with(job: &ScriptJob, deferral: Option<(&PathBuf, &PathBuf)>) -> JobResul
     let mut arg: Option<PathBuf> = None;
     let mut cleanup = Vec::new();
     if let Some((u, p)) = &job.credentials_file {
-        let path = temp_path("up");
         // Only this process's user may read the password (OpenVPN creates it 0600 too).
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{u}\n{p}"));
-        if written.is_err() {
+        let Ok(path) = private_temp_file("up", format!("{u}\n{p}\n").as_bytes()) else {
             return result(job, false, None);
-        }
+        };
         arg = Some(path.clone());
         cleanup.push(path);
     }
@@ -304,7 +297,7 @@ pub fn crypt_v2_verify(cfg: &crate::config::ServerConfig) -> Option<CryptV2Verif
             Some((k, d)) => (*k, d),
             None => (0, &[][..]),
         };
-        let file = match tempfile_with(data) {
+        let file = match private_temp_file("tc2", data) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!("tls-crypt-v2-verify: cannot write the metadata file: {e}");
@@ -325,15 +318,19 @@ pub fn crypt_v2_verify(cfg: &crate::config::ServerConfig) -> Option<CryptV2Verif
     })))
 }
 
-/// A new private temporary file holding `data`.
-fn tempfile_with(data: &[u8]) -> std::io::Result<PathBuf> {
-    let path = temp_path("tc2");
+/// A new temporary file (named with `tag`) that only this process's user may read, holding
+/// `data`; nothing is left behind when writing fails.
+fn private_temp_file(tag: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+    let path = temp_path(tag);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)?;
-    f.write_all(data)?;
+    if let Err(e) = f.write_all(data) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(path)
 }
 
