@@ -219,14 +219,15 @@ struct OpenVpnServerVerifier {
 #[derive(Debug)]
 struct Checks {
     policy: PeerCertPolicy,
-    /// The `ca` certificates (DER), for `tls-verify`'s root.
+    /// The `ca` certificates (DER), for `tls-verify`'s root (empty without `tls-verify`).
     roots: Vec<Vec<u8>>,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl Checks {
     fn new(creds: &TlsCredentials, provider: &rustls::crypto::CryptoProvider) -> Self {
-        let roots = if creds.ca_pem.is_empty() {
+        // Only tls-verify looks at the root; the chain check has its own parsed store.
+        let roots = if creds.ca_pem.is_empty() || creds.peer_policy.verify_hook.is_none() {
             Vec::new()
         } else {
             load_certs(&creds.ca_pem, "ca")
