@@ -1377,18 +1377,8 @@ mod tests {
     /// (it may still reject the dummy argument, but never as "not supported").
     #[test]
     fn every_implemented_option_is_handled() {
-        use openvpn_control::options::catalog::{CATALOG, Effect};
-        let mut missing = Vec::new();
-        for entry in CATALOG {
-            if entry.client != Effect::Implemented || entry.name == "config" {
-                continue;
-            }
-            if let Err(e) = prof(&format!("{} 1\n", entry.name)) {
-                if e.to_string().contains("is not supported by openvpn-client") {
-                    missing.push(entry.name);
-                }
-            }
-        }
+        use openvpn_control::options::catalog::{Role, implemented_but_unhandled};
+        let missing = implemented_but_unhandled(Role::Client, prof);
         assert!(missing.is_empty(), "not handled: {missing:?}");
     }
 

@@ -959,6 +959,30 @@ pub fn unhandled(o: &OptionLine, role: Role, ignored: &[String]) -> Result<Strin
     })
 }
 
+/// The options the catalog calls implemented in `role` that the role's loader does not reach:
+/// `load` gets a config text ending in `NAME 1` for each of them, and an option counts as not
+/// reached when the loader answers with [`unhandled`]'s "not supported" error (rejecting the
+/// dummy argument is fine). Each binary's tests require this to be empty.
+pub fn implemented_but_unhandled<T>(
+    role: Role,
+    load: impl Fn(&str) -> Result<T, LoadError>,
+) -> Vec<&'static str> {
+    let binary = match role {
+        Role::Client => "openvpn-client",
+        Role::Server => "openvpn-server",
+    };
+    let not_supported = format!("is not supported by {binary}");
+    CATALOG
+        .iter()
+        .filter(|e| e.name != "config" && effect(e.name, role) == Some(Effect::Implemented))
+        .filter(|e| {
+            load(&format!("{} 1\n", e.name))
+                .is_err_and(|err| err.to_string().contains(&not_supported))
+        })
+        .map(|e| e.name)
+        .collect()
+}
+
 /// Options of openvpn-rs's own (not OpenVPN's), implemented by the named role's loader.
 pub const OURS: &[&str] = &["workers", "metrics-listen", "layer-toml"];
 
