@@ -162,7 +162,6 @@ fn fingerprint_only(creds: &TlsCredentials) -> Result<bool, ControlError> {
 /// The provider and protocol versions the options leave.
 fn limited(
     creds: &TlsCredentials,
-    max: TlsVersionMax,
 ) -> Result<
     (
         Arc<rustls::crypto::CryptoProvider>,
@@ -171,10 +170,7 @@ fn limited(
     ControlError,
 > {
     let l = creds.algorithms.provider()?;
-    let max = match (max, creds.version_max) {
-        (TlsVersionMax::Tls12, _) | (_, TlsVersionMax::Tls12) => TlsVersionMax::Tls12,
-        _ => TlsVersionMax::Tls13,
-    };
+    let max = creds.version_max;
     let (min, max) = match (l.tls12, l.tls13) {
         // tls-cipher left no TLS 1.2 suite: only TLS 1.3 (as with OpenSSL, whose TLS 1.3
         // suites tls-cipher does not touch).
@@ -406,17 +402,9 @@ pub enum TlsConfig {
 
 impl TlsConfig {
     /// Builds the client side: verifies the server against `ca` (and CRL, name check);
-    /// presents `cert`/`key` if given.
+    /// presents `cert`/`key` if given; TLS versions from `version_min`/`version_max`.
     pub fn client(creds: &TlsCredentials) -> Result<Self, ControlError> {
-        TlsConfig::client_with_max(creds, TlsVersionMax::Tls13)
-    }
-
-    /// [`TlsConfig::client`] limited to TLS versions up to `max` (`tls-version-max`).
-    pub fn client_with_max(
-        creds: &TlsCredentials,
-        max: TlsVersionMax,
-    ) -> Result<Self, ControlError> {
-        let (provider, versions) = limited(creds, max)?;
+        let (provider, versions) = limited(creds)?;
         let inner = if fingerprint_only(creds)? {
             None
         } else {
@@ -463,16 +451,7 @@ impl TlsConfig {
         creds: &TlsCredentials,
         client_cert_optional: bool,
     ) -> Result<Self, ControlError> {
-        TlsConfig::server_with_max(creds, client_cert_optional, TlsVersionMax::Tls13)
-    }
-
-    /// [`TlsConfig::server`] limited to TLS versions up to `max` (`tls-version-max`).
-    pub fn server_with_max(
-        creds: &TlsCredentials,
-        client_cert_optional: bool,
-        max: TlsVersionMax,
-    ) -> Result<Self, ControlError> {
-        let (provider, versions) = limited(creds, max)?;
+        let (provider, versions) = limited(creds)?;
         let inner = if fingerprint_only(creds)? {
             None
         } else {

@@ -325,7 +325,7 @@ fn tls_version_min_13_with_max_12_is_a_config_error() {
     let pki = common::pki();
     let mut creds = common::tls_creds(&pki, openvpn_crypto::Role::Client);
     creds.version_min = openvpn_control::tls::TlsVersionMin::Tls13;
-    let e =
-        openvpn_control::tls::TlsConfig::client_with_max(&creds, TlsVersionMax::Tls12).unwrap_err();
+    creds.version_max = TlsVersionMax::Tls12;
+    let e = openvpn_control::tls::TlsConfig::client(&creds).unwrap_err();
     assert!(e.to_string().contains("tls-version-max"), "{e}");
 }

@@ -397,8 +397,11 @@ impl Pair {
         .render();
         let client_cfg = SessionConfig {
             role: Role::Client,
-            tls: TlsConfig::client_with_max(&tls_creds(&pki, Role::Client), opts.client_tls_max)
-                .unwrap(),
+            tls: TlsConfig::client(&TlsCredentials {
+                version_max: opts.client_tls_max,
+                ..tls_creds(&pki, Role::Client)
+            })
+            .unwrap(),
             name_check: None,
             wrapping: cwrap,
             options_string: "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-client".into(),
@@ -410,8 +413,14 @@ impl Pair {
         };
         let server_cfg = SessionConfig {
             role: Role::Server,
-            tls: TlsConfig::server_with_max(&tls_creds(&pki, Role::Server), false, opts.server_tls_max)
-                .unwrap(),
+            tls: TlsConfig::server(
+                &TlsCredentials {
+                    version_max: opts.server_tls_max,
+                    ..tls_creds(&pki, Role::Server)
+                },
+                false,
+            )
+            .unwrap(),
             name_check: None,
             wrapping: ControlWrapping::None,
             options_string: "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-server".into(),
